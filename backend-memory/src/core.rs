@@ -1,0 +1,398 @@
+//! The broker state: per topic a log of messages, per group a cursor into it
+//! plus the messages that came back (nacked, timed out, dropped), the keys in
+//! flight and the in-flight table. One mutex per topic guards it all, which
+//! keeps every transition atomic and is cheap enough for millions of
+//! messages per second.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+use transport_core::{Error, ErrorKind, Message, Result, StartFrom};
+
+/// A message waiting in a group, with what the group knows of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub message: Arc<Message>,
+    /// Deliveries so far.
+    pub attempts: u32,
+    pub first_failure: Option<SystemTime>,
+    /// Whether this message holds its key's lock (it was delivered before and
+    /// is the oldest unsettled message of its key).
+    owns_key: bool,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    pending: Pending,
+    token: u64,
+    deadline: Instant,
+}
+
+/// One fetched message.
+pub(crate) struct Fetched {
+    pub message: Arc<Message>,
+    pub seq: u64,
+    pub token: u64,
+    pub attempt: u32,
+    pub first_failure: Option<SystemTime>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct GroupState {
+    /// Next log offset this group has not seen.
+    cursor: u64,
+    /// Messages available again (redeliveries), oldest first.
+    ready: BTreeMap<u64, Pending>,
+    /// Messages waiting for their key to be released.
+    blocked: HashMap<String, BTreeMap<u64, Pending>>,
+    /// Keys with a message in flight or waiting out a nack delay.
+    locked: HashSet<String>,
+    in_flight: HashMap<u64, InFlight>,
+    /// Nacked with a delay: (due, seq).
+    delayed: BTreeMap<(Instant, u64), Pending>,
+    /// No in-flight deadline is earlier than this.
+    earliest_deadline: Option<Instant>,
+    next_token: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    log: VecDeque<Arc<Message>>,
+    /// Offset of `log[0]`.
+    base: u64,
+    groups: HashMap<String, GroupState>,
+    /// Dead-letter topics keep everything until redriven or purged.
+    keep_all: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Topic {
+    state: Mutex<TopicState>,
+    /// Woken on publish, settle and requeue; consumers wait on it.
+    pub notify: Notify,
+}
+
+/// Shared state of one named or private broker.
+#[derive(Debug, Default)]
+pub(crate) struct Broker {
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+}
+
+impl Broker {
+    pub fn topic(&self, name: &str) -> Arc<Topic> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    state: Mutex::new(TopicState {
+                        log: VecDeque::new(),
+                        base: 0,
+                        groups: HashMap::new(),
+                        keep_all: false,
+                    }),
+                    notify: Notify::new(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn notify_all(&self) {
+        for t in self.topics.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            t.notify.notify_waiters();
+        }
+    }
+
+    pub fn existing_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+}
+
+/// How a delivery ended when it did not succeed.
+pub(crate) enum Requeue {
+    Now,
+    After(Duration),
+}
+
+impl Topic {
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        // A panic while holding the lock leaves consistent state (every
+        // transition is completed before anything can panic), so poisoning
+        // is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn mark_dead_letter_topic(&self) {
+        self.lock().keep_all = true;
+    }
+
+    pub fn append(&self, messages: impl IntoIterator<Item = Message>, replay_window: usize) {
+        {
+            let mut st = self.lock();
+            for m in messages {
+                st.log.push_back(Arc::new(m));
+            }
+            st.trim(replay_window);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Create the group if needed.
+    pub fn join(&self, group: &str, start: StartFrom) {
+        let mut st = self.lock();
+        if !st.groups.contains_key(group) {
+            let cursor = match start {
+                StartFrom::Earliest => st.base,
+                StartFrom::Latest => st.base + st.log.len() as u64,
+            };
+            st.groups.insert(
+                group.to_owned(),
+                GroupState {
+                    cursor,
+                    ..GroupState::default()
+                },
+            );
+        }
+    }
+
+    /// Take up to `max` messages for `group` into `out`. When nothing is
+    /// available, returns the instant something may become available without
+    /// a notification (a nack delay or ack deadline ending).
+    pub fn fetch(&self, group: &str, max: usize, ack_timeout: Duration, out: &mut Vec<Fetched>) -> Option<Instant> {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(g) = st.groups.get_mut(group) else {
+            return None;
+        };
+        g.expire(now);
+        let deadline = now + ack_timeout;
+        while out.len() < max {
+            // Redeliveries first: they are older than anything left in the log.
+            let next = if let Some((seq, pending)) = g.ready.pop_first() {
+                Some((seq, pending))
+            } else if g.cursor < st.base + st.log.len() as u64 {
+                let idx = (g.cursor.max(st.base) - st.base) as usize;
+                let seq = st.base + idx as u64;
+                g.cursor = seq + 1;
+                Some((
+                    seq,
+                    Pending {
+                        message: st.log[idx].clone(),
+                        attempts: 0,
+                        first_failure: None,
+                        owns_key: false,
+                    },
+                ))
+            } else {
+                None
+            };
+            let Some((seq, mut pending)) = next else { break };
+            if let Some(key) = &pending.message.key {
+                if !pending.owns_key {
+                    if g.locked.contains(key) {
+                        g.blocked.entry(key.clone()).or_default().insert(seq, pending);
+                        continue;
+                    }
+                    g.locked.insert(key.clone());
+                    pending.owns_key = true;
+                }
+            }
+            pending.attempts += 1;
+            g.next_token += 1;
+            let token = g.next_token;
+            out.push(Fetched {
+                message: pending.message.clone(),
+                seq,
+                token,
+                attempt: pending.attempts,
+                first_failure: pending.first_failure,
+            });
+            g.in_flight.insert(
+                seq,
+                InFlight {
+                    pending,
+                    token,
+                    deadline,
+                },
+            );
+            g.earliest_deadline = Some(g.earliest_deadline.map_or(deadline, |d| d.min(deadline)));
+        }
+        if !out.is_empty() {
+            return None;
+        }
+        // Nothing now: wake up at the next deadline or nack-delay end.
+        let next_delay = g.delayed.keys().next().map(|(t, _)| *t);
+        match (next_delay, g.earliest_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Settle a delivery successfully (ack or dead-lettered).
+    pub fn complete(&self, group: &str, seq: u64, token: u64) -> Result<Arc<Message>> {
+        let message = {
+            let mut st = self.lock();
+            let g = st.groups.get_mut(group).ok_or_else(expired)?;
+            let flight = g.take(seq, token)?;
+            g.release(&flight.pending);
+            flight.pending.message
+        };
+        self.notify.notify_waiters();
+        Ok(message)
+    }
+
+    /// Move a delivery to `dlq` as `dead`. Both happen under this topic's
+    /// lock, so the message is never in both places or in neither.
+    pub fn dead_letter(&self, group: &str, seq: u64, token: u64, dlq: &Topic, dead: Message, window: usize) -> Result<()> {
+        {
+            let mut st = self.lock();
+            let g = st.groups.get_mut(group).ok_or_else(expired)?;
+            let flight = g.take(seq, token)?;
+            dlq.append([dead], window);
+            g.release(&flight.pending);
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// Put a delivery back, now or after a delay; its key stays locked so
+    /// later messages of the key wait.
+    pub fn requeue(&self, group: &str, seq: u64, token: u64, how: Requeue) -> Result<()> {
+        {
+            let mut st = self.lock();
+            let g = st.groups.get_mut(group).ok_or_else(expired)?;
+            let mut flight = g.take(seq, token)?;
+            flight.pending.first_failure.get_or_insert_with(SystemTime::now);
+            match how {
+                Requeue::Now => {
+                    g.ready.insert(seq, flight.pending);
+                }
+                Requeue::After(d) => {
+                    g.delayed.insert((Instant::now() + d, seq), flight.pending);
+                }
+            }
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    pub fn extend(&self, group: &str, seq: u64, token: u64, by: Duration) -> Result<()> {
+        let mut st = self.lock();
+        let g = st.groups.get_mut(group).ok_or_else(expired)?;
+        match g.in_flight.get_mut(&seq) {
+            Some(f) if f.token == token => {
+                f.deadline = Instant::now() + by;
+                Ok(())
+            }
+            _ => Err(expired()),
+        }
+    }
+
+    /// Messages retained (for dead-letter topics: the queue depth).
+    pub fn retained(&self) -> Vec<Arc<Message>> {
+        self.lock().log.iter().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().log.len()
+    }
+
+    /// Remove the oldest `n` retained messages, returning them.
+    pub fn remove_front(&self, n: usize) -> Vec<Arc<Message>> {
+        let mut st = self.lock();
+        let n = n.min(st.log.len());
+        let removed: Vec<_> = st.log.drain(..n).collect();
+        st.base += n as u64;
+        removed
+    }
+
+    /// Put messages back at the front (undoing `remove_front` after a failure).
+    pub fn restore_front(&self, messages: Vec<Arc<Message>>) {
+        let mut st = self.lock();
+        for m in messages.into_iter().rev() {
+            st.log.push_front(m);
+            st.base -= 1;
+        }
+    }
+}
+
+fn expired() -> Error {
+    Error::new(
+        ErrorKind::DeliveryExpired,
+        "the delivery is no longer in flight (its ack timeout passed or it was settled)",
+    )
+}
+
+impl TopicState {
+    fn trim(&mut self, replay_window: usize) {
+        if self.keep_all || self.log.len() <= replay_window {
+            return;
+        }
+        // A topic nobody subscribed to yet keeps everything (up to the window
+        // a group starting at Earliest could ask for), others drop only what
+        // every group has passed.
+        let Some(min_cursor) = self.groups.values().map(|g| g.cursor).min() else {
+            let excess = self.log.len() - replay_window;
+            self.log.drain(..excess);
+            self.base += excess as u64;
+            return;
+        };
+        let consumed = min_cursor.saturating_sub(self.base) as usize;
+        let excess = (self.log.len() - replay_window).min(consumed);
+        if excess > 0 {
+            self.log.drain(..excess);
+            self.base += excess as u64;
+        }
+    }
+}
+
+impl GroupState {
+    fn take(&mut self, seq: u64, token: u64) -> Result<InFlight> {
+        match self.in_flight.get(&seq) {
+            Some(f) if f.token == token => Ok(self.in_flight.remove(&seq).expect("present")),
+            _ => Err(expired()),
+        }
+    }
+
+    /// The message is gone from the group: free its key for the next one.
+    fn release(&mut self, pending: &Pending) {
+        let Some(key) = &pending.message.key else { return };
+        self.locked.remove(key);
+        if let Some(waiting) = self.blocked.get_mut(key) {
+            if let Some((seq, next)) = waiting.pop_first() {
+                self.ready.insert(seq, next);
+            }
+            if waiting.is_empty() {
+                self.blocked.remove(key);
+            }
+        }
+    }
+
+    /// Move due nack delays and timed-out deliveries back to `ready`.
+    fn expire(&mut self, now: Instant) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, seq), pending) = entry.remove_entry();
+            self.ready.insert(seq, pending);
+        }
+        if self.earliest_deadline.is_some_and(|d| d <= now) {
+            let timed_out: Vec<u64> = self
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.deadline <= now)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in timed_out {
+                let mut f = self.in_flight.remove(&seq).expect("present");
+                f.pending.first_failure.get_or_insert_with(SystemTime::now);
+                self.ready.insert(seq, f.pending);
+            }
+            self.earliest_deadline = self.in_flight.values().map(|f| f.deadline).min();
+        }
+    }
+}

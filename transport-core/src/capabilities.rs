@@ -1,0 +1,62 @@
+//! What a backend can do, declared once per backend and read by users and
+//! by the conformance suite to decide which checks apply.
+
+use std::time::Duration;
+
+/// Which order deliveries keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ordering {
+    /// No order is promised.
+    #[default]
+    None,
+    /// Messages with the same key are delivered in publish order, also to
+    /// competing consumers of one group (a key is never in flight twice).
+    PerKey,
+    /// Messages with the same key are delivered in publish order only while
+    /// a group has a single consumer.
+    PerKeySingleConsumer,
+}
+
+/// What holds on a backend. Every field defaults to "no" so a backend
+/// claims only what it fills in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Per-key order promise.
+    pub ordering: Ordering,
+    /// A nacked message is redelivered before later messages of its key.
+    pub ordering_across_nack: bool,
+    /// `nack(Some(delay))` holds the message back for at least the delay.
+    pub nack_delay: bool,
+    /// Longest nack delay the backend honours.
+    pub max_nack_delay: Option<Duration>,
+    /// The broker itself moves messages to the dead-letter queue after
+    /// `max_attempts` (without the consumer settling them).
+    pub native_dead_letter: bool,
+    /// Depth, peek, redrive and purge of a dead-letter queue.
+    pub dead_letter_ops: bool,
+    /// A new group can start at the earliest retained message.
+    pub replay: bool,
+    /// An unsettled delivery comes back after `ack_timeout`.
+    pub ack_timeout_redelivery: bool,
+    /// Publishing the same message id twice (within a window) stores it once.
+    pub publish_dedup: bool,
+    /// Data survives a broker restart.
+    pub durable: bool,
+    /// Largest message (payload, headers, id and key) in bytes.
+    pub max_message_size: Option<usize>,
+    /// Most messages one `publish_batch` round trip carries; larger batches
+    /// are split by the backend.
+    pub max_batch_size: Option<usize>,
+}
+
+impl Capabilities {
+    /// Whether messages with one key keep their order with several consumers.
+    pub fn ordered_per_key(&self) -> bool {
+        self.ordering == Ordering::PerKey
+    }
+
+    /// Whether messages with one key keep their order with a single consumer.
+    pub fn ordered_per_key_single_consumer(&self) -> bool {
+        matches!(self.ordering, Ordering::PerKey | Ordering::PerKeySingleConsumer)
+    }
+}

@@ -1,0 +1,203 @@
+//! The dead-letter model: the headers a dead-lettered message carries, how it
+//! is built and how it goes back (redrive), and the operations on a queue.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::delivery::DeliveryInfo;
+use crate::error::{Error, Result};
+use crate::message::Message;
+
+/// Original topic of a dead-lettered message.
+pub const DLQ_TOPIC: &str = "transport-dlq-topic";
+/// Consumer group that gave up on it.
+pub const DLQ_GROUP: &str = "transport-dlq-group";
+/// Deliveries it had.
+pub const DLQ_ATTEMPTS: &str = "transport-dlq-attempts";
+/// Why it was dead-lettered.
+pub const DLQ_REASON: &str = "transport-dlq-reason";
+/// First failure (RFC 3339, UTC).
+pub const DLQ_FIRST_FAILURE: &str = "transport-dlq-first-failure";
+/// Last failure (RFC 3339, UTC).
+pub const DLQ_LAST_FAILURE: &str = "transport-dlq-last-failure";
+/// Prefix of all dead-letter headers; stripped on redrive.
+pub const DLQ_PREFIX: &str = "transport-dlq-";
+/// On a redriven message: the only group that should process it. Other groups
+/// of the topic acknowledge it without handing it out, so a redrive does not
+/// repeat work for groups that succeeded.
+pub const REDRIVE_GROUP: &str = "transport-redrive-group";
+/// On a redriven message: how many times it has been redriven.
+pub const REDRIVE_COUNT: &str = "transport-redrive-count";
+
+/// Build the dead-letter copy of `message`: same id, key, payload and
+/// headers, plus the dead-letter headers.
+pub fn dead_letter_message(message: &Message, info: &DeliveryInfo, reason: &str, now: SystemTime) -> Message {
+    let mut dead = message.clone();
+    let first = info.first_failure.unwrap_or(now);
+    dead.headers.insert(DLQ_TOPIC, info.topic.as_ref());
+    dead.headers.insert(DLQ_GROUP, info.group.as_ref());
+    dead.headers.insert(DLQ_ATTEMPTS, info.attempt.to_string());
+    dead.headers.insert(DLQ_REASON, reason);
+    dead.headers.insert(DLQ_FIRST_FAILURE, format_time(first));
+    dead.headers.insert(DLQ_LAST_FAILURE, format_time(now));
+    dead.headers.remove(REDRIVE_GROUP);
+    dead
+}
+
+/// The message to publish when redriving `dead`, and the topic it goes to:
+/// dead-letter headers removed, the group it returns to recorded, everything
+/// else kept. Delivery attempts start again at 1.
+pub fn redrive_message(dead: &Message) -> Result<(String, Message)> {
+    let topic = dead
+        .headers
+        .get(DLQ_TOPIC)
+        .ok_or_else(|| Error::invalid(format!("message {} has no {DLQ_TOPIC} header, cannot redrive it", dead.id)))?
+        .to_owned();
+    let group = dead.headers.get(DLQ_GROUP).map(str::to_owned);
+    let count: u32 = dead.headers.get(REDRIVE_COUNT).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut message = dead.clone();
+    message.headers.remove_prefixed(DLQ_PREFIX);
+    if let Some(group) = group {
+        message.headers.insert(REDRIVE_GROUP, group);
+    }
+    message.headers.insert(REDRIVE_COUNT, (count + 1).to_string());
+    Ok((topic, message))
+}
+
+/// Format a time as RFC 3339 UTC with milliseconds.
+pub fn format_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parse a time written by [`format_time`].
+pub fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// A message in a dead-letter queue, with its dead-letter headers decoded.
+#[derive(Clone)]
+pub struct DeadLetter {
+    /// The message as stored (dead-letter headers included).
+    pub message: Message,
+    /// The topic it failed on.
+    pub original_topic: Option<String>,
+    /// The group that gave up on it.
+    pub group: Option<String>,
+    /// Deliveries it had.
+    pub attempts: Option<u32>,
+    /// Why it was dead-lettered.
+    pub reason: Option<String>,
+    /// First failure.
+    pub first_failure: Option<SystemTime>,
+    /// Last failure.
+    pub last_failure: Option<SystemTime>,
+}
+
+impl DeadLetter {
+    /// Decode the dead-letter headers of `message`.
+    pub fn from_message(message: Message) -> Self {
+        let h = &message.headers;
+        DeadLetter {
+            original_topic: h.get(DLQ_TOPIC).map(str::to_owned),
+            group: h.get(DLQ_GROUP).map(str::to_owned),
+            attempts: h.get(DLQ_ATTEMPTS).and_then(|a| a.parse().ok()),
+            reason: h.get(DLQ_REASON).map(str::to_owned),
+            first_failure: h.get(DLQ_FIRST_FAILURE).and_then(parse_time),
+            last_failure: h.get(DLQ_LAST_FAILURE).and_then(parse_time),
+            message,
+        }
+    }
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("id", &self.message.id)
+            .field("original_topic", &self.original_topic)
+            .field("group", &self.group)
+            .field("attempts", &self.attempts)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// How many messages a redrive moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redrive {
+    /// The oldest `n`.
+    First(u64),
+    /// Everything in the queue when the redrive starts.
+    All,
+}
+
+impl Redrive {
+    /// The limit as a number (`u64::MAX` for all).
+    pub fn limit(self) -> u64 {
+        match self {
+            Redrive::First(n) => n,
+            Redrive::All => u64::MAX,
+        }
+    }
+}
+
+/// Operations on one subscription's dead-letter queue.
+///
+/// Redrive publishes each message back to its original topic before removing
+/// it from the queue: a crash in between can duplicate a message, never lose
+/// one.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync {
+    /// The dead-letter topic's name.
+    fn topic(&self) -> &str;
+    /// Messages in the queue.
+    async fn depth(&self) -> Result<u64>;
+    /// The oldest `n` messages, left in place.
+    async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>>;
+    /// Move the oldest messages back to their original topic, for the group
+    /// that dead-lettered them, with attempts starting again at 1. Returns how
+    /// many moved.
+    async fn redrive(&self, count: Redrive) -> Result<u64>;
+    /// Delete every message; returns how many.
+    async fn purge(&self) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn dead_letter_and_redrive_round_trip() {
+        let original = Message::new("p").with_key("k").with_header("h", "v");
+        let info = DeliveryInfo {
+            topic: Arc::from("orders"),
+            group: Arc::from("billing"),
+            attempt: 3,
+            max_attempts: 3,
+            first_failure: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let dead = dead_letter_message(&original, &info, "boom", now);
+        let parsed = DeadLetter::from_message(dead.clone());
+        assert_eq!(parsed.original_topic.as_deref(), Some("orders"));
+        assert_eq!(parsed.group.as_deref(), Some("billing"));
+        assert_eq!(parsed.attempts, Some(3));
+        assert_eq!(parsed.reason.as_deref(), Some("boom"));
+        assert_eq!(parsed.first_failure, info.first_failure);
+        assert_eq!(parsed.last_failure, Some(now));
+
+        let (topic, back) = redrive_message(&dead).unwrap();
+        assert_eq!(topic, "orders");
+        assert_eq!(back.id, original.id);
+        assert_eq!(back.key, original.key);
+        assert_eq!(back.payload, original.payload);
+        assert_eq!(back.headers.get("h"), Some("v"));
+        assert_eq!(back.headers.get(REDRIVE_GROUP), Some("billing"));
+        assert_eq!(back.headers.get(REDRIVE_COUNT), Some("1"));
+        assert!(back.headers.iter().all(|(k, _)| !k.starts_with(DLQ_PREFIX)));
+        assert!(redrive_message(&original).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! The broker-agnostic core: traits and types every backend implements, the
+//! dead-letter model, typed events and the consumer runtime.
+//!
+//! Applications usually depend on the `transport` facade, which re-exports
+//! this crate and opens a backend from a URL.
+//!
+//! ```no_run
+//! # async fn demo(transport: std::sync::Arc<dyn transport_core::Transport>) -> transport_core::Result<()> {
+//! use futures::StreamExt;
+//! use transport_core::{Message, SubscribeOptions};
+//!
+//! transport.publish("orders", Message::new("hello").with_key("order-1")).await?;
+//! let mut sub = transport.subscribe("orders", SubscribeOptions::new("billing")).await?;
+//! if let Some(delivery) = sub.next().await {
+//!     let delivery = delivery?;
+//!     println!("{} attempt {}", delivery.id(), delivery.attempt());
+//!     delivery.ack().await?;
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod capabilities;
+pub mod dead_letter;
+pub mod delivery;
+pub mod error;
+pub mod event;
+pub mod message;
+pub mod names;
+pub mod options;
+pub mod runtime;
+pub mod subscription;
+pub mod transport;
+
+pub use capabilities::{Capabilities, Ordering};
+pub use dead_letter::{DeadLetter, DeadLetterQueue, Redrive};
+pub use delivery::{Delivery, DeliveryInfo, Received, Settler};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, EventError};
+pub use message::{Headers, Message, MessageBuilder};
+pub use options::{DeadLetterPolicy, StartFrom, SubscribeOptions};
+pub use subscription::Subscription;
+pub use transport::{Publisher, Subscriber, Transport};
+
+// Re-exported so backends and users agree on the versions.
+pub use async_trait::async_trait;
+pub use bytes::Bytes;

@@ -1,0 +1,80 @@
+//! Delay before the next attempt after a transient failure.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+/// Exponential backoff with jitter, computed from the attempt number the
+/// broker reports (so it holds across consumers and restarts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay after the first failure.
+    pub min_delay: Duration,
+    /// Largest delay.
+    pub max_delay: Duration,
+    /// Growth per attempt.
+    pub factor: f32,
+    /// Add a random part (up to the delay itself) so retries of many messages spread out.
+    pub jitter: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(60),
+            factor: 2.0,
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential from `min_delay` up to `max_delay`.
+    pub fn exponential(min_delay: Duration, max_delay: Duration) -> Self {
+        RetryPolicy {
+            min_delay,
+            max_delay,
+            ..Default::default()
+        }
+    }
+
+    /// Without jitter (for predictable tests).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+
+    /// The delay after attempt number `attempt` (1-based) failed.
+    pub fn delay_for(&self, attempt: u32) -> Duration {
+        let mut builder = ExponentialBuilder::new()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(self.factor)
+            .without_max_times();
+        if self.jitter {
+            builder = builder.with_jitter();
+        }
+        builder
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.max_delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_caps() {
+        let p = RetryPolicy::exponential(Duration::from_millis(100), Duration::from_secs(1)).without_jitter();
+        let ms = |a: u32| p.delay_for(a).as_millis();
+        assert_eq!((ms(1), ms(2), ms(3), ms(10)), (100, 200, 400, 1000));
+        let j = RetryPolicy::exponential(Duration::from_millis(100), Duration::from_secs(1));
+        for _ in 0..20 {
+            let d = j.delay_for(2).as_millis();
+            assert!((200..400).contains(&d), "{d}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The traits every backend implements. All are object-safe: applications
+//! hold an `Arc<dyn Transport>` and swap brokers by URL.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::capabilities::Capabilities;
+use crate::dead_letter::DeadLetterQueue;
+use crate::error::Result;
+use crate::message::Message;
+use crate::options::SubscribeOptions;
+use crate::subscription::Subscription;
+
+/// Publishes messages.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publish one message; returns once the broker has confirmed it is stored
+    /// (publisher confirm, `acks=all`, `PubAck` or command reply).
+    ///
+    /// Errors: `InvalidArgument` for a bad topic name or message,
+    /// `MessageTooLarge` over [`Capabilities::max_message_size`].
+    async fn publish(&self, topic: &str, message: Message) -> Result<()>;
+
+    /// Publish several messages, keeping the order of messages with the same
+    /// key. Returns once all are confirmed. On error, messages before the
+    /// failing one may have been published (the error says which failed).
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()>;
+}
+
+/// Subscribes to topics.
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// Subscribe to `topic` in `options.group`. The group is created if it
+    /// does not exist, starting at `options.start`.
+    async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription>;
+}
+
+/// A broker connection: publish, subscribe and manage dead-letter queues.
+#[async_trait]
+pub trait Transport: Publisher + Subscriber + Debug {
+    /// The backend's name (`"memory"`, `"redis"`, ...), also its URL scheme.
+    fn backend(&self) -> &'static str;
+
+    /// What holds on this backend.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The dead-letter queue of `options.group` on `topic` (the one
+    /// [`SubscribeOptions::dlq_topic`] names).
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>>;
+
+    /// Close the connection. Later calls fail with `Closed`.
+    async fn close(&self) -> Result<()>;
+}
