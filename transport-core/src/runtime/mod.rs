@@ -38,7 +38,7 @@ use stats::Counters;
 /// use transport_core::runtime::{Consumer, HandlerError};
 /// use transport_core::{Received, SubscribeOptions};
 ///
-/// let stats = Consumer::new(transport, "orders", SubscribeOptions::new("billing"))
+/// let stats = Consumer::new(&*transport, "orders", SubscribeOptions::new("billing"))
 ///     .concurrency(16)
 ///     .run(
 ///         |msg: Received| async move {
@@ -47,14 +47,14 @@ use stats::Counters;
 ///             }
 ///             Ok(())
 ///         },
-///         async { tokio::signal::ctrl_c().await.ok(); },
+///         tokio::time::sleep(std::time::Duration::from_secs(60)),
 ///     )
 ///     .await?;
 /// println!("acked {}", stats.acked);
 /// # Ok(()) }
 /// ```
-pub struct Consumer {
-    transport: Arc<dyn Transport>,
+pub struct Consumer<'t> {
+    transport: &'t dyn Transport,
     topic: String,
     options: SubscribeOptions,
     concurrency: usize,
@@ -63,10 +63,10 @@ pub struct Consumer {
     counters: Arc<Counters>,
 }
 
-impl Consumer {
+impl<'t> Consumer<'t> {
     /// A consumer of `topic` with `options`; 8 handlers at a time, the
     /// default [`RetryPolicy`], 30 s to drain on shutdown.
-    pub fn new(transport: Arc<dyn Transport>, topic: impl Into<String>, options: SubscribeOptions) -> Self {
+    pub fn new(transport: &'t dyn Transport, topic: impl Into<String>, options: SubscribeOptions) -> Self {
         Consumer {
             transport,
             topic: topic.into(),

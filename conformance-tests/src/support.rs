@@ -1,0 +1,148 @@
+//! Helpers the checks share: unique names, receiving with deadlines,
+//! asserting silence, and the failure type.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::StreamExt;
+use transport_core::{Delivery, Subscription};
+
+/// Why a check failed.
+#[derive(Debug)]
+pub struct CheckFailure(pub String);
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<transport_core::Error> for CheckFailure {
+    fn from(e: transport_core::Error) -> Self {
+        CheckFailure(format!("unexpected error: {e}"))
+    }
+}
+
+/// Result of a check.
+pub type CheckResult = Result<(), CheckFailure>;
+
+/// Fail the check with a formatted message unless the condition holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err($crate::CheckFailure(format!($($msg)+)));
+        }
+    };
+}
+
+/// Timings the checks use. Waits for something to happen use `receive`
+/// (generous); assertions that something does *not* happen watch for `quiet`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Longest wait for an expected delivery.
+    pub receive: Duration,
+    /// How long "nothing arrives" is watched.
+    pub quiet: Duration,
+    /// The ack timeout of checks that exercise it.
+    pub short_ack: Duration,
+}
+
+/// The timings, from `CONFORMANCE_SHORT_ACK_MS` / `CONFORMANCE_QUIET_MS` when set.
+pub fn timing() -> Timing {
+    static T: OnceLock<Timing> = OnceLock::new();
+    *T.get_or_init(|| {
+        let ms = |var: &str, default: u64| {
+            Duration::from_millis(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+        };
+        Timing {
+            receive: ms("CONFORMANCE_RECEIVE_MS", 30_000),
+            quiet: ms("CONFORMANCE_QUIET_MS", 1_500),
+            short_ack: ms("CONFORMANCE_SHORT_ACK_MS", 2_000),
+        }
+    })
+}
+
+/// A topic or group name no other run or check uses.
+pub fn unique(what: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    static N: AtomicU64 = AtomicU64::new(0);
+    let run = RUN.get_or_init(|| uuid::Uuid::now_v7().simple().to_string()[20..].to_owned());
+    format!("ct-{what}-{run}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The next delivery, failing after `timing().receive`.
+pub async fn next(sub: &mut Subscription) -> Result<Delivery, CheckFailure> {
+    next_within(sub, timing().receive).await
+}
+
+/// The next delivery, failing after `within`.
+pub async fn next_within(sub: &mut Subscription, within: Duration) -> Result<Delivery, CheckFailure> {
+    match tokio::time::timeout(within, sub.next()).await {
+        Err(_) => Err(CheckFailure(format!("no delivery on {} within {within:?}", sub.topic()))),
+        Ok(None) => Err(CheckFailure(format!("subscription to {} ended", sub.topic()))),
+        Ok(Some(Err(e))) => Err(CheckFailure(format!("receive on {} failed: {e}", sub.topic()))),
+        Ok(Some(Ok(d))) => Ok(d),
+    }
+}
+
+/// Fail if anything arrives within `timing().quiet` (acking what does, so
+/// the failure message can name it).
+pub async fn expect_quiet(sub: &mut Subscription, context: &str) -> CheckResult {
+    expect_quiet_for(sub, timing().quiet, context).await
+}
+
+/// Fail if anything arrives within `period`.
+pub async fn expect_quiet_for(sub: &mut Subscription, period: Duration, context: &str) -> CheckResult {
+    match tokio::time::timeout(period, sub.next()).await {
+        Err(_) | Ok(None) => Ok(()),
+        Ok(Some(Err(e))) => Err(CheckFailure(format!("{context}: receive failed: {e}"))),
+        Ok(Some(Ok(d))) => Err(CheckFailure(format!(
+            "{context}: unexpected delivery of {} (attempt {}, payload {:?})",
+            d.id(),
+            d.attempt(),
+            String::from_utf8_lossy(&d.payload()[..d.payload().len().min(64)])
+        ))),
+    }
+}
+
+/// Receive `n` deliveries, acking each, returning them in arrival order as
+/// (id, key, payload as text, attempt).
+pub async fn receive_and_ack(sub: &mut Subscription, n: usize) -> Result<Vec<Received>, CheckFailure> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let d = next(sub)
+            .await
+            .map_err(|e| CheckFailure(format!("after {} of {n} deliveries: {e}", out.len())))?;
+        out.push(Received::of(&d));
+        d.ack().await?;
+    }
+    Ok(out)
+}
+
+/// What a check remembers of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Message id.
+    pub id: String,
+    /// Key.
+    pub key: Option<String>,
+    /// Payload as (lossy) text.
+    pub text: String,
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+impl Received {
+    /// Remember `d`.
+    pub fn of(d: &Delivery) -> Self {
+        Received {
+            id: d.id().to_owned(),
+            key: d.key().map(str::to_owned),
+            text: String::from_utf8_lossy(d.payload()).into_owned(),
+            attempt: d.attempt(),
+        }
+    }
+}

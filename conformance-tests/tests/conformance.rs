@@ -1,0 +1,92 @@
+//! Runs the whole suite against `TRANSPORT_URL` (default `memory://`).
+//!
+//! `cargo test -p conformance-tests --test conformance -- <filter>` runs the
+//! checks whose names contain the filter; the report lists what ran.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use conformance_tests::{checks, CheckRecord, CheckStatus, Report};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+
+fn main() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let args = Arguments::from_args();
+    let url = std::env::var("TRANSPORT_URL").unwrap_or_else(|_| "memory://".to_owned());
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+    );
+    let transport = match runtime.block_on(transport::connect(&url)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot connect to {}: {e}", redact(&url));
+            std::process::exit(2);
+        }
+    };
+    let backend = transport.backend();
+    let caps = transport.capabilities();
+    eprintln!("conformance suite against {backend} ({})", redact(&url));
+    let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
+    let all = checks();
+    let trials = all
+        .iter()
+        .map(|check| {
+            let check = *check;
+            let (runtime, transport, records) = (runtime.clone(), transport.clone(), records.clone());
+            Trial::ignorable_test(check.name, move || {
+                let start = Instant::now();
+                let (status, reason, outcome) = match check.skip_reason(&caps) {
+                    Some(reason) => (CheckStatus::Skipped, Some(reason.to_owned()), Ok(Completion::ignored_with(reason))),
+                    None => match runtime.block_on((check.run)(&*transport)) {
+                        Ok(()) => (CheckStatus::Passed, None, Ok(Completion::Completed)),
+                        Err(e) => (CheckStatus::Failed, Some(e.0.clone()), Err(Failed::from(e.0))),
+                    },
+                };
+                records.lock().unwrap().push(CheckRecord {
+                    name: check.name.to_owned(),
+                    status,
+                    reason,
+                    millis: start.elapsed().as_millis() as u64,
+                });
+                outcome
+            })
+            .with_kind(backend)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+
+    let mut ran = std::mem::take(&mut *records.lock().unwrap());
+    let order = |name: &str| all.iter().position(|c| c.name == name);
+    ran.sort_by_key(|r| order(&r.name));
+    let report = Report {
+        backend: backend.to_owned(),
+        checks: ran,
+    };
+    if !args.list && !report.checks.is_empty() {
+        let path = Report::default_path(backend);
+        match report.write(&path) {
+            Ok(()) => eprintln!("report: {}", path.display()),
+            Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
+    }
+    let _ = runtime.block_on(transport.close());
+    conclusion.exit();
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,39 @@
+//! Broker-agnostic messaging for services: publish, subscribe, ack, nack and
+//! dead-letter with the same meaning on every broker.
+//!
+//! Pick a broker with a cargo feature and a URL; `memory://` is always there.
+//!
+//! | scheme | feature | backend |
+//! |---|---|---|
+//! | `memory://` | (always) | [`memory`] |
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use transport::{Message, SubscribeOptions};
+//!
+//! # async fn demo() -> transport::Result<()> {
+//! let broker = transport::connect("memory://").await?;
+//! let mut orders = broker.subscribe("orders", SubscribeOptions::new("billing")).await?;
+//! broker.publish("orders", Message::new("order 1").with_key("customer-7")).await?;
+//! while let Some(delivery) = orders.next().await {
+//!     let delivery = delivery?;
+//!     match std::str::from_utf8(delivery.payload()) {
+//!         Ok(text) => { println!("got {text}"); delivery.ack().await? }
+//!         Err(_) => delivery.dead_letter("payload is not UTF-8").await?,
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Every item of [`transport_core`] is re-exported here.
+#![warn(missing_docs)]
+
+mod connect;
+
+pub use connect::{connect, schemes};
+pub use transport_core::*;
+
+/// The in-memory backend.
+pub mod memory {
+    pub use backend_memory::*;
+}
