@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use conformance_tests::{checks, CheckRecord, CheckStatus, Report};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use transport_core::secret::redact_url;
 
 fn main() {
     let _ = tracing_subscriber::fmt()
@@ -26,13 +27,13 @@ fn main() {
     let transport = match runtime.block_on(transport::connect(&url)) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("cannot connect to {}: {e}", redact(&url));
+            eprintln!("cannot connect to {}: {e}", redact_url(&url));
             std::process::exit(2);
         }
     };
     let backend = transport.backend();
     let caps = transport.capabilities();
-    eprintln!("conformance suite against {backend} ({})", redact(&url));
+    eprintln!("conformance suite against {backend} ({})", redact_url(&url));
     let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
     let all = checks();
     let trials = all
@@ -78,15 +79,4 @@ fn main() {
     }
     let _ = runtime.block_on(transport.close());
     conclusion.exit();
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }

@@ -29,6 +29,7 @@ pub mod message;
 pub mod names;
 pub mod options;
 pub mod runtime;
+pub mod secret;
 pub mod subscription;
 pub mod transport;
 
@@ -39,6 +40,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventError};
 pub use message::{Headers, Message, MessageBuilder};
 pub use options::{DeadLetterPolicy, StartFrom, SubscribeOptions};
+pub use secret::Secret;
 pub use subscription::Subscription;
 pub use transport::{Publisher, Subscriber, Transport};
 

@@ -20,8 +20,10 @@ const KNOWN: &[(&str, &str)] = &[
 
 /// The schemes compiled into this build.
 pub fn schemes() -> Vec<&'static str> {
+    #[allow(unused_mut)]
     let mut out = vec!["memory"];
-    let _ = &mut out;
+    #[cfg(feature = "redis")]
+    out.extend(["redis", "rediss"]);
     out
 }
 
@@ -37,6 +39,8 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         .ok_or_else(|| Error::invalid("a transport URL looks like scheme://..., such as memory:// or redis://127.0.0.1:6379"))?;
     match scheme.as_str() {
         "memory" => Ok(Arc::new(backend_memory::MemoryTransport::from_url(url)?)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Arc::new(backend_redis::RedisTransport::connect(url).await?)),
         other => Err(not_compiled(other)),
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! | scheme | feature | backend |
 //! |---|---|---|
-//! | `memory://` | (always) | [`memory`] |
+//! | `memory://` | (always) | `memory` |
+//! | `redis://`, `rediss://` | `redis` | `redis` |
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -36,4 +37,10 @@ pub use transport_core::*;
 /// The in-memory backend.
 pub mod memory {
     pub use backend_memory::*;
+}
+
+/// The Redis Streams backend (feature `redis`).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use backend_redis::*;
 }

@@ -1,0 +1,145 @@
+//! Configuration of the Redis backend, from a URL or a builder.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use transport_core::{Error, Result, Secret};
+
+/// Settings of a Redis Streams transport. The password never shows in
+/// `Debug` output or logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database number.
+    pub db: i64,
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password (of the ACL user or `requirepass`).
+    pub password: Option<Secret>,
+    /// Connect with TLS (`rediss://`).
+    pub tls: bool,
+    /// Prefix of every stream and helper key, to share a database.
+    pub key_prefix: String,
+    /// Approximate maximum entries per stream (`XADD MAXLEN ~`); `None` keeps all.
+    pub max_len: Option<u64>,
+    /// Largest message in bytes.
+    pub max_message_size: usize,
+    /// How long to wait for the server to accept a connection.
+    pub connect_timeout: Duration,
+    /// How long one command may take.
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            host: "127.0.0.1".into(),
+            port: 6379,
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+            key_prefix: String::new(),
+            max_len: None,
+            max_message_size: 8 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Parse `redis://[user[:password]@]host[:port][/db][?options]` or
+    /// `rediss://` (TLS). Options: `key_prefix`, `max_len`,
+    /// `max_message_size`, `connect_timeout_ms`, `command_timeout_ms`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid Redis URL: {e}")))?;
+        let mut c = RedisConfig::default();
+        match parsed.scheme() {
+            "redis" => {}
+            "rediss" => c.tls = true,
+            other => return Err(Error::invalid(format!("expected redis:// or rediss://, got {other}://"))),
+        }
+        if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {
+            c.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        }
+        if let Some(port) = parsed.port() {
+            c.port = port;
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        if !parsed.username().is_empty() {
+            c.username = Some(decode(parsed.username()));
+        }
+        if let Some(p) = parsed.password() {
+            c.password = Some(Secret::new(decode(p)));
+        }
+        let path = parsed.path().trim_start_matches('/');
+        if !path.is_empty() {
+            c.db = path
+                .parse()
+                .map_err(|_| Error::invalid(format!("Redis database must be a number, got {path:?}")))?;
+        }
+        for (k, v) in parsed.query_pairs() {
+            let num = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::invalid(format!("Redis URL option {what} must be a number, got {v:?}")))
+            };
+            match k.as_ref() {
+                "key_prefix" => c.key_prefix = v.to_string(),
+                "max_len" => c.max_len = Some(num("max_len")?),
+                "max_message_size" => c.max_message_size = num("max_message_size")? as usize,
+                "connect_timeout_ms" => c.connect_timeout = Duration::from_millis(num("connect_timeout_ms")?),
+                "command_timeout_ms" => c.command_timeout = Duration::from_millis(num("command_timeout_ms")?),
+                other => return Err(Error::invalid(format!("unknown Redis URL option {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The connection URL for the redis client (credentials included: never log it).
+    pub(crate) fn client_url(&self) -> String {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(p.expose())),
+            (None, Some(p)) => format!(":{}@", enc(p.expose())),
+            (Some(u), None) => format!("{}@", enc(u)),
+            (None, None) => String::new(),
+        };
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{auth}{host}:{}/{}", self.port, self.db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_everything_and_hides_the_password() {
+        let c = RedisConfig::from_url("rediss://app:s%40cret@cache.example:6380/3?key_prefix=svc:&max_len=1000").unwrap();
+        assert!(c.tls);
+        assert_eq!((c.host.as_str(), c.port, c.db), ("cache.example", 6380, 3));
+        assert_eq!(c.username.as_deref(), Some("app"));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "s@cret");
+        assert_eq!((c.key_prefix.as_str(), c.max_len), ("svc:", Some(1000)));
+        assert!(!format!("{c:?}").contains("cret"));
+        assert_eq!(c.client_url(), "rediss://app:s%40cret@cache.example:6380/3");
+        assert!(RedisConfig::from_url("redis://h/notanumber").is_err());
+        assert!(RedisConfig::from_url("redis://h?nope=1").is_err());
+        assert!(RedisConfig::from_url("http://h").is_err());
+    }
+}

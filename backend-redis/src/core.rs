@@ -1,0 +1,344 @@
+//! Everything that talks to Redis: connections, error mapping, the entry
+//! encoding and the Lua scripts that make settlement transitions atomic.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use transport_core::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use transport_core::{Error, ErrorKind, Headers, Message};
+
+use crate::config::RedisConfig;
+use crate::SCHEME;
+
+
+/// Map a redis error to the library's error, tagged with the operation.
+pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    let code = e.code().unwrap_or("");
+    let kind = match e.kind() {
+        K::AuthenticationFailed => ErrorKind::Unauthorized,
+        K::Server(S::NoPerm) => ErrorKind::Unauthorized,
+        _ if matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") => ErrorKind::Unauthorized,
+        _ if code == "NOGROUP" => ErrorKind::NotFound,
+        _ if e.is_timeout() => ErrorKind::Timeout,
+        _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => ErrorKind::ConnectionLost,
+        K::InvalidClientConfig => ErrorKind::InvalidArgument,
+        _ => ErrorKind::Backend,
+    };
+    let retryable = kind.default_retryable() || matches!(e.kind(), K::Server(S::BusyLoading | S::TryAgain));
+    let hint = match kind {
+        ErrorKind::Unauthorized => "; check the user name and password in the URL",
+        ErrorKind::ConnectionLost => "; check that Redis is running and reachable",
+        _ => "",
+    };
+    Error::new(kind, format!("{e}{hint}"))
+        .with_backend(SCHEME)
+        .with_operation(op)
+        .with_retryable(retryable)
+}
+
+/// Open a self-healing connection (reconnects with backoff after a drop).
+pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) -> Result<ConnectionManager, Error> {
+    if config.tls {
+        install_crypto_provider();
+    }
+    let client = redis::Client::open(config.client_url()).map_err(|e| map_err("connect", e))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut conn = client
+        .get_connection_manager_with_config(manager_config)
+        .await
+        .map_err(|e| map_err("connect", e))?;
+    // Credentials are checked on the first command; do it now so a wrong
+    // password fails here, quickly, as Unauthorized.
+    redis::cmd("PING")
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| map_err("connect", e))?;
+    Ok(conn)
+}
+
+fn install_crypto_provider() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // Fails only when the application installed one already: keep theirs.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn time_of_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+const F_ID: &str = "id";
+const F_KEY: &str = "key";
+const F_PAYLOAD: &str = "payload";
+const F_HEADER: &str = "h.";
+
+/// Stream entry fields for a message: `id`, `key`, `payload`, `h.<name>`.
+pub(crate) fn encode(message: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fields = Vec::with_capacity(3 + message.headers.len());
+    fields.push((F_ID.as_bytes().to_vec(), message.id.as_bytes().to_vec()));
+    if let Some(k) = &message.key {
+        fields.push((F_KEY.as_bytes().to_vec(), k.as_bytes().to_vec()));
+    }
+    for (name, value) in message.headers.iter() {
+        fields.push((format!("{F_HEADER}{name}").into_bytes(), value.as_bytes().to_vec()));
+    }
+    fields.push((F_PAYLOAD.as_bytes().to_vec(), message.payload.to_vec()));
+    fields
+}
+
+/// The message in a stream entry. Entries written by other producers are
+/// accepted: their fields become headers, the entry id the message id.
+pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
+    let mut id = None;
+    let mut key = None;
+    let mut payload = Bytes::new();
+    let mut headers = Headers::new();
+    let mut foreign = false;
+    for pair in fields.chunks(2) {
+        let [Value::BulkString(name), value] = pair else { continue };
+        let value = match value {
+            Value::BulkString(v) => v.clone(),
+            Value::SimpleString(s) => s.clone().into_bytes(),
+            Value::Int(i) => i.to_string().into_bytes(),
+            _ => Vec::new(),
+        };
+        match name.as_slice() {
+            b"id" => id = Some(String::from_utf8_lossy(&value).into_owned()),
+            b"key" => key = Some(String::from_utf8_lossy(&value).into_owned()),
+            b"payload" => payload = Bytes::from(value),
+            n if n.starts_with(F_HEADER.as_bytes()) => {
+                headers.insert(
+                    String::from_utf8_lossy(&n[F_HEADER.len()..]).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
+            }
+            n => {
+                foreign = true;
+                headers.insert(String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(&value).into_owned());
+            }
+        }
+    }
+    if foreign {
+        headers.insert("transport-redis-entry", entry_id);
+    }
+    Message {
+        id: id.unwrap_or_else(|| entry_id.to_owned()),
+        key,
+        headers,
+        payload,
+    }
+}
+
+/// One entry read or claimed, with its delivery count and first failure.
+pub(crate) struct Entry {
+    pub entry_id: String,
+    pub message: Message,
+    pub attempt: u32,
+    pub first_failure: Option<SystemTime>,
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// Parse `[id, [f, v, ...]]`.
+fn parse_entry(v: &Value) -> Option<(String, Message)> {
+    let Value::Array(parts) = v else { return None };
+    let id = text(parts.first()?)?;
+    let Value::Array(fields) = parts.get(1)? else { return None };
+    let message = decode(&id, fields);
+    Some((id, message))
+}
+
+/// Parse an `XREADGROUP` reply (new entries: attempt 1).
+pub(crate) fn parse_read(reply: Value) -> Vec<Entry> {
+    let Value::Array(streams) = reply else { return Vec::new() };
+    let mut out = Vec::new();
+    for stream in &streams {
+        let Value::Array(parts) = stream else { continue };
+        let Some(Value::Array(entries)) = parts.get(1) else { continue };
+        for e in entries {
+            if let Some((entry_id, message)) = parse_entry(e) {
+                out.push(Entry {
+                    entry_id,
+                    message,
+                    attempt: 1,
+                    first_failure: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Parse the claim scripts' reply: `[[id, fields, count, first_failure_ms|false], ...]`.
+pub(crate) fn parse_claimed(reply: Value) -> Vec<Entry> {
+    let Value::Array(items) = reply else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(parts) = item else { return None };
+            let entry_id = text(parts.first()?)?;
+            let Value::Array(fields) = parts.get(1)? else { return None };
+            let attempt = parts.get(2).and_then(int).unwrap_or(2) as u32;
+            let first_failure = parts.get(3).and_then(int).map(time_of_ms);
+            Some(Entry {
+                message: decode(&entry_id, fields),
+                entry_id,
+                attempt,
+                first_failure,
+            })
+        })
+        .collect()
+}
+
+/// Parse `XRANGE` (dead-letter peek).
+pub(crate) fn parse_range(reply: Value) -> Vec<(String, Message)> {
+    let Value::Array(items) = reply else { return Vec::new() };
+    items.iter().filter_map(parse_entry).collect()
+}
+
+/// Scripts: keys are passed explicitly, so they work with any prefix.
+pub(crate) struct Scripts {
+    /// KEYS: stream, delayed, failures. ARGV: group, consumer, now_ms, count.
+    /// Claims the nacked entries whose delay is over.
+    pub claim_due: Script,
+    /// KEYS: stream, delayed, failures. ARGV: group, consumer, min_idle_ms, count, now_ms.
+    /// Claims entries idle past the ack timeout (not parked by a nack).
+    pub reclaim: Script,
+    /// KEYS: stream, delayed, failures. ARGV: group, entry id, due_ms, now_ms.
+    pub nack: Script,
+    /// KEYS: stream, delayed, failures. ARGV: group, entry id.
+    pub ack: Script,
+    /// KEYS: stream, delayed, failures, dlq. ARGV: group, entry id, fields...
+    pub dead_letter: Script,
+    /// KEYS: dlq, target. ARGV: dlq entry id, fields...
+    pub redrive: Script,
+}
+
+pub(crate) fn scripts() -> &'static Scripts {
+    static S: OnceLock<Scripts> = OnceLock::new();
+    S.get_or_init(|| Scripts {
+        claim_due: Script::new(
+            r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if p[1] then
+    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+    if c[1] then
+      table.insert(out, {c[1][1], c[1][2], p[1][4] + 1, redis.call('HGET', KEYS[3], id)})
+    else
+      redis.call('HDEL', KEYS[3], id)
+    end
+  end
+end
+return out",
+        ),
+        reclaim: Script::new(
+            r"
+local pend = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+', tonumber(ARGV[4]) * 4)
+local out = {}
+for _, p in ipairs(pend) do
+  if #out >= tonumber(ARGV[4]) then break end
+  if not redis.call('ZSCORE', KEYS[2], p[1]) then
+    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), p[1])
+    if c[1] then
+      redis.call('HSETNX', KEYS[3], p[1], ARGV[5])
+      table.insert(out, {c[1][1], c[1][2], p[4] + 1, redis.call('HGET', KEYS[3], p[1])})
+    elseif #c == 0 then
+      -- trimmed away while pending: nothing left to deliver
+      redis.call('XACK', KEYS[1], ARGV[1], p[1])
+      redis.call('HDEL', KEYS[3], p[1])
+    end
+  end
+end
+return out",
+        ),
+        nack: Script::new(
+            r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4])
+return 1",
+        ),
+        ack: Script::new(
+            r"
+local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return n",
+        ),
+        dead_letter: Script::new(
+            r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] then return 0 end
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 3))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1",
+        ),
+        redrive: Script::new(
+            r"
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+return 1",
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let m = Message::builder(vec![0u8, 255, 10])
+            .key("k")
+            .header("ü", "✓")
+            .header("empty", "")
+            .build();
+        let flat: Vec<Value> = encode(&m)
+            .into_iter()
+            .flat_map(|(k, v)| [Value::BulkString(k), Value::BulkString(v)])
+            .collect();
+        assert_eq!(decode("1-0", &flat), m);
+    }
+
+    #[test]
+    fn foreign_entries_become_headers() {
+        let fields = vec![Value::BulkString(b"temp".to_vec()), Value::BulkString(b"21".to_vec())];
+        let m = decode("5-1", &fields);
+        assert_eq!(m.id, "5-1");
+        assert_eq!(m.headers.get("temp"), Some("21"));
+        assert_eq!(m.headers.get("transport-redis-entry"), Some("5-1"));
+    }
+}

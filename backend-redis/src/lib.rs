@@ -1,0 +1,12 @@
+#![doc = include_str!("../docs.md")]
+#![warn(missing_docs)]
+
+mod backend;
+mod config;
+mod core;
+
+pub use backend::{RedisBuilder, RedisTransport};
+pub use config::RedisConfig;
+
+/// URL scheme and backend name (`rediss` is accepted for TLS).
+pub const SCHEME: &str = "redis";
