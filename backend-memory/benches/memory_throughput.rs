@@ -14,7 +14,10 @@ use transport_core::{Message, Publisher, SubscribeOptions, Subscriber};
 const PAYLOAD: usize = 128;
 
 fn main() {
-    let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -50,9 +53,13 @@ async fn run(n: usize, batch: usize) -> (Duration, Duration, Duration) {
                 // consumer can measure latency without a side table.
                 let now = start.elapsed().as_nanos();
                 if k == 1 {
-                    t.publish("bench", Message::new(payload.clone()).with_id(now.to_string())).await.unwrap();
+                    t.publish("bench", Message::new(payload.clone()).with_id(now.to_string()))
+                        .await
+                        .unwrap();
                 } else {
-                    let msgs = (0..k).map(|_| Message::new(payload.clone()).with_id(now.to_string())).collect();
+                    let msgs = (0..k)
+                        .map(|_| Message::new(payload.clone()).with_id(now.to_string()))
+                        .collect();
                     t.publish_batch("bench", msgs).await.unwrap();
                 }
                 sent += k;

@@ -63,7 +63,9 @@ pub struct MemoryTransport {
 
 impl fmt::Debug for MemoryTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryTransport").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("MemoryTransport")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +87,9 @@ impl MemoryTransport {
 
     /// From a `memory://` URL (see [`MemoryConfig::from_url`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        Ok(Self::with_config(MemoryConfig::from_url(url).map_err(|e| e.with_backend(SCHEME))?))
+        Ok(Self::with_config(
+            MemoryConfig::from_url(url).map_err(|e| e.with_backend(SCHEME))?,
+        ))
     }
 
     /// From a configuration.
@@ -113,7 +117,9 @@ impl MemoryTransport {
 
     fn check_open(&self, op: &'static str) -> Result<()> {
         if self.closed.load(AtomicOrdering::Relaxed) {
-            return Err(Error::new(ErrorKind::Closed, "the transport was closed").with_backend(SCHEME).with_operation(op));
+            return Err(Error::new(ErrorKind::Closed, "the transport was closed")
+                .with_backend(SCHEME)
+                .with_operation(op));
         }
         Ok(())
     }
@@ -212,7 +218,10 @@ impl Consumer {
             let notified = self.source.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let capacity = self.options.max_in_flight.saturating_sub(self.outstanding.load(AtomicOrdering::Acquire));
+            let capacity = self
+                .options
+                .max_in_flight
+                .saturating_sub(self.outstanding.load(AtomicOrdering::Acquire));
             let mut wake_at = None;
             if capacity > 0 {
                 wake_at = self.source.fetch(&self.group, capacity, self.options.ack_timeout, buf);
@@ -303,7 +312,9 @@ impl Settler for MemorySettler {
 
     async fn extend(&self, by: Duration) -> Result<()> {
         let c = &self.consumer;
-        c.source.extend(&c.group, self.seq, self.token, by).map_err(tag("extend"))
+        c.source
+            .extend(&c.group, self.seq, self.token, by)
+            .map_err(tag("extend"))
     }
 }
 

@@ -31,9 +31,13 @@ impl Default for MemoryConfig {
 impl MemoryConfig {
     /// Parse `memory://[name][?max_message_size=N&replay_window=N]`.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid memory URL: {e}")).with_source(e))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid memory URL: {e}")).with_source(e))?;
         if parsed.scheme() != crate::SCHEME {
-            return Err(Error::invalid(format!("expected a memory:// URL, got {}://", parsed.scheme())));
+            return Err(Error::invalid(format!(
+                "expected a memory:// URL, got {}://",
+                parsed.scheme()
+            )));
         }
         let mut config = MemoryConfig::default();
         if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {

@@ -164,9 +164,7 @@ impl Topic {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let Some(g) = st.groups.get_mut(group) else {
-            return None;
-        };
+        let g = st.groups.get_mut(group)?;
         g.expire(now);
         let deadline = now + ack_timeout;
         while out.len() < max {
@@ -246,7 +244,15 @@ impl Topic {
 
     /// Move a delivery to `dlq` as `dead`. Both happen under this topic's
     /// lock, so the message is never in both places or in neither.
-    pub fn dead_letter(&self, group: &str, seq: u64, token: u64, dlq: &Topic, dead: Message, window: usize) -> Result<()> {
+    pub fn dead_letter(
+        &self,
+        group: &str,
+        seq: u64,
+        token: u64,
+        dlq: &Topic,
+        dead: Message,
+        window: usize,
+    ) -> Result<()> {
         {
             let mut st = self.lock();
             let g = st.groups.get_mut(group).ok_or_else(expired)?;

@@ -15,8 +15,15 @@ const BATCH: usize = 100;
 
 fn main() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // Warm up both paths (script loading, connections).
         raw(&url, 1_000).await;
@@ -38,7 +45,10 @@ fn topic(what: &str) -> String {
 async fn library(url: &str, n: usize) -> Duration {
     let t = RedisTransport::connect(url).await.unwrap();
     let topic = topic("lib");
-    let mut sub = t.subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH)).await.unwrap();
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH))
+        .await
+        .unwrap();
     let payload = Bytes::from(vec![b'x'; SIZE]);
     let start = Instant::now();
     let publisher = {
@@ -82,7 +92,14 @@ async fn raw(url: &str, n: usize) -> Duration {
                 pipe.atomic();
                 for _ in chunk {
                     let id = uuid::Uuid::now_v7().to_string();
-                    pipe.cmd("XADD").arg(&topic).arg("*").arg("id").arg(id).arg("payload").arg(&payload).ignore();
+                    pipe.cmd("XADD")
+                        .arg(&topic)
+                        .arg("*")
+                        .arg("id")
+                        .arg(id)
+                        .arg("payload")
+                        .arg(&payload)
+                        .ignore();
                 }
                 let _: () = pipe.query_async(&mut conn).await.unwrap();
             }

@@ -93,7 +93,9 @@ struct Inner {
 
 impl fmt::Debug for RedisTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTransport").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("RedisTransport")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,7 +149,9 @@ impl RedisTransport {
 
     fn check_open(&self, op: &'static str) -> Result<()> {
         if self.inner.closed.load(AtomicOrdering::Relaxed) {
-            return Err(Error::new(ErrorKind::Closed, "the transport was closed").with_backend(SCHEME).with_operation(op));
+            return Err(Error::new(ErrorKind::Closed, "the transport was closed")
+                .with_backend(SCHEME)
+                .with_operation(op));
         }
         Ok(())
     }
@@ -294,7 +298,10 @@ impl ReadLoop {
                 return Some(Ok(self.delivery(entry)));
             }
             let s = &self.shared;
-            let capacity = s.options.max_in_flight.saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
+            let capacity = s
+                .options
+                .max_in_flight
+                .saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
             if capacity == 0 {
                 let _ = tokio::time::timeout(Duration::from_millis(200), s.settled.notified()).await;
                 continue;

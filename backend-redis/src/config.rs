@@ -62,7 +62,11 @@ impl RedisConfig {
         match parsed.scheme() {
             "redis" => {}
             "rediss" => c.tls = true,
-            other => return Err(Error::invalid(format!("expected redis:// or rediss://, got {other}://"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "expected redis:// or rediss://, got {other}://"
+                )))
+            }
         }
         if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {
             c.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -130,7 +134,8 @@ mod tests {
 
     #[test]
     fn parses_everything_and_hides_the_password() {
-        let c = RedisConfig::from_url("rediss://app:s%40cret@cache.example:6380/3?key_prefix=svc:&max_len=1000").unwrap();
+        let c =
+            RedisConfig::from_url("rediss://app:s%40cret@cache.example:6380/3?key_prefix=svc:&max_len=1000").unwrap();
         assert!(c.tls);
         assert_eq!((c.host.as_str(), c.port, c.db), ("cache.example", 6380, 3));
         assert_eq!(c.username.as_deref(), Some("app"));

@@ -4,14 +4,13 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use transport_core::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message};
 
 use crate::config::RedisConfig;
 use crate::SCHEME;
-
 
 /// Map a redis error to the library's error, tagged with the operation.
 pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
@@ -72,7 +71,9 @@ fn install_crypto_provider() {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(crate) fn time_of_ms(ms: u64) -> SystemTime {
@@ -107,7 +108,9 @@ pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
     let mut headers = Headers::new();
     let mut foreign = false;
     for pair in fields.chunks(2) {
-        let [Value::BulkString(name), value] = pair else { continue };
+        let [Value::BulkString(name), value] = pair else {
+            continue;
+        };
         let value = match value {
             Value::BulkString(v) => v.clone(),
             Value::SimpleString(s) => s.clone().into_bytes(),
@@ -126,7 +129,10 @@ pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
             }
             n => {
                 foreign = true;
-                headers.insert(String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(&value).into_owned());
+                headers.insert(
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                );
             }
         }
     }
@@ -169,18 +175,24 @@ fn int(v: &Value) -> Option<u64> {
 fn parse_entry(v: &Value) -> Option<(String, Message)> {
     let Value::Array(parts) = v else { return None };
     let id = text(parts.first()?)?;
-    let Value::Array(fields) = parts.get(1)? else { return None };
+    let Value::Array(fields) = parts.get(1)? else {
+        return None;
+    };
     let message = decode(&id, fields);
     Some((id, message))
 }
 
 /// Parse an `XREADGROUP` reply (new entries: attempt 1).
 pub(crate) fn parse_read(reply: Value) -> Vec<Entry> {
-    let Value::Array(streams) = reply else { return Vec::new() };
+    let Value::Array(streams) = reply else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for stream in &streams {
         let Value::Array(parts) = stream else { continue };
-        let Some(Value::Array(entries)) = parts.get(1) else { continue };
+        let Some(Value::Array(entries)) = parts.get(1) else {
+            continue;
+        };
         for e in entries {
             if let Some((entry_id, message)) = parse_entry(e) {
                 out.push(Entry {
@@ -203,7 +215,9 @@ pub(crate) fn parse_claimed(reply: Value) -> Vec<Entry> {
         .filter_map(|item| {
             let Value::Array(parts) = item else { return None };
             let entry_id = text(parts.first()?)?;
-            let Value::Array(fields) = parts.get(1)? else { return None };
+            let Value::Array(fields) = parts.get(1)? else {
+                return None;
+            };
             let attempt = parts.get(2).and_then(int).unwrap_or(2) as u32;
             let first_failure = parts.get(3).and_then(int).map(time_of_ms);
             Some(Entry {

@@ -29,7 +29,11 @@ fn unique(what: &str) -> String {
 }
 
 async fn raw() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    redis::Client::open(url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -57,7 +61,12 @@ async fn wrong_credentials_are_unauthorized_quickly() {
     assert!(!err.to_string().contains("wrong-password"), "{err}");
     let ok = RedisTransport::connect(&format!("redis://{user}:right-password@{base}")).await;
     assert!(ok.is_ok(), "{:?}", ok.err());
-    redis::cmd("ACL").arg("DELUSER").arg(&user).query_async::<()>(&mut admin).await.unwrap();
+    redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -65,7 +74,9 @@ async fn debug_never_shows_the_password() {
     let c = RedisConfig::from_url("redis://app:topsecret@127.0.0.1:6379").unwrap();
     assert!(!format!("{c:?}").contains("topsecret"));
     let Some(_t) = server().await else { return };
-    let err = RedisTransport::connect("redis://app:topsecret@127.0.0.1:1/0").await.unwrap_err();
+    let err = RedisTransport::connect("redis://app:topsecret@127.0.0.1:1/0")
+        .await
+        .unwrap_err();
     assert!(!err.to_string().contains("topsecret"), "{err}");
     assert!(!format!("{err:?}").contains("topsecret"), "{err:?}");
 }
@@ -77,7 +88,11 @@ async fn survives_dropped_connections() {
     let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(2));
     let mut sub = t.subscribe(&topic, options.clone()).await.unwrap();
     t.publish(&topic, Message::new("before")).await.unwrap();
-    let held = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
     // Kill every client connection, ours included.
     let mut admin = raw().await;
@@ -139,11 +154,18 @@ async fn foreign_entries_are_delivered_with_their_fields() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(d.id(), id);
     assert_eq!(d.headers().get("celsius"), Some("21.5"));
     assert!(d.payload().is_empty());
     d.ack().await.unwrap();
     t.close().await.unwrap();
-    assert_eq!(t.publish(&topic, Message::new("x")).await.unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        t.publish(&topic, Message::new("x")).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
 }

@@ -26,7 +26,11 @@ fn short(group: &str) -> SubscribeOptions {
     SubscribeOptions::new(group).ack_timeout(timing().short_ack)
 }
 
-async fn fresh(t: &dyn Transport, what: &str, options: SubscribeOptions) -> Result<(String, Subscription), CheckFailure> {
+async fn fresh(
+    t: &dyn Transport,
+    what: &str,
+    options: SubscribeOptions,
+) -> Result<(String, Subscription), CheckFailure> {
     let topic = unique(what);
     let sub = t.subscribe(&topic, options).await?;
     Ok((topic, sub))
@@ -37,7 +41,12 @@ async fn round_trip(t: &dyn Transport, what: &str, message: Message) -> CheckRes
     t.publish(&topic, message.clone()).await?;
     let d = next(&mut sub).await?;
     ensure!(d.id() == message.id, "id: sent {}, received {}", message.id, d.id());
-    ensure!(d.key() == message.key.as_deref(), "key: sent {:?}, received {:?}", message.key, d.key());
+    ensure!(
+        d.key() == message.key.as_deref(),
+        "key: sent {:?}, received {:?}",
+        message.key,
+        d.key()
+    );
     ensure!(
         d.headers() == &message.headers,
         "headers: sent {:?}, received {:?}",
@@ -49,7 +58,11 @@ async fn round_trip(t: &dyn Transport, what: &str, message: Message) -> CheckRes
         "payload: sent {} bytes, received {} bytes (equal prefix: {})",
         message.payload.len(),
         d.payload().len(),
-        d.payload().iter().zip(message.payload.iter()).take_while(|(a, b)| a == b).count()
+        d.payload()
+            .iter()
+            .zip(message.payload.iter())
+            .take_while(|(a, b)| a == b)
+            .count()
     );
     ensure!(d.topic() == topic, "topic: expected {topic}, got {}", d.topic());
     ensure!(d.attempt() == 1, "first delivery has attempt {}", d.attempt());
@@ -133,7 +146,9 @@ pub async fn competing_consumers(t: &dyn Transport) -> CheckResult {
     let (topic, first) = fresh(t, "compete", opts("workers").max_in_flight(5)).await?;
     let second = t.subscribe(&topic, opts("workers").max_in_flight(5)).await?;
     let total = 200;
-    let sent: Vec<Message> = (0..total).map(|i| Message::new(format!("job{i}")).with_key(format!("k{i}"))).collect();
+    let sent: Vec<Message> = (0..total)
+        .map(|i| Message::new(format!("job{i}")).with_key(format!("k{i}")))
+        .collect();
     let ids: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
     t.publish_batch(&topic, sent).await?;
     let mut merged = futures::stream::select(first.map(|d| (0usize, d)), second.map(|d| (1usize, d)));
@@ -170,20 +185,31 @@ fn key_consumers(caps: &Capabilities) -> usize {
     }
 }
 
-async fn subscribe_n(t: &dyn Transport, topic: &str, options: SubscribeOptions, n: usize) -> Result<Subscription, CheckFailure> {
+async fn subscribe_n(
+    t: &dyn Transport,
+    topic: &str,
+    options: SubscribeOptions,
+    n: usize,
+) -> Result<Subscription, CheckFailure> {
     let mut subs = Vec::new();
     for _ in 0..n {
         subs.push(t.subscribe(topic, options.clone()).await?);
     }
     let group = options.group.clone();
-    Ok(Subscription::new(topic, group, futures::stream::select_all(subs).boxed()))
+    Ok(Subscription::new(
+        topic,
+        group,
+        futures::stream::select_all(subs).boxed(),
+    ))
 }
 
 fn parse_seq(text: &str) -> Result<(String, usize), CheckFailure> {
     let (k, s) = text
         .rsplit_once(':')
         .ok_or_else(|| CheckFailure(format!("unexpected payload {text:?}")))?;
-    let seq = s.parse().map_err(|_| CheckFailure(format!("unexpected payload {text:?}")))?;
+    let seq = s
+        .parse()
+        .map_err(|_| CheckFailure(format!("unexpected payload {text:?}")))?;
     Ok((k.to_owned(), seq))
 }
 
@@ -211,7 +237,12 @@ pub async fn per_key_order(t: &dyn Transport) -> CheckResult {
     let mut last: HashMap<String, usize> = HashMap::new();
     for r in &got {
         let (key, seq) = parse_seq(&r.text)?;
-        ensure!(r.key.as_deref() == Some(key.as_str()), "message {} carries key {:?}", r.text, r.key);
+        ensure!(
+            r.key.as_deref() == Some(key.as_str()),
+            "message {} carries key {:?}",
+            r.text,
+            r.key
+        );
         let expected = last.get(&key).map_or(0, |s| s + 1);
         ensure!(seq == expected, "key {key}: received #{seq} where #{expected} was due");
         last.insert(key, seq);
@@ -257,10 +288,15 @@ pub async fn per_key_order_across_nack(t: &dyn Transport) -> CheckResult {
 pub async fn batch_publish_order(t: &dyn Transport) -> CheckResult {
     let (topic, mut sub) = fresh(t, "batch", opts("g").max_in_flight(50)).await?;
     let n = 100;
-    let batch: Vec<Message> = (0..n).map(|i| Message::new(format!("batch:{i}")).with_key("batch")).collect();
+    let batch: Vec<Message> = (0..n)
+        .map(|i| Message::new(format!("batch:{i}")).with_key("batch"))
+        .collect();
     t.publish_batch(&topic, batch).await?;
     let got = receive_and_ack(&mut sub, n).await?;
-    let seqs: Vec<usize> = got.iter().map(|r| parse_seq(&r.text).map(|(_, s)| s)).collect::<Result<_, _>>()?;
+    let seqs: Vec<usize> = got
+        .iter()
+        .map(|r| parse_seq(&r.text).map(|(_, s)| s))
+        .collect::<Result<_, _>>()?;
     ensure!(seqs.iter().copied().eq(0..n), "batch arrived as {seqs:?}");
     // An empty batch is a no-op, not an error.
     t.publish_batch(&topic, Vec::new()).await?;
@@ -273,7 +309,11 @@ pub async fn batch_publish_complete(t: &dyn Transport) -> CheckResult {
     let batch: Vec<Message> = (0..100).map(|i| Message::new(format!("b{i}"))).collect();
     let ids: HashSet<String> = batch.iter().map(|m| m.id.clone()).collect();
     t.publish_batch(&topic, batch).await?;
-    let got: HashSet<String> = receive_and_ack(&mut sub, 100).await?.into_iter().map(|r| r.id).collect();
+    let got: HashSet<String> = receive_and_ack(&mut sub, 100)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
     ensure!(got == ids, "the batch received differs from the batch sent");
     expect_quiet(&mut sub, "after the batch").await
 }
@@ -300,7 +340,11 @@ pub async fn nack_redelivers_with_next_attempt(t: &dyn Transport) -> CheckResult
     ensure!(second.payload() == &m.payload, "redelivery changed the payload");
     second.nack(None).await?;
     let third = next(&mut sub).await?;
-    ensure!(third.attempt() == 3, "second redelivery has attempt {}", third.attempt());
+    ensure!(
+        third.attempt() == 3,
+        "second redelivery has attempt {}",
+        third.attempt()
+    );
     third.ack().await?;
     expect_quiet(&mut sub, "after ack").await
 }
@@ -332,7 +376,11 @@ pub async fn ack_timeout_redelivers(t: &dyn Transport) -> CheckResult {
     let mut second = t.subscribe(&topic, short("g")).await?;
     let again = next_within(&mut second, timing().short_ack + timing().receive).await?;
     let waited = start.elapsed();
-    ensure!(again.id() == m.id, "received {} instead of the stuck message", again.id());
+    ensure!(
+        again.id() == m.id,
+        "received {} instead of the stuck message",
+        again.id()
+    );
     ensure!(again.attempt() == 2, "redelivery has attempt {}", again.attempt());
     // Generous lower bound: the broker may redeliver a little early by its own clock.
     ensure!(
@@ -353,7 +401,11 @@ pub async fn dropped_delivery_redelivered(t: &dyn Transport) -> CheckResult {
     t.publish(&topic, m.clone()).await?;
     drop(next(&mut sub).await?);
     let again = next_within(&mut sub, timing().short_ack + timing().receive).await?;
-    ensure!(again.id() == m.id, "received {} instead of the dropped message", again.id());
+    ensure!(
+        again.id() == m.id,
+        "received {} instead of the dropped message",
+        again.id()
+    );
     ensure!(again.attempt() == 2, "redelivery has attempt {}", again.attempt());
     again.ack().await?;
     Ok(())
@@ -381,7 +433,11 @@ pub async fn crashed_consumer_loses_nothing(t: &dyn Transport) -> CheckResult {
     }
     drop(doomed);
     let mut survivor = t.subscribe(&topic, short("g").max_in_flight(10)).await?;
-    let expected: HashSet<String> = sent.iter().map(|m| m.id.clone()).filter(|id| !acked.contains(id)).collect();
+    let expected: HashSet<String> = sent
+        .iter()
+        .map(|m| m.id.clone())
+        .filter(|id| !acked.contains(id))
+        .collect();
     let mut got = HashSet::new();
     while got.len() < expected.len() {
         let d = next_within(&mut survivor, timing().short_ack + timing().receive)
@@ -422,14 +478,25 @@ pub async fn max_attempts_dead_letters(t: &dyn Transport) -> CheckResult {
     t.publish(&topic, m.clone()).await?;
     for attempt in 1..=3 {
         let d = next(&mut sub).await?;
-        ensure!(d.attempt() == attempt, "expected attempt {attempt}, got {}", d.attempt());
-        ensure!(d.is_last_attempt() == (attempt == 3), "is_last_attempt wrong on attempt {attempt}");
+        ensure!(
+            d.attempt() == attempt,
+            "expected attempt {attempt}, got {}",
+            d.attempt()
+        );
+        ensure!(
+            d.is_last_attempt() == (attempt == 3),
+            "is_last_attempt wrong on attempt {attempt}"
+        );
         d.nack(None).await?;
     }
     expect_quiet(&mut sub, "after the last attempt").await?;
     dlq_depth(t, &topic, &options, 1).await?;
     let dlq = t.dead_letters(&topic, &options).await?;
-    ensure!(dlq.topic() == options.dlq_topic(&topic), "dead-letter topic is {}", dlq.topic());
+    ensure!(
+        dlq.topic() == options.dlq_topic(&topic),
+        "dead-letter topic is {}",
+        dlq.topic()
+    );
     let peeked = dlq.peek(10).await?;
     ensure!(peeked.len() == 1, "peek returned {} messages", peeked.len());
     let dead = &peeked[0];
@@ -437,16 +504,25 @@ pub async fn max_attempts_dead_letters(t: &dyn Transport) -> CheckResult {
     ensure!(dead.message.payload == m.payload, "dead letter payload changed");
     ensure!(dead.message.key == m.key, "dead letter key is {:?}", dead.message.key);
     ensure!(dead.message.headers.get("h") == Some("v ✓"), "application header lost");
-    ensure!(dead.original_topic.as_deref() == Some(topic.as_str()), "original topic is {:?}", dead.original_topic);
+    ensure!(
+        dead.original_topic.as_deref() == Some(topic.as_str()),
+        "original topic is {:?}",
+        dead.original_topic
+    );
     ensure!(dead.group.as_deref() == Some("g"), "group is {:?}", dead.group);
     ensure!(dead.attempts == Some(3), "attempts is {:?}", dead.attempts);
     ensure!(dead.reason.as_deref().is_some_and(|r| !r.is_empty()), "no reason");
     let (first, last) = (
-        dead.first_failure.ok_or_else(|| CheckFailure("no first-failure time".into()))?,
-        dead.last_failure.ok_or_else(|| CheckFailure("no last-failure time".into()))?,
+        dead.first_failure
+            .ok_or_else(|| CheckFailure("no first-failure time".into()))?,
+        dead.last_failure
+            .ok_or_else(|| CheckFailure("no last-failure time".into()))?,
     );
     ensure!(first <= last, "first failure after last failure");
-    ensure!(first >= before && last <= SystemTime::now() + Duration::from_secs(1), "failure times out of range");
+    ensure!(
+        first >= before && last <= SystemTime::now() + Duration::from_secs(1),
+        "failure times out of range"
+    );
     dlq.purge().await?;
     Ok(())
 }
@@ -461,9 +537,17 @@ pub async fn explicit_dead_letter(t: &dyn Transport) -> CheckResult {
     expect_quiet(&mut sub, "after dead-lettering").await?;
     dlq_depth(t, &topic, &options, 1).await?;
     let dlq = t.dead_letters(&topic, &options).await?;
-    let dead = dlq.peek(1).await?.pop().ok_or_else(|| CheckFailure("peek returned nothing".into()))?;
+    let dead = dlq
+        .peek(1)
+        .await?
+        .pop()
+        .ok_or_else(|| CheckFailure("peek returned nothing".into()))?;
     ensure!(dead.message.id == m.id, "wrong message dead-lettered");
-    ensure!(dead.reason.as_deref() == Some("payload is not valid JSON"), "reason is {:?}", dead.reason);
+    ensure!(
+        dead.reason.as_deref() == Some("payload is not valid JSON"),
+        "reason is {:?}",
+        dead.reason
+    );
     ensure!(dead.attempts == Some(1), "attempts is {:?}", dead.attempts);
     dlq.purge().await?;
     Ok(())
@@ -477,7 +561,9 @@ pub async fn dead_letter_operations(t: &dyn Transport) -> CheckResult {
     let mut other = t.subscribe(&topic, opts("other")).await?;
     let dlq = t.dead_letters(&topic, &options).await?;
     ensure!(dlq.depth().await? == 0, "a new dead-letter queue is not empty");
-    let sent: Vec<Message> = (0..4).map(|i| Message::new(format!("d{i}")).with_header("n", i.to_string())).collect();
+    let sent: Vec<Message> = (0..4)
+        .map(|i| Message::new(format!("d{i}")).with_header("n", i.to_string()))
+        .collect();
     for m in &sent {
         t.publish(&topic, m.clone()).await?;
         let d = next(&mut sub).await?;
@@ -489,12 +575,22 @@ pub async fn dead_letter_operations(t: &dyn Transport) -> CheckResult {
 
     let peeked = dlq.peek(2).await?;
     let ids: Vec<&str> = peeked.iter().map(|d| d.message.id.as_str()).collect();
-    ensure!(ids == [sent[0].id.as_str(), sent[1].id.as_str()], "peek(2) returned {ids:?}");
+    ensure!(
+        ids == [sent[0].id.as_str(), sent[1].id.as_str()],
+        "peek(2) returned {ids:?}"
+    );
     ensure!(dlq.depth().await? == 4, "peek removed messages");
 
-    ensure!(dlq.redrive(Redrive::First(1)).await? == 1, "redrive(1) did not move one message");
+    ensure!(
+        dlq.redrive(Redrive::First(1)).await? == 1,
+        "redrive(1) did not move one message"
+    );
     let back = next(&mut sub).await?;
-    ensure!(back.id() == sent[0].id, "redrive returned {} instead of the oldest", back.id());
+    ensure!(
+        back.id() == sent[0].id,
+        "redrive returned {} instead of the oldest",
+        back.id()
+    );
     ensure!(back.attempt() == 1, "redriven message has attempt {}", back.attempt());
     ensure!(back.headers().get("n") == Some("0"), "redrive lost a header");
     ensure!(
@@ -506,7 +602,10 @@ pub async fn dead_letter_operations(t: &dyn Transport) -> CheckResult {
     expect_quiet(&mut other, "group 'other' after a redrive for group 'g'").await?;
     dlq_depth(t, &topic, &options, 3).await?;
 
-    ensure!(dlq.redrive(Redrive::All).await? == 3, "redrive(all) did not move three messages");
+    ensure!(
+        dlq.redrive(Redrive::All).await? == 3,
+        "redrive(all) did not move three messages"
+    );
     let rest: HashSet<String> = receive_and_ack(&mut sub, 3).await?.into_iter().map(|r| r.id).collect();
     let expected: HashSet<String> = sent[1..].iter().map(|m| m.id.clone()).collect();
     ensure!(rest == expected, "redrive(all) returned other messages");
@@ -537,7 +636,10 @@ pub async fn offline_group_catches_up(t: &dyn Transport) -> CheckResult {
     }
     let mut sub = t.subscribe(&topic, opts("g")).await?;
     let got: HashSet<String> = receive_and_ack(&mut sub, 5).await?.into_iter().map(|r| r.id).collect();
-    ensure!(got == sent.iter().map(|m| m.id.clone()).collect(), "missed messages published while offline");
+    ensure!(
+        got == sent.iter().map(|m| m.id.clone()).collect(),
+        "missed messages published while offline"
+    );
     expect_quiet(&mut sub, "after catching up").await
 }
 
@@ -545,7 +647,9 @@ pub async fn offline_group_catches_up(t: &dyn Transport) -> CheckResult {
 /// existed; one starting at `Latest` does not.
 pub async fn replay_for_new_group(t: &dyn Transport) -> CheckResult {
     let topic = unique("replay");
-    let sent: Vec<Message> = (0..5).map(|i| Message::new(format!("old:{i}")).with_key("replay")).collect();
+    let sent: Vec<Message> = (0..5)
+        .map(|i| Message::new(format!("old:{i}")).with_key("replay"))
+        .collect();
     t.publish_batch(&topic, sent.clone()).await?;
     let mut latest = t.subscribe(&topic, opts("late").start(StartFrom::Latest)).await?;
     let mut earliest = t.subscribe(&topic, opts("early").start(StartFrom::Earliest)).await?;
@@ -574,7 +678,10 @@ pub async fn oversize_rejected(t: &dyn Transport) -> CheckResult {
         .await
         .err()
         .ok_or_else(|| CheckFailure(format!("a {} byte message was accepted", max + 1)))?;
-    ensure!(err.kind() == ErrorKind::MessageTooLarge, "got {err} instead of MessageTooLarge");
+    ensure!(
+        err.kind() == ErrorKind::MessageTooLarge,
+        "got {err} instead of MessageTooLarge"
+    );
     ensure!(!err.is_retryable(), "MessageTooLarge must not be retryable");
     let batch = vec![Message::new("small"), Message::new(vec![b'x'; max + 1])];
     let err = t
@@ -582,12 +689,19 @@ pub async fn oversize_rejected(t: &dyn Transport) -> CheckResult {
         .await
         .err()
         .ok_or_else(|| CheckFailure("a batch with an oversize message was accepted".into()))?;
-    ensure!(err.kind() == ErrorKind::MessageTooLarge, "batch: got {err} instead of MessageTooLarge");
+    ensure!(
+        err.kind() == ErrorKind::MessageTooLarge,
+        "batch: got {err} instead of MessageTooLarge"
+    );
     let ok = Message::new("fits");
     t.publish(&topic, ok.clone()).await?;
     // The batch was checked before anything was sent, so only "fits" arrives.
     let d = next(&mut sub).await?;
-    ensure!(d.id() == ok.id, "received {:?} instead of the message after the rejected ones", d.payload());
+    ensure!(
+        d.id() == ok.id,
+        "received {:?} instead of the message after the rejected ones",
+        d.payload()
+    );
     d.ack().await?;
     expect_quiet(&mut sub, "after the rejected messages").await
 }
@@ -696,7 +810,10 @@ pub async fn graceful_shutdown_drains(t: &dyn Transport) -> CheckResult {
         .collect();
     ensure!(rest.is_disjoint(&finished), "messages acked before shutdown came back");
     let all: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
-    ensure!(rest.union(&finished).cloned().collect::<HashSet<_>>() == all, "messages were lost across shutdown");
+    ensure!(
+        rest.union(&finished).cloned().collect::<HashSet<_>>() == all,
+        "messages were lost across shutdown"
+    );
     expect_quiet(&mut sub, "after the rest").await
 }
 
@@ -721,7 +838,10 @@ pub async fn runtime_retries_and_dead_letters(t: &dyn Transport) -> CheckResult 
     };
     let consumer = Consumer::new(t, &topic, options.clone())
         .concurrency(4)
-        .retry(RetryPolicy::exponential(Duration::from_millis(50), Duration::from_millis(200)));
+        .retry(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ));
     let stats = consumer.stats_handle();
     let watcher = {
         let finished = finished.clone();
@@ -752,7 +872,10 @@ pub async fn runtime_retries_and_dead_letters(t: &dyn Transport) -> CheckResult 
         .map(|d| (d.message.headers.get("kind").unwrap_or("").to_owned(), d.reason.clone()))
         .collect();
     let poison = dead.get("poison").cloned().flatten().unwrap_or_default();
-    ensure!(poison.contains("order total is negative"), "poison reason is {poison:?}");
+    ensure!(
+        poison.contains("order total is negative"),
+        "poison reason is {poison:?}"
+    );
     let panicked = dead.get("panic").cloned().flatten().unwrap_or_default();
     ensure!(panicked.contains("panicked"), "panic reason is {panicked:?}");
     dlq.purge().await?;
@@ -771,7 +894,10 @@ pub async fn close_and_reopen_continues(t: &dyn Transport) -> CheckResult {
     let rest: HashSet<String> = receive_and_ack(&mut sub, 5).await?.into_iter().map(|r| r.id).collect();
     ensure!(first.is_disjoint(&rest), "acked messages came back after reopening");
     let all: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
-    ensure!(first.union(&rest).cloned().collect::<HashSet<_>>() == all, "messages lost across reopen");
+    ensure!(
+        first.union(&rest).cloned().collect::<HashSet<_>>() == all,
+        "messages lost across reopen"
+    );
     expect_quiet(&mut sub, "after the rest").await
 }
 
@@ -784,15 +910,29 @@ pub async fn events_round_trip(t: &dyn Transport) -> CheckResult {
         total_cents: i64,
     }
     let (topic, mut sub) = fresh(t, "events", opts("g")).await?;
-    let event = transport_core::Event::new("order.placed", "1.0", "checkout", Placed { order: 42, total_cents: 1999 })
-        .with_key("customer-7")
-        .with_tenant("acme");
+    let event = transport_core::Event::new(
+        "order.placed",
+        "1.0",
+        "checkout",
+        Placed {
+            order: 42,
+            total_cents: 1999,
+        },
+    )
+    .with_key("customer-7")
+    .with_tenant("acme");
     t.publish(&topic, event.to_message()?).await?;
     let d = next(&mut sub).await?;
     let back: transport_core::Event<Placed> =
         transport_core::Event::decode(d.message(), 1).map_err(|e| CheckFailure(format!("decode failed: {e}")))?;
-    ensure!(back.data == event.data && back.id == event.id, "event changed: {back:?}");
-    ensure!(back.tenant.as_deref() == Some("acme") && back.key.as_deref() == Some("customer-7"), "attributes lost");
+    ensure!(
+        back.data == event.data && back.id == event.id,
+        "event changed: {back:?}"
+    );
+    ensure!(
+        back.tenant.as_deref() == Some("acme") && back.key.as_deref() == Some("customer-7"),
+        "attributes lost"
+    );
     let wrong_major = transport_core::Event::<Placed>::decode(d.message(), 2);
     ensure!(
         matches!(wrong_major, Err(transport_core::EventError::UnsupportedVersion { .. })),

@@ -81,7 +81,10 @@ pub async fn next(sub: &mut Subscription) -> Result<Delivery, CheckFailure> {
 /// The next delivery, failing after `within`.
 pub async fn next_within(sub: &mut Subscription, within: Duration) -> Result<Delivery, CheckFailure> {
     match tokio::time::timeout(within, sub.next()).await {
-        Err(_) => Err(CheckFailure(format!("no delivery on {} within {within:?}", sub.topic()))),
+        Err(_) => Err(CheckFailure(format!(
+            "no delivery on {} within {within:?}",
+            sub.topic()
+        ))),
         Ok(None) => Err(CheckFailure(format!("subscription to {} ended", sub.topic()))),
         Ok(Some(Err(e))) => Err(CheckFailure(format!("receive on {} failed: {e}", sub.topic()))),
         Ok(Some(Ok(d))) => Ok(d),

@@ -44,7 +44,11 @@ fn main() {
             Trial::ignorable_test(check.name, move || {
                 let start = Instant::now();
                 let (status, reason, outcome) = match check.skip_reason(&caps) {
-                    Some(reason) => (CheckStatus::Skipped, Some(reason.to_owned()), Ok(Completion::ignored_with(reason))),
+                    Some(reason) => (
+                        CheckStatus::Skipped,
+                        Some(reason.to_owned()),
+                        Ok(Completion::ignored_with(reason)),
+                    ),
                     None => match runtime.block_on((check.run)(&*transport)) {
                         Ok(()) => (CheckStatus::Passed, None, Ok(Completion::Completed)),
                         Err(e) => (CheckStatus::Failed, Some(e.0.clone()), Err(Failed::from(e.0))),

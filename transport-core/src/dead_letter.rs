@@ -53,10 +53,19 @@ pub fn redrive_message(dead: &Message) -> Result<(String, Message)> {
     let topic = dead
         .headers
         .get(DLQ_TOPIC)
-        .ok_or_else(|| Error::invalid(format!("message {} has no {DLQ_TOPIC} header, cannot redrive it", dead.id)))?
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "message {} has no {DLQ_TOPIC} header, cannot redrive it",
+                dead.id
+            ))
+        })?
         .to_owned();
     let group = dead.headers.get(DLQ_GROUP).map(str::to_owned);
-    let count: u32 = dead.headers.get(REDRIVE_COUNT).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let count: u32 = dead
+        .headers
+        .get(REDRIVE_COUNT)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut message = dead.clone();
     message.headers.remove_prefixed(DLQ_PREFIX);
     if let Some(group) = group {

@@ -144,7 +144,10 @@ impl Delivery {
     /// attempt, the message goes to the dead-letter queue instead.
     pub async fn nack(mut self, delay: Option<Duration>) -> Result<()> {
         if self.is_last_attempt() {
-            let reason = format!("failed {} of {} allowed attempts", self.info.attempt, self.info.max_attempts);
+            let reason = format!(
+                "failed {} of {} allowed attempts",
+                self.info.attempt, self.info.max_attempts
+            );
             return self.dead_letter(reason).await;
         }
         self.take_settler("nack")?.nack(delay).await

@@ -83,9 +83,14 @@ impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EventError::MissingAttribute(name) => write!(f, "event attribute {name} is missing"),
-            EventError::InvalidAttribute { name, value } => write!(f, "event attribute {name} has invalid value {value:?}"),
+            EventError::InvalidAttribute { name, value } => {
+                write!(f, "event attribute {name} has invalid value {value:?}")
+            }
             EventError::UnsupportedVersion { found, supported_major } => {
-                write!(f, "event data version {found} is not supported (this consumer reads major {supported_major})")
+                write!(
+                    f,
+                    "event data version {found} is not supported (this consumer reads major {supported_major})"
+                )
             }
             EventError::Payload(e) => write!(f, "event data does not parse: {e}"),
         }
@@ -103,7 +108,9 @@ impl std::error::Error for EventError {
 
 impl From<EventError> for Error {
     fn from(e: EventError) -> Self {
-        Error::new(ErrorKind::Decode, e.to_string()).with_operation("decode event").with_source(e)
+        Error::new(ErrorKind::Decode, e.to_string())
+            .with_operation("decode event")
+            .with_source(e)
     }
 }
 
@@ -276,14 +283,19 @@ mod tests {
 
     #[test]
     fn typed_errors() {
-        let m = Event::new("order.placed", "2.0", "shop", Placed { order: 1 }).to_message().unwrap();
+        let m = Event::new("order.placed", "2.0", "shop", Placed { order: 1 })
+            .to_message()
+            .unwrap();
         assert!(matches!(
             Event::<Placed>::decode(&m, 1),
             Err(EventError::UnsupportedVersion { supported_major: 1, .. })
         ));
         let mut missing = m.clone();
         missing.headers.remove(CE_SOURCE);
-        assert!(matches!(Event::<Placed>::decode(&missing, 2), Err(EventError::MissingAttribute(CE_SOURCE))));
+        assert!(matches!(
+            Event::<Placed>::decode(&missing, 2),
+            Err(EventError::MissingAttribute(CE_SOURCE))
+        ));
         let mut bad = m.clone();
         bad.payload = bytes::Bytes::from_static(b"{\"order\":\"x\"}");
         let err = Event::<Placed>::decode(&bad, 2).unwrap_err();

@@ -59,7 +59,17 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "has space", "wild*", "a>b", "ümlaut", ".hidden", "a..b", "end.", &"x".repeat(201)] {
+        for bad in [
+            "",
+            "has space",
+            "wild*",
+            "a>b",
+            "ümlaut",
+            ".hidden",
+            "a..b",
+            "end.",
+            &"x".repeat(201),
+        ] {
             let err = validate_topic(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{bad:?}");
         }

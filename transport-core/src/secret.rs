@@ -96,7 +96,10 @@ mod tests {
         assert_eq!(redact_url("redis://:pw@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redact_url("amqp://u:pw@h/vh"), "amqp://u:***@h/vh");
         assert_eq!(redact_url("nats://tok@h"), "nats://***@h");
-        assert_eq!(redact_url("sqs://?region=x&secret_key=abc"), "sqs://?region=x&secret_key=***");
+        assert_eq!(
+            redact_url("sqs://?region=x&secret_key=abc"),
+            "sqs://?region=x&secret_key=***"
+        );
         assert_eq!(redact_url("memory://"), "memory://");
     }
 }

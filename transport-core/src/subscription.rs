@@ -31,7 +31,11 @@ pub struct Subscription {
 
 impl Subscription {
     /// Used by backends: wrap their raw stream of deliveries.
-    pub fn new(topic: impl Into<String>, group: impl Into<String>, inner: BoxStream<'static, Result<Delivery>>) -> Self {
+    pub fn new(
+        topic: impl Into<String>,
+        group: impl Into<String>,
+        inner: BoxStream<'static, Result<Delivery>>,
+    ) -> Self {
         Subscription {
             topic: topic.into(),
             group: group.into(),

@@ -36,7 +36,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
     let scheme = url
         .split_once("://")
         .map(|(s, _)| s.to_ascii_lowercase())
-        .ok_or_else(|| Error::invalid("a transport URL looks like scheme://..., such as memory:// or redis://127.0.0.1:6379"))?;
+        .ok_or_else(|| {
+            Error::invalid("a transport URL looks like scheme://..., such as memory:// or redis://127.0.0.1:6379")
+        })?;
     match scheme.as_str() {
         "memory" => Ok(Arc::new(backend_memory::MemoryTransport::from_url(url)?)),
         #[cfg(feature = "redis")]
@@ -67,6 +69,9 @@ mod tests {
         let e = connect("bogus://x").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.to_string().contains("memory"), "{e}");
-        assert_eq!(connect("no-scheme").await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            connect("no-scheme").await.unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }

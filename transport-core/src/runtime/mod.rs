@@ -184,7 +184,10 @@ impl<'t> Consumer<'t> {
 async fn drain(mut tasks: JoinSet<Option<String>>, timeout: Duration) {
     let finished = tokio::time::timeout(timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_err() {
-        tracing::warn!(left = tasks.len(), "shutdown deadline passed; unfinished deliveries will be redelivered");
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown deadline passed; unfinished deliveries will be redelivered"
+        );
         // Aborting drops their deliveries unsettled: the broker redelivers them.
         tasks.shutdown().await;
     }
