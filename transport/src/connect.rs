@@ -24,6 +24,8 @@ pub fn schemes() -> Vec<&'static str> {
     let mut out = vec!["memory"];
     #[cfg(feature = "redis")]
     out.extend(["redis", "rediss"]);
+    #[cfg(feature = "nats")]
+    out.extend(["nats", "tls"]);
     out
 }
 
@@ -43,6 +45,8 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         "memory" => Ok(Arc::new(backend_memory::MemoryTransport::from_url(url)?)),
         #[cfg(feature = "redis")]
         "redis" | "rediss" => Ok(Arc::new(backend_redis::RedisTransport::connect(url).await?)),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => Ok(Arc::new(backend_nats::NatsTransport::connect(url).await?)),
         other => Err(not_compiled(other)),
     }
 }

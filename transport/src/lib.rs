@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `memory://` | (always) | `memory` |
 //! | `redis://`, `rediss://` | `redis` | `redis` |
+//! | `nats://`, `tls://` | `nats` | `nats` |
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -37,6 +38,12 @@ pub use transport_core::*;
 /// The in-memory backend.
 pub mod memory {
     pub use backend_memory::*;
+}
+
+/// The NATS JetStream backend (feature `nats`).
+#[cfg(feature = "nats")]
+pub mod nats {
+    pub use backend_nats::*;
 }
 
 /// The Redis Streams backend (feature `redis`).

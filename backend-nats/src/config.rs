@@ -1,0 +1,164 @@
+//! Configuration of the NATS backend, from a URL or a builder.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use transport_core::{Error, Result, Secret};
+
+/// Where JetStream keeps a topic's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk (survives a server restart).
+    #[default]
+    File,
+    /// In memory.
+    Memory,
+}
+
+/// Settings of a NATS JetStream transport. Secrets never show in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server addresses (`host:port`).
+    pub servers: Vec<String>,
+    /// Require TLS (`tls://`).
+    pub tls: bool,
+    /// User name (with `password`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// Token authentication.
+    pub token: Option<Secret>,
+    /// NKey seed.
+    pub nkey: Option<Secret>,
+    /// Path of a `.creds` file.
+    pub credentials_file: Option<String>,
+    /// Prefix of every stream name this backend creates.
+    pub stream_prefix: String,
+    /// Storage of streams created on demand.
+    pub storage: Storage,
+    /// Replicas of streams created on demand.
+    pub replicas: usize,
+    /// Maximum age of messages in streams created on demand (`None`: keep).
+    pub max_age: Option<Duration>,
+    /// Publish-deduplication window of streams created on demand.
+    pub duplicate_window: Duration,
+    /// Wait for the server's confirmation of every ack (`AckAck`).
+    pub double_ack: bool,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            servers: vec!["127.0.0.1:4222".into()],
+            tls: false,
+            user: None,
+            password: None,
+            token: None,
+            nkey: None,
+            credentials_file: None,
+            stream_prefix: "TRANSPORT_".into(),
+            storage: Storage::File,
+            replicas: 1,
+            max_age: None,
+            duplicate_window: Duration::from_secs(120),
+            double_ack: false,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// Parse `nats://[user:password@|token@]host[:port][,host2:port][?options]`
+    /// or `tls://...`. Options: `nkey`, `creds` (file path), `stream_prefix`,
+    /// `storage` (`file`|`memory`), `replicas`, `max_age_ms`,
+    /// `duplicate_window_ms`, `double_ack` (`true`|`false`), `connect_timeout_ms`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::invalid("a NATS URL looks like nats://host:4222"))?;
+        let mut c = NatsConfig::default();
+        match scheme {
+            "nats" => {}
+            "tls" => c.tls = true,
+            other => return Err(Error::invalid(format!("expected nats:// or tls://, got {other}://"))),
+        }
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a.trim_end_matches('/'), q),
+            None => (rest.trim_end_matches('/'), ""),
+        };
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        match userinfo.map(|u| u.split_once(':')) {
+            Some(Some((user, pass))) => {
+                c.user = Some(decode(user));
+                c.password = Some(Secret::new(decode(pass)));
+            }
+            Some(None) => c.token = Some(Secret::new(decode(userinfo.unwrap_or_default()))),
+            None => {}
+        }
+        if !hosts.is_empty() {
+            c.servers = hosts
+                .split(',')
+                .map(|h| if h.contains(':') { h.to_owned() } else { format!("{h}:4222") })
+                .collect();
+        }
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let num = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::invalid(format!("NATS URL option {what} must be a number, got {v:?}")))
+            };
+            match k.as_ref() {
+                "nkey" => c.nkey = Some(Secret::new(v.to_string())),
+                "creds" => c.credentials_file = Some(v.to_string()),
+                "stream_prefix" => c.stream_prefix = v.to_string(),
+                "storage" => {
+                    c.storage = match v.as_ref() {
+                        "file" => Storage::File,
+                        "memory" => Storage::Memory,
+                        other => return Err(Error::invalid(format!("storage must be file or memory, got {other:?}"))),
+                    }
+                }
+                "replicas" => c.replicas = num("replicas")? as usize,
+                "max_age_ms" => c.max_age = Some(Duration::from_millis(num("max_age_ms")?)),
+                "duplicate_window_ms" => c.duplicate_window = Duration::from_millis(num("duplicate_window_ms")?),
+                "double_ack" => c.double_ack = v == "true",
+                "connect_timeout_ms" => c.connect_timeout = Duration::from_millis(num("connect_timeout_ms")?),
+                other => return Err(Error::invalid(format!("unknown NATS URL option {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_hides_secrets() {
+        let c = NatsConfig::from_url("nats://app:p%40ss@a:4222,b?storage=memory&replicas=3").unwrap();
+        assert_eq!(c.servers, ["a:4222", "b:4222"]);
+        assert_eq!(c.user.as_deref(), Some("app"));
+        assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
+        assert_eq!((c.storage, c.replicas), (Storage::Memory, 3));
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let t = NatsConfig::from_url("tls://s3cr3t@h:4443").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.token.as_ref().unwrap().expose(), "s3cr3t");
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        assert!(NatsConfig::from_url("nats://h?bogus=1").is_err());
+        assert!(NatsConfig::from_url("http://h").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! Everything that talks to NATS: connecting, error mapping, names and the
+//! header encoding.
+
+use std::fmt::Display;
+
+use async_nats::{ConnectErrorKind, HeaderMap};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+
+use crate::config::NatsConfig;
+use crate::SCHEME;
+
+/// Header carrying the message id (also sent as `Nats-Msg-Id` on plain publishes).
+pub(crate) const H_ID: &str = "transport-id";
+/// Header carrying the key.
+pub(crate) const H_KEY: &str = "transport-key";
+const NATS_MSG_ID: &str = "Nats-Msg-Id";
+
+pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+}
+
+/// Map an error by its text where the client gives no kind.
+pub(crate) fn other(op: &'static str, e: impl Display) -> Error {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    let kind = if lower.contains("timed out") || lower.contains("timeout") {
+        ErrorKind::Timeout
+    } else if lower.contains("broken pipe") || lower.contains("disconnect") || lower.contains("no responders") {
+        ErrorKind::ConnectionLost
+    } else if lower.contains("authorization") || lower.contains("permission") {
+        ErrorKind::Unauthorized
+    } else if lower.contains("not found") {
+        ErrorKind::NotFound
+    } else if lower.contains("maximum payload") || lower.contains("max payload") {
+        ErrorKind::MessageTooLarge
+    } else {
+        ErrorKind::Backend
+    };
+    err(kind, op, text)
+}
+
+pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(config.connect_timeout)
+        .require_tls(config.tls)
+        .name("transport");
+    if let (Some(user), Some(pass)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), pass.expose().to_owned());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(seed) = &config.nkey {
+        options = options.nkey(seed.expose().to_owned());
+    }
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| err(ErrorKind::InvalidArgument, "connect", format!("credentials file {path}: {e}")))?;
+    }
+    options.connect(config.servers.clone()).await.map_err(|e| {
+        let kind = match e.kind() {
+            ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => ErrorKind::Unauthorized,
+            ConnectErrorKind::TimedOut => ErrorKind::Timeout,
+            ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => ErrorKind::InvalidArgument,
+            _ => ErrorKind::ConnectionLost,
+        };
+        let hint = match kind {
+            ErrorKind::Unauthorized => "; check the credentials in the URL",
+            ErrorKind::ConnectionLost => "; check that nats-server is running with JetStream (-js)",
+            _ => "",
+        };
+        err(kind, "connect", format!("{e}{hint}"))
+    })
+}
+
+/// Stream or consumer name for a topic or group: `_` becomes `__` and `.`
+/// becomes `_d`, so distinct names never collide and the result has no `.`.
+pub(crate) fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '.' => out.push_str("_d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// NATS headers for a message. `dedup` adds `Nats-Msg-Id` (plain publishes;
+/// dead-letter and redrive copies must not be dropped as duplicates).
+pub(crate) fn encode(message: &Message, dedup: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(H_ID, message.id.as_str());
+    if dedup {
+        h.insert(NATS_MSG_ID, message.id.as_str());
+    }
+    if let Some(k) = &message.key {
+        h.insert(H_KEY, k.as_str());
+    }
+    for (name, value) in message.headers.iter() {
+        h.insert(name, value);
+    }
+    h
+}
+
+/// The message in a JetStream message's headers and payload.
+pub(crate) fn decode(headers: Option<&HeaderMap>, payload: Bytes, fallback_id: impl FnOnce() -> String) -> Message {
+    let mut out = Headers::new();
+    let mut id = None;
+    let mut key = None;
+    if let Some(h) = headers {
+        for (name, values) in h.iter() {
+            let value = values.first().map(|v| v.as_str().to_owned()).unwrap_or_default();
+            match name.as_ref() {
+                H_ID => id = Some(value),
+                H_KEY => key = Some(value),
+                n if n.eq_ignore_ascii_case(NATS_MSG_ID) => {}
+                n => {
+                    out.insert(n, value);
+                }
+            }
+        }
+    }
+    Message {
+        id: id.unwrap_or_else(fallback_id),
+        key,
+        headers: out,
+        payload,
+    }
+}
+
+/// Header names and values NATS can carry: no CR or LF anywhere.
+pub(crate) fn check_headers(message: &Message) -> Result<(), Error> {
+    let bad = |s: &str| s.contains(['\r', '\n']);
+    if message.headers.iter().any(|(k, v)| bad(k) || bad(v)) || bad(&message.id) || message.key.as_deref().is_some_and(bad)
+    {
+        return Err(Error::invalid("NATS headers cannot contain CR or LF"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_is_injective_and_dot_free() {
+        let names = ["a.b", "a_b", "a_db", "a__b", "a._b", "a_.b"];
+        let escaped: std::collections::HashSet<String> = names.iter().map(|n| escape(n)).collect();
+        assert_eq!(escaped.len(), names.len());
+        assert!(escaped.iter().all(|e| !e.contains('.')));
+    }
+
+    #[test]
+    fn headers_round_trip() {
+        let m = Message::builder("p").key("k").header("x-a", "✓").build();
+        let h = encode(&m, true);
+        let back = decode(Some(&h), m.payload.clone(), || "none".into());
+        assert_eq!(back, m);
+    }
+}

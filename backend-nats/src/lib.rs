@@ -1,0 +1,12 @@
+#![doc = include_str!("../docs.md")]
+#![warn(missing_docs)]
+
+mod backend;
+mod config;
+mod core;
+
+pub use backend::{NatsBuilder, NatsTransport};
+pub use config::{NatsConfig, Storage};
+
+/// URL scheme and backend name (`tls` is accepted for TLS).
+pub const SCHEME: &str = "nats";
