@@ -112,10 +112,19 @@ impl NatsTransport {
     pub async fn with_config(config: NatsConfig) -> Result<Self> {
         let client = core::connect(&config).await?;
         let js = jetstream::new(client.clone());
-        // Fail now, clearly, when the server has no JetStream.
-        js.query_account()
+        // Fail now, clearly, when the server has no JetStream: the API
+        // answers even for a stream that does not exist.
+        let probe = client
+            .request("$JS.API.INFO", transport_core::Bytes::new())
             .await
-            .map_err(|e| err(ErrorKind::Unsupported, "connect", format!("JetStream is not available: {e}; start nats-server with -js")))?;
+            .map_err(|e| err(ErrorKind::Unsupported, "connect", format!("JetStream is not available ({e}); start nats-server with -js")))?;
+        if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
+            return Err(err(
+                ErrorKind::Unauthorized,
+                "connect",
+                format!("JetStream refused the account: {}", String::from_utf8_lossy(&probe.payload)),
+            ));
+        }
         let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
         Ok(NatsTransport {
             inner: Arc::new(Inner {
