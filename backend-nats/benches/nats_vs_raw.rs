@@ -16,8 +16,15 @@ const BATCH: usize = 100;
 
 fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         raw(&url, 1_000).await;
         library(&url, 1_000).await;
@@ -38,7 +45,10 @@ fn topic(what: &str) -> String {
 async fn library(url: &str, n: usize) -> Duration {
     let t = NatsTransport::connect(url).await.unwrap();
     let topic = topic("lib");
-    let mut sub = t.subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH * 2)).await.unwrap();
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH * 2))
+        .await
+        .unwrap();
     let payload = Bytes::from(vec![b'x'; SIZE]);
     let start = Instant::now();
     let publisher = {
@@ -91,7 +101,11 @@ async fn raw(url: &str, n: usize) -> Duration {
                 for _ in chunk {
                     let mut h = async_nats::HeaderMap::new();
                     h.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
-                    acks.push(js.publish_with_headers(topic.clone(), h, payload.clone()).await.unwrap());
+                    acks.push(
+                        js.publish_with_headers(topic.clone(), h, payload.clone())
+                            .await
+                            .unwrap(),
+                    );
                 }
                 for a in acks {
                     a.await.unwrap();

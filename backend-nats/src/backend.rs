@@ -89,7 +89,9 @@ struct Inner {
 
 impl fmt::Debug for NatsTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsTransport").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("NatsTransport")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,12 +119,21 @@ impl NatsTransport {
         let probe = client
             .request("$JS.API.INFO", transport_core::Bytes::new())
             .await
-            .map_err(|e| err(ErrorKind::Unsupported, "connect", format!("JetStream is not available ({e}); start nats-server with -js")))?;
+            .map_err(|e| {
+                err(
+                    ErrorKind::Unsupported,
+                    "connect",
+                    format!("JetStream is not available ({e}); start nats-server with -js"),
+                )
+            })?;
         if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
             return Err(err(
                 ErrorKind::Unauthorized,
                 "connect",
-                format!("JetStream refused the account: {}", String::from_utf8_lossy(&probe.payload)),
+                format!(
+                    "JetStream refused the account: {}",
+                    String::from_utf8_lossy(&probe.payload)
+                ),
             ));
         }
         let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
@@ -165,19 +176,36 @@ impl NatsTransport {
             duplicate_window: c.duplicate_window,
             ..Default::default()
         };
-        let s = self.inner.js.get_or_create_stream(config).await.map_err(|e| other(op, e))?;
-        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+        let s = self
+            .inner
+            .js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| other(op, e))?;
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name);
         Ok(s)
     }
 
     fn stream_known(&self, topic: &str) -> bool {
         let name = self.stream_name(topic);
-        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner()).contains(&name)
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&name)
     }
 
     fn forget_stream(&self, topic: &str) {
         let name = self.stream_name(topic);
-        self.inner.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
     }
 
     fn check_message(&self, m: &Message) -> Result<()> {
@@ -344,7 +372,10 @@ impl ReadLoop {
             }
             let Some(batch) = self.batch.as_mut() else {
                 let s = &self.shared;
-                let capacity = s.options.max_in_flight.saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
+                let capacity = s
+                    .options
+                    .max_in_flight
+                    .saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
                 if capacity == 0 {
                     let _ = tokio::time::timeout(Duration::from_millis(200), s.settled.notified()).await;
                     continue;
@@ -399,7 +430,9 @@ impl ReadLoop {
             Ok(info) => (info.delivered.max(1) as u32, Some(info.published)),
             Err(_) => (1, None),
         };
-        let fallback = published.map(|p| p.unix_timestamp_nanos().to_string()).unwrap_or_default();
+        let fallback = published
+            .map(|p| p.unix_timestamp_nanos().to_string())
+            .unwrap_or_default();
         let message = core::decode(msg.headers.as_ref(), msg.payload.clone(), || fallback);
         let info = DeliveryInfo {
             topic: s.topic.clone(),
@@ -492,7 +525,13 @@ struct NatsDeadLetters {
 
 impl NatsDeadLetters {
     async fn stream(&self, op: &'static str) -> Result<Option<stream::Stream>> {
-        match self.transport.inner.js.get_stream(self.transport.stream_name(&self.topic)).await {
+        match self
+            .transport
+            .inner
+            .js
+            .get_stream(self.transport.stream_name(&self.topic))
+            .await
+        {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => Ok(None),
             Err(e) => Err(other(op, e)),
@@ -501,7 +540,9 @@ impl NatsDeadLetters {
 
     /// The oldest `n` messages with their sequence numbers.
     async fn oldest(&self, op: &'static str, n: u64) -> Result<Vec<(u64, Message)>> {
-        let Some(mut s) = self.stream(op).await? else { return Ok(Vec::new()) };
+        let Some(mut s) = self.stream(op).await? else {
+            return Ok(Vec::new());
+        };
         let state = s.info().await.map_err(|e| other(op, e))?.state.clone();
         let mut out = Vec::new();
         let mut seq = state.first_sequence;
@@ -543,7 +584,9 @@ impl DeadLetterQueue for NatsDeadLetters {
     }
 
     async fn redrive(&self, count: Redrive) -> Result<u64> {
-        let Some(s) = self.stream("redrive").await? else { return Ok(0) };
+        let Some(s) = self.stream("redrive").await? else {
+            return Ok(0);
+        };
         let mut moved = 0;
         for (seq, dead) in self.oldest("redrive", count.limit()).await? {
             let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
@@ -599,4 +642,3 @@ impl Transport for NatsTransport {
         Ok(())
     }
 }
-

@@ -111,7 +111,13 @@ impl NatsConfig {
         if !hosts.is_empty() {
             c.servers = hosts
                 .split(',')
-                .map(|h| if h.contains(':') { h.to_owned() } else { format!("{h}:4222") })
+                .map(|h| {
+                    if h.contains(':') {
+                        h.to_owned()
+                    } else {
+                        format!("{h}:4222")
+                    }
+                })
                 .collect();
         }
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {

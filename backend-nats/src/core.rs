@@ -54,10 +54,13 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
         options = options.nkey(seed.expose().to_owned());
     }
     if let Some(path) = &config.credentials_file {
-        options = options
-            .credentials_file(path)
-            .await
-            .map_err(|e| err(ErrorKind::InvalidArgument, "connect", format!("credentials file {path}: {e}")))?;
+        options = options.credentials_file(path).await.map_err(|e| {
+            err(
+                ErrorKind::InvalidArgument,
+                "connect",
+                format!("credentials file {path}: {e}"),
+            )
+        })?;
     }
     options.connect(config.servers.clone()).await.map_err(|e| {
         let kind = match e.kind() {
@@ -135,7 +138,9 @@ pub(crate) fn decode(headers: Option<&HeaderMap>, payload: Bytes, fallback_id: i
 /// Header names and values NATS can carry: no CR or LF anywhere.
 pub(crate) fn check_headers(message: &Message) -> Result<(), Error> {
     let bad = |s: &str| s.contains(['\r', '\n']);
-    if message.headers.iter().any(|(k, v)| bad(k) || bad(v)) || bad(&message.id) || message.key.as_deref().is_some_and(bad)
+    if message.headers.iter().any(|(k, v)| bad(k) || bad(v))
+        || bad(&message.id)
+        || message.key.as_deref().is_some_and(bad)
     {
         return Err(Error::invalid("NATS headers cannot contain CR or LF"));
     }

@@ -29,10 +29,18 @@ impl Server {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("nats-it-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd", dir.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut args: Vec<String> = [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            dir.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = spawn(&args);
         let s = Server { child, port, dir, args };
@@ -79,13 +87,19 @@ impl Drop for Server {
 
 #[tokio::test]
 async fn wrong_credentials_are_unauthorized_quickly() {
-    let Some(server) = Server::start(&["--user", "app", "--pass", "right-password"]) else { return };
+    let Some(server) = Server::start(&["--user", "app", "--pass", "right-password"]) else {
+        return;
+    };
     let start = Instant::now();
-    let err = NatsTransport::connect(&server.url("app:wrong-password@")).await.unwrap_err();
+    let err = NatsTransport::connect(&server.url("app:wrong-password@"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
     assert!(!err.to_string().contains("wrong-password"), "{err}");
-    let t = NatsTransport::connect(&server.url("app:right-password@")).await.unwrap();
+    let t = NatsTransport::connect(&server.url("app:right-password@"))
+        .await
+        .unwrap();
     assert!(!format!("{t:?}").contains("right-password"));
 }
 
@@ -96,7 +110,11 @@ async fn survives_a_server_restart() {
     let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(2));
     let mut sub = t.subscribe("restart", options).await.unwrap();
     t.publish("restart", Message::new("before")).await.unwrap();
-    let held = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     std::mem::forget(held);
 
     server.restart();
@@ -135,8 +153,14 @@ async fn duplicate_publishes_are_stored_once() {
     let m = Message::new("once");
     t.publish("dedup", m.clone()).await.unwrap();
     t.publish("dedup", m.clone()).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(d.id(), m.id);
     d.ack().await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(1500), sub.next()).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(1500), sub.next())
+        .await
+        .is_err());
 }
