@@ -3,15 +3,15 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_trait::async_trait;
 use futures::stream::{self as fstream, StreamExt};
-use tokio::sync::Notify;
 use transport_core::dead_letter::redrive_message;
+use transport_core::flow::InFlightLimit;
 use transport_core::names::validate_topic;
 use transport_core::{
     Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
@@ -330,8 +330,7 @@ impl Subscriber for NatsTransport {
             group: Arc::from(options.group.as_str()),
             dlq_topic,
             options: options.clone(),
-            outstanding: AtomicUsize::new(0),
-            settled: Notify::new(),
+            in_flight: InFlightLimit::new(options.max_in_flight),
         });
         let state = ReadLoop {
             shared,
@@ -353,8 +352,7 @@ struct Shared {
     group: Arc<str>,
     dlq_topic: String,
     options: SubscribeOptions,
-    outstanding: AtomicUsize,
-    settled: Notify,
+    in_flight: InFlightLimit,
 }
 
 struct ReadLoop {
@@ -372,12 +370,9 @@ impl ReadLoop {
             }
             let Some(batch) = self.batch.as_mut() else {
                 let s = &self.shared;
-                let capacity = s
-                    .options
-                    .max_in_flight
-                    .saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
+                let capacity = s.in_flight.free();
                 if capacity == 0 {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), s.settled.notified()).await;
+                    s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
                     continue;
                 }
                 match self
@@ -401,7 +396,7 @@ impl ReadLoop {
                 None => self.batch = None,
                 Some(Ok(msg)) => {
                     self.failures = 0;
-                    self.shared.outstanding.fetch_add(1, AtomicOrdering::AcqRel);
+                    self.shared.in_flight.taken(1);
                     return Some(Ok(self.delivery(msg)));
                 }
                 Some(Err(e)) => {
@@ -458,8 +453,7 @@ struct NatsSettler {
 impl NatsSettler {
     fn take(&mut self) -> (Arc<Shared>, jetstream::Message) {
         let s = self.shared.clone();
-        s.outstanding.fetch_sub(1, AtomicOrdering::AcqRel);
-        s.settled.notify_one();
+        s.in_flight.release();
         (s, self.msg.take().expect("settled once"))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 use redis::aio::ConnectionManager;
 use redis::Value;
-use tokio::sync::Notify;
 use transport_core::dead_letter::redrive_message;
+use transport_core::flow::InFlightLimit;
 use transport_core::names::validate_topic;
 use transport_core::{
     Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
@@ -246,8 +246,7 @@ impl Subscriber for RedisTransport {
             group: Arc::from(options.group.as_str()),
             name: format!("c-{}", uuid::Uuid::now_v7().simple()),
             options: options.clone(),
-            outstanding: AtomicUsize::new(0),
-            settled: Notify::new(),
+            in_flight: InFlightLimit::new(options.max_in_flight),
         });
         let state = ReadLoop {
             shared: consumer,
@@ -275,8 +274,7 @@ struct ConsumerShared {
     group: Arc<str>,
     name: String,
     options: SubscribeOptions,
-    outstanding: AtomicUsize,
-    settled: Notify,
+    in_flight: InFlightLimit,
 }
 
 struct ReadLoop {
@@ -298,12 +296,9 @@ impl ReadLoop {
                 return Some(Ok(self.delivery(entry)));
             }
             let s = &self.shared;
-            let capacity = s
-                .options
-                .max_in_flight
-                .saturating_sub(s.outstanding.load(AtomicOrdering::Acquire));
+            let capacity = s.in_flight.free();
             if capacity == 0 {
-                let _ = tokio::time::timeout(Duration::from_millis(200), s.settled.notified()).await;
+                s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
                 continue;
             }
             match self.fill(capacity).await {
@@ -386,7 +381,7 @@ impl ReadLoop {
                 .map_err(|e| map_err("receive", e))?;
             self.buf.extend(core::parse_read(reply));
         }
-        s.outstanding.fetch_add(self.buf.len(), AtomicOrdering::AcqRel);
+        s.in_flight.taken(self.buf.len());
         Ok(())
     }
 
@@ -418,8 +413,7 @@ impl RedisSettler {
     fn begin(&mut self) -> (Arc<ConsumerShared>, String) {
         self.settled = true;
         let s = self.shared.clone();
-        s.outstanding.fetch_sub(1, AtomicOrdering::AcqRel);
-        s.settled.notify_one();
+        s.in_flight.release();
         (s, std::mem::take(&mut self.entry_id))
     }
 }

@@ -25,6 +25,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod error;
 pub mod event;
+pub mod flow;
 pub mod message;
 pub mod names;
 pub mod options;
