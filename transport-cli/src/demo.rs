@@ -1,9 +1,7 @@
-//! An order-processing flow on any backend (default `memory://`, or the URL
-//! in `TRANSPORT_URL`): events published, a handler that fails some orders
-//! transiently and some permanently, retries with backoff, dead letters with
-//! their reasons, a redrive after a "fix", and a summary.
-//!
-//! `cargo run -p transport --example demo`
+//! `transport demo`: an order-processing flow on any backend (memory:// by
+//! default): events published, a handler that fails some orders transiently
+//! and some permanently, retries with backoff, dead letters with their
+//! reasons, a redrive after a "fix", and a summary.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,16 +18,21 @@ struct OrderPlaced {
     total_cents: i64,
 }
 
-#[tokio::main]
-async fn main() -> transport::Result<()> {
-    let url = std::env::var("TRANSPORT_URL").unwrap_or_else(|_| "memory://".into());
-    let broker = transport::connect(&url).await?;
+pub async fn run(args: crate::cli::DemoArgs) -> crate::target::CliResult {
+    let url = args.url;
+    flow(&url)
+        .await
+        .map_err(|e| crate::target::failed("the demo", &url, &e))
+}
+
+async fn flow(url: &str) -> transport::Result<()> {
+    let broker = transport::connect(url).await?;
     let topic = format!("orders-{}", std::process::id());
     let options = SubscribeOptions::new("billing")
         .max_attempts(4)
         .ack_timeout(Duration::from_secs(10))
         .max_in_flight(16);
-    println!("backend: {} ({url})", broker.backend());
+    println!("backend: {} ({})", broker.backend(), transport::secret::redact_url(url));
 
     // Subscribing first creates the group, so it sees every order below.
     drop(broker.subscribe(&topic, options.clone()).await?);

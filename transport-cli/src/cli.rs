@@ -1,0 +1,225 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const URLS: &str = "URLS:
+  memory://                         in-process broker (only useful for `demo`, `check`, `bench`)
+  redis://[user:pass@]host:6379/0   Redis Streams (rediss:// for TLS)
+  nats://[user:pass@]host:4222      NATS JetStream (tls:// for TLS)
+
+The URL may be left out when TRANSPORT_URL is set, which keeps credentials off
+the command line (and out of shell history).";
+
+/// One command line for every broker: publish, consume, dead-letter
+/// operations, conformance checks and benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "transport", version, after_help = URLS)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish messages and print their confirmed ids.
+    #[command(after_help = "EXAMPLES:
+  transport publish redis://127.0.0.1:6379 orders '{\"order\":1}' --key customer-7
+  transport publish nats://127.0.0.1:4222 orders --file order.json --header content-type=application/json
+  cat events.ndjson | transport publish redis://127.0.0.1:6379 orders --lines
+  TRANSPORT_URL=redis://:secret@cache:6379 transport publish orders hello --count 1000")]
+    Publish(PublishArgs),
+
+    /// Receive messages and print them (settling each as asked).
+    #[command(after_help = "EXAMPLES:
+  transport consume redis://127.0.0.1:6379 orders --group billing --max 10
+  transport consume nats://127.0.0.1:4222 orders --group audit --json --from-start --timeout 5s
+  transport consume redis://127.0.0.1:6379 orders --group billing --nack 30s   # look, then put back")]
+    Consume(ConsumeArgs),
+
+    /// Inspect and operate a group's dead-letter queue.
+    #[command(after_help = "EXAMPLES:
+  transport dlq redis://127.0.0.1:6379 orders --group billing depth
+  transport dlq redis://127.0.0.1:6379 orders --group billing peek 5
+  transport dlq redis://127.0.0.1:6379 orders --group billing redrive --all
+  transport dlq nats://127.0.0.1:4222 orders --group billing purge --json")]
+    Dlq(DlqArgs),
+
+    /// Run the conformance suite against a broker.
+    #[command(after_help = "EXAMPLES:
+  transport check memory://
+  transport check redis://127.0.0.1:6379 --filter dead_letter
+  TRANSPORT_URL_REDIS=redis://127.0.0.1:6379 TRANSPORT_URL_NATS=nats://127.0.0.1:4222 transport check --all
+
+With --all, every backend whose TRANSPORT_URL_<NAME> is set (MEMORY defaults to
+memory://) is checked and one matrix of backends x checks is printed.")]
+    Check(CheckArgs),
+
+    /// Measure publish -> consume -> ack throughput and latency.
+    #[command(after_help = "EXAMPLES:
+  transport bench memory:// --count 200000
+  transport bench redis://127.0.0.1:6379 --size 1024 --count 20000 --concurrency 4 --json")]
+    Bench(BenchArgs),
+
+    /// An order-processing flow on memory:// (no broker needed): retries,
+    /// dead letters with reasons, a redrive and a summary.
+    #[command(after_help = "EXAMPLES:
+  transport demo
+  transport demo --url redis://127.0.0.1:6379")]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// [URL] TOPIC [PAYLOAD]: the URL may come from TRANSPORT_URL; without
+    /// PAYLOAD or --file the payload is read from stdin.
+    #[arg(required = true, num_args = 1..=3, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Read the payload from this file.
+    #[arg(long, conflicts_with = "lines")]
+    pub file: Option<PathBuf>,
+    /// One message per line of the input (file or stdin).
+    #[arg(long)]
+    pub lines: bool,
+    /// Ordering key.
+    #[arg(long, short)]
+    pub key: Option<String>,
+    /// Header as name=value (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Message id (a UUIDv7 otherwise); with --count, a suffix -N is added.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Publish the message this many times (for load).
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Print one JSON object per message instead of the bare id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// [URL] TOPIC: the URL may come from TRANSPORT_URL.
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Consumer group.
+    #[arg(long, short)]
+    pub group: String,
+    /// One JSON object per line: id, key, headers, payload (UTF-8 or base64), attempt, topic.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub max: Option<u64>,
+    /// Stop when no message arrives for this long (e.g. 5s, 1m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Acknowledge each message (the default).
+    #[arg(long, conflicts_with_all = ["nack", "no_ack"])]
+    pub ack: bool,
+    /// Put each message back, after DELAY when given (e.g. 30s).
+    #[arg(long, value_name = "DELAY", num_args = 0..=1, default_missing_value = "0s", value_parser = humantime::parse_duration)]
+    pub nack: Option<std::time::Duration>,
+    /// Leave messages unsettled (they come back after the ack timeout).
+    #[arg(long)]
+    pub no_ack: bool,
+    /// Send each message to the dead-letter queue with this reason.
+    #[arg(long, value_name = "REASON", conflicts_with_all = ["ack", "nack", "no_ack"])]
+    pub dead_letter: Option<String>,
+    /// A new group starts at the oldest retained message, not the newest.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Ack timeout of the subscription.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// [URL] TOPIC: the URL may come from TRANSPORT_URL.
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// The consumer group whose dead-letter queue to operate.
+    #[arg(long, short)]
+    pub group: String,
+    /// Dead-letter topic, when not the default `<topic>.<group>.dlq`.
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub op: DlqOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqOp {
+    /// How many messages are in the queue.
+    Depth,
+    /// Show the oldest messages with their failure reason, without removing them.
+    Peek {
+        /// How many.
+        #[arg(default_value_t = 10)]
+        n: usize,
+    },
+    /// Move messages back to their topic for the group (attempts start again).
+    Redrive {
+        /// How many of the oldest.
+        #[arg(required_unless_present = "all")]
+        n: Option<u64>,
+        /// Every message.
+        #[arg(long, conflicts_with = "n")]
+        all: bool,
+    },
+    /// Delete every message.
+    Purge,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Broker URL (or TRANSPORT_URL); not with --all.
+    #[arg(conflicts_with = "all")]
+    pub url: Option<String>,
+    /// Every backend with a TRANSPORT_URL_<NAME> variable (MEMORY defaults to memory://).
+    #[arg(long)]
+    pub all: bool,
+    /// Only checks whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Checks run at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+    /// Where the JSON reports go (default target/conformance).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Broker URL (or TRANSPORT_URL).
+    pub url: Option<String>,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Messages to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Concurrent publishers.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Messages per publish_batch call (1 = single publishes).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run on this broker instead of memory://.
+    #[arg(long, default_value = "memory://")]
+    pub url: String,
+}

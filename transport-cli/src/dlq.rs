@@ -1,0 +1,112 @@
+//! `transport dlq`.
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use transport::dead_letter::format_time;
+use transport::{Redrive, SubscribeOptions};
+
+use crate::cli::{DlqArgs, DlqOp};
+use crate::target::{connect, failed, split_url, CliError, CliResult};
+
+pub async fn run(args: DlqArgs) -> CliResult {
+    let (url, rest) = split_url(&args.args)?;
+    let [topic] = rest.as_slice() else {
+        return Err(CliError::new("expected [URL] TOPIC"));
+    };
+    let broker = connect(&url).await?;
+    let mut options = SubscribeOptions::new(&args.group);
+    if let Some(t) = &args.dlq_topic {
+        options = options.dead_letter_topic(t);
+    }
+    let dlq = broker
+        .dead_letters(topic, &options)
+        .await
+        .map_err(|e| failed("opening the dead-letter queue", &url, &e))?;
+    let name = dlq.topic().to_owned();
+    let fail = |what: &str, e: transport::Error| failed(&format!("{what} {name}"), &url, &e);
+    match args.op {
+        DlqOp::Depth => {
+            let depth = dlq.depth().await.map_err(|e| fail("reading the depth of", e))?;
+            if args.json {
+                println!("{}", serde_json::json!({"dlq": name, "depth": depth}));
+            } else {
+                println!("{depth}");
+            }
+        }
+        DlqOp::Peek { n } => {
+            let letters = dlq.peek(n).await.map_err(|e| fail("peeking into", e))?;
+            if args.json {
+                for d in &letters {
+                    let headers: serde_json::Map<String, serde_json::Value> = d
+                        .message
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.into()))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "id": d.message.id,
+                            "key": d.message.key,
+                            "original_topic": d.original_topic,
+                            "group": d.group,
+                            "attempts": d.attempts,
+                            "reason": d.reason,
+                            "first_failure": d.first_failure.map(format_time),
+                            "last_failure": d.last_failure.map(format_time),
+                            "headers": headers,
+                            "payload": String::from_utf8_lossy(&d.message.payload),
+                        })
+                    );
+                }
+            } else if letters.is_empty() {
+                println!("{name} is empty");
+            } else {
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(["id", "attempts", "reason", "last failure", "payload"]);
+                for d in &letters {
+                    let payload = String::from_utf8_lossy(&d.message.payload);
+                    let short: String = payload.chars().take(40).collect();
+                    table.add_row([
+                        d.message.id.clone(),
+                        d.attempts.map(|a| a.to_string()).unwrap_or_default(),
+                        d.reason.clone().unwrap_or_default(),
+                        d.last_failure.map(format_time).unwrap_or_default(),
+                        if payload.chars().count() > 40 {
+                            format!("{short}…")
+                        } else {
+                            short
+                        },
+                    ]);
+                }
+                println!("{table}");
+            }
+        }
+        DlqOp::Redrive { n, all } => {
+            let count = if all {
+                Redrive::All
+            } else {
+                Redrive::First(n.unwrap_or(0))
+            };
+            let moved = dlq.redrive(count).await.map_err(|e| fail("redriving", e))?;
+            if args.json {
+                println!("{}", serde_json::json!({"dlq": name, "redriven": moved}));
+            } else {
+                println!(
+                    "redrove {moved} message(s) from {name} to {topic} for group {}",
+                    args.group
+                );
+            }
+        }
+        DlqOp::Purge => {
+            let purged = dlq.purge().await.map_err(|e| fail("purging", e))?;
+            if args.json {
+                println!("{}", serde_json::json!({"dlq": name, "purged": purged}));
+            } else {
+                println!("purged {purged} message(s) from {name}");
+            }
+        }
+    }
+    let _ = broker.close().await;
+    Ok(())
+}

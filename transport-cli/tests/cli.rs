@@ -1,0 +1,245 @@
+//! Runs the `transport` binary: against memory:// always, against the Redis
+//! at `REDIS_URL` when set (the project's test command sets it; CI fails
+//! without it).
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn transport() -> Command {
+    let mut c = Command::cargo_bin("transport").unwrap();
+    c.env_remove("TRANSPORT_URL");
+    c
+}
+
+fn redis() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(u) => Some(u),
+        Err(_) if std::env::var("CI").is_ok() => panic!("REDIS_URL is not set"),
+        Err(_) => {
+            eprintln!("skipped: REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+fn unique(what: &str) -> String {
+    format!(
+        "cli-{what}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[test]
+fn every_subcommand_has_help_with_examples() {
+    for sub in ["publish", "consume", "dlq", "check", "bench", "demo"] {
+        transport()
+            .args([sub, "--help"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("EXAMPLES"));
+    }
+}
+
+#[test]
+fn demo_runs_on_memory() {
+    transport()
+        .arg("demo")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("order 7 has a negative total"))
+        .stdout(predicate::str::contains("moved 2, then acked 2"))
+        .stdout(predicate::str::contains("dead-letter queue now holds 0"));
+}
+
+#[test]
+fn check_on_memory_writes_a_report() {
+    let dir = std::env::temp_dir().join(unique("report"));
+    transport()
+        .args(["check", "memory://", "--filter", "round_trip", "--report-dir"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("round_trip_binary_payload"))
+        .stdout(predicate::str::contains("5 passed, 0 failed"));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("memory.json")).unwrap()).unwrap();
+    assert_eq!(report["backend"], "memory");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 5);
+    assert!(report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "passed"));
+}
+
+#[test]
+fn bench_on_memory_reports_json() {
+    let out = transport()
+        .args(["bench", "memory://", "--count", "2000", "--size", "64", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["count"], 2000);
+    assert!(v["messages_per_second"].as_f64().unwrap() > 0.0);
+    assert!(v["latency_ms"]["p99"].as_f64().unwrap() >= v["latency_ms"]["p50"].as_f64().unwrap());
+}
+
+#[test]
+fn publish_on_memory_prints_the_id() {
+    transport()
+        .args(["publish", "memory://", "orders", "hello", "--id", "order-1"])
+        .assert()
+        .success()
+        .stdout("order-1\n");
+}
+
+#[test]
+fn errors_are_one_line_and_hide_secrets() {
+    let out = transport()
+        .args(["publish", "bogus://h", "t", "x"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("error: connecting on bogus://h failed"), "{text}");
+
+    transport()
+        .args(["publish", "orders", "x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("TRANSPORT_URL"));
+
+    transport()
+        .args(["publish", "memory://", "bad topic!", "x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("invalid argument"));
+}
+
+#[test]
+fn redis_publish_consume_and_dead_letter_across_processes() {
+    let Some(url) = redis() else { return };
+    let topic = unique("flow");
+    // Create the group first so it sees the messages.
+    transport()
+        .args(["consume", &url, &topic, "--group", "g", "--timeout", "200ms"])
+        .assert()
+        .success();
+    transport()
+        .env("TRANSPORT_URL", &url)
+        .args(["publish", &topic, "--lines", "--key", "k"])
+        .write_stdin("one\ntwo\nthree\n")
+        .assert()
+        .success()
+        .stdout(predicate::function(|s: &str| s.lines().count() == 3));
+    let out = transport()
+        .args([
+            "consume",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "--max",
+            "2",
+            "--json",
+            "--timeout",
+            "10s",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["payload"], "one");
+    assert_eq!(lines[0]["key"], "k");
+    assert_eq!(lines[0]["attempt"], 1);
+    transport()
+        .args([
+            "consume",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "--max",
+            "1",
+            "--dead-letter",
+            "bad order",
+            "--timeout",
+            "10s",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("three"));
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "depth"])
+        .assert()
+        .success()
+        .stdout("1\n");
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "peek"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bad order"));
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "redrive", "--all", "--json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"redriven\":1"));
+    transport()
+        .args([
+            "consume",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "--max",
+            "1",
+            "--json",
+            "--timeout",
+            "10s",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"payload\":\"three\"").and(predicate::str::contains("\"attempt\":1")));
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "purge"])
+        .assert()
+        .success();
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "depth"])
+        .assert()
+        .success()
+        .stdout("0\n");
+}
+
+#[test]
+fn redis_check_and_secrets() {
+    let Some(url) = redis() else { return };
+    transport()
+        .args(["check", &url, "--filter", "explicit_dead_letter", "--report-dir"])
+        .arg(std::env::temp_dir().join(unique("redis-report")))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 passed, 0 failed"));
+    transport()
+        .args(["publish", "redis://app:supersecret@127.0.0.1:1", "t", "x"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("supersecret").not());
+}
