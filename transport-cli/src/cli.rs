@@ -8,6 +8,7 @@ const URLS: &str = "URLS:
   memory://                         in-process broker (only useful for `demo`, `check`, `bench`)
   redis://[user:pass@]host:6379/0   Redis Streams (rediss:// for TLS)
   nats://[user:pass@]host:4222      NATS JetStream (tls:// for TLS)
+  amqp://user:pass@host:5672/%2f    RabbitMQ (amqps:// for TLS; the path is the vhost)
 
 The URL may be left out when TRANSPORT_URL is set, which keeps credentials off
 the command line (and out of shell history).";

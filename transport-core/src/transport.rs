@@ -39,7 +39,7 @@ pub trait Subscriber: Send + Sync {
 /// A broker connection: publish, subscribe and manage dead-letter queues.
 #[async_trait]
 pub trait Transport: Publisher + Subscriber + Debug {
-    /// The backend's name (`"memory"`, `"redis"`, ...), also its URL scheme.
+    /// The backend's name (`"memory"`, `"redis"`, `"nats"`, `"rabbitmq"`, ...).
     fn backend(&self) -> &'static str;
 
     /// What holds on this backend.

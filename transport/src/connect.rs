@@ -26,6 +26,8 @@ pub fn schemes() -> Vec<&'static str> {
     out.extend(["redis", "rediss"]);
     #[cfg(feature = "nats")]
     out.extend(["nats", "tls"]);
+    #[cfg(feature = "rabbitmq")]
+    out.extend(["amqp", "amqps"]);
     out
 }
 
@@ -47,6 +49,8 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         "redis" | "rediss" => Ok(Arc::new(backend_redis::RedisTransport::connect(url).await?)),
         #[cfg(feature = "nats")]
         "nats" | "tls" => Ok(Arc::new(backend_nats::NatsTransport::connect(url).await?)),
+        #[cfg(feature = "rabbitmq")]
+        "amqp" | "amqps" => Ok(Arc::new(backend_rabbitmq::RabbitTransport::connect(url).await?)),
         other => Err(not_compiled(other)),
     }
 }

@@ -8,6 +8,7 @@
 //! | `memory://` | (always) | `memory` |
 //! | `redis://`, `rediss://` | `redis` | `redis` |
 //! | `nats://`, `tls://` | `nats` | `nats` |
+//! | `amqp://`, `amqps://` | `rabbitmq` | `rabbitmq` |
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -38,6 +39,12 @@ pub use transport_core::*;
 /// The in-memory backend.
 pub mod memory {
     pub use backend_memory::*;
+}
+
+/// The RabbitMQ backend (feature `rabbitmq`).
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq {
+    pub use backend_rabbitmq::*;
 }
 
 /// The NATS JetStream backend (feature `nats`).

@@ -1,0 +1,142 @@
+//! Configuration of the RabbitMQ backend, from a URL or a builder.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use transport_core::{Error, Result, Secret};
+
+/// Settings of a RabbitMQ transport. The password never shows in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RabbitConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Virtual host.
+    pub vhost: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: Secret,
+    /// Use TLS (`amqps://`).
+    pub tls: bool,
+    /// Let only one consumer of a group receive at a time
+    /// (`x-single-active-consumer`): strict per-key order, no competition.
+    pub single_active_consumer: bool,
+    /// Largest message in bytes.
+    pub max_message_size: usize,
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        RabbitConfig {
+            host: "127.0.0.1".into(),
+            port: 5672,
+            vhost: "/".into(),
+            user: "guest".into(),
+            password: Secret::new("guest"),
+            tls: false,
+            single_active_consumer: false,
+            max_message_size: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RabbitConfig {
+    /// Parse `amqp://[user:password@]host[:port][/vhost][?options]` or
+    /// `amqps://` (TLS). The vhost is percent-encoded (`%2f` is `/`, the
+    /// default). Options: `single_active_consumer=true`, `max_message_size`,
+    /// `connect_timeout_ms`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid AMQP URL: {e}")))?;
+        let mut c = RabbitConfig::default();
+        match parsed.scheme() {
+            "amqp" => {}
+            "amqps" => {
+                c.tls = true;
+                c.port = 5671;
+            }
+            other => return Err(Error::invalid(format!("expected amqp:// or amqps://, got {other}://"))),
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        if let Some(h) = parsed.host_str().filter(|h| !h.is_empty()) {
+            c.host = h.to_owned();
+        }
+        if let Some(p) = parsed.port() {
+            c.port = p;
+        }
+        if !parsed.username().is_empty() {
+            c.user = decode(parsed.username());
+        }
+        if let Some(p) = parsed.password() {
+            c.password = Secret::new(decode(p));
+        }
+        let path = parsed.path().strip_prefix('/').unwrap_or("");
+        if !path.is_empty() {
+            c.vhost = decode(path);
+        }
+        for (k, v) in parsed.query_pairs() {
+            match k.as_ref() {
+                "single_active_consumer" => c.single_active_consumer = v == "true",
+                "max_message_size" => {
+                    c.max_message_size = v
+                        .parse()
+                        .map_err(|_| Error::invalid(format!("max_message_size must be a number, got {v:?}")))?
+                }
+                "connect_timeout_ms" => {
+                    c.connect_timeout = Duration::from_millis(
+                        v.parse()
+                            .map_err(|_| Error::invalid(format!("connect_timeout_ms must be a number, got {v:?}")))?,
+                    )
+                }
+                other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The URI for the client (credentials included: never log it).
+    pub(crate) fn client_uri(&self) -> String {
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let scheme = if self.tls { "amqps" } else { "amqp" };
+        format!(
+            "{scheme}://{}:{}@{}:{}/{}?connection_timeout={}",
+            enc(&self.user),
+            enc(self.password.expose()),
+            self.host,
+            self.port,
+            enc(&self.vhost),
+            self.connect_timeout.as_millis()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_hides_the_password() {
+        let c = RabbitConfig::from_url("amqps://app:s%40cret@mq.example/orders%2Fprod?single_active_consumer=true")
+            .unwrap();
+        assert!(c.tls && c.single_active_consumer);
+        assert_eq!(
+            (c.host.as_str(), c.port, c.vhost.as_str()),
+            ("mq.example", 5671, "orders/prod")
+        );
+        assert_eq!((c.user.as_str(), c.password.expose()), ("app", "s@cret"));
+        assert!(!format!("{c:?}").contains("cret"));
+        let d = RabbitConfig::from_url("amqp://127.0.0.1:5672/%2f").unwrap();
+        assert_eq!(d.vhost, "/");
+        assert!(RabbitConfig::from_url("amqp://h?x=1").is_err());
+    }
+}

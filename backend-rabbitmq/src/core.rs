@@ -1,0 +1,340 @@
+//! Everything that talks to RabbitMQ: the (re)connecting connection, error
+//! mapping, names, topology declarations and the message encoding.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+
+use crate::config::RabbitConfig;
+use crate::SCHEME;
+
+/// Header carrying the key.
+pub(crate) const H_KEY: &str = "transport-key";
+/// Header carrying the deliveries a message had before a delayed retry
+/// re-published it (the broker's count starts again for the copy).
+pub(crate) const H_ATTEMPTS: &str = "transport-attempts";
+/// Header carrying the first failure time across delayed retries (ms).
+pub(crate) const H_FIRST_FAILURE: &str = "transport-first-failure-ms";
+
+pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+}
+
+pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
+    let text = e.to_string();
+    let kind = if text.contains("ACCESS_REFUSED") || text.contains("403") || text.contains("authentication") {
+        ErrorKind::Unauthorized
+    } else if text.contains("NOT_FOUND") || text.contains("404") {
+        ErrorKind::NotFound
+    } else if text.contains("PRECONDITION_FAILED") || text.contains("406") {
+        ErrorKind::InvalidArgument
+    } else if text.contains("FRAME_ERROR") || text.contains("message too large") || text.contains("max_message_size") {
+        ErrorKind::MessageTooLarge
+    } else if text.to_ascii_lowercase().contains("timeout") || text.contains("timed out") {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::ConnectionLost
+    };
+    let hint = match kind {
+        ErrorKind::Unauthorized => "; check the user, password and vhost in the URL",
+        ErrorKind::ConnectionLost => "; check that RabbitMQ is running and reachable",
+        _ => "",
+    };
+    err(kind, op, format!("{text}{hint}"))
+}
+
+/// A connection that is opened again when it drops, with the topology this
+/// process declared forgotten so it is declared again.
+pub(crate) struct Conn {
+    config: RabbitConfig,
+    state: Mutex<Option<(Arc<Connection>, Channel)>>,
+    declared: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Conn {
+    pub async fn open(config: RabbitConfig) -> Result<Self, Error> {
+        let conn = Conn {
+            config,
+            state: Mutex::new(None),
+            declared: Default::default(),
+        };
+        conn.publisher().await?;
+        Ok(conn)
+    }
+
+    /// The connection, reconnecting when it dropped.
+    pub async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        Ok(self.current().await?.0)
+    }
+
+    /// A channel in confirm mode for publishing.
+    pub async fn publisher(&self) -> Result<Channel, Error> {
+        Ok(self.current().await?.1)
+    }
+
+    async fn current(&self) -> Result<(Arc<Connection>, Channel), Error> {
+        let mut state = self.state.lock().await;
+        if let Some((c, ch)) = state.as_ref() {
+            if c.status().connected() && ch.status().connected() {
+                return Ok((c.clone(), ch.clone()));
+            }
+        }
+        let connection = match state.take() {
+            Some((c, _)) if c.status().connected() => c,
+            _ => {
+                self.declared.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                let c = tokio::time::timeout(
+                    self.config.connect_timeout,
+                    Connection::connect(&self.config.client_uri(), ConnectionProperties::default()),
+                )
+                .await
+                .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not answer in time"))?
+                .map_err(|e| map_err("connect", e))?;
+                Arc::new(c)
+            }
+        };
+        let channel = connection.create_channel().await.map_err(|e| map_err("connect", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| map_err("connect", e))?;
+        *state = Some((connection.clone(), channel.clone()));
+        Ok((connection, channel))
+    }
+
+    fn known(&self, name: &str) -> bool {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
+    }
+
+    fn remember(&self, name: String) {
+        self.declared.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
+    }
+
+    /// The durable topic exchange of a topic.
+    pub async fn declare_exchange(&self, ch: &Channel, topic: &str, op: &'static str) -> Result<(), Error> {
+        let tag = format!("x:{topic}");
+        if self.known(&tag) {
+            return Ok(());
+        }
+        ch.exchange_declare(
+            topic.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| map_err(op, e))?;
+        self.remember(tag);
+        Ok(())
+    }
+
+    /// A durable queue bound to a topic's exchange with `#`.
+    pub async fn declare_queue(
+        &self,
+        ch: &Channel,
+        topic: &str,
+        queue: &str,
+        args: FieldTable,
+        op: &'static str,
+    ) -> Result<(), Error> {
+        self.declare_exchange(ch, topic, op).await?;
+        let tag = format!("q:{queue}");
+        if self.known(&tag) {
+            return Ok(());
+        }
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| map_err(op, e))?;
+        ch.queue_bind(
+            queue.into(),
+            topic.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| map_err(op, e))?;
+        self.remember(tag);
+        Ok(())
+    }
+
+    /// A retry queue: messages wait `ttl_ms` and then dead-letter to `target`.
+    pub async fn declare_retry_queue(&self, ch: &Channel, name: &str, target: &str, ttl_ms: u64) -> Result<(), Error> {
+        let tag = format!("q:{name}");
+        if self.known(&tag) {
+            return Ok(());
+        }
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| map_err("nack", e))?;
+        self.remember(tag);
+        Ok(())
+    }
+
+    pub fn config(&self) -> &RabbitConfig {
+        &self.config
+    }
+
+    pub async fn close(&self) {
+        if let Some((c, _)) = self.state.lock().await.take() {
+            let _ = c.close(200, "closed".into()).await;
+        }
+    }
+}
+
+/// Arguments of a group's work queue: a quorum queue (delivery counts,
+/// replicated), optionally with a single active consumer.
+pub(crate) fn work_queue_args(config: &RabbitConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    if config.single_active_consumer {
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    args
+}
+
+/// AMQP properties for a message: persistent, id as `message_id`, headers
+/// (with the key) as the header table. `extra` adds library headers.
+pub(crate) fn properties(message: &Message, extra: &[(&str, String)]) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for (k, v) in message.headers.iter() {
+        table.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+    }
+    if let Some(key) = &message.key {
+        table.insert(H_KEY.into(), AMQPValue::LongString(key.as_bytes().to_vec().into()));
+    }
+    for (k, v) in extra {
+        table.insert((*k).into(), AMQPValue::LongString(v.as_bytes().to_vec().into()));
+    }
+    BasicProperties::default()
+        .with_message_id(ShortString::from(message.id.as_str()))
+        .with_delivery_mode(2)
+        .with_headers(table)
+}
+
+/// What a delivery carries besides the message.
+pub(crate) struct Decoded {
+    pub message: Message,
+    /// Deliveries before this one (broker count plus earlier delayed retries).
+    pub previous_attempts: u32,
+    pub first_failure_ms: Option<u64>,
+}
+
+fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(i) => i.to_string(),
+        AMQPValue::ShortShortUInt(i) => i.to_string(),
+        AMQPValue::ShortInt(i) => i.to_string(),
+        AMQPValue::ShortUInt(i) => i.to_string(),
+        AMQPValue::LongInt(i) => i.to_string(),
+        AMQPValue::LongUInt(i) => i.to_string(),
+        AMQPValue::LongLongInt(i) => i.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>, fallback_id: impl FnOnce() -> String) -> Decoded {
+    let mut headers = Headers::new();
+    let mut key = None;
+    let mut broker_count = 0u32;
+    let mut earlier = 0u32;
+    let mut first_failure_ms = None;
+    if let Some(table) = properties.headers() {
+        for (name, value) in table.inner() {
+            let name = name.as_str();
+            match name {
+                "x-delivery-count" => broker_count = value_text(value).parse().unwrap_or(0),
+                H_KEY => key = Some(value_text(value)),
+                H_ATTEMPTS => earlier = value_text(value).parse().unwrap_or(0),
+                H_FIRST_FAILURE => first_failure_ms = value_text(value).parse().ok(),
+                // The broker's own bookkeeping of dead-lettering and retries.
+                n if n == "x-death" || n.starts_with("x-first-death") || n.starts_with("x-last-death") => {}
+                n => {
+                    headers.insert(n, value_text(value));
+                }
+            }
+        }
+    }
+    let id = properties.message_id().as_ref().map(|s| s.as_str().to_owned());
+    Decoded {
+        message: Message {
+            id: id.unwrap_or_else(fallback_id),
+            key,
+            headers,
+            payload: Bytes::from(payload),
+        },
+        previous_attempts: broker_count + earlier,
+        first_failure_ms,
+    }
+}
+
+/// Delay rounded up to a bucket, so a few retry queues serve every delay:
+/// 100 ms steps below 1 s, whole seconds below 1 min, whole minutes above.
+pub(crate) fn delay_bucket_ms(ms: u64) -> u64 {
+    let up = |step: u64| ms.div_ceil(step) * step;
+    if ms <= 1_000 {
+        up(100).max(100)
+    } else if ms <= 60_000 {
+        up(1_000)
+    } else {
+        up(60_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_never_shorten_a_delay() {
+        for ms in [1, 99, 100, 101, 999, 1_000, 1_001, 59_999, 60_001, 3_600_000] {
+            let b = delay_bucket_ms(ms);
+            assert!(b >= ms, "{ms} -> {b}");
+        }
+        assert_eq!(delay_bucket_ms(1_500), 2_000);
+        assert_eq!(delay_bucket_ms(61_000), 120_000);
+    }
+
+    #[test]
+    fn properties_round_trip() {
+        let m = Message::builder(vec![0u8, 255])
+            .key("k")
+            .header("h", "✓")
+            .header("e", "")
+            .build();
+        let p = properties(&m, &[(H_ATTEMPTS, "2".into())]);
+        let d = decode(&p, m.payload.to_vec(), || "x".into());
+        assert_eq!(d.message, m);
+        assert_eq!(d.previous_attempts, 2);
+    }
+}

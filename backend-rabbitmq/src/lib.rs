@@ -1,0 +1,12 @@
+#![doc = include_str!("../docs.md")]
+#![warn(missing_docs)]
+
+mod backend;
+mod config;
+mod core;
+
+pub use backend::{RabbitBuilder, RabbitTransport};
+pub use config::RabbitConfig;
+
+/// Backend name (URL schemes: `amqp`, `amqps`).
+pub const SCHEME: &str = "rabbitmq";
