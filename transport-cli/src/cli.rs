@@ -9,6 +9,7 @@ const URLS: &str = "URLS:
   redis://[user:pass@]host:6379/0   Redis Streams (rediss:// for TLS)
   nats://[user:pass@]host:4222      NATS JetStream (tls:// for TLS)
   amqp://user:pass@host:5672/%2f    RabbitMQ (amqps:// for TLS; the path is the vhost)
+  sqs://?region=us-east-1[&endpoint=http://127.0.0.1:4566][&fifo=true]   SQS + SNS
 
 The URL may be left out when TRANSPORT_URL is set, which keeps credentials off
 the command line (and out of shell history).";

@@ -28,6 +28,8 @@ pub fn schemes() -> Vec<&'static str> {
     out.extend(["nats", "tls"]);
     #[cfg(feature = "rabbitmq")]
     out.extend(["amqp", "amqps"]);
+    #[cfg(feature = "sqs")]
+    out.push("sqs");
     out
 }
 
@@ -51,6 +53,8 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         "nats" | "tls" => Ok(Arc::new(backend_nats::NatsTransport::connect(url).await?)),
         #[cfg(feature = "rabbitmq")]
         "amqp" | "amqps" => Ok(Arc::new(backend_rabbitmq::RabbitTransport::connect(url).await?)),
+        #[cfg(feature = "sqs")]
+        "sqs" => Ok(Arc::new(backend_sqs::SqsTransport::connect(url).await?)),
         other => Err(not_compiled(other)),
     }
 }

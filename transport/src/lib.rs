@@ -9,6 +9,7 @@
 //! | `redis://`, `rediss://` | `redis` | `redis` |
 //! | `nats://`, `tls://` | `nats` | `nats` |
 //! | `amqp://`, `amqps://` | `rabbitmq` | `rabbitmq` |
+//! | `sqs://` | `sqs` | `sqs` |
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -39,6 +40,12 @@ pub use transport_core::*;
 /// The in-memory backend.
 pub mod memory {
     pub use backend_memory::*;
+}
+
+/// The SQS + SNS backend (feature `sqs`).
+#[cfg(feature = "sqs")]
+pub mod sqs {
+    pub use backend_sqs::*;
 }
 
 /// The RabbitMQ backend (feature `rabbitmq`).

@@ -1,0 +1,97 @@
+//! Configuration of the SQS/SNS backend, from a URL or a builder.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use transport_core::{Error, Result, Secret};
+
+/// Settings of an SQS + SNS transport. The secret key never shows in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqsConfig {
+    /// AWS region (`None`: the standard chain, e.g. `AWS_REGION`).
+    pub region: Option<String>,
+    /// Endpoint override for emulators and compatible services.
+    pub endpoint: Option<String>,
+    /// Access key id (`None`: the standard credential chain).
+    pub access_key: Option<String>,
+    /// Secret access key.
+    pub secret_key: Option<Secret>,
+    /// FIFO topics and queues: per-key order (`MessageGroupId` = key) and
+    /// publish deduplication (`MessageDeduplicationId` = id).
+    pub fifo: bool,
+    /// Create missing topics, queues and subscriptions (off: missing ones are `NotFound`).
+    pub create: bool,
+    /// Prefix of every topic and queue name.
+    pub prefix: String,
+    /// Long-poll wait of one receive (0 to 20 s; 0 is short polling).
+    pub wait: Duration,
+}
+
+impl Default for SqsConfig {
+    fn default() -> Self {
+        SqsConfig {
+            region: None,
+            endpoint: None,
+            access_key: None,
+            secret_key: None,
+            fifo: false,
+            create: true,
+            prefix: String::new(),
+            wait: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SqsConfig {
+    /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
+    /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
+    /// `prefix`, `wait_s`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("sqs://")
+            .ok_or_else(|| Error::invalid("an SQS URL looks like sqs://?region=us-east-1"))?;
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        let mut c = SqsConfig::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            match k.as_ref() {
+                "region" => c.region = Some(v.into_owned()),
+                "endpoint" => c.endpoint = Some(v.into_owned()),
+                "access_key" => c.access_key = Some(v.into_owned()),
+                "secret_key" => c.secret_key = Some(Secret::new(v.into_owned())),
+                "fifo" => c.fifo = v == "true",
+                "create" => c.create = v != "false",
+                "prefix" => c.prefix = v.into_owned(),
+                "wait_s" => {
+                    let s: u64 = v
+                        .parse()
+                        .map_err(|_| Error::invalid(format!("wait_s must be a number, got {v:?}")))?;
+                    c.wait = Duration::from_secs(s.min(20));
+                }
+                other => return Err(Error::invalid(format!("unknown SQS URL option {other:?}"))),
+            }
+        }
+        if c.access_key.is_some() != c.secret_key.is_some() {
+            return Err(Error::invalid("give both access_key and secret_key, or neither"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_hides_the_secret() {
+        let c = SqsConfig::from_url(
+            "sqs://?region=eu-west-1&endpoint=http://127.0.0.1:4566&access_key=AK&secret_key=s3cr3t&fifo=true",
+        )
+        .unwrap();
+        assert_eq!(c.region.as_deref(), Some("eu-west-1"));
+        assert!(c.fifo && c.create);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(SqsConfig::from_url("sqs://?access_key=only").is_err());
+        assert!(SqsConfig::from_url("sqs://?nope=1").is_err());
+    }
+}

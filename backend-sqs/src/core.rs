@@ -1,0 +1,301 @@
+//! Everything that talks to AWS: clients, error mapping, names and the
+//! message encoding (body + at most 10 message attributes).
+
+use std::collections::HashMap;
+use std::fmt::Display;
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use base64::Engine;
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+
+use crate::config::SqsConfig;
+use crate::SCHEME;
+
+/// Attribute carrying the message id.
+pub(crate) const A_ID: &str = "transport-id";
+/// Attribute carrying the key.
+pub(crate) const A_KEY: &str = "transport-key";
+/// Attribute carrying every header as a JSON object (lossless, any number).
+pub(crate) const A_HEADERS: &str = "transport-headers";
+/// Attribute saying the body is base64 (the payload was not valid text).
+pub(crate) const A_ENCODING: &str = "transport-encoding";
+/// SQS and SNS accept at most this many message attributes.
+const MAX_ATTRIBUTES: usize = 10;
+/// SQS and SNS accept at most 256 KiB per message, body and attributes.
+pub(crate) const WIRE_LIMIT: usize = 256 * 1024;
+
+pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+}
+
+/// Map an SDK error by its kind and AWS error code.
+pub(crate) fn map_sdk<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (kind, text) = match &e {
+        SdkError::TimeoutError(_) => (ErrorKind::Timeout, "the request timed out".to_owned()),
+        SdkError::DispatchFailure(d) => (
+            ErrorKind::ConnectionLost,
+            format!("cannot reach the endpoint ({d:?}); check the endpoint and region"),
+        ),
+        SdkError::ServiceError(s) => {
+            let se = s.err();
+            let code = se.code().unwrap_or("");
+            let message = se.message().unwrap_or("");
+            let kind = match code {
+                c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") || c == "NotFound" => {
+                    ErrorKind::NotFound
+                }
+                "InvalidClientTokenId"
+                | "SignatureDoesNotMatch"
+                | "AccessDenied"
+                | "AccessDeniedException"
+                | "AuthorizationError"
+                | "UnrecognizedClientException"
+                | "InvalidAccessKeyId" => ErrorKind::Unauthorized,
+                "InvalidParameterValue"
+                | "InvalidParameter"
+                | "InvalidAttributeName"
+                | "InvalidAttributeValue"
+                | "ValidationError" => ErrorKind::InvalidArgument,
+                c if c.contains("TooLong") || c.contains("TooLarge") => ErrorKind::MessageTooLarge,
+                "Throttling" | "RequestThrottled" | "ThrottlingException" | "ServiceUnavailable" => ErrorKind::Timeout,
+                _ => ErrorKind::Backend,
+            };
+            (kind, format!("{code}: {message}"))
+        }
+        other => (ErrorKind::Backend, format!("{other}")),
+    };
+    let hint = if kind == ErrorKind::Unauthorized {
+        "; check the access key and secret"
+    } else {
+        ""
+    };
+    err(kind, op, format!("{text}{hint}"))
+}
+
+pub(crate) async fn sdk_config(c: &SqsConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = &c.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(e) = &c.endpoint {
+        loader = loader.endpoint_url(e.clone());
+    }
+    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            ak.clone(),
+            sk.expose().to_owned(),
+            None,
+            None,
+            "transport-url",
+        ));
+    }
+    loader.load().await
+}
+
+/// `_` becomes `__` and `.` becomes `_d`: SNS and SQS names allow neither
+/// dots nor (for us) ambiguity. `_s` (never produced) separates parts.
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '.' => out.push_str("_d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Fit a name into `max` characters, keeping it unique with a hash suffix.
+fn fit(name: String, max: usize) -> String {
+    if name.len() <= max {
+        return name;
+    }
+    // FNV-1a: stable across builds and platforms.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("{}-{h:016x}", &name[..max - 17])
+}
+
+fn suffix(fifo: bool) -> &'static str {
+    if fifo {
+        ".fifo"
+    } else {
+        ""
+    }
+}
+
+/// SNS topic name of a topic.
+pub(crate) fn topic_name(c: &SqsConfig, topic: &str) -> String {
+    let s = suffix(c.fifo);
+    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 256 - s.len()))
+}
+
+/// SQS queue name of a group on a topic.
+pub(crate) fn group_queue_name(c: &SqsConfig, topic: &str, group: &str) -> String {
+    let s = suffix(c.fifo);
+    format!(
+        "{}{s}",
+        fit(
+            format!("{}{}_s{}", c.prefix, escape(topic), escape(group)),
+            80 - s.len()
+        )
+    )
+}
+
+/// SQS queue name of a dead-letter topic.
+pub(crate) fn dlq_queue_name(c: &SqsConfig, dlq_topic: &str) -> String {
+    let s = suffix(c.fifo);
+    format!(
+        "{}{s}",
+        fit(format!("{}{}_sdlq", c.prefix, escape(dlq_topic)), 80 - s.len())
+    )
+}
+
+/// A message on the wire: body and string attributes.
+pub(crate) struct Wire {
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Wire {
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>()
+    }
+}
+
+fn sqs_text_ok(s: &str) -> bool {
+    // Characters SQS accepts in a body: #x9 #xA #xD and #x20 and above (not the surrogates).
+    s.chars()
+        .all(|c| matches!(c, '\u{9}' | '\u{a}' | '\u{d}') || (c >= '\u{20}' && c != '\u{fffe}' && c != '\u{ffff}'))
+}
+
+fn attr_name_ok(name: &str) -> bool {
+    name.len() <= 256
+        && !name.starts_with(['.', '-'])
+        && !name.to_ascii_lowercase().starts_with("aws.")
+        && !name.to_ascii_lowercase().starts_with("amazon.")
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Body = the payload when it is text SQS accepts, else base64. The id, key
+/// and all headers (as JSON) always travel as attributes; the remaining
+/// attribute slots show common headers natively for other SQS tools.
+pub(crate) fn encode(m: &Message, extra: &[(&str, String)]) -> Wire {
+    // SQS and SNS refuse an empty body and most control characters.
+    let (body, encoding) = match std::str::from_utf8(&m.payload) {
+        _ if m.payload.is_empty() => ("-".to_owned(), Some("empty")),
+        Ok(t) if sqs_text_ok(t) => (t.to_owned(), None),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(&m.payload),
+            Some("base64"),
+        ),
+    };
+    let mut attributes = vec![(A_ID.to_owned(), m.id.clone())];
+    if let Some(k) = &m.key {
+        attributes.push((A_KEY.to_owned(), k.clone()));
+    }
+    if let Some(e) = encoding {
+        attributes.push((A_ENCODING.to_owned(), e.to_owned()));
+    }
+    if !m.headers.is_empty() || !extra.is_empty() {
+        let mut all: serde_json::Map<String, serde_json::Value> =
+            m.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        for (k, v) in extra {
+            all.insert((*k).to_owned(), v.as_str().into());
+        }
+        attributes.push((A_HEADERS.to_owned(), serde_json::Value::Object(all).to_string()));
+    }
+    for (k, v) in m.headers.iter() {
+        if attributes.len() >= MAX_ATTRIBUTES {
+            break;
+        }
+        // Attribute values must not be empty; names must follow SQS rules.
+        if attr_name_ok(k) && !v.is_empty() && sqs_text_ok(v) && !k.starts_with("transport-") {
+            attributes.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    Wire { body, attributes }
+}
+
+/// The message in a body and its attributes. Messages from other producers
+/// (no `transport-id`) get the SQS message id and their attributes as headers.
+pub(crate) fn decode(body: &str, attributes: &HashMap<String, String>, fallback_id: &str) -> Message {
+    let payload = match attributes.get(A_ENCODING).map(String::as_str) {
+        Some("empty") => Bytes::new(),
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from(body.to_owned())),
+        _ => Bytes::from(body.to_owned()),
+    };
+    let headers: Headers = match attributes.get(A_HEADERS) {
+        Some(json) => serde_json::from_str::<HashMap<String, String>>(json)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        None if !attributes.contains_key(A_ID) => attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => Headers::new(),
+    };
+    Message {
+        id: attributes.get(A_ID).cloned().unwrap_or_else(|| fallback_id.to_owned()),
+        key: attributes.get(A_KEY).cloned(),
+        headers,
+        payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_binary_text_empty_and_many_headers() {
+        for payload in [
+            b"hello \xe2\x9c\x93".to_vec(),
+            vec![0, 159, 146, 150, 255],
+            Vec::new(),
+            b"\x01ctrl".to_vec(),
+        ] {
+            let mut m = Message::new(payload).with_key("k");
+            for i in 0..30 {
+                m.headers.insert(format!("h{i}"), format!("v ✓ {i}"));
+            }
+            m.headers.insert("empty", "");
+            let w = encode(&m, &[]);
+            assert!(w.attributes.len() <= MAX_ATTRIBUTES);
+            let attrs: HashMap<String, String> = w.attributes.into_iter().collect();
+            assert_eq!(decode(&w.body, &attrs, "x"), m);
+        }
+    }
+
+    #[test]
+    fn names_fit_and_stay_distinct() {
+        let c = SqsConfig::default();
+        let long = "t".repeat(200);
+        let a = group_queue_name(&c, &long, "a");
+        let b = group_queue_name(&c, &long, "b");
+        assert!(a.len() <= 80 && b.len() <= 80 && a != b);
+        assert_ne!(group_queue_name(&c, "a.b", "c"), group_queue_name(&c, "a_b", "c"));
+        let f = SqsConfig {
+            fifo: true,
+            ..SqsConfig::default()
+        };
+        assert!(group_queue_name(&f, &long, "a").ends_with(".fifo"));
+        assert!(topic_name(&f, "orders").ends_with(".fifo"));
+    }
+}

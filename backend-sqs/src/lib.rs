@@ -1,0 +1,12 @@
+#![doc = include_str!("../docs.md")]
+#![warn(missing_docs)]
+
+mod backend;
+mod config;
+mod core;
+
+pub use backend::{SqsBuilder, SqsTransport};
+pub use config::SqsConfig;
+
+/// URL scheme and backend name.
+pub const SCHEME: &str = "sqs";
