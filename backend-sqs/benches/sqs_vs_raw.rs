@@ -1,0 +1,177 @@
+//! The same publish -> consume -> ack workload (1 KiB messages) through this
+//! backend and through the AWS SDK directly (SNS publish batches of 10, SQS
+//! receive of 10, delete per message), side by side.
+//!
+//! `scripts/brokers up sqs && SQS_URL="$(scripts/brokers url sqs)" cargo bench -p backend-sqs --bench sqs_vs_raw`
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use backend_sqs::{SqsConfig, SqsTransport};
+use futures::StreamExt;
+use transport_core::{Bytes, Message, Publisher, SubscribeOptions, Subscriber};
+
+const SIZE: usize = 1024;
+
+fn main() {
+    let url = std::env::var("SQS_URL").unwrap_or_else(|_| {
+        "sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566&access_key=test&secret_key=test".into()
+    });
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let raw_t = raw(&url, n).await;
+        let lib_t = library(&url, n).await;
+        let rate = |d: Duration| n as f64 / d.as_secs_f64();
+        println!("sqs + sns, {n} messages of {SIZE} bytes, publish batches of 10, publish -> consume -> ack");
+        println!("  raw aws-sdk: {:>8.0} msg/s", rate(raw_t));
+        println!("  transport:   {:>8.0} msg/s", rate(lib_t));
+        println!("  ratio:       {:>8.2}x", rate(lib_t) / rate(raw_t));
+    });
+}
+
+fn name(what: &str) -> String {
+    format!(
+        "bench-{what}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+async fn library(url: &str, n: usize) -> Duration {
+    let t = SqsTransport::connect(url).await.unwrap();
+    let topic = name("lib");
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(100))
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![b'x'; SIZE]);
+    let start = Instant::now();
+    let publisher = {
+        let (t, topic) = (t.clone(), topic.clone());
+        tokio::spawn(async move {
+            for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+                t.publish_batch(&topic, chunk.iter().map(|_| Message::new(payload.clone())).collect())
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for _ in 0..n {
+        sub.next().await.unwrap().unwrap().ack().await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    publisher.await.unwrap();
+    elapsed
+}
+
+async fn raw(url: &str, n: usize) -> Duration {
+    let c = SqsConfig::from_url(url).unwrap();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(
+        c.region.clone().unwrap_or_else(|| "us-east-1".into()),
+    ));
+    if let Some(e) = &c.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            ak,
+            sk.expose(),
+            None,
+            None,
+            "bench",
+        ));
+    }
+    let cfg = loader.load().await;
+    let (sqs, sns) = (aws_sdk_sqs::Client::new(&cfg), aws_sdk_sns::Client::new(&cfg));
+    let topic_arn = sns
+        .create_topic()
+        .name(name("raw"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name("rawq"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+    let body = "x".repeat(SIZE);
+    let start = Instant::now();
+    let publisher = tokio::spawn(async move {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|i| {
+                    aws_sdk_sns::types::PublishBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message(body.clone())
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            sns.publish_batch()
+                .topic_arn(&topic_arn)
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let mut got = 0;
+    while got < n {
+        let out = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in out.messages() {
+            sqs.delete_message()
+                .queue_url(&queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+            got += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    publisher.await.unwrap();
+    elapsed
+}
