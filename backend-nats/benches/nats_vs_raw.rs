@@ -4,14 +4,18 @@
 //! `scripts/brokers up nats && cargo bench -p backend-nats --bench nats_vs_raw`
 //! (`NATS_URL`, `BENCH_MESSAGES` to change the defaults).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use conformance_tests::throughput::{print_comparison, publish_consume_ack};
 
 use async_nats::jetstream::{self, consumer, stream};
 use backend_nats::NatsTransport;
 use futures::StreamExt;
-use transport_core::{Bytes, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::{Bytes, Transport};
 
 const SIZE: usize = 1024;
+const MAX_IN_FLIGHT: usize = BATCH * 2;
 const BATCH: usize = 100;
 
 fn main() {
@@ -30,11 +34,7 @@ fn main() {
         library(&url, 1_000).await;
         let raw_t = raw(&url, n).await;
         let lib_t = library(&url, n).await;
-        let rate = |d: Duration| n as f64 / d.as_secs_f64();
-        println!("nats jetstream, {n} messages of {SIZE} bytes, batches of {BATCH}, publish -> consume -> ack");
-        println!("  raw async-nats: {:>9.0} msg/s", rate(raw_t));
-        println!("  transport:      {:>9.0} msg/s", rate(lib_t));
-        println!("  ratio:          {:>9.2}x", rate(lib_t) / rate(raw_t));
+        print_comparison(&format!("nats jetstream, {n} messages of {SIZE} bytes, batches of {BATCH}, publish -> consume -> ack (raw: async-nats)"), n, raw_t, lib_t);
     });
 }
 
@@ -43,29 +43,8 @@ fn topic(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t = NatsTransport::connect(url).await.unwrap();
-    let topic = topic("lib");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH * 2))
-        .await
-        .unwrap();
-    let payload = Bytes::from(vec![b'x'; SIZE]);
-    let start = Instant::now();
-    let publisher = {
-        let (t, topic) = (t.clone(), topic.clone());
-        tokio::spawn(async move {
-            for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-                let batch = chunk.iter().map(|_| Message::new(payload.clone())).collect();
-                t.publish_batch(&topic, batch).await.unwrap();
-            }
-        })
-    };
-    for _ in 0..n {
-        sub.next().await.unwrap().unwrap().ack().await.unwrap();
-    }
-    let elapsed = start.elapsed();
-    publisher.await.unwrap();
-    elapsed
+    let t: Arc<dyn Transport> = Arc::new(NatsTransport::connect(url).await.unwrap());
+    publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await
 }
 
 async fn raw(url: &str, n: usize) -> Duration {

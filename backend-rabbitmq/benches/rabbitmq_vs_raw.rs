@@ -4,16 +4,20 @@
 //! `scripts/brokers up rabbitmq && cargo bench -p backend-rabbitmq --bench rabbitmq_vs_raw`
 //! (`RABBITMQ_URL`, `BENCH_MESSAGES` to change the defaults).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use conformance_tests::throughput::{print_comparison, publish_consume_ack};
 
 use backend_rabbitmq::RabbitTransport;
 use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-use transport_core::{Bytes, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::Transport;
 
 const SIZE: usize = 1024;
+const MAX_IN_FLIGHT: usize = BATCH * 2;
 const BATCH: usize = 100;
 
 fn main() {
@@ -32,11 +36,7 @@ fn main() {
         library(&url, 1_000).await;
         let raw_t = raw(&url, n).await;
         let lib_t = library(&url, n).await;
-        let rate = |d: Duration| n as f64 / d.as_secs_f64();
-        println!("rabbitmq, {n} messages of {SIZE} bytes, confirmed batches of {BATCH}, publish -> consume -> ack");
-        println!("  raw lapin: {:>9.0} msg/s", rate(raw_t));
-        println!("  transport: {:>9.0} msg/s", rate(lib_t));
-        println!("  ratio:     {:>9.2}x", rate(lib_t) / rate(raw_t));
+        print_comparison(&format!("rabbitmq, {n} messages of {SIZE} bytes, confirmed batches of {BATCH}, publish -> consume -> ack (raw: lapin)"), n, raw_t, lib_t);
     });
 }
 
@@ -45,29 +45,8 @@ fn topic(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t = RabbitTransport::connect(url).await.unwrap();
-    let topic = topic("lib");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(BATCH * 2))
-        .await
-        .unwrap();
-    let payload = Bytes::from(vec![b'x'; SIZE]);
-    let start = Instant::now();
-    let publisher = {
-        let (t, topic) = (t.clone(), topic.clone());
-        tokio::spawn(async move {
-            for chunk in (0..n).collect::<Vec<_>>().chunks(BATCH) {
-                let batch = chunk.iter().map(|_| Message::new(payload.clone())).collect();
-                t.publish_batch(&topic, batch).await.unwrap();
-            }
-        })
-    };
-    for _ in 0..n {
-        sub.next().await.unwrap().unwrap().ack().await.unwrap();
-    }
-    let elapsed = start.elapsed();
-    publisher.await.unwrap();
-    elapsed
+    let t: Arc<dyn Transport> = Arc::new(RabbitTransport::connect(url).await.unwrap());
+    publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await
 }
 
 async fn raw(url: &str, n: usize) -> Duration {

@@ -4,14 +4,18 @@
 //!
 //! `scripts/brokers up sqs && SQS_URL="$(scripts/brokers url sqs)" cargo bench -p backend-sqs --bench sqs_vs_raw`
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use conformance_tests::throughput::{print_comparison, publish_consume_ack};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use backend_sqs::{SqsConfig, SqsTransport};
-use futures::StreamExt;
-use transport_core::{Bytes, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::Transport;
 
 const SIZE: usize = 1024;
+const MAX_IN_FLIGHT: usize = 100;
+const BATCH: usize = 10;
 
 fn main() {
     let url = std::env::var("SQS_URL").unwrap_or_else(|_| {
@@ -29,11 +33,7 @@ fn main() {
     rt.block_on(async {
         let raw_t = raw(&url, n).await;
         let lib_t = library(&url, n).await;
-        let rate = |d: Duration| n as f64 / d.as_secs_f64();
-        println!("sqs + sns, {n} messages of {SIZE} bytes, publish batches of 10, publish -> consume -> ack");
-        println!("  raw aws-sdk: {:>8.0} msg/s", rate(raw_t));
-        println!("  transport:   {:>8.0} msg/s", rate(lib_t));
-        println!("  ratio:       {:>8.2}x", rate(lib_t) / rate(raw_t));
+        print_comparison(&format!("sqs + sns, {n} messages of {SIZE} bytes, publish batches of {BATCH}, publish -> consume -> ack (raw: aws-sdk)"), n, raw_t, lib_t);
     });
 }
 
@@ -48,30 +48,8 @@ fn name(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t = SqsTransport::connect(url).await.unwrap();
-    let topic = name("lib");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("g").max_in_flight(100))
-        .await
-        .unwrap();
-    let payload = Bytes::from(vec![b'x'; SIZE]);
-    let start = Instant::now();
-    let publisher = {
-        let (t, topic) = (t.clone(), topic.clone());
-        tokio::spawn(async move {
-            for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
-                t.publish_batch(&topic, chunk.iter().map(|_| Message::new(payload.clone())).collect())
-                    .await
-                    .unwrap();
-            }
-        })
-    };
-    for _ in 0..n {
-        sub.next().await.unwrap().unwrap().ack().await.unwrap();
-    }
-    let elapsed = start.elapsed();
-    publisher.await.unwrap();
-    elapsed
+    let t: Arc<dyn Transport> = Arc::new(SqsTransport::connect(url).await.unwrap());
+    publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await
 }
 
 async fn raw(url: &str, n: usize) -> Duration {

@@ -860,6 +860,7 @@ impl Transport for SqsTransport {
             dead_letter_ops: true,
             ack_timeout_redelivery: true,
             publish_dedup: fifo,
+            duplicates_possible: !fifo,
             durable: true,
             max_message_size: Some(MAX_MESSAGE),
             max_batch_size: Some(10),

@@ -24,6 +24,7 @@
 mod checks;
 mod report;
 mod support;
+pub mod throughput;
 
 use futures::future::BoxFuture;
 use transport_core::{Capabilities, Transport};

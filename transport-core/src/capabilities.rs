@@ -40,6 +40,9 @@ pub struct Capabilities {
     pub ack_timeout_redelivery: bool,
     /// Publishing the same message id twice (within a window) stores it once.
     pub publish_dedup: bool,
+    /// A message may be delivered twice even when nothing failed (standard
+    /// SQS: at-least-once on the happy path too). Handlers must be idempotent.
+    pub duplicates_possible: bool,
     /// Data survives a broker restart.
     pub durable: bool,
     /// Largest message (payload, headers, id and key) in bytes.
