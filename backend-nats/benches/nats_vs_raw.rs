@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conformance_tests::throughput::{print_comparison, publish_consume_ack};
+use conformance_tests::throughput::{compare, publish_consume_ack};
 
 use async_nats::jetstream::{self, consumer, stream};
 use backend_nats::NatsTransport;
@@ -20,22 +20,15 @@ const BATCH: usize = 100;
 
 fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let n: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        raw(&url, 1_000).await;
-        library(&url, 1_000).await;
-        let raw_t = raw(&url, n).await;
-        let lib_t = library(&url, n).await;
-        print_comparison(&format!("nats jetstream, {n} messages of {SIZE} bytes, batches of {BATCH}, publish -> consume -> ack (raw: async-nats)"), n, raw_t, lib_t);
-    });
+    compare(
+        &format!(
+            "nats jetstream: {SIZE}-byte messages, batches of {BATCH}, publish -> consume -> ack (raw: async-nats)"
+        ),
+        50_000,
+        1_000,
+        |n| raw(&url, n),
+        |n| library(&url, n),
+    );
 }
 
 fn topic(what: &str) -> String {

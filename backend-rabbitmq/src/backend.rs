@@ -151,7 +151,6 @@ impl RabbitTransport {
         m: &Message,
         props: BasicProperties,
     ) -> Result<lapin::PublisherConfirm> {
-        let _ = m;
         ch.basic_publish(
             exchange.into(),
             routing_key.into(),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conformance_tests::throughput::{print_comparison, publish_consume_ack};
+use conformance_tests::throughput::{compare, publish_consume_ack};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use backend_sqs::{SqsConfig, SqsTransport};
@@ -21,20 +21,15 @@ fn main() {
     let url = std::env::var("SQS_URL").unwrap_or_else(|_| {
         "sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566&access_key=test&secret_key=test".into()
     });
-    let n: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let raw_t = raw(&url, n).await;
-        let lib_t = library(&url, n).await;
-        print_comparison(&format!("sqs + sns, {n} messages of {SIZE} bytes, publish batches of {BATCH}, publish -> consume -> ack (raw: aws-sdk)"), n, raw_t, lib_t);
-    });
+    compare(
+        &format!(
+            "sqs + sns: {SIZE}-byte messages, publish batches of {BATCH}, publish -> consume -> ack (raw: aws-sdk)"
+        ),
+        500,
+        0,
+        |n| raw(&url, n),
+        |n| library(&url, n),
+    );
 }
 
 fn name(what: &str) -> String {

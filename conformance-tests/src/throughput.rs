@@ -47,6 +47,37 @@ pub async fn publish_consume_ack(
     elapsed
 }
 
+/// Run a raw-client workload and the library workload side by side on a
+/// 2-thread runtime and print both and their ratio. `BENCH_MESSAGES`
+/// overrides `default_n`; `warm_up` messages go through each path first
+/// (connections, scripts) when non-zero.
+pub fn compare<R, RF, L, LF>(what: &str, default_n: usize, warm_up: usize, raw: R, library: L)
+where
+    R: Fn(usize) -> RF,
+    RF: std::future::Future<Output = Duration>,
+    L: Fn(usize) -> LF,
+    LF: std::future::Future<Output = Duration>,
+{
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        if warm_up > 0 {
+            raw(warm_up).await;
+            library(warm_up).await;
+        }
+        let raw_t = raw(n).await;
+        let lib_t = library(n).await;
+        print_comparison(&format!("{what}, {n} messages"), n, raw_t, lib_t);
+    });
+}
+
 /// Print raw and library throughput and their ratio.
 pub fn print_comparison(what: &str, n: usize, raw: Duration, library: Duration) {
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
