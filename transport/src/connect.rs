@@ -16,6 +16,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("amqps", "rabbitmq"),
     ("sqs", "sqs"),
     ("kafka", "kafka"),
+    ("kafka+ssl", "kafka"),
 ];
 
 /// The schemes compiled into this build.
@@ -30,6 +31,8 @@ pub fn schemes() -> Vec<&'static str> {
     out.extend(["amqp", "amqps"]);
     #[cfg(feature = "sqs")]
     out.push("sqs");
+    #[cfg(feature = "kafka")]
+    out.extend(["kafka", "kafka+ssl"]);
     out
 }
 
@@ -55,6 +58,8 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         "amqp" | "amqps" => Ok(Arc::new(backend_rabbitmq::RabbitTransport::connect(url).await?)),
         #[cfg(feature = "sqs")]
         "sqs" => Ok(Arc::new(backend_sqs::SqsTransport::connect(url).await?)),
+        #[cfg(feature = "kafka")]
+        "kafka" | "kafka+ssl" => Ok(Arc::new(backend_kafka::KafkaTransport::connect(url).await?)),
         other => Err(not_compiled(other)),
     }
 }

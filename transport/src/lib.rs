@@ -10,6 +10,7 @@
 //! | `nats://`, `tls://` | `nats` | `nats` |
 //! | `amqp://`, `amqps://` | `rabbitmq` | `rabbitmq` |
 //! | `sqs://` | `sqs` | `sqs` |
+//! | `kafka://`, `kafka+ssl://` | `kafka` | `kafka` |
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -40,6 +41,12 @@ pub use transport_core::*;
 /// The in-memory backend.
 pub mod memory {
     pub use backend_memory::*;
+}
+
+/// The Kafka backend (feature `kafka`).
+#[cfg(feature = "kafka")]
+pub mod kafka {
+    pub use backend_kafka::*;
 }
 
 /// The SQS + SNS backend (feature `sqs`).

@@ -1,0 +1,231 @@
+//! Configuration of the Kafka backend, from a URL or a builder.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use transport_core::{Error, Result, Secret};
+
+/// SASL mechanism for authenticating to the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN` (use with TLS: the password crosses the wire as is).
+    Plain,
+    /// `SCRAM-SHA-256`.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name librdkafka expects in `sasl.mechanism`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            other => Err(Error::invalid(format!(
+                "sasl must be plain, scram-sha-256 or scram-sha-512, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Settings of a Kafka transport. The password never shows in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers (`host:port`).
+    pub brokers: Vec<String>,
+    /// Connect with TLS (`kafka+ssl://`).
+    pub tls: bool,
+    /// CA certificate file (PEM) for TLS; the system store when `None`.
+    pub ca_file: Option<String>,
+    /// SASL mechanism; set together with `user` and `password`.
+    pub sasl: Option<SaslMechanism>,
+    /// SASL user name.
+    pub user: Option<String>,
+    /// SASL password.
+    pub password: Option<Secret>,
+    /// Create missing topics (off: publishing to or subscribing to a missing
+    /// topic is `NotFound`).
+    pub create_topics: bool,
+    /// Partitions of topics created on demand.
+    pub partitions: i32,
+    /// Partitions of dead-letter topics created on demand (1 keeps the
+    /// dead-letter queue in one order).
+    pub dlq_partitions: i32,
+    /// Replication factor of topics created on demand.
+    pub replication: i32,
+    /// Largest message accepted by `publish` (payload, headers, id and key).
+    /// Must not exceed the broker's `message.max.bytes`.
+    pub max_message_bytes: usize,
+    /// How long a publish may take before it fails with `Timeout`
+    /// (librdkafka `message.timeout.ms`).
+    pub publish_timeout: Duration,
+    /// Consumer-group session timeout: how soon a crashed consumer's
+    /// partitions move to the others, and the floor of a group join.
+    pub session_timeout: Duration,
+    /// Consumer group of the dead-letter operations (its committed offset on
+    /// a dead-letter topic marks what was already redriven or purged).
+    pub dlq_group: String,
+    /// Timeout of metadata, admin and offset requests.
+    pub request_timeout: Duration,
+    /// librdkafka `client.id`.
+    pub client_id: String,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: vec!["127.0.0.1:9092".into()],
+            tls: false,
+            ca_file: None,
+            sasl: None,
+            user: None,
+            password: None,
+            create_topics: true,
+            partitions: 4,
+            dlq_partitions: 1,
+            replication: 1,
+            max_message_bytes: 1_000_000,
+            publish_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(10),
+            dlq_group: "transport-dlq".into(),
+            request_timeout: Duration::from_secs(10),
+            client_id: "transport".into(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Parse `kafka://[user:password@]host[:port][,host2:port][?options]` or
+    /// `kafka+ssl://...` (TLS). Options: `sasl` (`plain`, `scram-sha-256`,
+    /// `scram-sha-512`), `ca_file`, `create` (`true`|`false`), `partitions`,
+    /// `dlq_partitions`, `replication`, `max_message_bytes`,
+    /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
+    /// `dlq_group`, `client_id`. User and password without `sasl` mean
+    /// `scram-sha-512`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::invalid("a Kafka URL looks like kafka://host:9092"))?;
+        let mut c = KafkaConfig::default();
+        match scheme {
+            "kafka" => {}
+            "kafka+ssl" | "kafkas" => c.tls = true,
+            other => return Err(Error::invalid(format!("expected kafka:// or kafka+ssl://, got {other}://"))),
+        }
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a.trim_end_matches('/'), q),
+            None => (rest.trim_end_matches('/'), ""),
+        };
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        if let Some(u) = userinfo {
+            let (user, pass) = u
+                .split_once(':')
+                .ok_or_else(|| Error::invalid("Kafka URL credentials look like user:password@"))?;
+            c.user = Some(decode(user));
+            c.password = Some(Secret::new(decode(pass)));
+        }
+        if !hosts.is_empty() {
+            c.brokers = hosts
+                .split(',')
+                .map(|h| {
+                    if h.contains(':') {
+                        h.to_owned()
+                    } else {
+                        format!("{h}:9092")
+                    }
+                })
+                .collect();
+        }
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let num = |what: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::invalid(format!("Kafka URL option {what} must be a number, got {v:?}")))
+            };
+            match k.as_ref() {
+                "sasl" => c.sasl = Some(SaslMechanism::parse(&v)?),
+                "ca_file" => c.ca_file = Some(v.into_owned()),
+                "tls" => c.tls = v == "true",
+                "create" => c.create_topics = v != "false",
+                "partitions" => c.partitions = num("partitions")? as i32,
+                "dlq_partitions" => c.dlq_partitions = num("dlq_partitions")? as i32,
+                "replication" => c.replication = num("replication")? as i32,
+                "max_message_bytes" => c.max_message_bytes = num("max_message_bytes")? as usize,
+                "publish_timeout_ms" => c.publish_timeout = Duration::from_millis(num("publish_timeout_ms")?),
+                "session_timeout_ms" => c.session_timeout = Duration::from_millis(num("session_timeout_ms")?),
+                "request_timeout_ms" => c.request_timeout = Duration::from_millis(num("request_timeout_ms")?),
+                "dlq_group" => c.dlq_group = v.into_owned(),
+                "client_id" => c.client_id = v.into_owned(),
+                other => return Err(Error::invalid(format!("unknown Kafka URL option {other:?}"))),
+            }
+        }
+        if c.user.is_some() && c.sasl.is_none() {
+            c.sasl = Some(SaslMechanism::ScramSha512);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Check the numbers and combinations.
+    pub fn validate(&self) -> Result<()> {
+        if self.brokers.is_empty() {
+            return Err(Error::invalid("at least one Kafka broker is needed"));
+        }
+        if self.partitions < 1 || self.dlq_partitions < 1 || self.replication < 1 {
+            return Err(Error::invalid("partitions, dlq_partitions and replication must be at least 1"));
+        }
+        if self.sasl.is_some() && (self.user.is_none() || self.password.is_none()) {
+            return Err(Error::invalid("SASL needs a user and a password"));
+        }
+        if self.session_timeout < Duration::from_secs(1) {
+            return Err(Error::invalid("session_timeout must be at least 1 s"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(Error::invalid("max_message_bytes must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls_and_hides_secrets() {
+        let c = KafkaConfig::from_url("kafka+ssl://app:p%40ss@a:9093,b?sasl=scram-sha-256&partitions=8&create=false")
+            .unwrap();
+        assert_eq!(c.brokers, ["a:9093", "b:9092"]);
+        assert!(c.tls && !c.create_topics);
+        assert_eq!(c.sasl, Some(SaslMechanism::ScramSha256));
+        assert_eq!(c.partitions, 8);
+        assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let d = KafkaConfig::from_url("kafka://u:pw@h").unwrap();
+        assert_eq!(d.sasl, Some(SaslMechanism::ScramSha512));
+        assert!(KafkaConfig::from_url("kafka://h?bogus=1").is_err());
+        assert!(KafkaConfig::from_url("kafka://h?partitions=0").is_err());
+        assert!(KafkaConfig::from_url("kafka://h?sasl=plain").is_err());
+        assert!(KafkaConfig::from_url("http://h").is_err());
+        assert_eq!(KafkaConfig::from_url("kafka://").unwrap().brokers, ["127.0.0.1:9092"]);
+    }
+}

@@ -1,0 +1,623 @@
+//! One subscription: a group member run by a dedicated thread that polls
+//! librdkafka (so rebalances are served even while the application is busy),
+//! the per-partition bookkeeping it fills, the stream the application reads
+//! and the settlers that ack, nack and dead-letter in memory.
+//!
+//! Settling never waits for the broker: the thread commits each partition's
+//! contiguous acked prefix (plus the progress metadata, see
+//! [`crate::partition`]) every [`COMMIT_INTERVAL`], on revoke and on close.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::{self as fstream, StreamExt};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::Message as _;
+use tokio::sync::{watch, Notify};
+use transport_core::flow::InFlightLimit;
+use transport_core::{
+    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, Settler, StartFrom, SubscribeOptions, Subscription,
+};
+
+use crate::backend::KafkaTransport;
+use crate::core::{self, err, kafka};
+use crate::partition::{self, Next, Partition, Progress};
+
+/// How often acked progress is committed.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one librdkafka poll blocks.
+const POLL: Duration = Duration::from_millis(20);
+
+/// State shared by the polling thread, the stream and the settlers.
+pub(crate) struct Shared {
+    transport: KafkaTransport,
+    topic: Arc<str>,
+    group: Arc<str>,
+    dlq_topic: String,
+    options: SubscribeOptions,
+    state: Mutex<State>,
+    /// Wakes the stream: records arrived, a delivery came back, an error.
+    wake: Notify,
+    in_flight: InFlightLimit,
+    next_token: AtomicU64,
+    /// The subscription was dropped.
+    stop: AtomicBool,
+    /// The application is waiting in the stream for a delivery.
+    app_waiting: AtomicBool,
+    /// `Some(Ok)` once the first assignment is done, `Some(Err)` when joining failed.
+    joined: watch::Sender<Option<std::result::Result<(), String>>>,
+}
+
+struct State {
+    partitions: BTreeMap<i32, Partition>,
+    /// When the application last asked for a delivery.
+    last_app_poll: Instant,
+    /// The member left the group because the application stopped taking
+    /// deliveries (see [`Shared::stalled`]).
+    left: bool,
+    /// The application asked again after leaving: join again.
+    rejoin: bool,
+    /// Round-robin start among partitions.
+    cursor: usize,
+    /// An error for the application (surfaced once).
+    error: Option<Error>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn closed(&self) -> bool {
+        self.stop.load(AtomicOrdering::Acquire) || self.transport.is_closed()
+    }
+
+    /// The application holds deliveries past their ack timeout and is not
+    /// asking for more while records wait: like Kafka's
+    /// `max.poll.interval.ms`, the member gives its partitions to the rest of
+    /// the group, and joins again when the application asks.
+    fn stalled(&self, state: &State, now: Instant) -> bool {
+        !state.left
+            && !self.app_waiting.load(AtomicOrdering::Acquire)
+            && now.duration_since(state.last_app_poll) > self.options.ack_timeout
+            && state.partitions.values().any(|p| p.has_ready(now))
+    }
+}
+
+/// The consumer context: serves rebalances for the subscription.
+pub(crate) struct GroupContext {
+    base: core::Context,
+    shared: Arc<Shared>,
+}
+
+impl rdkafka::client::ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.base.log(level, fac, log_message)
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.note_error(&error, reason);
+        if self.base.auth_failure().is_some() {
+            let mut state = self.shared.lock();
+            state.error = Some(err(ErrorKind::Unauthorized, "receive", reason));
+            drop(state);
+            self.shared.wake.notify_one();
+            let _ = self.shared.joined.send(Some(Err(format!("authentication failed: {reason}"))));
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer),
+            other => {
+                tracing::warn!(topic = %self.shared.topic, group = %self.shared.group, "rebalance error {other:?}");
+                self.revoke(consumer);
+            }
+        }
+    }
+}
+
+impl GroupContext {
+    /// Take over `tpl`: read the committed offsets and progress metadata,
+    /// choose the start of partitions the group never committed (latest or
+    /// earliest, pinned by a commit so every later owner starts there too),
+    /// and assign with explicit offsets.
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let s = &self.shared;
+        let timeout = s.transport.config().request_timeout;
+        let committed = (0..3).find_map(|_| match consumer.committed_offsets(tpl.clone(), timeout) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, group = %s.group, "reading committed offsets failed; retrying");
+                None
+            }
+        });
+        let mut assignment = TopicPartitionList::new();
+        let mut pin = TopicPartitionList::new();
+        let mut partitions = BTreeMap::new();
+        for elem in tpl.elements() {
+            let p = elem.partition();
+            let known = committed
+                .as_ref()
+                .and_then(|c| c.find_partition(elem.topic(), p))
+                .map(|e| (e.offset(), e.metadata().to_owned()));
+            let (start, progress, metadata) = match known {
+                Some((Offset::Offset(o), meta)) => (Some(o), partition::decode(o, &meta), Some(meta)),
+                Some(_) if committed.is_some() => {
+                    let start = match consumer.fetch_watermarks(elem.topic(), p, timeout) {
+                        Ok((low, high)) => Some(match s.options.start {
+                            StartFrom::Latest => high,
+                            StartFrom::Earliest => low,
+                        }),
+                        Err(e) => {
+                            tracing::warn!(error = %e, partition = p, "reading watermarks failed");
+                            None
+                        }
+                    };
+                    if let Some(o) = start {
+                        let _ = pin.add_partition_offset(elem.topic(), p, Offset::Offset(o));
+                    }
+                    (start, Progress::default(), None)
+                }
+                _ => (None, Progress::default(), None),
+            };
+            let offset = match (start, s.options.start) {
+                (Some(o), _) => Offset::Offset(o),
+                // Offsets unknown (the broker did not answer): let librdkafka
+                // resolve them; progress metadata is lost for this partition.
+                (None, StartFrom::Earliest) => Offset::Beginning,
+                (None, StartFrom::Latest) => Offset::Stored,
+            };
+            let _ = assignment.add_partition_offset(elem.topic(), p, offset);
+            partitions.insert(p, Partition::new(start.unwrap_or(-1), progress, metadata));
+        }
+        if let Err(e) = consumer.assign(&assignment) {
+            tracing::error!(error = %e, group = %s.group, "assigning partitions failed");
+        }
+        if pin.count() > 0 {
+            if let Err(e) = consumer.commit(&pin, CommitMode::Sync) {
+                tracing::warn!(error = %e, group = %s.group, "pinning the start offsets failed");
+            }
+        }
+        tracing::debug!(topic = %s.topic, group = %s.group, partitions = ?partitions.keys().collect::<Vec<_>>(), "assigned");
+        s.lock().partitions = partitions;
+        let _ = s.joined.send(Some(Ok(())));
+        s.wake.notify_one();
+    }
+
+    /// Give the partitions up: in-flight deliveries count as failed, the
+    /// progress is committed, the bookkeeping is dropped (its settlers get
+    /// `DeliveryExpired`; the next owner redelivers).
+    fn revoke(&self, consumer: &BaseConsumer<Self>) {
+        let s = &self.shared;
+        let wall = SystemTime::now();
+        let mut state = s.lock();
+        for p in state.partitions.values_mut() {
+            for _ in 0..p.revoke(wall) {
+                s.in_flight.release();
+            }
+        }
+        let partitions = std::mem::take(&mut state.partitions);
+        drop(state);
+        if !consumer.assignment_lost() {
+            commit(consumer, s, &pending_commits(&partitions));
+        }
+        if let Err(e) = consumer.unassign() {
+            tracing::warn!(error = %e, "unassigning failed");
+        }
+        tracing::debug!(topic = %s.topic, group = %s.group, "revoked");
+        s.wake.notify_one();
+    }
+}
+
+/// What each partition would commit now.
+fn pending_commits(partitions: &BTreeMap<i32, Partition>) -> Vec<(i32, i64, String)> {
+    partitions
+        .iter()
+        .filter_map(|(p, part)| part.to_commit().map(|(o, m)| (*p, o, m)))
+        .filter(|(_, o, _)| *o >= 0)
+        .collect()
+}
+
+/// Commit `commits` synchronously; returns whether the broker took them.
+fn commit(consumer: &BaseConsumer<GroupContext>, s: &Shared, commits: &[(i32, i64, String)]) -> bool {
+    if commits.is_empty() {
+        return true;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, offset, metadata) in commits {
+        let mut elem = tpl.add_partition(&s.topic, *p);
+        let _ = elem.set_offset(Offset::Offset(*offset));
+        elem.set_metadata(metadata.clone());
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, topic = %s.topic, group = %s.group, "commit failed; retrying later");
+            false
+        }
+    }
+}
+
+/// Commit what the partitions in `state` would commit, outside the lock,
+/// then record it as committed.
+fn commit_state(consumer: &BaseConsumer<GroupContext>, s: &Shared) {
+    let commits = pending_commits(&s.lock().partitions);
+    if commit(consumer, s, &commits) {
+        let mut state = s.lock();
+        for (p, offset, metadata) in commits {
+            if let Some(part) = state.partitions.get_mut(&p) {
+                part.committed(offset, metadata);
+            }
+        }
+    }
+}
+
+/// Start a member of `options.group` on `topic` and return its stream once
+/// it has its first assignment (so what is published next is seen).
+pub(crate) async fn subscribe(
+    transport: KafkaTransport,
+    topic: &str,
+    options: SubscribeOptions,
+) -> Result<Subscription> {
+    let op = "subscribe";
+    let config = transport.config().clone();
+    let (joined_tx, mut joined_rx) = watch::channel(None);
+    let shared = Arc::new(Shared {
+        transport: transport.clone(),
+        topic: Arc::from(topic),
+        group: Arc::from(options.group.as_str()),
+        dlq_topic: options.dlq_topic(topic),
+        options: options.clone(),
+        state: Mutex::new(State {
+            partitions: BTreeMap::new(),
+            last_app_poll: Instant::now(),
+            left: false,
+            rejoin: false,
+            cursor: 0,
+            error: None,
+        }),
+        wake: Notify::new(),
+        in_flight: InFlightLimit::new(options.max_in_flight),
+        next_token: AtomicU64::new(1),
+        stop: AtomicBool::new(false),
+        app_waiting: AtomicBool::new(false),
+        joined: joined_tx,
+    });
+    let mut cc: ClientConfig = core::client_config(&config);
+    let session = config.session_timeout.as_millis() as u64;
+    cc.set("group.id", &options.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
+        .set("max.poll.interval.ms", session.max(300_000).to_string())
+        .set("fetch.wait.max.ms", "100")
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    let context = GroupContext {
+        base: transport.context(),
+        shared: shared.clone(),
+    };
+    let consumer: BaseConsumer<GroupContext> = cc.create_with_context(context).map_err(|e| kafka(op, e))?;
+    consumer.subscribe(&[topic]).map_err(|e| kafka(op, e))?;
+    let thread_shared = shared.clone();
+    std::thread::Builder::new()
+        .name(format!("kafka-{}", options.group))
+        .spawn(move || run(consumer, thread_shared))
+        .map_err(|e| err(ErrorKind::Backend, op, format!("starting the consumer thread: {e}")))?;
+
+    let patience = config.session_timeout * 3 + config.request_timeout;
+    let waited = tokio::time::timeout(patience, joined_rx.wait_for(|j| j.is_some())).await;
+    let outcome = match waited {
+        Ok(Ok(j)) => j.clone(),
+        _ => None,
+    };
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(why)) => {
+            shared.stop.store(true, AtomicOrdering::Release);
+            return Err(err(ErrorKind::Unauthorized, op, why));
+        }
+        None => {
+            shared.stop.store(true, AtomicOrdering::Release);
+            return Err(err(
+                ErrorKind::Timeout,
+                op,
+                format!("group {} did not assign partitions within {patience:?}", options.group),
+            ));
+        }
+    }
+    let stream = ReadLoop {
+        shared: shared.clone(),
+        _guard: StopOnDrop(shared),
+    };
+    let deliveries = fstream::unfold(stream, |mut st| async move {
+        let item = st.next().await?;
+        Some((item, st))
+    });
+    Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+}
+
+/// The member's thread: poll, expire, pause/resume, commit, leave/rejoin.
+fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
+    let buffer = (s.options.max_in_flight * 2).max(500);
+    let mut last_commit = Instant::now();
+    while !s.closed() {
+        {
+            let mut state = s.lock();
+            if state.left && state.rejoin {
+                state.left = false;
+                state.rejoin = false;
+                drop(state);
+                tracing::info!(topic = %s.topic, group = %s.group, "joining the group again");
+                if let Err(e) = consumer.subscribe(&[&s.topic]) {
+                    tracing::error!(error = %e, "subscribing again failed");
+                }
+            }
+        }
+        match consumer.poll(POLL) {
+            Some(Ok(record)) => {
+                let message = Arc::new(core::decode(&record));
+                let mut state = s.lock();
+                if let Some(p) = state.partitions.get_mut(&record.partition()) {
+                    if p.push(record.offset(), message, Instant::now()) {
+                        drop(state);
+                        s.wake.notify_one();
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, topic = %s.topic, group = %s.group, "receive failed");
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut state = s.lock();
+        let mut expired = 0;
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (p, part) in state.partitions.iter_mut() {
+            expired += part.expire(now, wall);
+            let pending = part.pending();
+            if !part.paused && pending >= buffer {
+                part.paused = true;
+                pause.add_partition(&s.topic, *p);
+            } else if part.paused && pending < buffer / 2 {
+                part.paused = false;
+                resume.add_partition(&s.topic, *p);
+            }
+        }
+        for _ in 0..expired {
+            s.in_flight.release();
+        }
+        let stalled = s.stalled(&state, now);
+        if stalled {
+            state.left = true;
+        }
+        drop(state);
+        if expired > 0 {
+            s.wake.notify_one();
+        }
+        if pause.count() > 0 {
+            let _ = consumer.pause(&pause);
+        }
+        if resume.count() > 0 {
+            let _ = consumer.resume(&resume);
+        }
+        if now.duration_since(last_commit) >= COMMIT_INTERVAL {
+            commit_state(&consumer, &s);
+            last_commit = now;
+        }
+        if stalled {
+            tracing::warn!(
+                topic = %s.topic,
+                group = %s.group,
+                "the application took no delivery for longer than the ack timeout; leaving the group so others take over"
+            );
+            consumer.unsubscribe();
+        }
+    }
+    // Closing: commit what was acked, then leave (the revoke commits again,
+    // a no-op unless something changed).
+    commit_state(&consumer, &s);
+    consumer.unsubscribe();
+    drop(consumer);
+    tracing::debug!(topic = %s.topic, group = %s.group, "consumer closed");
+}
+
+/// Stops the member when the stream is dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop.store(true, AtomicOrdering::Release);
+    }
+}
+
+struct ReadLoop {
+    shared: Arc<Shared>,
+    _guard: StopOnDrop,
+}
+
+impl ReadLoop {
+    async fn next(&mut self) -> Option<Result<Delivery>> {
+        let s = self.shared.clone();
+        s.app_waiting.store(true, AtomicOrdering::Release);
+        let out = self.wait_next(&s).await;
+        s.lock().last_app_poll = Instant::now();
+        s.app_waiting.store(false, AtomicOrdering::Release);
+        out
+    }
+
+    async fn wait_next(&mut self, s: &Arc<Shared>) -> Option<Result<Delivery>> {
+        loop {
+            if s.transport.is_closed() {
+                return None;
+            }
+            if s.in_flight.free() == 0 {
+                s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
+                continue;
+            }
+            let now = Instant::now();
+            let mut wake_at = now + Duration::from_millis(200);
+            {
+                let mut state = s.lock();
+                state.last_app_poll = now;
+                if let Some(e) = state.error.take() {
+                    return Some(Err(e));
+                }
+                if state.left {
+                    state.rejoin = true;
+                }
+                let keys: Vec<i32> = state.partitions.keys().copied().collect();
+                for i in 0..keys.len() {
+                    let idx = (state.cursor + i) % keys.len();
+                    let p = keys[idx];
+                    let Some(part) = state.partitions.get_mut(&p) else { continue };
+                    match part.next(now) {
+                        Next::Ready(offset) => {
+                            let token = s.next_token.fetch_add(1, AtomicOrdering::Relaxed);
+                            let Some(taken) = part.take(offset, token, now + s.options.ack_timeout) else {
+                                continue;
+                            };
+                            state.cursor = idx + 1;
+                            s.in_flight.taken(1);
+                            let info = DeliveryInfo {
+                                topic: s.topic.clone(),
+                                group: s.group.clone(),
+                                attempt: taken.attempt,
+                                max_attempts: s.options.dead_letter.max_attempts,
+                                first_failure: taken.first_failure,
+                            };
+                            let settler = KafkaSettler {
+                                shared: s.clone(),
+                                partition: p,
+                                offset,
+                                token,
+                                settled: false,
+                            };
+                            return Some(Ok(Delivery::new(taken.message, info, Box::new(settler))));
+                        }
+                        Next::Until(t) => wake_at = wake_at.min(t),
+                        Next::Empty => {}
+                    }
+                }
+            }
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(wake_at), s.wake.notified()).await;
+        }
+    }
+}
+
+/// Settles one delivery in the subscription's bookkeeping.
+struct KafkaSettler {
+    shared: Arc<Shared>,
+    partition: i32,
+    offset: i64,
+    token: u64,
+    settled: bool,
+}
+
+fn expired(op: &'static str) -> Error {
+    err(
+        ErrorKind::DeliveryExpired,
+        op,
+        "the delivery passed its ack timeout or its partition moved to another consumer; it is delivered again",
+    )
+}
+
+impl KafkaSettler {
+    /// Apply `f` to the delivery's partition; false when the delivery is stale.
+    fn with_partition(&mut self, f: impl FnOnce(&mut Partition, i64, u64) -> bool) -> bool {
+        self.settled = true;
+        let s = &self.shared;
+        let ok = s
+            .lock()
+            .partitions
+            .get_mut(&self.partition)
+            .is_some_and(|p| f(p, self.offset, self.token));
+        if ok {
+            s.in_flight.release();
+            s.wake.notify_one();
+        }
+        ok
+    }
+
+    fn nack_now(&mut self, delay: Duration) -> bool {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.with_partition(|p, o, t| p.nack(o, t, now, wall, delay))
+    }
+}
+
+#[async_trait]
+impl Settler for KafkaSettler {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        if self.with_partition(|p, o, t| p.ack(o, t)) {
+            Ok(())
+        } else {
+            Err(expired("ack"))
+        }
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
+        if self.nack_now(delay.unwrap_or_default()) {
+            Ok(())
+        } else {
+            Err(expired("nack"))
+        }
+    }
+
+    async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
+        // Store the copy (delivery report awaited), then count the record as
+        // acked: a crash in between duplicates it in the queue, never loses it.
+        let s = self.shared.clone();
+        if let Err(e) = s.transport.produce("dead_letter", &s.dlq_topic, &dead).await {
+            self.nack_now(Duration::ZERO);
+            return Err(e);
+        }
+        if !self.with_partition(|p, o, t| p.ack(o, t)) {
+            tracing::warn!(
+                id = %dead.id,
+                "dead-lettered a delivery that had already expired; it may be delivered again"
+            );
+        }
+        Ok(())
+    }
+
+    async fn extend(&self, by: Duration) -> Result<()> {
+        let deadline = Instant::now() + by;
+        let ok = self
+            .shared
+            .lock()
+            .partitions
+            .get_mut(&self.partition)
+            .is_some_and(|p| p.extend(self.offset, self.token, deadline));
+        if ok {
+            Ok(())
+        } else {
+            Err(expired("extend"))
+        }
+    }
+}
+
+impl Drop for KafkaSettler {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Dropped unsettled: it comes back at once.
+            self.nack_now(Duration::ZERO);
+        }
+    }
+}

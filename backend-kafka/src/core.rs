@@ -1,0 +1,200 @@
+//! Everything that talks to librdkafka directly: client configuration, the
+//! client context (logging, auth failures), error mapping and the record
+//! encoding.
+
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::Message as _;
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+
+use crate::config::KafkaConfig;
+use crate::SCHEME;
+
+/// Record header carrying the message id.
+pub(crate) const H_ID: &str = "transport-id";
+
+pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+}
+
+/// The library's kind for a librdkafka error code.
+pub(crate) fn kind_of(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageSizeTooLarge | C::MessageBatchTooLarge => ErrorKind::MessageTooLarge,
+        C::Authentication
+        | C::SaslAuthenticationFailed
+        | C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed
+        | C::ClusterAuthorizationFailed => ErrorKind::Unauthorized,
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => ErrorKind::NotFound,
+        C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue => ErrorKind::Timeout,
+        C::AllBrokersDown | C::BrokerTransportFailure | C::NetworkException | C::Resolve => ErrorKind::ConnectionLost,
+        C::InvalidTopic | C::PolicyViolation | C::InvalidRecord => ErrorKind::InvalidArgument,
+        _ => ErrorKind::Backend,
+    }
+}
+
+/// Map a client error.
+pub(crate) fn kafka(op: &'static str, e: KafkaError) -> Error {
+    let kind = e.rdkafka_error_code().map_or(ErrorKind::Backend, kind_of);
+    let hint = match kind {
+        ErrorKind::Unauthorized => "; check the credentials and ACLs",
+        ErrorKind::ConnectionLost => "; check that the Kafka broker is running",
+        _ => "",
+    };
+    err(kind, op, format!("{e}{hint}"))
+}
+
+/// Client context shared by every client of a transport: forwards
+/// librdkafka's log to `tracing` and remembers the last authentication
+/// failure, which librdkafka otherwise only retries silently.
+#[derive(Default, Clone)]
+pub(crate) struct Context {
+    auth_failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Context {
+    /// The last authentication failure seen, if any.
+    pub fn auth_failure(&self) -> Option<String> {
+        self.auth_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn note_error(&self, error: &KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let auth = code.map(kind_of) == Some(ErrorKind::Unauthorized)
+            || reason.contains("SASL authentication")
+            || reason.contains("Authentication failed");
+        if auth {
+            *self.auth_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+        }
+        match code {
+            // Normal while brokers restart; librdkafka reconnects by itself.
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::debug!(target: "transport::kafka", error = %error, "{reason}")
+            }
+            _ => tracing::warn!(target: "transport::kafka", error = %error, "{reason}"),
+        }
+    }
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "transport::kafka", "librdkafka {fac}: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "transport::kafka", "librdkafka {fac}: {log_message}"),
+            _ => tracing::debug!(target: "transport::kafka", "librdkafka {fac}: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note_error(&error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Context {}
+
+/// The settings every client of the transport shares: brokers, TLS, SASL.
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", config.brokers.join(","))
+        .set("client.id", &config.client_id)
+        .set("socket.keepalive.enable", "true")
+        .set("socket.connection.setup.timeout.ms", config.request_timeout.as_millis().to_string())
+        .set_log_level(RDKafkaLogLevel::Warning);
+    let protocol = match (config.tls, config.sasl.is_some()) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    c.set("security.protocol", protocol);
+    if let Some(ca) = &config.ca_file {
+        c.set("ssl.ca.location", ca);
+    }
+    if let (Some(mechanism), Some(user), Some(password)) = (config.sasl, &config.user, &config.password) {
+        c.set("sasl.mechanism", mechanism.as_str())
+            .set("sasl.username", user)
+            .set("sasl.password", password.expose());
+    }
+    c
+}
+
+/// The record headers of a message: the id, then the application headers.
+/// The key travels as the record key.
+pub(crate) fn encode_headers(message: &Message) -> OwnedHeaders {
+    let mut h = OwnedHeaders::new_with_capacity(message.headers.len() + 1).insert(Header {
+        key: H_ID,
+        value: Some(message.id.as_str()),
+    });
+    for (name, value) in message.headers.iter() {
+        h = h.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    h
+}
+
+/// The message in a consumed record. Records written by other producers
+/// (no id header) get `<topic>-<partition>-<offset>` as id.
+pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
+    let mut headers = Headers::new();
+    let mut id = None;
+    if let Some(h) = record.headers() {
+        for header in h.iter() {
+            let value = header.value.map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            if header.key == H_ID {
+                id = Some(value);
+            } else {
+                headers.insert(header.key, value);
+            }
+        }
+    }
+    Message {
+        id: id.unwrap_or_else(|| format!("{}-{}-{}", record.topic(), record.partition(), record.offset())),
+        key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers,
+        payload: record.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SaslMechanism;
+    use transport_core::Secret;
+
+    #[test]
+    fn error_codes_map_to_kinds() {
+        assert_eq!(kind_of(RDKafkaErrorCode::MessageSizeTooLarge), ErrorKind::MessageTooLarge);
+        assert_eq!(kind_of(RDKafkaErrorCode::SaslAuthenticationFailed), ErrorKind::Unauthorized);
+        assert_eq!(kind_of(RDKafkaErrorCode::UnknownTopicOrPartition), ErrorKind::NotFound);
+        assert_eq!(kind_of(RDKafkaErrorCode::MessageTimedOut), ErrorKind::Timeout);
+        assert_eq!(kind_of(RDKafkaErrorCode::AllBrokersDown), ErrorKind::ConnectionLost);
+        assert!(kafka("publish", KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)).is_retryable());
+    }
+
+    #[test]
+    fn client_config_carries_sasl_and_tls_but_debug_hides_the_password() {
+        let config = KafkaConfig {
+            tls: true,
+            sasl: Some(SaslMechanism::ScramSha256),
+            user: Some("app".into()),
+            password: Some(Secret::new("s3cr3t")),
+            ..KafkaConfig::default()
+        };
+        let c = client_config(&config);
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+        assert_eq!(c.get("sasl.password"), Some("s3cr3t"));
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}
