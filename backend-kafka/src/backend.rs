@@ -580,7 +580,7 @@ impl DeadLetterQueue for KafkaDeadLetters {
                 Ok((count, ranges))
             })
             .await?;
-        if count > 0 {
+        if count > 0 && self.transport.inner.config.purge_deletes_records {
             let mut tpl = TopicPartitionList::new();
             for (p, _, h) in &ends {
                 let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*h));

@@ -80,6 +80,15 @@ pub struct KafkaConfig {
     pub request_timeout: Duration,
     /// librdkafka `client.id`.
     pub client_id: String,
+    /// The Kafka consumer group of a subscription is `<topic>.<group>`
+    /// (default), like the queue per topic and group of the other backends:
+    /// members of one group on different topics then never rebalance each
+    /// other. Off: the group name is used as is.
+    pub scoped_groups: bool,
+    /// `purge` also asks the broker to `DeleteRecords` up to the purged
+    /// offset (off for brokers without it, such as Tansu 0.6 on SQLite,
+    /// where the request crashes the broker's storage).
+    pub purge_deletes_records: bool,
 }
 
 impl Default for KafkaConfig {
@@ -101,6 +110,8 @@ impl Default for KafkaConfig {
             dlq_group: "transport-dlq".into(),
             request_timeout: Duration::from_secs(10),
             client_id: "transport".into(),
+            purge_deletes_records: true,
+            scoped_groups: true,
         }
     }
 }
@@ -111,7 +122,9 @@ impl KafkaConfig {
     /// `scram-sha-512`), `ca_file`, `create` (`true`|`false`), `partitions`,
     /// `dlq_partitions`, `replication`, `max_message_bytes`,
     /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
-    /// `dlq_group`, `client_id`. User and password without `sasl` mean
+    /// `dlq_group`, `client_id`, `delete_records` (`false`: `purge` only
+    /// moves the dead-letter group's offset), `scoped_groups` (`false`: the
+    /// Kafka group id is the group name, not `<topic>.<group>`). User and password without `sasl` mean
     /// `scram-sha-512`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
@@ -175,6 +188,8 @@ impl KafkaConfig {
                 "request_timeout_ms" => c.request_timeout = Duration::from_millis(num("request_timeout_ms")?),
                 "dlq_group" => c.dlq_group = v.into_owned(),
                 "client_id" => c.client_id = v.into_owned(),
+                "delete_records" => c.purge_deletes_records = v != "false",
+                "scoped_groups" => c.scoped_groups = v != "false",
                 other => return Err(Error::invalid(format!("unknown Kafka URL option {other:?}"))),
             }
         }
@@ -183,6 +198,15 @@ impl KafkaConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+
+    /// The Kafka consumer group id of `group` on `topic`.
+    pub fn group_id(&self, topic: &str, group: &str) -> String {
+        if self.scoped_groups {
+            format!("{topic}.{group}")
+        } else {
+            group.to_owned()
+        }
     }
 
     /// Check the numbers and combinations.
@@ -227,5 +251,9 @@ mod tests {
         assert!(KafkaConfig::from_url("kafka://h?sasl=plain").is_err());
         assert!(KafkaConfig::from_url("http://h").is_err());
         assert_eq!(KafkaConfig::from_url("kafka://").unwrap().brokers, ["127.0.0.1:9092"]);
+        assert_eq!(d.group_id("orders", "billing"), "orders.billing");
+        let e = KafkaConfig::from_url("kafka://h?scoped_groups=false&delete_records=false").unwrap();
+        assert_eq!(e.group_id("orders", "billing"), "billing");
+        assert!(!e.purge_deletes_records);
     }
 }

@@ -47,8 +47,11 @@ pub(crate) struct Shared {
     wake: Notify,
     in_flight: InFlightLimit,
     next_token: AtomicU64,
-    /// The subscription was dropped.
+    /// Leave now (the transport closed, or subscribing failed).
     stop: AtomicBool,
+    /// The stream was dropped: hand nothing out, and leave once the
+    /// deliveries already handed out are settled or expired.
+    draining: AtomicBool,
     /// The application is waiting in the stream for a delivery.
     app_waiting: AtomicBool,
     /// `Some(Ok)` once the first assignment is done, `Some(Err)` when joining failed.
@@ -77,6 +80,13 @@ impl Shared {
 
     fn closed(&self) -> bool {
         self.stop.load(AtomicOrdering::Acquire) || self.transport.is_closed()
+    }
+
+    /// The member may leave: closed, or drained (the stream is gone and no
+    /// delivery is in flight; expiry ends the wait after the ack timeout).
+    fn finished(&self) -> bool {
+        self.closed()
+            || (self.draining.load(AtomicOrdering::Acquire) && self.in_flight.free() >= self.options.max_in_flight)
     }
 
     /// The application holds deliveries past their ack timeout and is not
@@ -291,12 +301,13 @@ pub(crate) async fn subscribe(
         in_flight: InFlightLimit::new(options.max_in_flight),
         next_token: AtomicU64::new(1),
         stop: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
         app_waiting: AtomicBool::new(false),
         joined: joined_tx,
     });
     let mut cc: ClientConfig = core::client_config(&config);
     let session = config.session_timeout.as_millis() as u64;
-    cc.set("group.id", &options.group)
+    cc.set("group.id", config.group_id(topic, &options.group))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
@@ -336,7 +347,10 @@ pub(crate) async fn subscribe(
             return Err(err(
                 ErrorKind::Timeout,
                 op,
-                format!("group {} did not assign partitions within {patience:?}", options.group),
+                format!(
+                    "consumer group {} did not assign partitions within {patience:?}",
+                    config.group_id(topic, &options.group)
+                ),
             ));
         }
     }
@@ -355,7 +369,7 @@ pub(crate) async fn subscribe(
 fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
     let buffer = (s.options.max_in_flight * 2).max(500);
     let mut last_commit = Instant::now();
-    while !s.closed() {
+    while !s.finished() {
         {
             let mut state = s.lock();
             if state.left && state.rejoin {
@@ -439,12 +453,14 @@ fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
     tracing::debug!(topic = %s.topic, group = %s.group, "consumer closed");
 }
 
-/// Stops the member when the stream is dropped.
+/// Drains the member when the stream is dropped: deliveries already handed
+/// out can still be settled (a consumer runtime drops the stream first to
+/// stop fetching, then lets its handlers finish).
 struct StopOnDrop(Arc<Shared>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.0.stop.store(true, AtomicOrdering::Release);
+        self.0.draining.store(true, AtomicOrdering::Release);
     }
 }
 

@@ -29,6 +29,9 @@ const TAG: &str = "t1";
 pub(crate) struct Failure {
     pub count: u32,
     pub first: SystemTime,
+    /// A delayed nack holds the record until then, also for the member that
+    /// takes the partition over.
+    pub hold: Option<SystemTime>,
 }
 
 /// What the commit metadata carries above the committed offset.
@@ -134,11 +137,18 @@ impl Partition {
             self.prune();
             return false;
         }
+        let held = self
+            .failures
+            .get(&offset)
+            .and_then(|f| f.hold)
+            .and_then(|hold| hold.duration_since(SystemTime::now()).ok());
         self.slots.insert(
             offset,
             Slot {
                 message,
-                state: SlotState::Pending { not_before: now },
+                state: SlotState::Pending {
+                    not_before: now + held.unwrap_or_default(),
+                },
             },
         );
         true
@@ -179,11 +189,19 @@ impl Partition {
             .filter(|s| matches!(s.state, SlotState::InFlight { token: t, .. } if t == token))
     }
 
-    fn fail(&mut self, offset: i64, now: SystemTime) {
+    /// Count a failure of `offset`; the record may be retried after `hold`.
+    fn fail(&mut self, offset: i64, now: SystemTime, hold: Option<SystemTime>) {
         self.failures
             .entry(offset)
-            .and_modify(|f| f.count += 1)
-            .or_insert(Failure { count: 1, first: now });
+            .and_modify(|f| {
+                f.count += 1;
+                f.hold = hold;
+            })
+            .or_insert(Failure {
+                count: 1,
+                first: now,
+                hold,
+            });
     }
 
     /// Ack the delivery `token` of `offset`; false when it is no longer in
@@ -207,7 +225,7 @@ impl Partition {
         slot.state = SlotState::Pending {
             not_before: now + delay,
         };
-        self.fail(offset, wall);
+        self.fail(offset, wall, (!delay.is_zero()).then(|| wall + delay));
         true
     }
 
@@ -234,7 +252,7 @@ impl Partition {
             if let Some(slot) = self.slots.get_mut(offset) {
                 slot.state = SlotState::Pending { not_before: now };
             }
-            self.fail(*offset, wall);
+            self.fail(*offset, wall, None);
         }
         expired.len()
     }
@@ -250,7 +268,7 @@ impl Partition {
             .map(|(o, _)| *o)
             .collect();
         for offset in &in_flight {
-            self.fail(*offset, wall);
+            self.fail(*offset, wall, None);
         }
         in_flight.len()
     }
@@ -325,13 +343,16 @@ pub(crate) fn encode(position: i64, progress: &Progress) -> String {
         out.push_str(";f=");
         let mut first = true;
         for (offset, f) in &progress.failures {
-            let item = format!(
+            let mut item = format!(
                 "{}{}:{}:{}",
                 if first { "" } else { "," },
                 offset - position,
                 f.count,
                 millis(f.first)
             );
+            if let Some(hold) = f.hold {
+                let _ = write!(item, ":{}", millis(hold));
+            }
             if out.len() + item.len() > MAX_METADATA {
                 break;
             }
@@ -366,12 +387,17 @@ pub(crate) fn decode(position: i64, metadata: &str) -> Progress {
                 let (Some(rel), Some(count), Some(ms)) = (fields.next(), fields.next(), fields.next()) else {
                     continue;
                 };
+                let hold = fields
+                    .next()
+                    .and_then(|h| h.parse::<u64>().ok())
+                    .map(|h| UNIX_EPOCH + Duration::from_millis(h));
                 if let (Ok(rel), Ok(count), Ok(ms)) = (rel.parse::<i64>(), count.parse::<u32>(), ms.parse::<u64>()) {
                     progress.failures.insert(
                         position + rel,
                         Failure {
                             count,
                             first: UNIX_EPOCH + Duration::from_millis(ms),
+                            hold,
                         },
                     );
                 }
@@ -465,6 +491,23 @@ mod tests {
     }
 
     #[test]
+    fn a_delayed_nack_holds_for_the_next_owner_too() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut old = filled(0, 2, now);
+        old.take(0, 1, later).unwrap();
+        assert!(old.nack(0, 1, now, SystemTime::now(), Duration::from_secs(30)));
+        let (offset, meta) = old.to_commit().unwrap();
+        let mut new = Partition::new(offset, decode(offset, &meta), Some(meta));
+        new.push(0, msg(0), now);
+        new.push(1, msg(1), now);
+        assert!(
+            matches!(new.next(now), Next::Until(t) if t > now + Duration::from_secs(25)),
+            "the rest of the delay carries over, and record 1 waits behind record 0"
+        );
+    }
+
+    #[test]
     fn expiry_puts_deliveries_back_with_a_failure() {
         let now = Instant::now();
         let mut p = filled(0, 2, now);
@@ -483,10 +526,27 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         let progress = Progress {
             acked: BTreeSet::from([102, 103, 104, 107]),
-            failures: BTreeMap::from([(100, Failure { count: 3, first: t })]),
+            failures: BTreeMap::from([
+                (
+                    100,
+                    Failure {
+                        count: 3,
+                        first: t,
+                        hold: None,
+                    },
+                ),
+                (
+                    101,
+                    Failure {
+                        count: 1,
+                        first: t,
+                        hold: Some(t + Duration::from_secs(2)),
+                    },
+                ),
+            ]),
         };
         let m = encode(100, &progress);
-        assert_eq!(m, "t1;a=2-4,7;f=0:3:1700000000123");
+        assert_eq!(m, "t1;a=2-4,7;f=0:3:1700000000123,1:1:1700000000123:1700000002123");
         assert_eq!(decode(100, &m), progress);
         assert_eq!(decode(0, "something else"), Progress::default());
         let many = Progress {
