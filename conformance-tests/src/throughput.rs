@@ -50,7 +50,10 @@ pub async fn publish_consume_ack(
 /// Run a raw-client workload and the library workload side by side on a
 /// 2-thread runtime and print both and their ratio. `BENCH_MESSAGES`
 /// overrides `default_n`; `warm_up` messages go through each path first
-/// (connections, scripts) when non-zero.
+/// (connections, scripts) when non-zero. `BENCH_ROUNDS` (default 1) runs the
+/// pair that many times, alternating which goes first (raw, library, library,
+/// raw, ...), and compares the totals: with an even count, a broker that
+/// slows steadily as it fills favours neither side.
 pub fn compare<R, RF, L, LF>(what: &str, default_n: usize, warm_up: usize, raw: R, library: L)
 where
     R: Fn(usize) -> RF,
@@ -58,10 +61,14 @@ where
     L: Fn(usize) -> LF,
     LF: std::future::Future<Output = Duration>,
 {
-    let n: usize = std::env::var("BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_n);
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("BENCH_MESSAGES", default_n);
+    let rounds = env("BENCH_ROUNDS", 1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,9 +79,30 @@ where
             raw(warm_up).await;
             library(warm_up).await;
         }
-        let raw_t = raw(n).await;
-        let lib_t = library(n).await;
-        print_comparison(&format!("{what}, {n} messages"), n, raw_t, lib_t);
+        let (mut raw_ts, mut lib_ts) = (Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            // Alternate which goes first, so a broker that slows as it
+            // fills does not always favour the same side.
+            let (r, l) = if round % 2 == 1 {
+                let r = raw(n).await;
+                (r, library(n).await)
+            } else {
+                let l = library(n).await;
+                (raw(n).await, l)
+            };
+            if rounds > 1 {
+                let rate = |d: Duration| n as f64 / d.as_secs_f64();
+                println!("  round {round}: raw {:.0} msg/s, transport {:.0} msg/s", rate(r), rate(l));
+            }
+            raw_ts.push(r);
+            lib_ts.push(l);
+        }
+        let label = match rounds {
+            1 => format!("{what}, {n} messages"),
+            _ => format!("{what}, {rounds} rounds of {n} messages"),
+        };
+        let total = |ts: &[Duration]| ts.iter().sum::<Duration>();
+        print_comparison(&label, n * rounds, total(&raw_ts), total(&lib_ts));
     });
 }
 
