@@ -57,6 +57,34 @@ impl std::fmt::Debug for Check {
     }
 }
 
+/// Checks to skip because a particular **broker** (not the backend) gets
+/// them wrong, from `CONFORMANCE_SKIP`: `check=reason` or
+/// `backend/check=reason` entries separated by `;`. Returns check name ->
+/// reason for `backend`. For broker defects shown by a reproduction outside
+/// this library only; an unknown check name or a missing reason is an error,
+/// so a renamed check cannot stay skipped unnoticed.
+pub fn broker_skips(backend: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let raw = std::env::var("CONFORMANCE_SKIP").unwrap_or_default();
+    let all = checks();
+    let mut out = std::collections::HashMap::new();
+    for entry in raw.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (target, reason) = entry.split_once('=').unwrap_or((entry, ""));
+        let (only, name) = match target.trim().split_once('/') {
+            Some((b, n)) => (Some(b.trim()), n.trim()),
+            None => (None, target.trim()),
+        };
+        if !all.iter().any(|c| c.name == name) || reason.trim().is_empty() {
+            return Err(format!(
+                "CONFORMANCE_SKIP entry {entry:?} is not `[backend/]known_check=reason`"
+            ));
+        }
+        if only.is_none_or(|b| b == backend) {
+            out.insert(name.to_owned(), format!("broker defect: {}", reason.trim()));
+        }
+    }
+    Ok(out)
+}
+
 fn always(_: &Capabilities) -> Option<&'static str> {
     None
 }

@@ -3,15 +3,14 @@
 //! `cargo test -p conformance-tests --test conformance -- <filter>` runs the
 //! checks whose names contain the filter; the report lists what ran.
 //!
-//! `CONFORMANCE_SKIP="check=reason;other_check=reason"` skips checks that a
+//! `CONFORMANCE_SKIP="[backend/]check=reason;..."` skips checks that a
 //! particular broker (not the backend) gets wrong, with the reason in the
-//! report. It is for broker defects shown by a reproduction outside this
-//! library, never for the library's own failures.
+//! report (see [`conformance_tests::broker_skips`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use conformance_tests::{checks, CheckRecord, CheckStatus, Report};
+use conformance_tests::{broker_skips, checks, CheckRecord, CheckStatus, Report};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use transport_core::secret::redact_url;
 
@@ -38,7 +37,10 @@ fn main() {
     };
     let backend = transport.backend();
     let caps = transport.capabilities();
-    let broker_skips = broker_skips();
+    let broker_skips = broker_skips(backend).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
     eprintln!("conformance suite against {backend} ({})", redact_url(&url));
     let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
     let all = checks();
@@ -93,22 +95,3 @@ fn main() {
     conclusion.exit();
 }
 
-/// `CONFORMANCE_SKIP` parsed: check name -> reason. Unknown names abort, so a
-/// renamed check cannot silently run unskipped or stay skipped forever.
-fn broker_skips() -> std::collections::HashMap<String, String> {
-    let raw = std::env::var("CONFORMANCE_SKIP").unwrap_or_default();
-    let known: Vec<&str> = checks().iter().map(|c| c.name).collect();
-    raw.split(';')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|entry| {
-            let (name, reason) = entry.split_once('=').unwrap_or((entry, ""));
-            let (name, reason) = (name.trim(), reason.trim());
-            if !known.contains(&name) || reason.is_empty() {
-                eprintln!("CONFORMANCE_SKIP: {entry:?} is not `known_check=reason`");
-                std::process::exit(2);
-            }
-            (name.to_owned(), format!("broker defect: {reason}"))
-        })
-        .collect()
-}
