@@ -72,7 +72,10 @@ async fn raw(url: &str, n: usize) -> Duration {
     // once the group assigned its partitions.
     let joined = Instant::now();
     while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-        assert!(joined.elapsed() < Duration::from_secs(60), "the raw consumer never joined");
+        assert!(
+            joined.elapsed() < Duration::from_secs(60),
+            "the raw consumer never joined"
+        );
         let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
     }
 
@@ -93,7 +96,8 @@ async fn raw(url: &str, n: usize) -> Duration {
                 let k = BATCH.min(n - sent);
                 let reports: Vec<_> = (0..k)
                     .map(|_| {
-                        producer.send_result(FutureRecord::<(), [u8]>::to(&topic).payload(&payload[..]))
+                        producer
+                            .send_result(FutureRecord::<(), [u8]>::to(&topic).payload(&payload[..]))
                             .map_err(|(e, _)| e)
                             .unwrap()
                     })

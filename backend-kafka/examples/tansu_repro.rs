@@ -28,7 +28,10 @@ fn main() {
     let what = args.next().unwrap_or_else(|| "metadata".into());
     let brokers = args.next().unwrap_or_else(|| "127.0.0.1:9092".into());
     let topic = format!("repro-{}", std::process::id());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
@@ -62,7 +65,8 @@ fn main() {
         "delete-records" => {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, Offset::Offset(0)).expect("offset");
-            let deleted = runtime.block_on(admin.delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(TIMEOUT))));
+            let deleted =
+                runtime.block_on(admin.delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(TIMEOUT))));
             println!("delete records: {deleted:?}");
             let metadata = admin.inner().fetch_metadata(None, TIMEOUT);
             println!("metadata afterwards: {:?}", metadata.map(|m| m.topics().len()));

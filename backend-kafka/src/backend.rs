@@ -136,7 +136,10 @@ impl KafkaTransport {
         pc.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string())
-            .set("message.max.bytes", (config.max_message_bytes + BATCH_OVERHEAD).to_string())
+            .set(
+                "message.max.bytes",
+                (config.max_message_bytes + BATCH_OVERHEAD).to_string(),
+            )
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "2")
             .set("allow.auto.create.topics", "false");
@@ -173,14 +176,21 @@ impl KafkaTransport {
 
     fn connect_error(&self, e: KafkaError) -> Error {
         if let Some(why) = self.inner.context.auth_failure() {
-            return err(ErrorKind::Unauthorized, "connect", format!("{why}; check the credentials"));
+            return err(
+                ErrorKind::Unauthorized,
+                "connect",
+                format!("{why}; check the credentials"),
+            );
         }
         let mut e = kafka("connect", e);
         if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Backend {
             e = err(
                 ErrorKind::ConnectionLost,
                 "connect",
-                format!("{e}; no Kafka broker answered at {}", self.inner.config.brokers.join(",")),
+                format!(
+                    "{e}; no Kafka broker answered at {}",
+                    self.inner.config.brokers.join(",")
+                ),
             )
             .with_retryable(true);
         }
@@ -307,7 +317,10 @@ impl KafkaTransport {
         self.ensure_topic(op, topic, self.inner.config.partitions).await?;
         self.inner
             .producer
-            .send(Self::record(topic, m), Timeout::After(self.inner.config.publish_timeout))
+            .send(
+                Self::record(topic, m),
+                Timeout::After(self.inner.config.publish_timeout),
+            )
             .await
             .map(drop)
             .map_err(|(e, _)| self.delivery_error(op, e))
@@ -508,9 +521,7 @@ impl KafkaDeadLetters {
     fn commit(&self, op: &'static str, partition: i32, offset: i64) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| kafka(op, e))
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka(op, e))
     }
 
     async fn run<T: Send + 'static>(

@@ -134,7 +134,11 @@ impl KafkaConfig {
         match scheme {
             "kafka" => {}
             "kafka+ssl" | "kafkas" => c.tls = true,
-            other => return Err(Error::invalid(format!("expected kafka:// or kafka+ssl://, got {other}://"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "expected kafka:// or kafka+ssl://, got {other}://"
+                )))
+            }
         }
         let (authority, query) = match rest.split_once('?') {
             Some((a, q)) => (a.trim_end_matches('/'), q),
@@ -215,7 +219,9 @@ impl KafkaConfig {
             return Err(Error::invalid("at least one Kafka broker is needed"));
         }
         if self.partitions < 1 || self.dlq_partitions < 1 || self.replication < 1 {
-            return Err(Error::invalid("partitions, dlq_partitions and replication must be at least 1"));
+            return Err(Error::invalid(
+                "partitions, dlq_partitions and replication must be at least 1",
+            ));
         }
         if self.sasl.is_some() && (self.user.is_none() || self.password.is_none()) {
             return Err(Error::invalid("SASL needs a user and a password"));

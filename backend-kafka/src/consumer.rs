@@ -119,7 +119,10 @@ impl rdkafka::client::ClientContext for GroupContext {
             state.error = Some(err(ErrorKind::Unauthorized, "receive", reason));
             drop(state);
             self.shared.wake.notify_one();
-            let _ = self.shared.joined.send(Some(Err(format!("authentication failed: {reason}"))));
+            let _ = self
+                .shared
+                .joined
+                .send(Some(Err(format!("authentication failed: {reason}"))));
         }
     }
 }
@@ -503,7 +506,9 @@ impl ReadLoop {
                 for i in 0..keys.len() {
                     let idx = (state.cursor + i) % keys.len();
                     let p = keys[idx];
-                    let Some(part) = state.partitions.get_mut(&p) else { continue };
+                    let Some(part) = state.partitions.get_mut(&p) else {
+                        continue;
+                    };
                     match part.next(now) {
                         Next::Ready(offset) => {
                             let token = s.next_token.fetch_add(1, AtomicOrdering::Relaxed);

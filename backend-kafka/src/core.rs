@@ -107,7 +107,10 @@ pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     c.set("bootstrap.servers", config.brokers.join(","))
         .set("client.id", &config.client_id)
         .set("socket.keepalive.enable", "true")
-        .set("socket.connection.setup.timeout.ms", config.request_timeout.as_millis().to_string())
+        .set(
+            "socket.connection.setup.timeout.ms",
+            config.request_timeout.as_millis().to_string(),
+        )
         .set_log_level(RDKafkaLogLevel::Warning);
     let protocol = match (config.tls, config.sasl.is_some()) {
         (false, false) => "plaintext",
@@ -150,7 +153,11 @@ pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     let mut id = None;
     if let Some(h) = record.headers() {
         for header in h.iter() {
-            let value = header.value.map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            let value = header
+                .value
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+                .into_owned();
             if header.key == H_ID {
                 id = Some(value);
             } else {
@@ -174,12 +181,22 @@ mod tests {
 
     #[test]
     fn error_codes_map_to_kinds() {
-        assert_eq!(kind_of(RDKafkaErrorCode::MessageSizeTooLarge), ErrorKind::MessageTooLarge);
-        assert_eq!(kind_of(RDKafkaErrorCode::SaslAuthenticationFailed), ErrorKind::Unauthorized);
+        assert_eq!(
+            kind_of(RDKafkaErrorCode::MessageSizeTooLarge),
+            ErrorKind::MessageTooLarge
+        );
+        assert_eq!(
+            kind_of(RDKafkaErrorCode::SaslAuthenticationFailed),
+            ErrorKind::Unauthorized
+        );
         assert_eq!(kind_of(RDKafkaErrorCode::UnknownTopicOrPartition), ErrorKind::NotFound);
         assert_eq!(kind_of(RDKafkaErrorCode::MessageTimedOut), ErrorKind::Timeout);
         assert_eq!(kind_of(RDKafkaErrorCode::AllBrokersDown), ErrorKind::ConnectionLost);
-        assert!(kafka("publish", KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)).is_retryable());
+        assert!(kafka(
+            "publish",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+        )
+        .is_retryable());
     }
 
     #[test]

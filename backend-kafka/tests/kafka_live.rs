@@ -90,7 +90,10 @@ async fn wait_committed(group_id: &str, topic: &str, want: i64) {
         if got == Some(want) {
             return;
         }
-        assert!(Instant::now() < deadline, "committed offset is {got:?}, expected {want}");
+        assert!(
+            Instant::now() < deadline,
+            "committed offset is {got:?}, expected {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -155,7 +158,11 @@ async fn records_from_other_producers_are_delivered() {
     let d = next(&mut sub, Duration::from_secs(30)).await;
     assert_eq!(d.payload().as_ref(), b"plain record");
     assert_eq!(d.key(), Some("k1"));
-    assert_eq!(d.id(), format!("{topic}-0-0"), "an id made of topic, partition and offset");
+    assert_eq!(
+        d.id(),
+        format!("{topic}-0-0"),
+        "an id made of topic, partition and offset"
+    );
     d.ack().await.unwrap();
 }
 
@@ -198,11 +205,20 @@ async fn a_member_that_goes_away_loses_nothing() {
     }
     drop(doomed);
     let mut survivor = t.subscribe(&topic, options).await.unwrap();
-    let expected: HashSet<String> = sent.iter().map(|m| m.id.clone()).filter(|id| !acked.contains(id)).collect();
+    let expected: HashSet<String> = sent
+        .iter()
+        .map(|m| m.id.clone())
+        .filter(|id| !acked.contains(id))
+        .collect();
     let mut got = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !expected.is_subset(&got) {
-        assert!(Instant::now() < deadline, "recovered {} of {}", got.len(), expected.len());
+        assert!(
+            Instant::now() < deadline,
+            "recovered {} of {}",
+            got.len(),
+            expected.len()
+        );
         if let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(1), survivor.next()).await {
             got.insert(d.id().to_owned());
             d.ack().await.unwrap();
@@ -245,7 +261,13 @@ impl Tansu {
         let mut cmd = Command::new("tansu");
         // Tansu reads the sqlite path relative to its working directory.
         cmd.current_dir(dir)
-            .args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+            .args([
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -271,7 +293,10 @@ impl Tansu {
     }
 
     fn url(&self, auth: &str, options: &str) -> String {
-        format!("kafka://{auth}127.0.0.1:{}?session_timeout_ms=6000&delete_records=false{options}", self.port)
+        format!(
+            "kafka://{auth}127.0.0.1:{}?session_timeout_ms=6000&delete_records=false{options}",
+            self.port
+        )
     }
 }
 

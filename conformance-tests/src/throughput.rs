@@ -61,12 +61,7 @@ where
     L: Fn(usize) -> LF,
     LF: std::future::Future<Output = Duration>,
 {
-    let env = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let n = env("BENCH_MESSAGES", default_n);
     let rounds = env("BENCH_ROUNDS", 1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -92,7 +87,11 @@ where
             };
             if rounds > 1 {
                 let rate = |d: Duration| n as f64 / d.as_secs_f64();
-                println!("  round {round}: raw {:.0} msg/s, transport {:.0} msg/s", rate(r), rate(l));
+                println!(
+                    "  round {round}: raw {:.0} msg/s, transport {:.0} msg/s",
+                    rate(r),
+                    rate(l)
+                );
             }
             raw_ts.push(r);
             lib_ts.push(l);

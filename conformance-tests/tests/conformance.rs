@@ -94,4 +94,3 @@ fn main() {
     let _ = runtime.block_on(transport.close());
     conclusion.exit();
 }
-
