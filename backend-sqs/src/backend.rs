@@ -20,6 +20,7 @@ use transport_core::{
 
 use crate::config::SqsConfig;
 use crate::core::{self, err, map_sdk, Wire};
+use crate::deletes::{self, Deleter};
 use crate::SCHEME;
 
 /// Largest payload that fits 256 KiB even base64-encoded, with room for
@@ -174,6 +175,16 @@ impl SqsTransport {
         self.inner.config.fifo
     }
 
+    fn point_to_point(&self) -> bool {
+        self.inner.config.point_to_point
+    }
+
+    /// The queue of a topic in point-to-point mode.
+    async fn topic_queue(&self, topic: &str, op: &'static str) -> Result<String> {
+        let name = core::topic_queue_name(&self.inner.config, topic);
+        Ok(self.queue(&name, &self.fifo_attrs(), op).await?.0)
+    }
+
     async fn topic_arn(&self, topic: &str, op: &'static str) -> Result<String> {
         if let Some(arn) = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return Ok(arn.clone());
@@ -235,8 +246,13 @@ impl SqsTransport {
         attrs: &[(QueueAttributeName, String)],
         op: &'static str,
     ) -> Result<(String, String)> {
-        if let Some(q) = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return Ok(q.clone());
+        // A cached queue is reused only for lookups: attributes (visibility
+        // timeout, redrive policy) are set again by every caller that has some.
+        let sets_attributes = attrs.iter().any(|(k, _)| *k != QueueAttributeName::FifoQueue);
+        if !sets_attributes {
+            if let Some(q) = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+                return Ok(q.clone());
+            }
         }
         let sqs = &self.inner.sqs;
         let existing = sqs.get_queue_url().queue_name(name).send().await;
@@ -340,6 +356,10 @@ impl Publisher for SqsTransport {
         let op = "publish";
         self.check_open(op)?;
         validate_topic(topic).map_err(tag(op))?;
+        if self.point_to_point() {
+            let url = self.topic_queue(topic, op).await?;
+            return self.send_to_queue(&url, &message, &message.id, op).await;
+        }
         let w = self.wire(&message, &[], op)?;
         let arn = self.topic_arn(topic, op).await?;
         let mut req = self
@@ -369,47 +389,20 @@ impl Publisher for SqsTransport {
         if messages.is_empty() {
             return Ok(());
         }
-        let arn = self.topic_arn(topic, op).await?;
-        // Chunks of 10 (the SNS limit), in order; failed entries are retried
-        // once, and what still fails is reported by id, never dropped silently.
+        let target = match self.point_to_point() {
+            true => Target::Queue(self.topic_queue(topic, op).await?),
+            false => Target::Topic(self.topic_arn(topic, op).await?),
+        };
+        // Chunks of 10 (the SNS and SQS limit), in order; failed entries are
+        // retried once, and what still fails is reported by id, never
+        // dropped silently.
         for (chunk_m, chunk_w) in messages.chunks(10).zip(wires.chunks(10)) {
             let mut pending: Vec<usize> = (0..chunk_m.len()).collect();
             for round in 0..2 {
-                let entries = pending
-                    .iter()
-                    .map(|&i| {
-                        let (m, w) = (&chunk_m[i], &chunk_w[i]);
-                        let mut e = aws_sdk_sns::types::PublishBatchRequestEntry::builder()
-                            .id(i.to_string())
-                            .message(w.body.clone())
-                            .set_message_attributes(Some(sns_attrs(w)));
-                        if self.fifo() {
-                            e = e
-                                .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
-                                .message_deduplication_id(&m.id);
-                        }
-                        e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let out = self
-                    .inner
-                    .sns
-                    .publish_batch()
-                    .topic_arn(&arn)
-                    .set_publish_batch_request_entries(Some(entries))
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk(op, e))?;
-                let failed: Vec<(usize, String)> = out
-                    .failed()
-                    .iter()
-                    .filter_map(|f| {
-                        Some((
-                            f.id().parse().ok()?,
-                            format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                        ))
-                    })
-                    .collect();
+                let failed = match &target {
+                    Target::Topic(arn) => self.sns_batch(arn, chunk_m, chunk_w, &pending, op).await?,
+                    Target::Queue(url) => self.sqs_batch(url, chunk_m, chunk_w, &pending, op).await?,
+                };
                 if failed.is_empty() {
                     break;
                 }
@@ -431,6 +424,148 @@ impl Publisher for SqsTransport {
     }
 }
 
+/// Where a batch goes.
+enum Target {
+    /// An SNS topic ARN (fan-out mode).
+    Topic(String),
+    /// An SQS queue URL (point-to-point mode).
+    Queue(String),
+}
+
+impl SqsTransport {
+    /// One `PublishBatch` of the `pending` entries of a chunk; the entries
+    /// that failed, with why.
+    async fn sns_batch(
+        &self,
+        arn: &str,
+        messages: &[Message],
+        wires: &[Wire],
+        pending: &[usize],
+        op: &'static str,
+    ) -> Result<Vec<(usize, String)>> {
+        let entries = pending
+            .iter()
+            .map(|&i| {
+                let (m, w) = (&messages[i], &wires[i]);
+                let mut e = aws_sdk_sns::types::PublishBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message(w.body.clone())
+                    .set_message_attributes(Some(sns_attrs(w)));
+                if self.fifo() {
+                    e = e
+                        .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
+                        .message_deduplication_id(&m.id);
+                }
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .inner
+            .sns
+            .publish_batch()
+            .topic_arn(arn)
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| map_sdk(op, e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.id().parse().ok()?,
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                ))
+            })
+            .collect())
+    }
+
+    /// One `SendMessageBatch` of the `pending` entries of a chunk; the
+    /// entries that failed, with why.
+    async fn sqs_batch(
+        &self,
+        url: &str,
+        messages: &[Message],
+        wires: &[Wire],
+        pending: &[usize],
+        op: &'static str,
+    ) -> Result<Vec<(usize, String)>> {
+        let entries = pending
+            .iter()
+            .map(|&i| {
+                let (m, w) = (&messages[i], &wires[i]);
+                let mut e = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(w.body.clone())
+                    .set_message_attributes(Some(sqs_attrs(w)));
+                if self.fifo() {
+                    e = e
+                        .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
+                        .message_deduplication_id(&m.id);
+                }
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .inner
+            .sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| map_sdk(op, e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.id().parse().ok()?,
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                ))
+            })
+            .collect())
+    }
+
+    /// Point-to-point: the queue belongs to the first group that subscribed
+    /// (a queue tag); another group would silently split its messages, so
+    /// it is refused.
+    async fn claim_queue(&self, url: &str, group: &str, op: &'static str) -> Result<()> {
+        let tags = self
+            .inner
+            .sqs
+            .list_queue_tags()
+            .queue_url(url)
+            .send()
+            .await
+            .map_err(|e| map_sdk(op, e))?;
+        match tags.tags().and_then(|t| t.get(GROUP_TAG)) {
+            Some(owner) if owner == group => Ok(()),
+            Some(owner) => Err(err(
+                ErrorKind::Unsupported,
+                op,
+                format!(
+                    "point-to-point mode: this topic's queue belongs to group {owner:?}; \
+                     a second group would split its messages (use mode=topic for fan-out)"
+                ),
+            )),
+            None => self
+                .inner
+                .sqs
+                .tag_queue()
+                .queue_url(url)
+                .tags(GROUP_TAG, group)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| map_sdk(op, e)),
+        }
+    }
+}
+
+/// Queue tag naming the group of a point-to-point queue.
+const GROUP_TAG: &str = "transport-group";
+
 struct Shared {
     transport: SqsTransport,
     topic: Arc<str>,
@@ -439,6 +574,7 @@ struct Shared {
     dlq_url: String,
     options: SubscribeOptions,
     in_flight: InFlightLimit,
+    deleter: Deleter,
 }
 
 #[async_trait]
@@ -452,8 +588,10 @@ impl Subscriber for SqsTransport {
         let (dlq_url, dlq_arn) = self
             .queue(&core::dlq_queue_name(c, &dlq_topic), &self.fifo_attrs(), op)
             .await?;
-        let topic_arn = self.topic_arn(topic, op).await?;
-        let name = core::group_queue_name(c, topic, &options.group);
+        let name = match self.point_to_point() {
+            true => core::topic_queue_name(c, topic),
+            false => core::group_queue_name(c, topic, &options.group),
+        };
         let mut attrs = self.fifo_attrs();
         attrs.push((
             QueueAttributeName::VisibilityTimeout,
@@ -467,42 +605,22 @@ impl Subscriber for SqsTransport {
             serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.dead_letter.max_attempts + 1})
                 .to_string(),
         ));
+        if self.point_to_point() && c.create {
+            // Claimed before its attributes change: a refused group leaves
+            // the owner's queue as it was.
+            let (url, _) = self.queue(&name, &self.fifo_attrs(), op).await?;
+            self.claim_queue(&url, &options.group, op).await?;
+        }
         let (queue_url, queue_arn) = self.queue(&name, &attrs, op).await?;
-        if c.create {
-            let policy = serde_json::json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
-                }]
-            });
-            self.inner
-                .sqs
-                .set_queue_attributes()
-                .queue_url(&queue_url)
-                .attributes(QueueAttributeName::Policy, policy.to_string())
-                .send()
-                .await
-                .map_err(|e| map_sdk(op, e))?;
-            self.inner
-                .sns
-                .subscribe()
-                .topic_arn(&topic_arn)
-                .protocol("sqs")
-                .endpoint(&queue_arn)
-                .attributes("RawMessageDelivery", "true")
-                .return_subscription_arn(true)
-                .send()
-                .await
-                .map_err(|e| map_sdk(op, e))?;
+        if !self.point_to_point() {
+            let topic_arn = self.topic_arn(topic, op).await?;
+            self.fan_out_to(&topic_arn, &queue_url, &queue_arn, op).await?;
         }
         let shared = Arc::new(Shared {
             transport: self.clone(),
             topic: Arc::from(topic),
             group: Arc::from(options.group.as_str()),
+            deleter: Deleter::start(self.inner.sqs.clone(), queue_url.clone()),
             queue_url,
             dlq_url,
             in_flight: InFlightLimit::new(options.max_in_flight),
@@ -556,6 +674,45 @@ impl Subscriber for SqsTransport {
     }
 }
 
+impl SqsTransport {
+    /// Let the SNS topic deliver to the group's queue (policy and raw
+    /// subscription), when creating is allowed.
+    async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str, op: &'static str) -> Result<()> {
+        if self.inner.config.create {
+            let policy = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+                }]
+            });
+            self.inner
+                .sqs
+                .set_queue_attributes()
+                .queue_url(queue_url)
+                .attributes(QueueAttributeName::Policy, policy.to_string())
+                .send()
+                .await
+                .map_err(|e| map_sdk(op, e))?;
+            self.inner
+                .sns
+                .subscribe()
+                .topic_arn(topic_arn)
+                .protocol("sqs")
+                .endpoint(queue_arn)
+                .attributes("RawMessageDelivery", "true")
+                .return_subscription_arn(true)
+                .send()
+                .await
+                .map_err(|e| map_sdk(op, e))?;
+        }
+        Ok(())
+    }
+}
+
 fn attributes_of(m: &aws_sdk_sqs::types::Message) -> HashMap<String, String> {
     m.message_attributes()
         .map(|a| {
@@ -604,17 +761,9 @@ impl SqsSettler {
     }
 }
 
-async fn delete(s: &Shared, receipt: &str, op: &'static str) -> Result<()> {
-    s.transport
-        .inner
-        .sqs
-        .delete_message()
-        .queue_url(&s.queue_url)
-        .receipt_handle(receipt)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| map_sdk(op, e))
+/// Acks and dead-letters delete through the subscription's batcher.
+async fn delete(s: &Shared, receipt: String, op: &'static str) -> Result<()> {
+    s.deleter.delete(receipt, op).await
 }
 
 async fn set_visibility(s: &Shared, receipt: &str, d: Duration, op: &'static str) -> Result<()> {
@@ -635,7 +784,7 @@ async fn set_visibility(s: &Shared, receipt: &str, d: Duration, op: &'static str
 impl Settler for SqsSettler {
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let (s, r) = self.begin();
-        delete(&s, &r, "ack").await
+        delete(&s, r, "ack").await
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
@@ -650,7 +799,7 @@ impl Settler for SqsSettler {
         s.transport
             .send_to_queue(&s.dlq_url, &dead, &dedup, "dead_letter")
             .await?;
-        delete(&s, &r, "dead_letter").await
+        delete(&s, r, "dead_letter").await
     }
 
     async fn extend(&self, by: Duration) -> Result<()> {
@@ -799,7 +948,11 @@ impl DeadLetterQueue for SqsDeadLetters {
                 match dead.headers.get(DLQ_GROUP) {
                     // Straight into the failing group's queue: other groups never see it.
                     Some(group) => {
-                        let name = core::group_queue_name(&self.transport.inner.config, &topic, group);
+                        let c = &self.transport.inner.config;
+                        let name = match c.point_to_point {
+                            true => core::topic_queue_name(c, &topic),
+                            false => core::group_queue_name(c, &topic, group),
+                        };
                         let (target, _) = self.transport.queue(&name, &self.transport.fifo_attrs(), op).await?;
                         self.transport.send_to_queue(&target, &message, &dedup, op).await?;
                     }
@@ -828,17 +981,8 @@ impl DeadLetterQueue for SqsDeadLetters {
         // and has no once-a-minute limit.
         let url = self.url("purge").await?;
         let all = self.scan(&url, "purge").await?;
-        for m in &all {
-            self.transport
-                .inner
-                .sqs
-                .delete_message()
-                .queue_url(&url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .map_err(|e| map_sdk("purge", e))?;
-        }
+        let receipts: Vec<&str> = all.iter().map(|m| m.receipt_handle().unwrap_or_default()).collect();
+        deletes::delete_all(&self.transport.inner.sqs, &url, &receipts, "purge").await?;
         Ok(all.len() as u64)
     }
 }
@@ -864,6 +1008,7 @@ impl Transport for SqsTransport {
             durable: true,
             max_message_size: Some(MAX_MESSAGE),
             max_batch_size: Some(10),
+            single_group: self.point_to_point(),
             ..Capabilities::default()
         }
     }

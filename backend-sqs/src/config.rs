@@ -26,6 +26,11 @@ pub struct SqsConfig {
     pub prefix: String,
     /// Long-poll wait of one receive (0 to 20 s; 0 is short polling).
     pub wait: Duration,
+    /// Point-to-point (`mode=queue`): a topic is one SQS queue, published to
+    /// with `SendMessage`, no SNS. It has one group of competing consumers;
+    /// another group is refused. Off (`mode=topic`): SNS fan-out to a queue
+    /// per group.
+    pub point_to_point: bool,
 }
 
 impl Default for SqsConfig {
@@ -39,6 +44,7 @@ impl Default for SqsConfig {
             create: true,
             prefix: String::new(),
             wait: Duration::from_secs(1),
+            point_to_point: false,
         }
     }
 }
@@ -46,7 +52,8 @@ impl Default for SqsConfig {
 impl SqsConfig {
     /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
     /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
-    /// `prefix`, `wait_s`.
+    /// `prefix`, `wait_s`, `mode` (`topic`, the default, or `queue` for
+    /// point-to-point).
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("sqs://")
@@ -62,6 +69,13 @@ impl SqsConfig {
                 "fifo" => c.fifo = v == "true",
                 "create" => c.create = v != "false",
                 "prefix" => c.prefix = v.into_owned(),
+                "mode" => {
+                    c.point_to_point = match v.as_ref() {
+                        "topic" => false,
+                        "queue" => true,
+                        other => return Err(Error::invalid(format!("mode must be topic or queue, got {other:?}"))),
+                    }
+                }
                 "wait_s" => {
                     let s: u64 = v
                         .parse()
@@ -93,5 +107,8 @@ mod tests {
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert!(SqsConfig::from_url("sqs://?access_key=only").is_err());
         assert!(SqsConfig::from_url("sqs://?nope=1").is_err());
+        assert!(SqsConfig::from_url("sqs://?mode=queue").unwrap().point_to_point);
+        assert!(!SqsConfig::from_url("sqs://?mode=topic").unwrap().point_to_point);
+        assert!(SqsConfig::from_url("sqs://?mode=fanout").is_err());
     }
 }

@@ -28,6 +28,33 @@ pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
     Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
 }
 
+/// The error kind of an AWS error code (also the codes of failed batch entries).
+pub(crate) fn kind_of_code(code: &str) -> ErrorKind {
+    match code {
+        c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") || c == "NotFound" => {
+            ErrorKind::NotFound
+        }
+        "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "AuthorizationError"
+        | "UnrecognizedClientException"
+        | "InvalidAccessKeyId" => ErrorKind::Unauthorized,
+        // A receipt from an earlier receive of a message that was received
+        // again since (its visibility timeout passed).
+        "ReceiptHandleIsInvalid" | "InvalidReceiptHandle" => ErrorKind::DeliveryExpired,
+        "InvalidParameterValue"
+        | "InvalidParameter"
+        | "InvalidAttributeName"
+        | "InvalidAttributeValue"
+        | "ValidationError" => ErrorKind::InvalidArgument,
+        c if c.contains("TooLong") || c.contains("TooLarge") => ErrorKind::MessageTooLarge,
+        "Throttling" | "RequestThrottled" | "ThrottlingException" | "ServiceUnavailable" => ErrorKind::Timeout,
+        _ => ErrorKind::Backend,
+    }
+}
+
 /// Map an SDK error by its kind and AWS error code.
 pub(crate) fn map_sdk<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
 where
@@ -44,27 +71,7 @@ where
             let se = s.err();
             let code = se.code().unwrap_or("");
             let message = se.message().unwrap_or("");
-            let kind = match code {
-                c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") || c == "NotFound" => {
-                    ErrorKind::NotFound
-                }
-                "InvalidClientTokenId"
-                | "SignatureDoesNotMatch"
-                | "AccessDenied"
-                | "AccessDeniedException"
-                | "AuthorizationError"
-                | "UnrecognizedClientException"
-                | "InvalidAccessKeyId" => ErrorKind::Unauthorized,
-                "InvalidParameterValue"
-                | "InvalidParameter"
-                | "InvalidAttributeName"
-                | "InvalidAttributeValue"
-                | "ValidationError" => ErrorKind::InvalidArgument,
-                c if c.contains("TooLong") || c.contains("TooLarge") => ErrorKind::MessageTooLarge,
-                "Throttling" | "RequestThrottled" | "ThrottlingException" | "ServiceUnavailable" => ErrorKind::Timeout,
-                _ => ErrorKind::Backend,
-            };
-            (kind, format!("{code}: {message}"))
+            (kind_of_code(code), format!("{code}: {message}"))
         }
         other => (ErrorKind::Backend, format!("{other}")),
     };
@@ -135,6 +142,12 @@ fn suffix(fifo: bool) -> &'static str {
 pub(crate) fn topic_name(c: &SqsConfig, topic: &str) -> String {
     let s = suffix(c.fifo);
     format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 256 - s.len()))
+}
+
+/// SQS queue of a topic in point-to-point mode.
+pub(crate) fn topic_queue_name(c: &SqsConfig, topic: &str) -> String {
+    let s = suffix(c.fifo);
+    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 80 - s.len()))
 }
 
 /// SQS queue name of a group on a topic.

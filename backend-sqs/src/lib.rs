@@ -4,6 +4,7 @@
 mod backend;
 mod config;
 mod core;
+mod deletes;
 
 pub use backend::{SqsBuilder, SqsTransport};
 pub use config::SqsConfig;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backend_sqs::SqsTransport;
 use futures::StreamExt;
-use transport_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber, Transport};
 
 async fn server(extra: &str) -> Option<SqsTransport> {
     let url = match std::env::var("SQS_URL") {
@@ -99,4 +99,140 @@ async fn fifo_mode_keeps_key_order_and_deduplicates() {
         tokio::time::timeout(Duration::from_secs(3), sub.next()).await.is_err(),
         "duplicate delivered"
     );
+}
+
+/// A raw SQS client for the endpoint in `SQS_URL`, to look behind the library.
+async fn raw_sqs() -> aws_sdk_sqs::Client {
+    let c = backend_sqs::SqsConfig::from_url(&std::env::var("SQS_URL").unwrap()).unwrap();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(
+        c.region.clone().unwrap_or_else(|| "us-east-1".into()),
+    ));
+    if let Some(e) = &c.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            ak,
+            sk.expose(),
+            None,
+            None,
+            "test",
+        ));
+    }
+    aws_sdk_sqs::Client::new(&loader.load().await)
+}
+
+/// Visible plus in-flight messages of a queue.
+async fn messages_in(sqs: &aws_sdk_sqs::Client, queue: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let url = sqs.get_queue_url().queue_name(queue).send().await.unwrap();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url.queue_url().unwrap())
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = attrs.attributes().unwrap();
+    [A::ApproximateNumberOfMessages, A::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .map(|k| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test]
+async fn point_to_point_publishes_straight_to_one_queue() {
+    let Some(t) = server("&mode=queue").await else { return };
+    assert!(t.capabilities().single_group);
+    let sqs = raw_sqs().await;
+    let topic = unique("p2p");
+    let options = SubscribeOptions::new("workers").ack_timeout(Duration::from_secs(5));
+    let mut first = t.subscribe(&topic, options.clone()).await.unwrap();
+    let mut second = t.subscribe(&topic, options.clone()).await.unwrap();
+    let sent: Vec<Message> = (0..15)
+        .map(|i| Message::new(format!("q{i}")).with_header("n", i.to_string()))
+        .collect();
+    t.publish_batch(&topic, sent[..14].to_vec()).await.unwrap();
+    t.publish(&topic, sent[14].clone()).await.unwrap();
+    // The topic is a plain queue named after it: any SQS producer can feed it.
+    assert!(sqs.get_queue_url().queue_name(&topic).send().await.is_ok());
+
+    // Another group would split the messages: refused, and the queue keeps
+    // its owner's settings.
+    let e = t.subscribe(&topic, SubscribeOptions::new("audit")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+
+    // The two consumers of the group compete; every message arrives once acked.
+    let mut got = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < sent.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {} of {}",
+            got.len(),
+            sent.len()
+        );
+        let next = tokio::select! {
+            d = first.next() => d,
+            d = second.next() => d,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => None,
+        };
+        if let Some(d) = next {
+            let d = d.unwrap();
+            got.insert(d.id().to_owned(), d.message().clone());
+            d.ack().await.unwrap();
+        }
+    }
+    for m in &sent {
+        assert_eq!(
+            got.get(&m.id),
+            Some(m),
+            "message {} arrived changed or not at all",
+            m.id
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while messages_in(&sqs, &topic).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acked messages stayed in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Many acks at once go out as DeleteMessageBatch requests; each ack
+/// returns only when its own message is deleted, and none comes back.
+#[tokio::test]
+async fn concurrent_acks_are_all_final() {
+    let Some(t) = server("").await else { return };
+    let sqs = raw_sqs().await;
+    let topic = unique("acks");
+    let options = SubscribeOptions::new("g")
+        .max_in_flight(40)
+        .ack_timeout(Duration::from_secs(2));
+    let mut sub = t.subscribe(&topic, options).await.unwrap();
+    let sent: Vec<Message> = (0..35).map(|i| Message::new(format!("a{i}"))).collect();
+    t.publish_batch(&topic, sent.clone()).await.unwrap();
+    let mut held = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while held.len() < sent.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "received {} of {}",
+            held.len(),
+            sent.len()
+        );
+        if let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            held.push(d.unwrap());
+        }
+    }
+    let results = futures::future::join_all(held.into_iter().map(|d| d.ack())).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    // The group's queue is `<topic>_s<group>` and empties at once.
+    assert_eq!(messages_in(&sqs, &format!("{topic}_sg")).await, 0);
+    // Past the visibility timeout nothing comes back.
+    let again = tokio::time::timeout(Duration::from_secs(4), sub.next()).await;
+    assert!(again.is_err(), "an acked message came back");
 }

@@ -111,7 +111,9 @@ pub fn checks() -> Vec<Check> {
         check!(round_trip_headers_key_id),
         check!(events_round_trip),
         check!(topic_isolation),
-        check!(fan_out_two_groups),
+        check!(fan_out_two_groups, |c| c
+            .single_group
+            .then_some("point-to-point: a topic has one group")),
         check!(competing_consumers),
         check!(per_key_order, |c| (!c.ordered_per_key_single_consumer())
             .then_some("the backend declares no per-key ordering")),

@@ -43,6 +43,10 @@ pub struct Capabilities {
     /// A message may be delivered twice even when nothing failed (standard
     /// SQS: at-least-once on the happy path too). Handlers must be idempotent.
     pub duplicates_possible: bool,
+    /// Point-to-point: a topic is one queue read by one group of competing
+    /// consumers, so a second group cannot subscribe (SQS without SNS).
+    /// Every other backend fans a topic out to every group.
+    pub single_group: bool,
     /// Data survives a broker restart.
     pub durable: bool,
     /// Largest message (payload, headers, id and key) in bytes.
