@@ -236,3 +236,121 @@ async fn concurrent_acks_are_all_final() {
     let again = tokio::time::timeout(Duration::from_secs(4), sub.next()).await;
     assert!(again.is_err(), "an acked message came back");
 }
+
+/// A TCP proxy in front of the endpoint that can cut every connection and
+/// refuse new ones for a while: the network dropping, with the broker's
+/// state intact (restarting moto would wipe it, unlike AWS).
+struct Proxy {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, down, conns }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_the_connection_dropping() {
+    let Ok(url) = std::env::var("SQS_URL") else {
+        assert!(std::env::var("CI").is_err(), "SQS_URL is not set");
+        return;
+    };
+    let c = backend_sqs::SqsConfig::from_url(&url).unwrap();
+    let endpoint = c.endpoint.clone().expect("an endpoint (moto) in SQS_URL");
+    let target = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = Proxy::start(target).await;
+    let proxied = url.replace(
+        &format!("endpoint={endpoint}"),
+        &format!("endpoint=http://127.0.0.1:{}", proxy.port),
+    );
+    assert!(
+        proxied.contains(&proxy.port.to_string()),
+        "could not point {url} at the proxy"
+    );
+    let t = SqsTransport::connect(&proxied).await.unwrap();
+    let topic = unique("drop");
+    let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(2));
+    let mut sub = t.subscribe(&topic, options).await.unwrap();
+    t.publish(&topic, Message::new("before")).await.unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    std::mem::forget(held); // never settled: it must come back
+
+    proxy.cut();
+    let e = t.publish(&topic, Message::new("lost?")).await.unwrap_err();
+    assert!(e.is_retryable(), "a dropped connection is retryable: {e}");
+    assert_eq!(e.kind(), ErrorKind::ConnectionLost, "{e}");
+    // The subscription reports the outage as a retryable error, then waits.
+    match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
+        Ok(Some(Err(e))) => assert!(e.is_retryable(), "{e}"),
+        other => panic!(
+            "expected a retryable receive error during the outage, got {:?}",
+            other.map(|o| o.map(|r| r.map(|d| d.id().to_owned())))
+        ),
+    }
+    proxy.restore();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match t.publish(&topic, Message::new("after")).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "publish never recovered: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    while !(seen.contains(&"before".to_owned()) && seen.contains(&"after".to_owned())) {
+        assert!(std::time::Instant::now() < deadline, "received only {seen:?}");
+        match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            Ok(Some(Ok(d))) => {
+                seen.push(String::from_utf8_lossy(d.payload()).into_owned());
+                d.ack().await.unwrap();
+            }
+            Ok(Some(Err(e))) => assert!(e.is_retryable(), "{e}"),
+            _ => {}
+        }
+    }
+    assert!(
+        !seen.contains(&"lost?".to_owned()),
+        "a publish that failed was delivered"
+    );
+}
