@@ -74,6 +74,31 @@ impl KafkaBuilder {
         self.config.session_timeout = timeout;
         self
     }
+    /// Replication factor of topics created on demand.
+    pub fn replication(mut self, n: i32) -> Self {
+        self.config.replication = n;
+        self
+    }
+    /// Largest message accepted (at most the broker's `message.max.bytes`).
+    pub fn max_message_bytes(mut self, n: usize) -> Self {
+        self.config.max_message_bytes = n;
+        self
+    }
+    /// How long a publish may wait for its delivery report.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.config.publish_timeout = timeout;
+        self
+    }
+    /// Kafka group ids `<topic>.<group>` (default) or the group name as is.
+    pub fn scoped_groups(mut self, on: bool) -> Self {
+        self.config.scoped_groups = on;
+        self
+    }
+    /// Whether `purge` sends DeleteRecords (off for brokers without it).
+    pub fn purge_deletes_records(mut self, on: bool) -> Self {
+        self.config.purge_deletes_records = on;
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<KafkaTransport> {
         KafkaTransport::with_config(self.config).await

@@ -64,6 +64,21 @@ impl SqsBuilder {
         self.config.create = on;
         self
     }
+    /// Prefix of every topic and queue name.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.prefix = prefix.into();
+        self
+    }
+    /// Long-poll wait of one receive (at most 20 s; zero is short polling).
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.config.wait = wait.min(Duration::from_secs(20));
+        self
+    }
+    /// Point-to-point mode: a topic is one SQS queue, no SNS (see the crate docs).
+    pub fn point_to_point(mut self, on: bool) -> Self {
+        self.config.point_to_point = on;
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<SqsTransport> {
         SqsTransport::with_config(self.config).await
