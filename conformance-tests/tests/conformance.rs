@@ -5,7 +5,8 @@
 //!
 //! `CONFORMANCE_SKIP="[backend/]check=reason;..."` skips checks that a
 //! particular broker (not the backend) gets wrong, with the reason in the
-//! report (see [`conformance_tests::broker_skips`]).
+//! report (see [`conformance_tests::broker_skips`]). `CONFORMANCE_REPORT`
+//! names the report file (default: the backend's name).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -85,7 +86,10 @@ fn main() {
         checks: ran,
     };
     if !args.list && !report.checks.is_empty() {
-        let path = Report::default_path(backend);
+        // CONFORMANCE_REPORT names the report when one backend runs in
+        // several modes (e.g. `sqs-queue` for SQS point-to-point).
+        let name = std::env::var("CONFORMANCE_REPORT").unwrap_or_else(|_| backend.to_owned());
+        let path = Report::default_path(&name);
         match report.write(&path) {
             Ok(()) => eprintln!("report: {}", path.display()),
             Err(e) => eprintln!("could not write {}: {e}", path.display()),
