@@ -18,7 +18,6 @@ use backend_kafka::{KafkaConfig, KafkaTransport};
 use conformance_tests::throughput::{compare, publish_consume_ack};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -49,15 +48,13 @@ async fn library(url: &str, n: usize) -> Duration {
 
 async fn raw(url: &str, n: usize) -> Duration {
     let config = KafkaConfig::from_url(url).unwrap();
-    let brokers = config.brokers.join(",");
     let topic = conformance_tests::unique("bench-raw");
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = config.client_config().create().unwrap();
     let new = NewTopic::new(&topic, config.partitions, TopicReplication::Fixed(1));
     admin.create_topics([&new], &AdminOptions::new()).await.unwrap();
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let consumer: StreamConsumer = config
+        .client_config()
         .set("group.id", format!("{topic}.bench"))
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "100")
@@ -79,8 +76,8 @@ async fn raw(url: &str, n: usize) -> Duration {
         let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
     }
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let producer: FutureProducer = config
+        .client_config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "2")

@@ -204,6 +204,13 @@ impl KafkaConfig {
         Ok(c)
     }
 
+    /// librdkafka settings these give every client (brokers, client id,
+    /// TLS, SASL), for raw rdkafka clients that should reach the same
+    /// cluster as the transport. Holds the password: do not log it.
+    pub fn client_config(&self) -> rdkafka::config::ClientConfig {
+        crate::core::client_config(self)
+    }
+
     /// The Kafka consumer group id of `group` on `topic`.
     pub fn group_id(&self, topic: &str, group: &str) -> String {
         if self.scoped_groups {

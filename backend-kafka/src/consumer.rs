@@ -359,7 +359,7 @@ pub(crate) async fn subscribe(
     }
     let stream = ReadLoop {
         shared: shared.clone(),
-        _guard: StopOnDrop(shared),
+        _guard: DrainOnDrop(shared),
     };
     let deliveries = fstream::unfold(stream, |mut st| async move {
         let item = st.next().await?;
@@ -368,10 +368,12 @@ pub(crate) async fn subscribe(
     Ok(Subscription::new(topic, options.group, deliveries.boxed()))
 }
 
-/// The member's thread: poll, expire, pause/resume, commit, leave/rejoin.
+/// The member's thread: poll, and every poll interval expire, pause/resume,
+/// commit, leave/rejoin.
 fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
     let buffer = (s.options.max_in_flight * 2).max(500);
     let mut last_commit = Instant::now();
+    let mut last_upkeep = Instant::now();
     while !s.finished() {
         {
             let mut state = s.lock();
@@ -401,7 +403,13 @@ fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
             }
             None => {}
         }
+        // Upkeep scans every record held, so it runs once per poll interval,
+        // not after each record fetched.
         let now = Instant::now();
+        if now.duration_since(last_upkeep) < POLL {
+            continue;
+        }
+        last_upkeep = now;
         let wall = SystemTime::now();
         let mut state = s.lock();
         let mut expired = 0;
@@ -459,9 +467,9 @@ fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
 /// Drains the member when the stream is dropped: deliveries already handed
 /// out can still be settled (a consumer runtime drops the stream first to
 /// stop fetching, then lets its handlers finish).
-struct StopOnDrop(Arc<Shared>);
+struct DrainOnDrop(Arc<Shared>);
 
-impl Drop for StopOnDrop {
+impl Drop for DrainOnDrop {
     fn drop(&mut self) {
         self.0.draining.store(true, AtomicOrdering::Release);
     }
@@ -469,7 +477,7 @@ impl Drop for StopOnDrop {
 
 struct ReadLoop {
     shared: Arc<Shared>,
-    _guard: StopOnDrop,
+    _guard: DrainOnDrop,
 }
 
 impl ReadLoop {

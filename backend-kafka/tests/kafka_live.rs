@@ -30,8 +30,9 @@ fn url_with(options: &str) -> String {
     format!("{}&{options}", url())
 }
 
-fn brokers() -> String {
-    KafkaConfig::from_url(&url()).unwrap().brokers.join(",")
+/// Raw rdkafka settings for the shared broker.
+fn raw_config() -> ClientConfig {
+    KafkaConfig::from_url(&url()).unwrap().client_config()
 }
 
 async fn shared(options: &str) -> Option<KafkaTransport> {
@@ -66,11 +67,7 @@ async fn next(sub: &mut Subscription, within: Duration) -> Delivery {
 /// The committed offset of `group_id` on partition 0 of `topic`, read with
 /// the raw client.
 fn committed(group_id: &str, topic: &str) -> Option<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group_id)
-        .create()
-        .unwrap();
+    let consumer: BaseConsumer = raw_config().set("group.id", group_id).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, 0);
     let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
@@ -145,10 +142,7 @@ async fn records_from_other_producers_are_delivered() {
         .subscribe(&topic, SubscribeOptions::new("g").start(StartFrom::Earliest))
         .await
         .unwrap();
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = raw_config().create().unwrap();
     producer
         .send(BaseRecord::to(&topic).key("k1").payload("plain record"))
         .map_err(|(e, _)| e)

@@ -48,23 +48,7 @@ async fn library(url: &str, n: usize) -> Duration {
 }
 
 async fn raw(url: &str, n: usize) -> Duration {
-    let c = SqsConfig::from_url(url).unwrap();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(
-        c.region.clone().unwrap_or_else(|| "us-east-1".into()),
-    ));
-    if let Some(e) = &c.endpoint {
-        loader = loader.endpoint_url(e);
-    }
-    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            ak,
-            sk.expose(),
-            None,
-            None,
-            "bench",
-        ));
-    }
-    let cfg = loader.load().await;
+    let cfg = SqsConfig::from_url(url).unwrap().sdk_config().await;
     let (sqs, sns) = (aws_sdk_sqs::Client::new(&cfg), aws_sdk_sns::Client::new(&cfg));
     let topic_arn = sns
         .create_topic()

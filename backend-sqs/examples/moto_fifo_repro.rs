@@ -14,33 +14,22 @@
 //! cargo run -p backend-sqs --example moto_fifo_repro [endpoint]
 //! ```
 
-use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
+use backend_sqs::SqsConfig;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let endpoint = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:4566".into());
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(&endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "repro"))
-        .load()
-        .await;
+    let config = SqsConfig::from_url(&format!(
+        "sqs://?region=us-east-1&endpoint={endpoint}&access_key=test&secret_key=test"
+    ))
+    .expect("endpoint")
+    .sdk_config()
+    .await;
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = format!("repro-{}.fifo", std::process::id());
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let url = fifo_queue(&sqs, "").await;
     for (i, body) in ["first", "second", "third"].iter().enumerate() {
         sqs.send_message()
             .queue_url(&url)
@@ -93,18 +82,7 @@ async fn main() {
     // Two receivers polling at once, as two consumers of a group do, over
     // many message groups. A receiver must never get message s of a group
     // before the deletion of message s-1 was at least sent.
-    let name = format!("repro-{}-race.fifo", std::process::id());
-    let url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::VisibilityTimeout, "60")
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url()
-        .unwrap_or_default()
-        .to_owned();
+    let url = fifo_queue(&sqs, "-race").await;
     const GROUPS: usize = 16;
     const PER_GROUP: usize = 60;
     for i in 0..PER_GROUP {
@@ -193,4 +171,18 @@ async fn main() {
         println!("=> with concurrent receives the group order does not hold (AWS: none)");
     }
     let _ = sqs.delete_queue().queue_url(&url).send().await;
+}
+
+/// A new FIFO queue (60 s visibility, so nothing reappears during a run).
+async fn fifo_queue(sqs: &aws_sdk_sqs::Client, suffix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(format!("repro-{}{suffix}.fifo", std::process::id()))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -158,7 +158,7 @@ impl SqsTransport {
     /// Connect with a configuration; checks the endpoint and credentials
     /// with one cheap call.
     pub async fn with_config(config: SqsConfig) -> Result<Self> {
-        let sdk = core::sdk_config(&config).await;
+        let sdk = config.sdk_config().await;
         let t = SqsTransport {
             inner: Arc::new(Inner {
                 sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -356,9 +356,7 @@ impl SqsTransport {
             .message_body(w.body.clone())
             .set_message_attributes(Some(sqs_attrs(&w)));
         if self.fifo() {
-            req = req
-                .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
-                .message_deduplication_id(dedup);
+            req = req.message_group_id(core::group_id(m)).message_deduplication_id(dedup);
         }
         req.send().await.map_err(|e| map_sdk(op, e))?;
         Ok(())
@@ -386,7 +384,7 @@ impl Publisher for SqsTransport {
             .set_message_attributes(Some(sns_attrs(&w)));
         if self.fifo() {
             req = req
-                .message_group_id(message.key.clone().unwrap_or_else(|| "default".into()))
+                .message_group_id(core::group_id(&message))
                 .message_deduplication_id(&message.id);
         }
         req.send().await.map_err(|e| map_sdk(op, e))?;
@@ -467,9 +465,7 @@ impl SqsTransport {
                     .message(w.body.clone())
                     .set_message_attributes(Some(sns_attrs(w)));
                 if self.fifo() {
-                    e = e
-                        .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
-                        .message_deduplication_id(&m.id);
+                    e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
                 }
                 e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
             })
@@ -514,9 +510,7 @@ impl SqsTransport {
                     .message_body(w.body.clone())
                     .set_message_attributes(Some(sqs_attrs(w)));
                 if self.fifo() {
-                    e = e
-                        .message_group_id(m.key.clone().unwrap_or_else(|| "default".into()))
-                        .message_deduplication_id(&m.id);
+                    e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
                 }
                 e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
             })

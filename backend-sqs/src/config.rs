@@ -50,6 +50,29 @@ impl Default for SqsConfig {
 }
 
 impl SqsConfig {
+    /// The AWS SDK configuration these settings give (region, endpoint,
+    /// credentials), for raw SQS/SNS clients that should reach the same
+    /// account as the transport.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &self.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &self.endpoint {
+            loader = loader.endpoint_url(e.clone());
+        }
+        if let (Some(ak), Some(sk)) = (&self.access_key, &self.secret_key) {
+            loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                ak.clone(),
+                sk.expose().to_owned(),
+                None,
+                None,
+                "transport-url",
+            ));
+        }
+        loader.load().await
+    }
+
     /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
     /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
     /// `prefix`, `wait_s`, `mode` (`topic`, the default, or `queue` for

@@ -83,26 +83,6 @@ where
     err(kind, op, format!("{text}{hint}"))
 }
 
-pub(crate) async fn sdk_config(c: &SqsConfig) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = &c.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    if let Some(e) = &c.endpoint {
-        loader = loader.endpoint_url(e.clone());
-    }
-    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            ak.clone(),
-            sk.expose().to_owned(),
-            None,
-            None,
-            "transport-url",
-        ));
-    }
-    loader.load().await
-}
-
 /// `_` becomes `__` and `.` becomes `_d`: SNS and SQS names allow neither
 /// dots nor (for us) ambiguity. `_s` (never produced) separates parts.
 fn escape(name: &str) -> String {
@@ -136,6 +116,11 @@ fn suffix(fifo: bool) -> &'static str {
     } else {
         ""
     }
+}
+
+/// FIFO `MessageGroupId` of a message: its key (keyless messages share one group).
+pub(crate) fn group_id(m: &Message) -> String {
+    m.key.clone().unwrap_or_else(|| "default".into())
 }
 
 /// SNS topic name of a topic.

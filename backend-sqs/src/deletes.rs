@@ -72,7 +72,7 @@ async fn run(sqs: aws_sdk_sqs::Client, url: String, mut rx: mpsc::UnboundedRecei
             let receipts: Vec<&str> = batch.iter().map(|p| p.receipt.as_str()).collect();
             let results = delete_batch(&sqs, &url, &receipts, batch[0].op).await;
             for (p, r) in batch.into_iter().zip(results) {
-                let r = r.map_err(|e| err(e.kind(), p.op, e.message()).with_retryable(e.is_retryable()));
+                let r = r.map_err(|e| copy(&e, p.op));
                 let _ = p.done.send(r);
             }
             drop(slot);
@@ -118,7 +118,7 @@ pub(crate) async fn delete_batch(
         Ok(out) => out,
         Err(e) => {
             let e = map_sdk(op, e);
-            return receipts.iter().map(|_| Err(copy(&e))).collect();
+            return receipts.iter().map(|_| Err(copy(&e, op))).collect();
         }
     };
     let mut results: Vec<Result<()>> = receipts
@@ -158,6 +158,8 @@ pub(crate) async fn delete_all(
     Ok(())
 }
 
-fn copy(e: &Error) -> Error {
-    err(e.kind(), e.operation(), e.message()).with_retryable(e.is_retryable())
+/// The same error for another entry or operation (`Error` is not `Clone`:
+/// it may hold a source).
+fn copy(e: &Error, op: &'static str) -> Error {
+    err(e.kind(), op, e.message()).with_retryable(e.is_retryable())
 }

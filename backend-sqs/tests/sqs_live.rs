@@ -104,22 +104,7 @@ async fn fifo_mode_keeps_key_order_and_deduplicates() {
 /// A raw SQS client for the endpoint in `SQS_URL`, to look behind the library.
 async fn raw_sqs() -> aws_sdk_sqs::Client {
     let c = backend_sqs::SqsConfig::from_url(&std::env::var("SQS_URL").unwrap()).unwrap();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(
-        c.region.clone().unwrap_or_else(|| "us-east-1".into()),
-    ));
-    if let Some(e) = &c.endpoint {
-        loader = loader.endpoint_url(e);
-    }
-    if let (Some(ak), Some(sk)) = (&c.access_key, &c.secret_key) {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            ak,
-            sk.expose(),
-            None,
-            None,
-            "test",
-        ));
-    }
-    aws_sdk_sqs::Client::new(&loader.load().await)
+    aws_sdk_sqs::Client::new(&c.sdk_config().await)
 }
 
 /// Visible plus in-flight messages of a queue.

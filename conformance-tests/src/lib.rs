@@ -49,6 +49,18 @@ impl Check {
     pub fn skip_reason(&self, caps: &Capabilities) -> Option<&'static str> {
         (self.requires)(caps)
     }
+
+    /// Why the check does not run: a capability the backend does not
+    /// declare, else a known defect of the broker (from [`broker_skips`]).
+    pub fn skip_for(
+        &self,
+        caps: &Capabilities,
+        broker_skips: &std::collections::HashMap<String, String>,
+    ) -> Option<String> {
+        self.skip_reason(caps)
+            .map(str::to_owned)
+            .or_else(|| broker_skips.get(self.name).cloned())
+    }
 }
 
 impl std::fmt::Debug for Check {

@@ -50,10 +50,9 @@ fn main() {
         .map(|check| {
             let check = *check;
             let (runtime, transport, records) = (runtime.clone(), transport.clone(), records.clone());
-            let broker_skip = broker_skips.get(check.name).cloned();
+            let skip = check.skip_for(&caps, &broker_skips);
             Trial::ignorable_test(check.name, move || {
                 let start = Instant::now();
-                let skip = check.skip_reason(&caps).map(str::to_owned).or(broker_skip);
                 let (status, reason, outcome) = match skip {
                     Some(reason) => (
                         CheckStatus::Skipped,

@@ -98,10 +98,7 @@ async fn run_suite(broker: Arc<dyn Transport>, filter: Option<&str>, parallel: u
         .map(|check| {
             let broker = broker.clone();
             let bar = bar.clone();
-            let skip = check
-                .skip_reason(&caps)
-                .map(str::to_owned)
-                .or_else(|| broker_skips.get(check.name).cloned());
+            let skip = check.skip_for(&caps, &broker_skips);
             async move {
                 let start = Instant::now();
                 let (status, reason) = match skip {
