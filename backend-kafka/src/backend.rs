@@ -638,6 +638,7 @@ impl Transport for KafkaTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            extend: true,
             ordering: Ordering::PerKey,
             ordering_across_nack: true,
             nack_delay: true,

@@ -530,6 +530,7 @@ impl ReadLoop {
                                 group: s.group.clone(),
                                 attempt: taken.attempt,
                                 max_attempts: s.options.dead_letter.max_attempts,
+                                ack_timeout: s.options.ack_timeout,
                                 first_failure: taken.first_failure,
                             };
                             let settler = KafkaSettler {

@@ -249,6 +249,7 @@ impl Consumer {
             group: self.group.clone(),
             attempt: f.attempt,
             max_attempts: self.options.dead_letter.max_attempts,
+            ack_timeout: self.options.ack_timeout,
             first_failure: f.first_failure,
         };
         let settler = MemorySettler {
@@ -395,6 +396,7 @@ impl Transport for MemoryTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            extend: true,
             ordering: Ordering::PerKey,
             ordering_across_nack: true,
             nack_delay: true,

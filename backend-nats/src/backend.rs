@@ -434,6 +434,7 @@ impl ReadLoop {
             group: s.group.clone(),
             attempt,
             max_attempts: s.options.dead_letter.max_attempts,
+            ack_timeout: s.options.ack_timeout,
             // JetStream keeps no failure time; the publish time bounds it.
             first_failure: None,
         };
@@ -609,6 +610,7 @@ impl Transport for NatsTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            extend: true,
             ordering: Ordering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,

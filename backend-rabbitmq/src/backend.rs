@@ -462,6 +462,7 @@ fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message::Delivery) 
         group: s.group.clone(),
         attempt,
         max_attempts: s.options.dead_letter.max_attempts,
+        ack_timeout: s.options.ack_timeout,
         first_failure,
     };
     let settler = RabbitSettler {
@@ -781,6 +782,7 @@ impl Transport for RabbitTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            extend: true,
             ordering: Ordering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,

@@ -392,6 +392,7 @@ impl ReadLoop {
             group: s.group.clone(),
             attempt: entry.attempt,
             max_attempts: s.options.dead_letter.max_attempts,
+            ack_timeout: s.options.ack_timeout,
             first_failure: entry.first_failure,
         };
         let settler = RedisSettler {
@@ -498,20 +499,29 @@ impl Settler for RedisSettler {
         Ok(())
     }
 
-    async fn extend(&self, _by: Duration) -> Result<()> {
-        // Reset the entry's idle time: it gets a full ack timeout again.
+    async fn extend(&self, by: Duration) -> Result<()> {
+        // The ack timeout is "idle longer than ack_timeout" (XPENDING IDLE):
+        // setting the entry's idle time to ack_timeout - by makes it due
+        // exactly `by` from now. JUSTID leaves the delivery count alone.
         let s = &self.shared;
+        let idle = s.options.ack_timeout.saturating_sub(by);
         let mut conn = s.control.clone();
-        let _: Value = redis::cmd("XCLAIM")
+        let claimed: Vec<String> = redis::cmd("XCLAIM")
             .arg(&s.keys.stream)
             .arg(&*s.group)
             .arg(&s.name)
             .arg(0)
             .arg(&self.entry_id)
+            .arg("IDLE")
+            .arg(idle.as_millis() as u64)
             .arg("JUSTID")
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err("extend", e))?;
+        if claimed.is_empty() {
+            // No longer pending: acked, dead-lettered or trimmed meanwhile.
+            return Err(expired("extend"));
+        }
         Ok(())
     }
 }
@@ -634,6 +644,7 @@ impl Transport for RedisTransport {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            extend: true,
             ordering: Ordering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,

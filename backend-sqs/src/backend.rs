@@ -746,6 +746,7 @@ fn delivery(s: &Arc<Shared>, m: aws_sdk_sqs::types::Message) -> Delivery {
         group: s.group.clone(),
         attempt,
         max_attempts: s.options.dead_letter.max_attempts,
+        ack_timeout: s.options.ack_timeout,
         first_failure: None,
     };
     let settler = SqsSettler {
@@ -1005,6 +1006,7 @@ impl Transport for SqsTransport {
     fn capabilities(&self) -> Capabilities {
         let fifo = self.fifo();
         Capabilities {
+            extend: true,
             ordering: if fifo { Ordering::PerKey } else { Ordering::None },
             ordering_across_nack: fifo,
             nack_delay: true,

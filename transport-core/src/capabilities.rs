@@ -38,6 +38,9 @@ pub struct Capabilities {
     pub replay: bool,
     /// An unsettled delivery comes back after `ack_timeout`.
     pub ack_timeout_redelivery: bool,
+    /// [`Delivery::extend`](crate::Delivery::extend) holds a delivery back
+    /// from redelivery (a lease); the runtime's lease layer relies on it.
+    pub extend: bool,
     /// Publishing the same message id twice (within a window) stores it once.
     pub publish_dedup: bool,
     /// A message may be delivered twice even when nothing failed (standard

@@ -187,6 +187,7 @@ mod tests {
             attempt: 3,
             max_attempts: 3,
             first_failure: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ack_timeout: Duration::from_secs(30),
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         let dead = dead_letter_message(&original, &info, "boom", now);

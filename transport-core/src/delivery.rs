@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::dead_letter::dead_letter_message;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::{Headers, Message};
+use crate::settle::{decide, Action, Outcome, Settled};
 
 /// How a backend settles one delivery. Implemented by each backend; users
 /// settle through [`Delivery`].
@@ -29,7 +30,10 @@ pub trait Settler: Send + Sync + 'static {
     /// order that never loses it.
     async fn dead_letter(self: Box<Self>, dead: Message) -> Result<()>;
 
-    /// Push the ack deadline `by` further away, for a long handler.
+    /// Make sure the delivery is not redelivered before `by` from now (a
+    /// lease for a long handler). [`Delivery::extend`] has checked that `by`
+    /// is positive and at most the subscription's ack timeout. Brokers that can
+    /// only restart their ack timer (NATS `+WPI`) may give more, never less.
     async fn extend(&self, by: Duration) -> Result<()> {
         let _ = by;
         Err(Error::new(ErrorKind::Unsupported, "extending an ack deadline is not supported").with_operation("extend"))
@@ -49,6 +53,9 @@ pub struct DeliveryInfo {
     pub max_attempts: u32,
     /// When an earlier attempt failed first, where the backend records it.
     pub first_failure: Option<SystemTime>,
+    /// The subscription's ack timeout: an unsettled delivery comes back
+    /// after it, unless extended.
+    pub ack_timeout: Duration,
 }
 
 /// A received message. Settle it exactly once with [`ack`](Self::ack),
@@ -120,13 +127,9 @@ impl Delivery {
         &self.info
     }
 
-    /// A cheap, cloneable view of the message for handlers.
-    pub fn received(&self) -> Received {
-        Received {
-            message: self.message.clone(),
-            topic: self.info.topic.clone(),
-            attempt: self.info.attempt,
-        }
+    /// The message, shared (for handlers that outlive the delivery).
+    pub fn shared_message(&self) -> Arc<Message> {
+        self.message.clone()
     }
 
     fn take_settler(&mut self, op: &'static str) -> Result<Box<dyn Settler>> {
@@ -135,33 +138,65 @@ impl Delivery {
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "delivery already settled").with_operation(op))
     }
 
+    /// Settle according to `outcome`. This is the one place where an outcome
+    /// becomes a broker operation: a retry on the last allowed attempt
+    /// dead-letters (with the attempts and the reason), anything else does
+    /// what it says. Returns what was done.
+    pub async fn settle(mut self, outcome: Outcome) -> Result<Settled> {
+        match decide(outcome, &self.info) {
+            Action::Ack => {
+                self.take_settler("ack")?.ack().await?;
+                Ok(Settled::Acked)
+            }
+            Action::Nack(delay) => {
+                self.take_settler("nack")?.nack(delay).await?;
+                Ok(Settled::Retried)
+            }
+            Action::DeadLetter(reason) => {
+                let settler = self.take_settler("dead_letter")?;
+                let dead = dead_letter_message(&self.message, &self.info, &reason, SystemTime::now());
+                settler.dead_letter(dead).await?;
+                Ok(Settled::DeadLettered)
+            }
+        }
+    }
+
     /// Acknowledge: the group never receives this message again.
-    pub async fn ack(mut self) -> Result<()> {
-        self.take_settler("ack")?.ack().await
+    pub async fn ack(self) -> Result<()> {
+        self.settle(Outcome::Ack).await.map(drop)
     }
 
     /// Redeliver, after `delay` when given. When this was the last allowed
     /// attempt, the message goes to the dead-letter queue instead.
-    pub async fn nack(mut self, delay: Option<Duration>) -> Result<()> {
-        if self.is_last_attempt() {
-            let reason = format!(
-                "failed {} of {} allowed attempts",
-                self.info.attempt, self.info.max_attempts
-            );
-            return self.dead_letter(reason).await;
-        }
-        self.take_settler("nack")?.nack(delay).await
+    pub async fn nack(self, delay: Option<Duration>) -> Result<()> {
+        self.settle(Outcome::Retry {
+            delay,
+            reason: String::new(),
+        })
+        .await
+        .map(drop)
     }
 
     /// Send to the dead-letter queue now, with `reason`.
-    pub async fn dead_letter(mut self, reason: impl Into<String>) -> Result<()> {
-        let settler = self.take_settler("dead_letter")?;
-        let dead = dead_letter_message(&self.message, &self.info, &reason.into(), SystemTime::now());
-        settler.dead_letter(dead).await
+    pub async fn dead_letter(self, reason: impl Into<String>) -> Result<()> {
+        self.settle(Outcome::DeadLetter { reason: reason.into() }).await.map(drop)
     }
 
-    /// Push the ack deadline further away for a long-running handler.
+    /// Keep the delivery from being redelivered for `by` from now, for a
+    /// long-running handler. Means the same on every backend: `by` must be
+    /// positive and at most the ack timeout (`InvalidArgument` otherwise; call
+    /// it again later to hold longer); the delivery is not redelivered before
+    /// `now + by`, and (where the broker can only restart its ack timer) at
+    /// the latest one ack timeout from now. `DeliveryExpired` when the lease
+    /// was already lost.
     pub async fn extend(&self, by: Duration) -> Result<()> {
+        if by.is_zero() || by > self.info.ack_timeout {
+            return Err(Error::invalid(format!(
+                "extend by {by:?}: must be positive and at most the ack timeout ({:?})",
+                self.info.ack_timeout
+            ))
+            .with_operation("extend"));
+        }
         match &self.settler {
             Some(s) => s.extend(by).await,
             None => Err(Error::new(ErrorKind::InvalidArgument, "delivery already settled").with_operation("extend")),
@@ -178,44 +213,5 @@ impl fmt::Debug for Delivery {
             .field("attempt", &self.info.attempt)
             .field("settled", &self.settler.is_none())
             .finish()
-    }
-}
-
-/// A received message without its settlement: what a handler sees.
-#[derive(Debug, Clone)]
-pub struct Received {
-    message: Arc<Message>,
-    topic: Arc<str>,
-    attempt: u32,
-}
-
-impl Received {
-    /// The message id.
-    pub fn id(&self) -> &str {
-        &self.message.id
-    }
-    /// The ordering key.
-    pub fn key(&self) -> Option<&str> {
-        self.message.key.as_deref()
-    }
-    /// The headers.
-    pub fn headers(&self) -> &Headers {
-        &self.message.headers
-    }
-    /// The payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.message.payload
-    }
-    /// The whole message.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-    /// The topic it came from.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-    /// 1 for the first delivery, +1 for each redelivery.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
     }
 }

@@ -31,17 +31,19 @@ pub mod names;
 pub mod options;
 pub mod runtime;
 pub mod secret;
+pub mod settle;
 pub mod subscription;
 pub mod transport;
 
 pub use capabilities::{Capabilities, Ordering};
 pub use dead_letter::{DeadLetter, DeadLetterQueue, Redrive};
-pub use delivery::{Delivery, DeliveryInfo, Received, Settler};
+pub use delivery::{Delivery, DeliveryInfo, Settler};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventError};
 pub use message::{Headers, Message, MessageBuilder};
 pub use options::{DeadLetterPolicy, StartFrom, SubscribeOptions};
 pub use secret::Secret;
+pub use settle::{Outcome, Settled};
 pub use subscription::Subscription;
 pub use transport::{Publisher, Subscriber, Transport};
 

@@ -10,6 +10,7 @@ use futures::stream::{BoxStream, Stream};
 use crate::dead_letter::REDRIVE_GROUP;
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::settle::{exhausted_on_arrival, Outcome};
 
 /// A subscription: a [`Stream`] of deliveries for one topic and group.
 ///
@@ -60,16 +61,10 @@ impl Subscription {
     /// Returns the delivery when it is for the caller, or settles it in the
     /// background and returns `None`.
     fn screen(&self, delivery: Delivery) -> Option<Delivery> {
-        let info = delivery.info();
-        if info.attempt > info.max_attempts {
-            let reason = format!(
-                "delivered {} times without being settled, {} attempts allowed",
-                info.attempt - 1,
-                info.max_attempts
-            );
+        if let Some(reason) = exhausted_on_arrival(delivery.info()) {
             tracing::warn!(topic = %self.topic, group = %self.group, id = delivery.id(), "{reason}; dead-lettering");
             tokio::spawn(async move {
-                if let Err(e) = delivery.dead_letter(reason).await {
+                if let Err(e) = delivery.settle(Outcome::DeadLetter { reason }).await {
                     tracing::error!(error = %e, "dead-lettering an exhausted delivery failed; it will come back");
                 }
             });

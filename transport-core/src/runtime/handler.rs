@@ -1,11 +1,21 @@
-//! What a handler returns, and the handler trait with its closure impl.
+//! Handlers: what a handler returns, and [`handler_fn`], which makes an async
+//! closure a [`tower::Service`] the runtime can run.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt};
+use tower::Service;
 
-use crate::delivery::Received;
+use super::context::Context;
+use crate::settle::Outcome;
+
+/// The error type tower layers use; the runtime accepts any service whose
+/// error converts into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a handler failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,26 +28,39 @@ pub enum Failure {
 
 /// A handler's failure and its reason (which becomes the dead-letter reason).
 ///
-/// Any error converts into a transient failure, so `?` works in handlers.
+/// Any error converts into a transient failure, so `?` works in handlers;
+/// [`permanent`](Self::permanent) marks what retrying cannot fix.
 pub struct HandlerError {
     kind: Failure,
     reason: String,
+    delay: Option<Duration>,
 }
 
 impl HandlerError {
-    /// A failure worth retrying.
+    /// A failure worth retrying (after the retry layer's backoff).
     pub fn transient(reason: impl fmt::Display) -> Self {
         HandlerError {
             kind: Failure::Transient,
             reason: reason.to_string(),
+            delay: None,
         }
     }
 
-    /// A failure retrying cannot fix.
+    /// A failure worth retrying, not before `delay` (a downstream said when:
+    /// `Retry-After`, a rate limit window). The retry layer keeps this delay.
+    pub fn retry_after(delay: Duration, reason: impl fmt::Display) -> Self {
+        HandlerError {
+            delay: Some(delay),
+            ..HandlerError::transient(reason)
+        }
+    }
+
+    /// A failure retrying cannot fix: the message is dead-lettered at once.
     pub fn permanent(reason: impl fmt::Display) -> Self {
         HandlerError {
             kind: Failure::Permanent,
             reason: reason.to_string(),
+            delay: None,
         }
     }
 
@@ -50,11 +73,32 @@ impl HandlerError {
     pub fn reason(&self) -> &str {
         &self.reason
     }
+
+    /// The outcome this failure asks for.
+    pub fn into_outcome(self) -> Outcome {
+        match self.kind {
+            Failure::Transient => Outcome::Retry {
+                delay: self.delay,
+                reason: self.reason,
+            },
+            Failure::Permanent => Outcome::DeadLetter { reason: self.reason },
+        }
+    }
 }
 
 impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}({})", self.kind, self.reason)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Failure::Transient => "transient",
+            Failure::Permanent => "permanent",
+        };
+        write!(f, "{kind} failure: {}", self.reason)
     }
 }
 
@@ -64,21 +108,114 @@ impl<E: std::error::Error> From<E> for HandlerError {
     }
 }
 
-/// Handles one message. Implemented for every
-/// `Fn(Received) -> impl Future<Output = Result<(), HandlerError>>`.
-#[async_trait]
-pub trait Handler: Send + Sync + 'static {
-    /// Handle one message.
-    async fn handle(&self, message: Received) -> Result<(), HandlerError>;
+/// The outcome of a service call: `Ok` is the service's own outcome; an
+/// error (a tower layer's timeout, overload or a broken service) is a
+/// transient failure with the error as its reason.
+pub fn outcome_of<E: Into<BoxError>>(result: Result<Outcome, E>) -> Outcome {
+    match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let e: BoxError = e.into();
+            Outcome::retry(e.to_string())
+        }
+    }
 }
 
-#[async_trait]
-impl<F, Fut> Handler for F
+/// What a handler closure may return: `Result<(), HandlerError>` (or any
+/// error convertible into [`HandlerError`]), or an [`Outcome`] directly.
+pub trait IntoOutcome {
+    /// The outcome.
+    fn into_outcome(self) -> Outcome;
+}
+
+impl IntoOutcome for Outcome {
+    fn into_outcome(self) -> Outcome {
+        self
+    }
+}
+
+impl<E: Into<HandlerError>> IntoOutcome for Result<(), E> {
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Ok(()) => Outcome::Ack,
+            Err(e) => e.into().into_outcome(),
+        }
+    }
+}
+
+/// An async closure as a [`Service`]: `Ok(())` acks, a [`HandlerError`]
+/// retries or dead-letters. See [`handler_fn`].
+#[derive(Clone)]
+pub struct HandlerFn<F> {
+    f: F,
+}
+
+/// Make an async closure taking a [`Context`] the innermost service of a
+/// consumer stack.
+///
+/// ```no_run
+/// use transport_core::runtime::{handler_fn, Context, HandlerError};
+///
+/// let handler = handler_fn(|ctx: Context| async move {
+///     if ctx.payload().is_empty() {
+///         return Err(HandlerError::permanent("empty order"));
+///     }
+///     Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn handler_fn<F, Fut, R>(f: F) -> HandlerFn<F>
 where
-    F: Fn(Received) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoOutcome,
 {
-    async fn handle(&self, message: Received) -> Result<(), HandlerError> {
-        (self)(message).await
+    HandlerFn { f }
+}
+
+impl<F, Fut, R> Service<Context> for HandlerFn<F>
+where
+    F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoOutcome,
+{
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Outcome, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ctx: Context) -> Self::Future {
+        (self.f)(ctx).map(|r| Ok(r.into_outcome())).boxed()
+    }
+}
+
+impl<F> fmt::Debug for HandlerFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_map_to_outcomes() {
+        assert_eq!(Ok::<(), HandlerError>(()).into_outcome(), Outcome::Ack);
+        assert_eq!(
+            Err::<(), _>(HandlerError::permanent("bad")).into_outcome(),
+            Outcome::dead_letter("bad")
+        );
+        assert_eq!(
+            Err::<(), _>(HandlerError::retry_after(Duration::from_secs(2), "429")).into_outcome(),
+            Outcome::retry_after(Duration::from_secs(2), "429")
+        );
+        let io = std::io::Error::other("connection reset");
+        assert_eq!(Err::<(), _>(io).into_outcome(), Outcome::retry("connection reset"));
+        let boxed: Result<Outcome, BoxError> = Err("overloaded".into());
+        assert_eq!(outcome_of(boxed), Outcome::retry("overloaded"));
     }
 }

@@ -1,92 +1,135 @@
-//! The consumer runtime: runs a [`Handler`] over a subscription with bounded
-//! concurrency, per-key order, retries with backoff, dead-lettering and
-//! graceful shutdown.
+//! The consumer runtime: runs a handler over a subscription with bounded
+//! concurrency, per-key order and graceful shutdown, with everything around
+//! the handler as [`tower`] middleware.
 //!
-//! Layer order for one delivery: the handler runs (a panic is caught and
-//! counts as a transient failure); success acks; a transient failure nacks
-//! with the [`RetryPolicy`] delay until the last attempt, which dead-letters;
-//! a permanent failure dead-letters at once with the handler's reason.
+//! A consumer runs a [`tower::Service`] that takes a [`Context`] (the
+//! message, topic, group, attempt, a [`Lease`] and the shutdown signal) and
+//! returns an [`Outcome`]: ack, retry (with an optional delay) or
+//! dead-letter. Layers only change that outcome; exactly one place,
+//! [`Delivery::settle`](crate::Delivery::settle), turns it into a broker
+//! operation and decides that a retry on the last attempt dead-letters.
+//! tower's own layers (`tower::limit`, `tower::load_shed`, `tower::timeout`)
+//! stack in as well: an error from a service is a transient failure.
+//!
+//! # Layers, outermost first, and why in this order
+//!
+//! | layer | does | why here |
+//! |---|---|---|
+//! | [`RetryLayer`] | gives a retry without a delay the policy's backoff (with jitter) | sees every retry the layers below produce |
+//! | [`LeaseLayer`] | extends the delivery every half ack timeout while the call runs | covers everything below, including a breaker holding a call |
+//! | [`CircuitBreakerLayer`] | stops calling a failing downstream; holds failed calls until it closes | before idempotency, so held calls keep no claim |
+//! | [`IdempotencyLayer`] | acks a message already processed without calling the handler | claims right before the handler, releases on failure |
+//! | [`TimeoutLayer`] | a call over its time is a transient failure | the breaker counts timeouts |
+//! | [`CatchPanicLayer`] | a panic is a transient failure with the panic message | innermost, so every layer sees panics as failures |
+//!
+//! The runtime catches panics that escape every layer too, so a panic never
+//! takes the consumer down.
+//!
+//! ```no_run
+//! # async fn demo(transport: std::sync::Arc<dyn transport_core::Transport>) -> transport_core::Result<()> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use transport_core::runtime::*;
+//! use transport_core::SubscribeOptions;
+//!
+//! let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(5));
+//! let service = tower::ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryPolicy::default()))
+//!     .layer(LeaseLayer::new())
+//!     .layer(breaker.clone())
+//!     .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(10)))
+//!     .layer(CatchPanicLayer)
+//!     .service(handler_fn(|ctx: Context| async move {
+//!         if ctx.payload().is_empty() {
+//!             return Err(HandlerError::permanent("empty order"));
+//!         }
+//!         Ok(())
+//!     }));
+//! let consumer = Consumer::new(transport, "orders", SubscribeOptions::new("billing")).concurrency(16);
+//! let stats = consumer.stats_handle();
+//! // Any future ends it: a signal, a shutdown channel; here, ten minutes.
+//! let running = tokio::spawn(consumer.run(service, tokio::time::sleep(Duration::from_secs(600))));
+//! # let _ = (stats, running);
+//! # Ok(()) }
+//! ```
 
+mod context;
+mod dispatch;
 mod handler;
-mod retry;
+mod idempotency;
+mod layers;
 mod stats;
 
-pub use handler::{Failure, Handler, HandlerError};
-pub use retry::RetryPolicy;
+pub use context::{current_link, link_to_current, Context, Lease, Link};
+pub use handler::{handler_fn, outcome_of, BoxError, Failure, HandlerError, HandlerFn, IntoOutcome};
+pub use idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore};
+pub use layers::breaker::{BreakerConfig, BreakerHandle, BreakerState, CircuitBreaker, CircuitBreakerLayer};
+pub use layers::catch_panic::{CatchPanic, CatchPanicLayer};
+pub use layers::idempotency::{Idempotency, IdempotencyLayer};
+pub use layers::lease::{LeaseKeeper, LeaseLayer};
+pub use layers::retry::{Retry, RetryLayer, RetryPolicy};
+pub use layers::timeout::{Timeout, TimeoutLayer};
 pub use stats::ConsumerStats;
 
-use std::collections::{HashMap, VecDeque};
+pub use crate::settle::Outcome;
+
+use std::collections::HashMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
-use tokio::task::JoinSet;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::{Id, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tower::Service;
 
-use crate::capabilities::Capabilities;
-use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::options::SubscribeOptions;
 use crate::transport::Transport;
+use dispatch::{process, Shared, Turn};
 use stats::Counters;
 
-/// Runs a handler over one topic and group.
+/// Runs a service over one topic and group. Owns its transport, so
+/// `tokio::spawn(consumer.run(service, shutdown))` works.
 ///
-/// ```no_run
-/// # async fn demo(transport: std::sync::Arc<dyn transport_core::Transport>) -> transport_core::Result<()> {
-/// use transport_core::runtime::{Consumer, HandlerError};
-/// use transport_core::{Received, SubscribeOptions};
-///
-/// let stats = Consumer::new(&*transport, "orders", SubscribeOptions::new("billing"))
-///     .concurrency(16)
-///     .run(
-///         |msg: Received| async move {
-///             if msg.payload().is_empty() {
-///                 return Err(HandlerError::permanent("empty order"));
-///             }
-///             Ok(())
-///         },
-///         tokio::time::sleep(std::time::Duration::from_secs(60)),
-///     )
-///     .await?;
-/// println!("acked {}", stats.acked);
-/// # Ok(()) }
-/// ```
-pub struct Consumer<'t> {
-    transport: &'t dyn Transport,
+/// The fixed core: at most [`concurrency`](Self::concurrency) handler calls
+/// (or keys) at once; messages of one key handled one at a time in arrival
+/// order; deliveries waiting for their turn keep their lease (where the
+/// backend can [`extend`](crate::Delivery::extend)); on shutdown, fetching
+/// stops, handlers see [`Context::shutdown`] and get the shutdown timeout
+/// to finish, and every delivery not settled by then (including those
+/// queued behind a busy key) is left unsettled for redelivery.
+pub struct Consumer {
+    transport: Arc<dyn Transport>,
     topic: String,
     options: SubscribeOptions,
     concurrency: usize,
-    retry: RetryPolicy,
     shutdown_timeout: Duration,
     counters: Arc<Counters>,
 }
 
-impl<'t> Consumer<'t> {
-    /// A consumer of `topic` with `options`; 8 handlers at a time, the
-    /// default [`RetryPolicy`], 30 s to drain on shutdown.
-    pub fn new(transport: &'t dyn Transport, topic: impl Into<String>, options: SubscribeOptions) -> Self {
+impl Consumer {
+    /// A consumer of `topic` with `options`; 8 handler calls at a time, 30 s
+    /// to drain on shutdown.
+    pub fn new(transport: Arc<dyn Transport>, topic: impl Into<String>, options: SubscribeOptions) -> Self {
         Consumer {
             transport,
             topic: topic.into(),
             options,
             concurrency: 8,
-            retry: RetryPolicy::default(),
             shutdown_timeout: Duration::from_secs(30),
             counters: Arc::default(),
         }
     }
 
-    /// Handlers running at once, at most (messages of one key still run one at a time).
+    /// Handler calls running at once, at most (messages of one key still
+    /// run one at a time). Also bounds the deliveries held while a circuit
+    /// breaker is open.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
-        self
-    }
-
-    /// Delay between attempts after a transient failure.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
         self
     }
 
@@ -101,87 +144,142 @@ impl<'t> Consumer<'t> {
         StatsHandle(self.counters.clone())
     }
 
-    /// Run until `shutdown` completes or the subscription ends. On shutdown,
-    /// fetching stops, running handlers get `shutdown_timeout` to finish,
-    /// and every delivery not settled by then is left for redelivery.
-    pub async fn run<H: Handler>(self, handler: H, shutdown: impl Future<Output = ()> + Send) -> Result<ConsumerStats> {
+    /// Run `handler` (an async closure taking a [`Context`]) with the
+    /// default layers: [`RetryLayer`] with the default [`RetryPolicy`] and
+    /// [`CatchPanicLayer`]. See [`run`](Self::run).
+    pub async fn run_fn<F, Fut, R>(self, handler: F, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ConsumerStats>
+    where
+        F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoOutcome,
+    {
+        let service = tower::ServiceBuilder::new()
+            .layer(RetryLayer::new(RetryPolicy::default()))
+            .layer(CatchPanicLayer)
+            .service(handler_fn(handler));
+        self.run(service, shutdown).await
+    }
+
+    /// Run `service` until `shutdown` completes or the subscription ends;
+    /// returns the counters. A subscription error that retrying cannot fix
+    /// stops the consumer (after draining) and is returned.
+    pub async fn run<S>(self, service: S, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ConsumerStats>
+    where
+        S: Service<Context, Response = Outcome> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
         let mut subscription = self.transport.subscribe(&self.topic, self.options.clone()).await?;
-        let ctx = Arc::new(TaskContext {
-            handler,
-            retry: self.retry,
-            capabilities: self.transport.capabilities(),
-            ack_timeout: self.options.ack_timeout,
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            transport: self.transport.clone(),
             counters: self.counters.clone(),
+            capabilities: self.transport.capabilities(),
+            shutdown: stop.clone(),
         });
-        let mut tasks: JoinSet<Option<String>> = JoinSet::new();
-        // Keys with a handler running, and the deliveries of that key waiting behind it.
-        let mut busy_keys: HashMap<String, VecDeque<Delivery>> = HashMap::new();
-        let mut running = 0usize;
+        let mut tasks = JoinSet::new();
+        // The key of each running task, and for each key with deliveries
+        // held: how many, and the signal the last of them gives when done.
+        let mut task_keys: HashMap<Id, Option<String>> = HashMap::new();
+        let mut lines: HashMap<String, Line> = HashMap::new();
+        // Keys with deliveries held plus deliveries without a key.
+        let mut active = 0usize;
+        let mut failure = None;
         tokio::pin!(shutdown);
 
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let key = match done {
-                        Ok(key) => key,
-                        Err(e) => { tracing::error!(error = %e, "handler task failed"); None }
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match joined {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a delivery task failed");
+                            e.id()
+                        }
                     };
-                    let next = key.as_ref().and_then(|k| {
-                        let queue = busy_keys.get_mut(k)?;
-                        let next = queue.pop_front();
-                        if next.is_none() { busy_keys.remove(k); }
-                        next
-                    });
-                    match next {
-                        Some(delivery) => spawn(&mut tasks, &ctx, delivery),
-                        None => running -= 1,
+                    match task_keys.remove(&id).flatten() {
+                        Some(key) => {
+                            let line = lines.get_mut(&key).expect("a running task's key has a line");
+                            line.held -= 1;
+                            if line.held == 0 {
+                                lines.remove(&key);
+                                active -= 1;
+                            }
+                        }
+                        None => active -= 1,
                     }
                 }
-                next = subscription.next(), if running < self.concurrency => {
-                    match next {
-                        Some(Ok(delivery)) => {
-                            self.counters.received();
-                            match delivery.key().map(str::to_owned) {
-                                Some(key) => match busy_keys.get_mut(&key) {
-                                    Some(queue) => queue.push_back(delivery),
-                                    None => {
-                                        busy_keys.insert(key, VecDeque::new());
-                                        running += 1;
-                                        spawn(&mut tasks, &ctx, delivery);
-                                    }
-                                },
-                                None => {
-                                    running += 1;
-                                    spawn(&mut tasks, &ctx, delivery);
+                next = subscription.next(), if active < self.concurrency => match next {
+                    Some(Ok(delivery)) => {
+                        self.counters.received();
+                        let key = delivery.key().map(str::to_owned);
+                        let (done, next_wait) = oneshot::channel();
+                        let wait = match &key {
+                            Some(key) => match lines.get_mut(key) {
+                                Some(line) => {
+                                    line.held += 1;
+                                    Some(std::mem::replace(&mut line.last_done, next_wait))
                                 }
+                                None => {
+                                    lines.insert(key.clone(), Line { held: 1, last_done: next_wait });
+                                    active += 1;
+                                    None
+                                }
+                            },
+                            None => {
+                                active += 1;
+                                None
                             }
-                        }
-                        Some(Err(e)) => {
-                            self.counters.receive_error();
-                            if !e.is_retryable() {
-                                tracing::error!(error = %e, topic = %self.topic, "subscription failed");
-                                drain(tasks, self.shutdown_timeout).await;
-                                return Err(e);
-                            }
-                            tracing::warn!(error = %e, topic = %self.topic, "receive failed; the backend retries");
-                        }
-                        None => break,
+                        };
+                        let turn = Turn { wait, done: Some(done) };
+                        let handle = tasks.spawn(process(shared.clone(), service.clone(), delivery, turn));
+                        task_keys.insert(handle.id(), key);
                     }
-                }
+                    Some(Err(e)) => {
+                        self.counters.receive_error();
+                        if !e.is_retryable() {
+                            tracing::error!(error = %e, topic = %self.topic, "subscription failed");
+                            failure = Some(e);
+                            break;
+                        }
+                        tracing::warn!(error = %e, topic = %self.topic, "receive failed; the backend retries");
+                    }
+                    None => break,
+                },
             }
         }
 
-        // Stop fetching first: what is queued behind a busy key goes back unsettled.
+        // Stop fetching, tell handlers, let waiting deliveries go back.
+        stop.cancel();
         drop(subscription);
-        drop(busy_keys);
         drain(tasks, self.shutdown_timeout).await;
-        Ok(self.counters.snapshot())
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(self.counters.snapshot()),
+        }
     }
 }
 
-async fn drain(mut tasks: JoinSet<Option<String>>, timeout: Duration) {
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("backend", &self.transport.backend())
+            .field("topic", &self.topic)
+            .field("group", &self.options.group)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deliveries of one key held by the consumer.
+struct Line {
+    held: usize,
+    last_done: oneshot::Receiver<()>,
+}
+
+async fn drain(mut tasks: JoinSet<()>, timeout: Duration) {
     let finished = tokio::time::timeout(timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_err() {
         tracing::warn!(
@@ -201,79 +299,5 @@ impl StatsHandle {
     /// The counters now.
     pub fn get(&self) -> ConsumerStats {
         self.0.snapshot()
-    }
-}
-
-struct TaskContext<H> {
-    handler: H,
-    retry: RetryPolicy,
-    capabilities: Capabilities,
-    ack_timeout: Duration,
-    counters: Arc<Counters>,
-}
-
-fn spawn<H: Handler>(tasks: &mut JoinSet<Option<String>>, ctx: &Arc<TaskContext<H>>, delivery: Delivery) {
-    let ctx = ctx.clone();
-    tasks.spawn(async move {
-        let key = delivery.key().map(str::to_owned);
-        handle_one(&ctx, delivery).await;
-        key
-    });
-}
-
-async fn handle_one<H: Handler>(ctx: &TaskContext<H>, delivery: Delivery) {
-    let received = delivery.received();
-    let outcome = AssertUnwindSafe(ctx.handler.handle(received)).catch_unwind().await;
-    let failure = match outcome {
-        Ok(Ok(())) => {
-            match delivery.ack().await {
-                Ok(()) => ctx.counters.acked(),
-                Err(e) => {
-                    ctx.counters.settle_error();
-                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-                }
-            }
-            return;
-        }
-        Ok(Err(e)) => e,
-        Err(panic) => {
-            ctx.counters.panicked();
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            HandlerError::transient(format!("handler panicked: {text}"))
-        }
-    };
-    let id = delivery.id().to_owned();
-    let attempt = delivery.attempt();
-    let result = if failure.kind() == Failure::Permanent || delivery.is_last_attempt() {
-        let reason = failure.reason().to_owned();
-        tracing::warn!(%id, attempt, %reason, "dead-lettering");
-        let r = delivery.dead_letter(reason).await;
-        if r.is_ok() {
-            ctx.counters.dead_lettered();
-        }
-        r
-    } else {
-        let delay = ctx.retry.delay_for(attempt);
-        tracing::debug!(%id, attempt, ?delay, reason = failure.reason(), "retrying later");
-        let r = if ctx.capabilities.nack_delay {
-            delivery.nack(Some(delay)).await
-        } else {
-            // The broker cannot delay a redelivery: hold the message for the
-            // delay (within its ack timeout) and then nack it.
-            tokio::time::sleep(delay.min(ctx.ack_timeout / 2)).await;
-            delivery.nack(None).await
-        };
-        if r.is_ok() {
-            ctx.counters.retried();
-        }
-        r
-    };
-    if let Err(e) = result {
-        ctx.counters.settle_error();
-        tracing::warn!(%id, error = %e, "settling a failed delivery failed; it will be redelivered");
     }
 }

@@ -1,4 +1,4 @@
-//! Counters of a running consumer.
+//! Counters of a running consumer, written by the runtime and its layers.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -7,62 +7,56 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct ConsumerStats {
     /// Deliveries received.
     pub received: u64,
-    /// Deliveries acknowledged after success.
+    /// Deliveries acknowledged.
     pub acked: u64,
-    /// Deliveries nacked for a later retry.
+    /// Deliveries handed back for a later retry.
     pub retried: u64,
     /// Deliveries sent to the dead-letter queue.
     pub dead_lettered: u64,
     /// Handler panics (each also counted as a retry or dead-letter).
     pub panicked: u64,
+    /// Handler calls that ran out of time (each also a retry or dead-letter).
+    pub timed_out: u64,
+    /// Duplicates acknowledged by the idempotency layer without running the handler.
+    pub duplicates: u64,
+    /// Times a circuit breaker opened.
+    pub breaker_opened: u64,
     /// Settlements that failed (the message comes back).
     pub settle_errors: u64,
     /// Errors from the subscription stream.
     pub receive_errors: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    received: AtomicU64,
-    acked: AtomicU64,
-    retried: AtomicU64,
-    dead_lettered: AtomicU64,
-    panicked: AtomicU64,
-    settle_errors: AtomicU64,
-    receive_errors: AtomicU64,
+macro_rules! counters {
+    ($($field:ident => $bump:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $($field: AtomicU64,)*
+        }
+
+        impl Counters {
+            $(pub(crate) fn $bump(&self) {
+                self.$field.fetch_add(1, Relaxed);
+            })*
+
+            pub(crate) fn snapshot(&self) -> ConsumerStats {
+                ConsumerStats {
+                    $($field: self.$field.load(Relaxed),)*
+                }
+            }
+        }
+    };
 }
 
-impl Counters {
-    pub(crate) fn received(&self) {
-        self.received.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn acked(&self) {
-        self.acked.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn retried(&self) {
-        self.retried.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn panicked(&self) {
-        self.panicked.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn settle_error(&self) {
-        self.settle_errors.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn receive_error(&self) {
-        self.receive_errors.fetch_add(1, Relaxed);
-    }
-    pub(crate) fn snapshot(&self) -> ConsumerStats {
-        ConsumerStats {
-            received: self.received.load(Relaxed),
-            acked: self.acked.load(Relaxed),
-            retried: self.retried.load(Relaxed),
-            dead_lettered: self.dead_lettered.load(Relaxed),
-            panicked: self.panicked.load(Relaxed),
-            settle_errors: self.settle_errors.load(Relaxed),
-            receive_errors: self.receive_errors.load(Relaxed),
-        }
-    }
+counters! {
+    received => received,
+    acked => acked,
+    retried => retried,
+    dead_lettered => dead_lettered,
+    panicked => panicked,
+    timed_out => timed_out,
+    duplicates => duplicate,
+    breaker_opened => breaker_opened,
+    settle_errors => settle_error,
+    receive_errors => receive_error,
 }

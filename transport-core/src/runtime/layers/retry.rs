@@ -1,8 +1,16 @@
-//! Delay before the next attempt after a transient failure.
+//! Backoff between attempts: a retry without a delay gets the policy's
+//! delay for its attempt, which the broker's nack delay then enforces.
 
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::future::{BoxFuture, FutureExt};
+use tower::{Layer, Service};
+
+use crate::runtime::handler::{outcome_of, BoxError};
+use crate::runtime::Context;
+use crate::settle::Outcome;
 
 /// Exponential backoff with jitter, computed from the attempt number the
 /// broker reports (so it holds across consumers and restarts).
@@ -59,6 +67,72 @@ impl RetryPolicy {
             .build()
             .nth(attempt.saturating_sub(1) as usize)
             .unwrap_or(self.max_delay)
+    }
+}
+
+/// Gives every retry that names no delay of its own the [`RetryPolicy`]'s
+/// delay for the attempt that failed (a retry that names one, e.g. from
+/// [`HandlerError::retry_after`](crate::runtime::HandlerError::retry_after),
+/// keeps it). Errors of inner services become retries here too. Whether the
+/// attempt was the last (and the message is dead-lettered instead) is decided
+/// when the outcome is settled, not here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+}
+
+impl RetryLayer {
+    /// Backoff by `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        RetryLayer { policy }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            policy: self.policy,
+        }
+    }
+}
+
+/// The service of [`RetryLayer`].
+#[derive(Debug, Clone)]
+pub struct Retry<S> {
+    inner: S,
+    policy: RetryPolicy,
+}
+
+impl<S> Service<Context> for Retry<S>
+where
+    S: Service<Context, Response = Outcome>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outcome;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, ctx: Context) -> Self::Future {
+        let attempt = ctx.attempt();
+        let policy = self.policy;
+        let call = self.inner.call(ctx);
+        async move {
+            Ok(match outcome_of(call.await) {
+                Outcome::Retry { delay: None, reason } => Outcome::Retry {
+                    delay: Some(policy.delay_for(attempt)),
+                    reason,
+                },
+                other => other,
+            })
+        }
+        .boxed()
     }
 }
 

@@ -1,0 +1,187 @@
+//! One delivery's way through the runtime: wait for its turn (its key's
+//! previous delivery, the service's readiness) while keeping its lease, call
+//! the service, and settle the outcome in the one place that does.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
+
+use super::context::{with_link, Context, Lease, LeaseRequest};
+use super::handler::{outcome_of, BoxError};
+use super::layers::catch_panic::panic_reason;
+use super::stats::Counters;
+use crate::capabilities::Capabilities;
+use crate::delivery::Delivery;
+use crate::settle::{Outcome, Settled};
+use crate::transport::Transport;
+
+/// What every delivery task of one consumer shares.
+pub(super) struct Shared {
+    pub transport: Arc<dyn Transport>,
+    pub counters: Arc<Counters>,
+    pub capabilities: Capabilities,
+    pub shutdown: CancellationToken,
+}
+
+/// A delivery's place in its key's line: wait for the one before, then let
+/// the one after go (dropping `done` does that, however the task ends).
+pub(super) struct Turn {
+    pub wait: Option<oneshot::Receiver<()>>,
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+pub(super) async fn process<S>(shared: Arc<Shared>, mut service: S, delivery: Delivery, turn: Turn)
+where
+    S: Service<Context, Response = Outcome> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let Turn { wait, done } = turn;
+    let _signal_next = done;
+    let ack_timeout = delivery.info().ack_timeout;
+    let (lease, mut requests) = Lease::channel(ack_timeout);
+    // While the delivery waits for its turn nobody works on it, so its lease
+    // is kept here; while the handler runs, extending is the handler's (or
+    // the lease layer's) decision, so a hung handler is not held forever.
+    let heartbeat = shared.capabilities.extend.then_some(ack_timeout / 2);
+
+    let ready = {
+        let service = &mut service;
+        let shutdown = &shared.shutdown;
+        let turn = async move {
+            if let Some(wait) = wait {
+                let _ = wait.await;
+            }
+            ServiceExt::<Context>::ready(service).await.map(drop).map_err(Into::<BoxError>::into)
+        };
+        let waiting = async move {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => None,
+                ready = turn => Some(ready),
+            }
+        };
+        hold(&delivery, &mut requests, heartbeat, waiting).await
+    };
+    let outcome = match ready {
+        // Shutting down before the handler started: leave it unsettled, the
+        // broker hands it out again.
+        None => return,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "the consumer's service failed before handling a message");
+            Outcome::retry(format!("the consumer's service failed: {e}"))
+        }
+        Some(Ok(())) => {
+            let ctx = Context::new(
+                delivery.shared_message(),
+                delivery.info().clone(),
+                lease,
+                shared.shutdown.clone(),
+                shared.transport.clone(),
+                shared.counters.clone(),
+            );
+            let link = ctx.link();
+            // The last safety net: a panic no layer caught (in `call` itself
+            // or in its future) is a transient failure, and the consumer
+            // keeps running.
+            let call = std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx)));
+            let handled = async {
+                match call {
+                    Ok(future) => {
+                        let future = future.map(|r| r.map_err(Into::<BoxError>::into));
+                        AssertUnwindSafe(with_link(link, future)).catch_unwind().await
+                    }
+                    Err(panic) => Err(panic),
+                }
+            };
+            match hold(&delivery, &mut requests, None, handled).await {
+                Ok(result) => outcome_of(result),
+                Err(panic) => {
+                    shared.counters.panicked();
+                    Outcome::retry(panic_reason(panic.as_ref()))
+                }
+            }
+        }
+    };
+    settle(&shared, delivery, outcome).await;
+}
+
+/// Run `work` while serving the delivery's lease: extension requests from
+/// the handler, and a heartbeat every `heartbeat` when given.
+async fn hold<T>(
+    delivery: &Delivery,
+    requests: &mut mpsc::Receiver<LeaseRequest>,
+    heartbeat: Option<Duration>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let period = heartbeat.unwrap_or(Duration::from_secs(3600));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            request = requests.recv(), if listening => match request {
+                Some(LeaseRequest { by, reply }) => {
+                    let _ = reply.send(delivery.extend(by).await);
+                }
+                None => listening = false,
+            },
+            _ = ticks.tick(), if heartbeat.is_some() => {
+                if let Err(e) = delivery.extend(delivery.info().ack_timeout).await {
+                    tracing::warn!(id = delivery.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered");
+                }
+            }
+        }
+    }
+}
+
+/// The runtime's one settlement: the outcome goes to
+/// [`Delivery::settle`], which owns the "last attempt dead-letters" rule.
+async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
+    let caps = &shared.capabilities;
+    let outcome = match outcome {
+        Outcome::Retry {
+            delay: Some(delay),
+            reason,
+        } if !caps.nack_delay && !delivery.is_last_attempt() => {
+            // The broker cannot delay a redelivery: hold the message for the
+            // delay (within its ack timeout) and then hand it back.
+            tokio::time::sleep(delay.min(delivery.info().ack_timeout / 2)).await;
+            Outcome::Retry { delay: None, reason }
+        }
+        Outcome::Retry {
+            delay: Some(delay),
+            reason,
+        } => Outcome::Retry {
+            delay: Some(caps.max_nack_delay.map_or(delay, |max| delay.min(max))),
+            reason,
+        },
+        other => other,
+    };
+    let id = delivery.id().to_owned();
+    let attempt = delivery.attempt();
+    let reason = outcome.reason().map(str::to_owned);
+    let counters = &shared.counters;
+    match delivery.settle(outcome).await {
+        Ok(Settled::Acked) => counters.acked(),
+        Ok(Settled::Retried) => {
+            counters.retried();
+            tracing::debug!(%id, attempt, reason = reason.as_deref(), "retrying later");
+        }
+        Ok(Settled::DeadLettered) => {
+            counters.dead_lettered();
+            tracing::warn!(%id, attempt, reason = reason.as_deref(), "dead-lettered");
+        }
+        Err(e) => {
+            counters.settle_error();
+            tracing::warn!(%id, error = %e, "settling failed; the message will be redelivered");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The layers shipped with the runtime. Each is a [`tower::Layer`] whose
+//! service takes a [`Context`](super::Context) and returns an
+//! [`Outcome`](crate::Outcome); errors of inner services pass through (the
+//! runtime reads them as transient failures).
+
+pub(crate) mod breaker;
+pub(crate) mod catch_panic;
+pub(crate) mod idempotency;
+pub(crate) mod lease;
+pub(crate) mod retry;
+pub(crate) mod timeout;
