@@ -2,31 +2,28 @@
 //! settles everything it receives.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use futures::StreamExt;
-use tokio::sync::Notify;
 use transport_core::dead_letter::DLQ_PREFIX;
-use transport_core::runtime::{Consumer, HandlerError, RetryPolicy};
 use transport_core::{
-    Bytes, Capabilities, ErrorKind, Message, Ordering, Received as Handled, Redrive, StartFrom, SubscribeOptions,
-    Subscription, Transport,
+    Bytes, Capabilities, ErrorKind, Message, Ordering, Redrive, StartFrom, SubscribeOptions, Subscription, Transport,
 };
 
 use crate::ensure;
 use crate::support::*;
 
-fn opts(group: &str) -> SubscribeOptions {
+pub(crate) fn opts(group: &str) -> SubscribeOptions {
     SubscribeOptions::new(group).ack_timeout(Duration::from_secs(30))
 }
 
-fn short(group: &str) -> SubscribeOptions {
+pub(crate) fn short(group: &str) -> SubscribeOptions {
     SubscribeOptions::new(group).ack_timeout(timing().short_ack)
 }
 
-async fn fresh(
+pub(crate) async fn fresh(
     t: &dyn Transport,
     what: &str,
     options: SubscribeOptions,
@@ -71,12 +68,14 @@ async fn round_trip(t: &dyn Transport, what: &str, message: Message) -> CheckRes
 }
 
 /// An empty payload survives the round trip.
-pub async fn round_trip_empty_payload(t: &dyn Transport) -> CheckResult {
+pub async fn round_trip_empty_payload(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     round_trip(t, "empty", Message::new(Bytes::new())).await
 }
 
 /// Every byte value survives the round trip.
-pub async fn round_trip_binary_payload(t: &dyn Transport) -> CheckResult {
+pub async fn round_trip_binary_payload(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let mut payload: Vec<u8> = (0..=255u8).collect();
     payload.extend((0..=255u8).rev());
     payload.extend_from_slice(&[0, 0, 0xff, 0xfe, b'\r', b'\n', 0]);
@@ -84,7 +83,8 @@ pub async fn round_trip_binary_payload(t: &dyn Transport) -> CheckResult {
 }
 
 /// A payload just under the backend's size limit survives the round trip.
-pub async fn round_trip_near_max_size(t: &dyn Transport) -> CheckResult {
+pub async fn round_trip_near_max_size(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let max = t.capabilities().max_message_size.unwrap_or(1 << 20).min(4 << 20);
     // Leave room for the id, key and headers the limit also counts.
     let size = max.saturating_sub(1024);
@@ -93,7 +93,8 @@ pub async fn round_trip_near_max_size(t: &dyn Transport) -> CheckResult {
 }
 
 /// Unicode headers, key and a caller-chosen id survive the round trip.
-pub async fn round_trip_headers_key_id(t: &dyn Transport) -> CheckResult {
+pub async fn round_trip_headers_key_id(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let message = Message::builder("body")
         .id(format!("order-{}", unique("id")))
         .key("clé-ключ-键-🔑")
@@ -106,7 +107,8 @@ pub async fn round_trip_headers_key_id(t: &dyn Transport) -> CheckResult {
 }
 
 /// Messages on one topic never reach subscribers of another.
-pub async fn topic_isolation(t: &dyn Transport) -> CheckResult {
+pub async fn topic_isolation(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (a, mut sub_a) = fresh(t, "iso-a", opts("g")).await?;
     let (b, mut sub_b) = fresh(t, "iso-b", opts("g")).await?;
     for i in 0..3 {
@@ -126,7 +128,8 @@ pub async fn topic_isolation(t: &dyn Transport) -> CheckResult {
 }
 
 /// Two groups on one topic each receive every message.
-pub async fn fan_out_two_groups(t: &dyn Transport) -> CheckResult {
+pub async fn fan_out_two_groups(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut one) = fresh(t, "fanout", opts("one")).await?;
     let mut two = t.subscribe(&topic, opts("two")).await?;
     let sent: Vec<Message> = (0..20).map(|i| Message::new(format!("m{i}"))).collect();
@@ -142,7 +145,8 @@ pub async fn fan_out_two_groups(t: &dyn Transport) -> CheckResult {
 
 /// Two consumers of one group share the messages: each gets some, together
 /// all, none twice.
-pub async fn competing_consumers(t: &dyn Transport) -> CheckResult {
+pub async fn competing_consumers(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, first) = fresh(t, "compete", opts("workers").max_in_flight(5)).await?;
     let second = t.subscribe(&topic, opts("workers").max_in_flight(5)).await?;
     let total = 200;
@@ -218,7 +222,8 @@ fn parse_seq(text: &str) -> Result<(String, usize), CheckFailure> {
 /// 16 keys x 64 messages, published concurrently per key: each key's
 /// messages arrive in publish order (with two consumers where ordering holds
 /// across consumers, one otherwise).
-pub async fn per_key_order(t: &dyn Transport) -> CheckResult {
+pub async fn per_key_order(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (keys, per_key) = (16, 64);
     let topic = unique("order");
     let mut sub = subscribe_n(t, &topic, opts("g").max_in_flight(32), key_consumers(&t.capabilities())).await?;
@@ -253,7 +258,8 @@ pub async fn per_key_order(t: &dyn Transport) -> CheckResult {
 }
 
 /// A nacked message comes back before the later messages of its key.
-pub async fn per_key_order_across_nack(t: &dyn Transport) -> CheckResult {
+pub async fn per_key_order_across_nack(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (keys, per_key) = (4, 16);
     let topic = unique("ordernack");
     let mut sub = subscribe_n(t, &topic, opts("g").max_in_flight(8), key_consumers(&t.capabilities())).await?;
@@ -287,7 +293,8 @@ pub async fn per_key_order_across_nack(t: &dyn Transport) -> CheckResult {
 }
 
 /// `publish_batch` keeps the order of messages with one key.
-pub async fn batch_publish_order(t: &dyn Transport) -> CheckResult {
+pub async fn batch_publish_order(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "batch", opts("g").max_in_flight(50)).await?;
     let n = 100;
     let batch: Vec<Message> = (0..n)
@@ -306,7 +313,8 @@ pub async fn batch_publish_order(t: &dyn Transport) -> CheckResult {
 }
 
 /// `publish_batch` delivers every message (order not required).
-pub async fn batch_publish_complete(t: &dyn Transport) -> CheckResult {
+pub async fn batch_publish_complete(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "batchall", opts("g").max_in_flight(50)).await?;
     let batch: Vec<Message> = (0..100).map(|i| Message::new(format!("b{i}"))).collect();
     let ids: HashSet<String> = batch.iter().map(|m| m.id.clone()).collect();
@@ -321,7 +329,8 @@ pub async fn batch_publish_complete(t: &dyn Transport) -> CheckResult {
 }
 
 /// An acked message never comes back, even after the ack timeout.
-pub async fn ack_is_final(t: &dyn Transport) -> CheckResult {
+pub async fn ack_is_final(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "ackfinal", short("g")).await?;
     t.publish(&topic, Message::new("once")).await?;
     next(&mut sub).await?.ack().await?;
@@ -329,7 +338,8 @@ pub async fn ack_is_final(t: &dyn Transport) -> CheckResult {
 }
 
 /// A nack redelivers the message with attempt + 1.
-pub async fn nack_redelivers_with_next_attempt(t: &dyn Transport) -> CheckResult {
+pub async fn nack_redelivers_with_next_attempt(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "nack", opts("g")).await?;
     let m = Message::new("retry me");
     t.publish(&topic, m.clone()).await?;
@@ -352,7 +362,8 @@ pub async fn nack_redelivers_with_next_attempt(t: &dyn Transport) -> CheckResult
 }
 
 /// A nack with a delay does not redeliver before the delay.
-pub async fn nack_delay_respected(t: &dyn Transport) -> CheckResult {
+pub async fn nack_delay_respected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "nackdelay", opts("g")).await?;
     t.publish(&topic, Message::new("later")).await?;
     let d = next(&mut sub).await?;
@@ -369,7 +380,8 @@ pub async fn nack_delay_respected(t: &dyn Transport) -> CheckResult {
 
 /// A delivery nobody settles is redelivered after the ack timeout, to
 /// another consumer of the group.
-pub async fn ack_timeout_redelivers(t: &dyn Transport) -> CheckResult {
+pub async fn ack_timeout_redelivers(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut first) = fresh(t, "acktimeout", short("g").max_in_flight(1)).await?;
     let m = Message::new("stuck");
     t.publish(&topic, m.clone()).await?;
@@ -397,7 +409,8 @@ pub async fn ack_timeout_redelivers(t: &dyn Transport) -> CheckResult {
 }
 
 /// A delivery dropped without settling counts as not acked and comes back.
-pub async fn dropped_delivery_redelivered(t: &dyn Transport) -> CheckResult {
+pub async fn dropped_delivery_redelivered(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "dropped", short("g")).await?;
     let m = Message::new("dropped");
     t.publish(&topic, m.clone()).await?;
@@ -415,7 +428,8 @@ pub async fn dropped_delivery_redelivered(t: &dyn Transport) -> CheckResult {
 
 /// A consumer that dies mid-stream (deliveries neither settled nor dropped
 /// cleanly) loses nothing: another consumer gets everything not acked.
-pub async fn crashed_consumer_loses_nothing(t: &dyn Transport) -> CheckResult {
+pub async fn crashed_consumer_loses_nothing(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     crash_recovery(t, false).await
 }
 
@@ -464,7 +478,7 @@ pub async fn crash_recovery(t: &dyn Transport, acked_may_return: bool) -> CheckR
     expect_quiet(&mut survivor, "after recovery").await
 }
 
-async fn dlq_depth(t: &dyn Transport, topic: &str, options: &SubscribeOptions, want: u64) -> CheckResult {
+pub(crate) async fn dlq_depth(t: &dyn Transport, topic: &str, options: &SubscribeOptions, want: u64) -> CheckResult {
     let dlq = t.dead_letters(topic, options).await?;
     let deadline = Instant::now() + timing().receive;
     loop {
@@ -483,7 +497,8 @@ async fn dlq_depth(t: &dyn Transport, topic: &str, options: &SubscribeOptions, w
 
 /// After `max_attempts` failed deliveries the message goes to the
 /// dead-letter queue with the documented headers, and stops coming on the topic.
-pub async fn max_attempts_dead_letters(t: &dyn Transport) -> CheckResult {
+pub async fn max_attempts_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let options = opts("g").max_attempts(3);
     let (topic, mut sub) = fresh(t, "maxattempts", options.clone()).await?;
     let m = Message::builder("poison").key("k1").header("h", "v ✓").build();
@@ -541,7 +556,8 @@ pub async fn max_attempts_dead_letters(t: &dyn Transport) -> CheckResult {
 }
 
 /// An explicit dead-letter moves the message at once, with its reason.
-pub async fn explicit_dead_letter(t: &dyn Transport) -> CheckResult {
+pub async fn explicit_dead_letter(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let options = opts("g");
     let (topic, mut sub) = fresh(t, "explicitdlq", options.clone()).await?;
     let m = Message::new("{not json");
@@ -568,7 +584,8 @@ pub async fn explicit_dead_letter(t: &dyn Transport) -> CheckResult {
 
 /// Depth, peek (oldest first, non-destructive), redrive (to the failing group
 /// only, headers kept, attempts reset) and purge.
-pub async fn dead_letter_operations(t: &dyn Transport) -> CheckResult {
+pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let options = opts("g");
     let (topic, mut sub) = fresh(t, "dlqops", options.clone()).await?;
     // Another group shows that a redrive reaches only the failing group
@@ -652,7 +669,8 @@ pub async fn dead_letter_operations(t: &dyn Transport) -> CheckResult {
 }
 
 /// A group receives what was published while none of its consumers ran.
-pub async fn offline_group_catches_up(t: &dyn Transport) -> CheckResult {
+pub async fn offline_group_catches_up(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "offline", opts("g")).await?;
     t.publish(&topic, Message::new("online")).await?;
     receive_and_ack(&mut sub, 1).await?;
@@ -672,7 +690,8 @@ pub async fn offline_group_catches_up(t: &dyn Transport) -> CheckResult {
 
 /// A new group starting at `Earliest` receives what was published before it
 /// existed; one starting at `Latest` does not.
-pub async fn replay_for_new_group(t: &dyn Transport) -> CheckResult {
+pub async fn replay_for_new_group(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let topic = unique("replay");
     let sent: Vec<Message> = (0..5)
         .map(|i| Message::new(format!("old:{i}")).with_key("replay"))
@@ -694,7 +713,8 @@ pub async fn replay_for_new_group(t: &dyn Transport) -> CheckResult {
 }
 
 /// An oversize message is `MessageTooLarge`, and the connection still works.
-pub async fn oversize_rejected(t: &dyn Transport) -> CheckResult {
+pub async fn oversize_rejected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let max = t
         .capabilities()
         .max_message_size
@@ -734,7 +754,8 @@ pub async fn oversize_rejected(t: &dyn Transport) -> CheckResult {
 }
 
 /// Invalid topic and group names are `InvalidArgument` on publish and subscribe.
-pub async fn invalid_names_rejected(t: &dyn Transport) -> CheckResult {
+pub async fn invalid_names_rejected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     for bad in ["", "has space", "wild*card", "gt>", "a..b", "ümlaut"] {
         let e = t
             .publish(bad, Message::new("x"))
@@ -760,7 +781,8 @@ pub async fn invalid_names_rejected(t: &dyn Transport) -> CheckResult {
 
 /// 8 concurrent publishers x 500 messages (`CONFORMANCE_MESSAGES_PER_PUBLISHER`
 /// lowers the 500 for slow emulators): every one arrives, none twice.
-pub async fn concurrent_publishers(t: &dyn Transport) -> CheckResult {
+pub async fn concurrent_publishers(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "concurrent", opts("g").max_in_flight(200)).await?;
     let publishers = 8;
     let each: usize = std::env::var("CONFORMANCE_MESSAGES_PER_PUBLISHER")
@@ -797,128 +819,10 @@ pub async fn concurrent_publishers(t: &dyn Transport) -> CheckResult {
     expect_quiet(&mut sub, "after all messages").await
 }
 
-/// Graceful shutdown of the consumer runtime: handlers running when it is
-/// asked finish and are acked, nothing else is lost.
-pub async fn graceful_shutdown_drains(t: &dyn Transport) -> CheckResult {
-    let options = short("g").max_in_flight(8);
-    // Subscribing creates the group, so it sees what is published next.
-    let (topic, probe) = fresh(t, "shutdown", options.clone()).await?;
-    drop(probe);
-    let sent: Vec<Message> = (0..30).map(|i| Message::new(format!("s{i}"))).collect();
-    t.publish_batch(&topic, sent.clone()).await?;
-    let done = Arc::new(Mutex::new(HashSet::new()));
-    let started = Arc::new(Notify::new());
-    let handler = {
-        let done = done.clone();
-        let started = started.clone();
-        move |m: Handled| {
-            let done = done.clone();
-            let started = started.clone();
-            async move {
-                started.notify_one();
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                done.lock().unwrap().insert(m.id().to_owned());
-                Ok::<_, HandlerError>(())
-            }
-        }
-    };
-    let stats = Consumer::new(t, &topic, options.clone())
-        .concurrency(4)
-        .shutdown_timeout(Duration::from_secs(10))
-        .run(handler, async move { started.notified().await })
-        .await?;
-    let finished: HashSet<String> = done.lock().unwrap().clone();
-    ensure!(!finished.is_empty(), "no handler finished before shutdown completed");
-    ensure!(
-        stats.acked as usize == finished.len(),
-        "{} handlers finished but {} deliveries were acked",
-        finished.len(),
-        stats.acked
-    );
-    ensure!(finished.len() < sent.len(), "shutdown did not stop fetching");
-    let mut sub = t.subscribe(&topic, options).await?;
-    let rest: HashSet<String> = receive_and_ack(&mut sub, sent.len() - finished.len())
-        .await?
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    ensure!(rest.is_disjoint(&finished), "messages acked before shutdown came back");
-    let all: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
-    ensure!(
-        rest.union(&finished).cloned().collect::<HashSet<_>>() == all,
-        "messages were lost across shutdown"
-    );
-    expect_quiet(&mut sub, "after the rest").await
-}
-
-/// The consumer runtime retries transient failures with backoff, dead-letters
-/// permanent ones at once and exhausted ones after `max_attempts`, and
-/// survives a panicking handler.
-pub async fn runtime_retries_and_dead_letters(t: &dyn Transport) -> CheckResult {
-    let options = short("g").max_attempts(3);
-    let (topic, probe) = fresh(t, "runtime", options.clone()).await?;
-    drop(probe);
-    for kind in ["ok", "flaky", "poison", "panic"] {
-        t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
-    }
-    let finished = Arc::new(Notify::new());
-    let handler = |m: Handled| async move {
-        match m.headers().get("kind") {
-            Some("flaky") if m.attempt() < 3 => Err(HandlerError::transient("dependency unavailable")),
-            Some("poison") => Err(HandlerError::permanent("order total is negative")),
-            Some("panic") => panic!("handler bug on attempt {}", m.attempt()),
-            _ => Ok(()),
-        }
-    };
-    let consumer = Consumer::new(t, &topic, options.clone())
-        .concurrency(4)
-        .retry(RetryPolicy::exponential(
-            Duration::from_millis(50),
-            Duration::from_millis(200),
-        ));
-    let stats = consumer.stats_handle();
-    let watcher = {
-        let finished = finished.clone();
-        let stats = stats.clone();
-        async move {
-            let deadline = Instant::now() + timing().receive;
-            while Instant::now() < deadline {
-                let s = stats.get();
-                if s.acked >= 2 && s.dead_lettered >= 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            finished.notify_one();
-        }
-    };
-    let (result, ()) = futures::join!(consumer.run(handler, async move { finished.notified().await }), watcher);
-    let s = result?;
-    ensure!(s.acked == 2 && s.dead_lettered == 2, "stats after the run: {s:?}");
-    ensure!(s.panicked == 3, "expected 3 panics, counted {}", s.panicked);
-    ensure!(s.retried >= 4, "expected at least 4 retries, counted {}", s.retried);
-    dlq_depth(t, &topic, &options, 2).await?;
-    let dlq = t.dead_letters(&topic, &options).await?;
-    let dead: HashMap<String, Option<String>> = dlq
-        .peek(10)
-        .await?
-        .into_iter()
-        .map(|d| (d.message.headers.get("kind").unwrap_or("").to_owned(), d.reason.clone()))
-        .collect();
-    let poison = dead.get("poison").cloned().flatten().unwrap_or_default();
-    ensure!(
-        poison.contains("order total is negative"),
-        "poison reason is {poison:?}"
-    );
-    let panicked = dead.get("panic").cloned().flatten().unwrap_or_default();
-    ensure!(panicked.contains("panicked"), "panic reason is {panicked:?}");
-    dlq.purge().await?;
-    Ok(())
-}
-
 /// Closing a subscription and opening it again continues where the group
 /// left off: acked messages stay gone, the rest arrive.
-pub async fn close_and_reopen_continues(t: &dyn Transport) -> CheckResult {
+pub async fn close_and_reopen_continues(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "reopen", opts("g").max_in_flight(5)).await?;
     let sent: Vec<Message> = (0..10).map(|i| Message::new(format!("r{i}"))).collect();
     t.publish_batch(&topic, sent.clone()).await?;
@@ -937,7 +841,8 @@ pub async fn close_and_reopen_continues(t: &dyn Transport) -> CheckResult {
 
 /// A typed event survives the trip with every attribute, and a consumer of
 /// another major version gets a typed error.
-pub async fn events_round_trip(t: &dyn Transport) -> CheckResult {
+pub async fn events_round_trip(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Placed {
         order: u64,

@@ -1,17 +1,17 @@
 //! The conformance suite: what publish, subscribe, ack, nack and dead-letter
 //! must mean on every backend.
 //!
-//! Each check is a public async function taking `&dyn Transport`, so a
+//! Each check is a public async function taking `&Arc<dyn Transport>`, so a
 //! third-party backend can run them from its own tests. [`checks`] lists them
 //! with the capability each needs; a check whose capability the backend does
 //! not declare is skipped with that reason.
 //!
 //! ```no_run
-//! # async fn demo(t: &dyn transport_core::Transport) {
+//! # async fn demo(t: std::sync::Arc<dyn transport_core::Transport>) {
 //! for check in conformance_tests::checks() {
 //!     match check.skip_reason(&t.capabilities()) {
 //!         Some(reason) => println!("{}: skipped ({reason})", check.name),
-//!         None => println!("{}: {:?}", check.name, (check.run)(t).await),
+//!         None => println!("{}: {:?}", check.name, (check.run)(&t).await),
 //!     }
 //! }
 //! # }
@@ -23,13 +23,17 @@
 
 mod checks;
 mod report;
+mod runtime_checks;
 mod support;
 pub mod throughput;
+
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use transport_core::{Capabilities, Transport};
 
 pub use checks::*;
+pub use runtime_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
 pub use support::{timing, unique, CheckFailure, CheckResult, Timing};
 
@@ -41,7 +45,7 @@ pub struct Check {
     /// `Some(reason)` when the capabilities rule the check out.
     pub requires: fn(&Capabilities) -> Option<&'static str>,
     /// Run it.
-    pub run: for<'a> fn(&'a dyn Transport) -> BoxFuture<'a, CheckResult>,
+    pub run: for<'a> fn(&'a Arc<dyn Transport>) -> BoxFuture<'a, CheckResult>,
 }
 
 impl Check {
@@ -164,6 +168,15 @@ pub fn checks() -> Vec<Check> {
             .then_some("the backend does not redeliver on ack timeout")),
         check!(runtime_retries_and_dead_letters, |c| (!c.dead_letter_ops)
             .then_some("the backend has no dead-letter operations")),
+        check!(runtime_backoff_between_attempts, |c| (!c.nack_delay)
+            .then_some("the backend cannot delay a redelivery")),
+        check!(runtime_lease_extends_long_handler, |c| (!(c.extend && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_breaker_holds_while_open, |c| (!c.extend)
+            .then_some("the backend cannot extend a delivery, so held calls would time out")),
+        check!(runtime_idempotency_applies_once),
+        check!(runtime_timeout_and_panic_are_transient),
+        check!(runtime_follow_up_is_linked),
         check!(close_and_reopen_continues),
     ]
 }

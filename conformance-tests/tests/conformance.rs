@@ -59,7 +59,7 @@ fn main() {
                         Some(reason.clone()),
                         Ok(Completion::ignored_with(reason)),
                     ),
-                    None => match runtime.block_on((check.run)(&*transport)) {
+                    None => match runtime.block_on((check.run)(&transport)) {
                         Ok(()) => (CheckStatus::Passed, None, Ok(Completion::Completed)),
                         Err(e) => (CheckStatus::Failed, Some(e.0.clone()), Err(Failed::from(e.0))),
                     },

@@ -103,7 +103,7 @@ async fn run_suite(broker: Arc<dyn Transport>, filter: Option<&str>, parallel: u
                 let start = Instant::now();
                 let (status, reason) = match skip {
                     Some(reason) => (CheckStatus::Skipped, Some(reason)),
-                    None => match (check.run)(&*broker).await {
+                    None => match (check.run)(&broker).await {
                         Ok(()) => (CheckStatus::Passed, None),
                         Err(e) => (CheckStatus::Failed, Some(e.0)),
                     },

@@ -1,15 +1,23 @@
 //! `transport demo`: an order-processing flow on any backend (memory:// by
-//! default): events published, a handler that fails some orders transiently
-//! and some permanently, retries with backoff, dead letters with their
-//! reasons, a redrive after a "fix", and a summary.
+//! default): events published (one of them twice, as a producer retry
+//! would), a consumer with the full middleware stack, a payment gateway that
+//! is down for a while (the circuit breaker opens, holds the failed calls and
+//! burns no attempts), a duplicate acknowledged without charging twice,
+//! permanent failures dead-lettered with their reasons, a redrive after a
+//! "fix", and a summary.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use transport::runtime::{Consumer, HandlerError, RetryPolicy};
-use transport::{Event, Received, Redrive, SubscribeOptions};
+use tower::ServiceBuilder;
+use transport::runtime::{
+    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context, HandlerError,
+    IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
+};
+use transport::{Event, Redrive, SubscribeOptions};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct OrderPlaced {
@@ -25,6 +33,22 @@ pub async fn run(args: crate::cli::DemoArgs) -> crate::target::CliResult {
         .map_err(|e| crate::target::failed("the demo", &url, &e))
 }
 
+/// The payment gateway: unreachable until `up_at`.
+struct Gateway {
+    up_at: Instant,
+    charged: Mutex<HashMap<u32, u32>>,
+}
+
+impl Gateway {
+    fn charge(&self, order: u32) -> Result<(), HandlerError> {
+        if Instant::now() < self.up_at {
+            return Err(HandlerError::transient("payment gateway unavailable"));
+        }
+        *self.charged.lock().unwrap().entry(order).or_default() += 1;
+        Ok(())
+    }
+}
+
 async fn flow(url: &str) -> transport::Result<()> {
     let broker = transport::connect(url).await?;
     let topic = format!("orders-{}", std::process::id());
@@ -36,6 +60,7 @@ async fn flow(url: &str) -> transport::Result<()> {
 
     // Subscribing first creates the group, so it sees every order below.
     drop(broker.subscribe(&topic, options.clone()).await?);
+    let mut published = Vec::new();
     for order in 1..=20u32 {
         let total_cents = if order % 7 == 0 {
             -500
@@ -53,19 +78,26 @@ async fn flow(url: &str) -> transport::Result<()> {
             },
         )
         .with_key(format!("customer-{}", order % 5));
-        broker.publish(&topic, event.to_message()?).await?;
+        let message = event.to_message()?;
+        broker.publish(&topic, message.clone()).await?;
+        published.push(message);
     }
-    println!("published 20 order.placed events (orders 7 and 14 have a negative total)");
+    // The checkout service timed out waiting for a confirm and sent order 5 again.
+    broker.publish(&topic, published[4].clone()).await?;
+    println!("published 20 order.placed events, order 5 twice (orders 7 and 14 have a negative total)");
+    println!("the payment gateway is down for the first second");
 
-    // The payment gateway is flaky for every third order until it has been
-    // retried twice; negative totals are rejected for good... until a fix.
+    let gateway = Arc::new(Gateway {
+        up_at: Instant::now() + Duration::from_secs(1),
+        charged: Mutex::default(),
+    });
     let accept_negative = Arc::new(AtomicBool::new(false));
     let handler = {
-        let accept_negative = accept_negative.clone();
-        move |msg: Received| {
-            let accept_negative = accept_negative.clone();
+        let (gateway, accept_negative) = (gateway.clone(), accept_negative.clone());
+        move |ctx: Context| {
+            let (gateway, accept_negative) = (gateway.clone(), accept_negative.clone());
             async move {
-                let event = Event::<OrderPlaced>::decode(msg.message(), 1).map_err(HandlerError::permanent)?;
+                let event = Event::<OrderPlaced>::decode(ctx.message(), 1).map_err(HandlerError::permanent)?;
                 let o = &event.data;
                 if o.total_cents < 0 && !accept_negative.load(Ordering::Relaxed) {
                     return Err(HandlerError::permanent(format!(
@@ -73,33 +105,37 @@ async fn flow(url: &str) -> transport::Result<()> {
                         o.order
                     )));
                 }
-                if o.order % 3 == 0 && msg.attempt() < 3 {
-                    println!(
-                        "  order {:>2}: payment gateway timeout (attempt {})",
-                        o.order,
-                        msg.attempt()
-                    );
-                    return Err(HandlerError::transient("payment gateway timeout"));
+                if let Err(e) = gateway.charge(o.order) {
+                    println!("  order {:>2}: {} (attempt {})", o.order, e.reason(), ctx.attempt());
+                    return Err(e);
                 }
                 println!(
                     "  order {:>2}: charged {} cents to {} (attempt {})",
                     o.order,
                     o.total_cents,
                     o.customer,
-                    msg.attempt()
+                    ctx.attempt()
                 );
                 Ok(())
             }
         }
     };
-
+    // One breaker and one idempotency store for both runs, as in a service.
+    let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(3).open_for(Duration::from_millis(400)));
+    let store = Arc::new(MemoryIdempotencyStore::new());
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        )))
+        .layer(LeaseLayer::new())
+        .layer(breaker.clone())
+        .layer(IdempotencyLayer::new(store))
+        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(CatchPanicLayer)
+        .service(handler_fn(handler));
     let run = |expected_acks: u64, expected_dead: u64| {
-        let consumer = Consumer::new(&*broker, &topic, options.clone())
-            .concurrency(4)
-            .retry(RetryPolicy::exponential(
-                Duration::from_millis(50),
-                Duration::from_secs(1),
-            ));
+        let consumer = Consumer::new(broker.clone(), &topic, options.clone()).concurrency(4);
         let stats = consumer.stats_handle();
         let until_done = async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -111,12 +147,12 @@ async fn flow(url: &str) -> transport::Result<()> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         };
-        (consumer, until_done)
+        consumer.run(service.clone(), until_done)
     };
 
     println!("\nprocessing:");
-    let (consumer, until_done) = run(18, 2);
-    let first = consumer.run(handler.clone(), until_done).await?;
+    // 18 charged, the duplicate of order 5 acked without charging, 2 dead letters.
+    let first = run(19, 2).await?;
 
     let dlq = broker.dead_letters(&topic, &options).await?;
     println!("\ndead-letter queue {} holds {}:", dlq.topic(), dlq.depth().await?);
@@ -132,15 +168,28 @@ async fn flow(url: &str) -> transport::Result<()> {
     println!("\nfix deployed (negative totals are refunds); redriving the dead letters:");
     accept_negative.store(true, Ordering::Relaxed);
     let moved = dlq.redrive(Redrive::All).await?;
-    let (consumer, until_done) = run(moved, 0);
-    let second = consumer.run(handler, until_done).await?;
+    let second = run(moved, 0).await?;
 
     println!("\nsummary:");
+    summary("first run", &first);
     println!(
-        "  first run:  received {:>3}, acked {:>3}, retried {:>3}, dead-lettered {:>3}",
-        first.received, first.acked, first.retried, first.dead_lettered
+        "  circuit breaker opened {} time(s) while the gateway was down; no order was dead-lettered for it",
+        breaker.handle().opened()
+    );
+    let charged = gateway.charged.lock().unwrap().clone();
+    println!(
+        "  order 5 delivered twice, charged {} time(s); {} duplicate(s) acknowledged without charging",
+        charged.get(&5).copied().unwrap_or(0),
+        first.duplicates
     );
     println!("  redrive:    moved {moved}, then acked {}", second.acked);
     println!("  dead-letter queue now holds {}", dlq.depth().await?);
     broker.close().await
+}
+
+fn summary(name: &str, s: &ConsumerStats) {
+    println!(
+        "  {name}:  received {:>3}, acked {:>3}, retried {:>3}, dead-lettered {:>3}",
+        s.received, s.acked, s.retried, s.dead_lettered
+    );
 }

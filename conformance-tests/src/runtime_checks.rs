@@ -1,0 +1,552 @@
+//! Checks of the consumer runtime and its layers: the same stack must mean
+//! the same on every backend (backoff through the broker's nack delay,
+//! leases through `extend`, a breaker that burns no attempts, idempotency,
+//! timeouts and panics as transient failures, graceful shutdown).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use tokio::sync::Notify;
+use tower::{Service, ServiceBuilder};
+use transport_core::runtime::{
+    handler_fn, outcome_of, BoxError, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats,
+    Context, HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryLayer, RetryPolicy,
+    StatsHandle, TimeoutLayer,
+};
+use transport_core::{Message, SubscribeOptions, Transport};
+
+use crate::checks::{dlq_depth, fresh, short};
+use crate::ensure;
+use crate::support::*;
+
+/// Which attempts each message id was handled at.
+type Calls = Arc<Mutex<HashMap<String, Vec<u32>>>>;
+
+fn record(calls: &Calls, ctx: &Context) {
+    calls
+        .lock()
+        .unwrap()
+        .entry(ctx.id().to_owned())
+        .or_default()
+        .push(ctx.attempt());
+}
+
+/// Wait until `done` holds for the consumer's counters, or `within` passes.
+async fn until(stats: &StatsHandle, within: Duration, done: impl Fn(&ConsumerStats) -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done(&stats.get()) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A topic whose group exists (so it receives what is published next) and
+/// the consumer for it.
+async fn consumer(
+    t: &Arc<dyn Transport>,
+    what: &str,
+    options: &SubscribeOptions,
+    concurrency: usize,
+) -> Result<(String, Consumer), CheckFailure> {
+    let (topic, probe) = fresh(t.as_ref(), what, options.clone()).await?;
+    drop(probe);
+    let consumer = Consumer::new(t.clone(), &topic, options.clone())
+        .concurrency(concurrency)
+        .shutdown_timeout(Duration::from_secs(10));
+    Ok((topic, consumer))
+}
+
+/// Run `service` in a spawned consumer until `done` holds (or the receive
+/// deadline passes), then shut it down; the final counters and whether
+/// `done` was reached.
+async fn run_until<S>(
+    consumer: Consumer,
+    service: S,
+    within: Duration,
+    done: impl Fn(&ConsumerStats) -> bool + Send + 'static,
+) -> Result<(ConsumerStats, bool), CheckFailure>
+where
+    S: Service<Context, Response = Outcome> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let stats = consumer.stats_handle();
+    let reached = Arc::new(AtomicBool::new(false));
+    let shutdown = {
+        let reached = reached.clone();
+        async move {
+            reached.store(until(&stats, within, done).await, AtomicOrdering::SeqCst);
+        }
+    };
+    let running = tokio::spawn(consumer.run(service, shutdown));
+    let stats = running
+        .await
+        .map_err(|e| CheckFailure(format!("the consumer task failed: {e}")))??;
+    Ok((stats, reached.load(AtomicOrdering::SeqCst)))
+}
+
+/// Graceful shutdown: handlers running when it is asked finish and are
+/// acked; deliveries waiting (behind a busy key, or not started) are not
+/// acked and come back; nothing is lost.
+pub async fn graceful_shutdown_drains(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_in_flight(12);
+    let (topic, consumer) = consumer(t, "shutdown", &options, 4).await?;
+    // Three keys: deliveries of a key queue behind the one running.
+    let sent: Vec<Message> = (0..30)
+        .map(|i| Message::new(format!("s{i}")).with_key(format!("k{}", i % 3)))
+        .collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    let done = Arc::new(Mutex::new(HashSet::new()));
+    let started = Arc::new(Notify::new());
+    let handler = {
+        let (done, started) = (done.clone(), started.clone());
+        move |ctx: Context| {
+            let (done, started) = (done.clone(), started.clone());
+            async move {
+                started.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                done.lock().unwrap().insert(ctx.id().to_owned());
+                Ok::<_, HandlerError>(())
+            }
+        }
+    };
+    let stats = consumer
+        .run_fn(handler, async move { started.notified().await })
+        .await?;
+    let finished: HashSet<String> = done.lock().unwrap().clone();
+    ensure!(!finished.is_empty(), "no handler finished before shutdown completed");
+    ensure!(
+        stats.acked as usize == finished.len(),
+        "{} handlers finished but {} deliveries were acked (waiting deliveries must not be acked)",
+        finished.len(),
+        stats.acked
+    );
+    ensure!(finished.len() < sent.len(), "shutdown did not stop fetching");
+    let mut sub = t.subscribe(&topic, options).await?;
+    let rest: HashSet<String> = receive_and_ack(&mut sub, sent.len() - finished.len())
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ensure!(rest.is_disjoint(&finished), "messages acked before shutdown came back");
+    let all: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
+    ensure!(
+        rest.union(&finished).cloned().collect::<HashSet<_>>() == all,
+        "messages were lost across shutdown"
+    );
+    expect_quiet(&mut sub, "after the rest").await
+}
+
+/// Transient failures are retried, permanent ones dead-lettered at once,
+/// exhausted ones after `max_attempts` with the reason; a panicking handler
+/// does not stop the consumer.
+pub async fn runtime_retries_and_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "runtime", &options, 4).await?;
+    for kind in ["ok", "flaky", "poison", "panic"] {
+        t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
+    }
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        )))
+        .layer(CatchPanicLayer)
+        .service(handler_fn(|ctx: Context| async move {
+            match ctx.headers().get("kind") {
+                Some("flaky") if ctx.attempt() < 3 => Err(HandlerError::transient("dependency unavailable")),
+                Some("poison") => Err(HandlerError::permanent("order total is negative")),
+                Some("panic") => panic!("handler bug on attempt {}", ctx.attempt()),
+                _ => Ok(()),
+            }
+        }));
+    let (s, _) = run_until(consumer, service, timing().receive, |s| {
+        s.acked >= 2 && s.dead_lettered >= 2
+    })
+    .await?;
+    ensure!(s.acked == 2 && s.dead_lettered == 2, "stats after the run: {s:?}");
+    ensure!(s.panicked == 3, "expected 3 panics, counted {}", s.panicked);
+    ensure!(s.retried == 4, "expected 4 retries (2 flaky, 2 panic), counted {}", s.retried);
+    dlq_depth(t.as_ref(), &topic, &options, 2).await?;
+    let dlq = t.dead_letters(&topic, &options).await?;
+    let dead: HashMap<String, Option<String>> = dlq
+        .peek(10)
+        .await?
+        .into_iter()
+        .map(|d| (d.message.headers.get("kind").unwrap_or("").to_owned(), d.reason.clone()))
+        .collect();
+    let poison = dead.get("poison").cloned().flatten().unwrap_or_default();
+    ensure!(poison == "order total is negative", "poison reason is {poison:?}");
+    let panicked = dead.get("panic").cloned().flatten().unwrap_or_default();
+    ensure!(
+        panicked.starts_with("failed 3 of 3 allowed attempts: handler panicked: handler bug on attempt 3"),
+        "panic reason is {panicked:?}"
+    );
+    dlq.purge().await?;
+    Ok(())
+}
+
+/// The retry layer's backoff goes through the broker's nack delay: with a
+/// 500 ms policy, attempts are at least 500 ms apart, and not far more.
+pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckResult {
+    let delay = Duration::from_millis(500);
+    // Brokers round delays up (RabbitMQ to 100 ms buckets, SQS to whole
+    // seconds) and deliver after a poll; 2.5 s on top is "not far more".
+    let slack = Duration::from_millis(2_500);
+    let options = short("g").max_attempts(5);
+    let (topic, consumer) = consumer(t, "backoff", &options, 2).await?;
+    t.publish(&topic, Message::new("flaky")).await?;
+    let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(delay, delay).without_jitter()))
+        .service(handler_fn({
+            let times = times.clone();
+            move |ctx: Context| {
+                let times = times.clone();
+                async move {
+                    times.lock().unwrap().push(Instant::now());
+                    if ctx.attempt() < 3 {
+                        return Err(HandlerError::transient("not yet"));
+                    }
+                    Ok(())
+                }
+            }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(reached, "the message was not acked within {:?}: {s:?}", timing().receive);
+    let times = times.lock().unwrap().clone();
+    ensure!(times.len() == 3, "expected 3 attempts, saw {}", times.len());
+    for (i, pair) in times.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        ensure!(
+            gap >= delay && gap <= delay + slack,
+            "attempt {} came {gap:?} after attempt {}; the policy asked {delay:?} (at most {:?} allowed)",
+            i + 2,
+            i + 1,
+            delay + slack
+        );
+    }
+    ensure!(s.retried == 2 && s.dead_lettered == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// A handler running three ack timeouts is not redelivered meanwhile when
+/// the lease layer extends it.
+pub async fn runtime_lease_extends_long_handler(t: &Arc<dyn Transport>) -> CheckResult {
+    let ack_timeout = Duration::from_millis(1_000);
+    let options = SubscribeOptions::new("g").ack_timeout(ack_timeout);
+    // Room for more than the two long calls: a redelivery would be fetched
+    // and handled at once, and show up as a second call.
+    let (topic, consumer) = consumer(t, "lease", &options, 4).await?;
+    for i in 0..2 {
+        t.publish(&topic, Message::new(format!("long{i}"))).await?;
+    }
+    let calls: Calls = Arc::default();
+    let service = ServiceBuilder::new().layer(LeaseLayer::new()).service(handler_fn({
+        let calls = calls.clone();
+        move |ctx: Context| {
+            let calls = calls.clone();
+            async move {
+                record(&calls, &ctx);
+                tokio::time::sleep(ack_timeout * 3).await;
+                Ok::<_, HandlerError>(())
+            }
+        }
+    }));
+    // Keep consuming for a while after the acks: a late redelivery shows too.
+    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 3, {
+        let settled_at = settled_at.clone();
+        move |s| {
+            if s.acked < 2 {
+                return false;
+            }
+            let mut at = settled_at.lock().unwrap();
+            at.get_or_insert_with(Instant::now).elapsed() >= ack_timeout * 2
+        }
+    })
+    .await?;
+    ensure!(reached, "the long handlers were not acked in time: {s:?}");
+    let calls = calls.lock().unwrap().clone();
+    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
+    for (id, attempts) in &calls {
+        ensure!(
+            attempts == &[1],
+            "{id} was handled at attempts {attempts:?}: redelivered while its handler ran"
+        );
+    }
+    ensure!(s.acked == 2 && s.retried == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// With a failing downstream the breaker opens; while it is open nothing
+/// is settled (no attempt is burned, nothing dead-lettered); once the
+/// downstream recovers every message is processed.
+pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "breaker", &options, 2).await?;
+    let stats = consumer.stats_handle();
+    let down = Arc::new(AtomicBool::new(true));
+    let calls: Calls = Arc::default();
+    let processed: Calls = Arc::default();
+    let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(2).open_for(Duration::from_millis(300)));
+    let handle = breaker.handle();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+        )))
+        .layer(LeaseLayer::new())
+        .layer(breaker)
+        .layer(CatchPanicLayer)
+        .service(handler_fn({
+            let (down, calls, processed) = (down.clone(), calls.clone(), processed.clone());
+            move |ctx: Context| {
+                let (down, calls, processed) = (down.clone(), calls.clone(), processed.clone());
+                async move {
+                    record(&calls, &ctx);
+                    if down.load(AtomicOrdering::SeqCst) {
+                        return Err(HandlerError::transient("downstream unavailable"));
+                    }
+                    record(&processed, &ctx);
+                    Ok(())
+                }
+            }
+        }));
+    let n = 6;
+    for i in 0..n {
+        t.publish(&topic, Message::new(format!("b{i}"))).await?;
+    }
+    let running = tokio::spawn(consumer.run(service, {
+        let stats = stats.clone();
+        let processed = processed.clone();
+        async move {
+            let deadline = Instant::now() + timing().receive * 2;
+            while Instant::now() < deadline {
+                if stats.get().acked >= n && processed.lock().unwrap().len() as u64 >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }));
+    // Opened, then two failed probes reopened it: the downstream stayed down
+    // across several open periods.
+    let deadline = Instant::now() + timing().receive;
+    while handle.opened() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opened = handle.opened();
+    let while_open = stats.get();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = stats.get();
+    down.store(false, AtomicOrdering::SeqCst);
+    let s = running
+        .await
+        .map_err(|e| CheckFailure(format!("the consumer task failed: {e}")))??;
+    ensure!(opened >= 3, "the breaker opened {opened} times, expected at least 3 while down");
+    ensure!(
+        later.retried == while_open.retried && later.dead_lettered == 0 && later.acked == 0,
+        "settled while the breaker was open: {while_open:?} then {later:?}"
+    );
+    // Only failures before the breaker first opened may be retried: with a
+    // streak of 2, at most one.
+    ensure!(while_open.retried <= 1, "{} retries before the breaker opened", while_open.retried);
+    ensure!(s.dead_lettered == 0, "dead-lettered while the downstream was down: {s:?}");
+    let processed = processed.lock().unwrap().clone();
+    ensure!(
+        processed.len() as u64 == n,
+        "processed {} of {n} after the downstream recovered: {s:?}",
+        processed.len()
+    );
+    let duplicates_ok = t.capabilities().duplicates_possible;
+    for (id, attempts) in &processed {
+        ensure!(attempts.len() == 1 || duplicates_ok, "{id} processed {} times", attempts.len());
+    }
+    let calls = calls.lock().unwrap().clone();
+    let highest = calls.values().flatten().max().copied().unwrap_or(0);
+    ensure!(
+        highest <= 2,
+        "a message reached attempt {highest}: attempts were burned while the breaker was open"
+    );
+    if t.capabilities().dead_letter_ops {
+        dlq_depth(t.as_ref(), &topic, &options, 0).await?;
+    }
+    Ok(())
+}
+
+/// Turns the first successful attempt of messages marked `nack-after` into a
+/// retry, as if settling had failed after the handler's effect.
+#[derive(Clone)]
+struct NackAfterSuccess<S>(S);
+
+impl<S> Service<Context> for NackAfterSuccess<S>
+where
+    S: Service<Context, Response = Outcome> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outcome;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, ctx: Context) -> Self::Future {
+        let fail = ctx.attempt() == 1 && ctx.headers().contains("nack-after");
+        let call = self.0.call(ctx);
+        async move {
+            match outcome_of(call.await) {
+                Outcome::Ack if fail => Ok(Outcome::retry("settling failed after the handler")),
+                other => Ok(other),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A message delivered twice (redelivered after its handler succeeded, or
+/// published twice with one id) has its effect applied once.
+pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "idempotency", &options, 4).await?;
+    let caps = t.capabilities();
+    let effects: Calls = Arc::default();
+    let store = Arc::new(MemoryIdempotencyStore::new());
+    let service = ServiceBuilder::new()
+        .layer(tower::layer::layer_fn(NackAfterSuccess))
+        .layer(IdempotencyLayer::new(store))
+        .service(handler_fn({
+            let effects = effects.clone();
+            move |ctx: Context| {
+                let effects = effects.clone();
+                async move {
+                    record(&effects, &ctx);
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let twice = Message::new("published twice");
+    let renacked = Message::new("nacked after success").with_header("nack-after", "1");
+    let plain: Vec<Message> = (0..2).map(|i| Message::new(format!("plain{i}"))).collect();
+    t.publish(&topic, twice.clone()).await?;
+    t.publish(&topic, twice.clone()).await?;
+    t.publish(&topic, renacked.clone()).await?;
+    for m in &plain {
+        t.publish(&topic, m.clone()).await?;
+    }
+    // The broker may drop the second publish itself (publish deduplication).
+    let expected_duplicates = if caps.publish_dedup { 1 } else { 2 };
+    let (s, reached) = run_until(consumer, service, timing().receive, move |s| {
+        s.duplicates >= expected_duplicates && s.acked >= 3 + expected_duplicates
+    })
+    .await?;
+    ensure!(reached, "not all messages and duplicates were settled: {s:?}");
+    let effects = effects.lock().unwrap().clone();
+    let mut ids: Vec<&String> = effects.keys().collect();
+    ids.sort();
+    ensure!(effects.len() == 4, "effects for {} messages, published 4 distinct: {ids:?}", effects.len());
+    for (id, attempts) in &effects {
+        ensure!(attempts.len() == 1, "{id} had its effect {} times", attempts.len());
+    }
+    ensure!(
+        s.duplicates == expected_duplicates || (caps.duplicates_possible && s.duplicates > expected_duplicates),
+        "{} duplicates acked, expected {expected_duplicates}",
+        s.duplicates
+    );
+    ensure!(s.retried == 1 && s.dead_lettered == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// A handler call that times out and one that panics are transient
+/// failures: retried, and the consumer keeps running.
+pub async fn runtime_timeout_and_panic_are_transient(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "timeout", &options, 4).await?;
+    for kind in ["slow", "boom", "fine"] {
+        t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
+    }
+    let calls: Calls = Arc::default();
+    let limit = Duration::from_millis(300);
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+        )))
+        .layer(TimeoutLayer::new(limit))
+        .layer(CatchPanicLayer)
+        .service(handler_fn({
+            let calls = calls.clone();
+            move |ctx: Context| {
+                let calls = calls.clone();
+                async move {
+                    record(&calls, &ctx);
+                    match ctx.headers().get("kind") {
+                        Some("slow") if ctx.attempt() == 1 => {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                            Ok(())
+                        }
+                        Some("boom") if ctx.attempt() == 1 => panic!("bug"),
+                        _ => Ok::<_, HandlerError>(()),
+                    }
+                }
+            }
+        }));
+    let started = Instant::now();
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 3).await?;
+    ensure!(reached, "not all three were acked: {s:?}");
+    ensure!(
+        s.timed_out == 1 && s.panicked == 1 && s.retried == 2 && s.dead_lettered == 0,
+        "stats: {s:?}"
+    );
+    ensure!(
+        started.elapsed() < timing().receive,
+        "the timed-out call was not cut off at {limit:?}"
+    );
+    let calls = calls.lock().unwrap().clone();
+    for (id, attempts) in &calls {
+        let kind = if attempts.len() == 2 { "retried" } else { "handled" };
+        ensure!(
+            attempts.len() <= 2 && attempts.iter().enumerate().all(|(i, a)| *a == i as u32 + 1),
+            "{id} {kind} at attempts {attempts:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A message published from a handler through its context carries the
+/// flow's correlation id and names the handled message as its cause.
+pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "followup", &options, 2).await?;
+    let (next_topic, mut next_sub) = fresh(t.as_ref(), "followup-next", short("g")).await?;
+    let first = Message::new("order placed");
+    t.publish(&topic, first.clone()).await?;
+    let service = handler_fn(move |ctx: Context| {
+        let next_topic = next_topic.clone();
+        async move { ctx.publish(&next_topic, Message::new("payment requested")).await }
+    });
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(reached, "the handler did not finish: {s:?}");
+    let d = next(&mut next_sub).await?;
+    let h = d.headers();
+    ensure!(
+        h.get("ce-correlationid") == Some(first.id.as_str()) && h.get("ce-causationid") == Some(first.id.as_str()),
+        "follow-up headers {h:?}, expected correlation and causation {}",
+        first.id
+    );
+    d.ack().await?;
+    Ok(())
+}
