@@ -33,8 +33,8 @@ use futures::future::BoxFuture;
 use transport_core::{Capabilities, Transport};
 
 pub use checks::*;
-pub use runtime_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
+pub use runtime_checks::*;
 pub use support::{timing, unique, CheckFailure, CheckResult, Timing};
 
 /// One check of the suite.
@@ -170,10 +170,12 @@ pub fn checks() -> Vec<Check> {
             .then_some("the backend has no dead-letter operations")),
         check!(runtime_backoff_between_attempts, |c| (!c.nack_delay)
             .then_some("the backend cannot delay a redelivery")),
-        check!(runtime_lease_extends_long_handler, |c| (!(c.extend && c.ack_timeout_redelivery))
+        check!(runtime_lease_extends_long_handler, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
             .then_some("the backend cannot extend a delivery")),
-        check!(runtime_breaker_holds_while_open, |c| (!c.extend)
-            .then_some("the backend cannot extend a delivery, so held calls would time out")),
+        check!(runtime_breaker_holds_while_open, |c| (!c.extend).then_some(
+            "the backend cannot extend a delivery, so held calls would time out"
+        )),
         check!(runtime_idempotency_applies_once),
         check!(runtime_timeout_and_panic_are_transient),
         check!(runtime_follow_up_is_linked),

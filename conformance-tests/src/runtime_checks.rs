@@ -176,7 +176,11 @@ pub async fn runtime_retries_and_dead_letters(t: &Arc<dyn Transport>) -> CheckRe
     .await?;
     ensure!(s.acked == 2 && s.dead_lettered == 2, "stats after the run: {s:?}");
     ensure!(s.panicked == 3, "expected 3 panics, counted {}", s.panicked);
-    ensure!(s.retried == 4, "expected 4 retries (2 flaky, 2 panic), counted {}", s.retried);
+    ensure!(
+        s.retried == 4,
+        "expected 4 retries (2 flaky, 2 panic), counted {}",
+        s.retried
+    );
     dlq_depth(t.as_ref(), &topic, &options, 2).await?;
     let dlq = t.dead_letters(&topic, &options).await?;
     let dead: HashMap<String, Option<String>> = dlq
@@ -223,7 +227,11 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
             }
         }));
     let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
-    ensure!(reached, "the message was not acked within {:?}: {s:?}", timing().receive);
+    ensure!(
+        reached,
+        "the message was not acked within {:?}: {s:?}",
+        timing().receive
+    );
     let times = times.lock().unwrap().clone();
     ensure!(times.len() == 3, "expected 3 attempts, saw {}", times.len());
     for (i, pair) in times.windows(2).enumerate() {
@@ -354,15 +362,25 @@ pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckRe
     let s = running
         .await
         .map_err(|e| CheckFailure(format!("the consumer task failed: {e}")))??;
-    ensure!(opened >= 3, "the breaker opened {opened} times, expected at least 3 while down");
+    ensure!(
+        opened >= 3,
+        "the breaker opened {opened} times, expected at least 3 while down"
+    );
     ensure!(
         later.retried == while_open.retried && later.dead_lettered == 0 && later.acked == 0,
         "settled while the breaker was open: {while_open:?} then {later:?}"
     );
     // Only failures before the breaker first opened may be retried: with a
     // streak of 2, at most one.
-    ensure!(while_open.retried <= 1, "{} retries before the breaker opened", while_open.retried);
-    ensure!(s.dead_lettered == 0, "dead-lettered while the downstream was down: {s:?}");
+    ensure!(
+        while_open.retried <= 1,
+        "{} retries before the breaker opened",
+        while_open.retried
+    );
+    ensure!(
+        s.dead_lettered == 0,
+        "dead-lettered while the downstream was down: {s:?}"
+    );
     let processed = processed.lock().unwrap().clone();
     ensure!(
         processed.len() as u64 == n,
@@ -371,7 +389,11 @@ pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckRe
     );
     let duplicates_ok = t.capabilities().duplicates_possible;
     for (id, attempts) in &processed {
-        ensure!(attempts.len() == 1 || duplicates_ok, "{id} processed {} times", attempts.len());
+        ensure!(
+            attempts.len() == 1 || duplicates_ok,
+            "{id} processed {} times",
+            attempts.len()
+        );
     }
     let calls = calls.lock().unwrap().clone();
     let highest = calls.values().flatten().max().copied().unwrap_or(0);
@@ -457,7 +479,11 @@ pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckRe
     let effects = effects.lock().unwrap().clone();
     let mut ids: Vec<&String> = effects.keys().collect();
     ids.sort();
-    ensure!(effects.len() == 4, "effects for {} messages, published 4 distinct: {ids:?}", effects.len());
+    ensure!(
+        effects.len() == 4,
+        "effects for {} messages, published 4 distinct: {ids:?}",
+        effects.len()
+    );
     for (id, attempts) in &effects {
         ensure!(attempts.len() == 1, "{id} had its effect {} times", attempts.len());
     }

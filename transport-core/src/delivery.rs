@@ -179,7 +179,9 @@ impl Delivery {
 
     /// Send to the dead-letter queue now, with `reason`.
     pub async fn dead_letter(self, reason: impl Into<String>) -> Result<()> {
-        self.settle(Outcome::DeadLetter { reason: reason.into() }).await.map(drop)
+        self.settle(Outcome::DeadLetter { reason: reason.into() })
+            .await
+            .map(drop)
     }
 
     /// Keep the delivery from being redelivered for `by` from now, for a

@@ -71,10 +71,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Ack => f.write_str("ack"),
             Outcome::Retry { delay: None, reason } => write!(f, "retry ({reason})"),
-            Outcome::Retry {
-                delay: Some(d),
-                reason,
-            } => write!(f, "retry after {d:?} ({reason})"),
+            Outcome::Retry { delay: Some(d), reason } => write!(f, "retry after {d:?} ({reason})"),
             Outcome::DeadLetter { reason } => write!(f, "dead-letter ({reason})"),
         }
     }
@@ -151,7 +148,13 @@ mod tests {
     fn retry_before_the_last_attempt_nacks_with_its_delay() {
         let d = Some(Duration::from_millis(250));
         assert_eq!(
-            decide(Outcome::Retry { delay: d, reason: "x".into() }, &info(2, 3)),
+            decide(
+                Outcome::Retry {
+                    delay: d,
+                    reason: "x".into()
+                },
+                &info(2, 3)
+            ),
             Action::Nack(d)
         );
         assert_eq!(decide(Outcome::retry("x"), &info(1, 3)), Action::Nack(None));

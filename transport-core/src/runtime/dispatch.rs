@@ -57,7 +57,10 @@ where
             if let Some(wait) = wait {
                 let _ = wait.await;
             }
-            ServiceExt::<Context>::ready(service).await.map(drop).map_err(Into::<BoxError>::into)
+            ServiceExt::<Context>::ready(service)
+                .await
+                .map(drop)
+                .map_err(Into::<BoxError>::into)
         };
         let waiting = async move {
             tokio::select! {

@@ -102,7 +102,9 @@ impl Default for MemoryIdempotencyStore {
 
 impl fmt::Debug for MemoryIdempotencyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryIdempotencyStore").field("len", &self.len()).finish()
+        f.debug_struct("MemoryIdempotencyStore")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -181,16 +183,29 @@ mod tests {
         s.complete("g", "m1", Duration::from_secs(3600)).await.unwrap();
         assert_eq!(s.claim("g", "m1", lease).await.unwrap(), Claim::Done);
         s.release("g", "m1").await.unwrap();
-        assert_eq!(s.claim("g", "m1", lease).await.unwrap(), Claim::Done, "release leaves done keys");
+        assert_eq!(
+            s.claim("g", "m1", lease).await.unwrap(),
+            Claim::Done,
+            "release leaves done keys"
+        );
     }
 
     #[tokio::test]
     async fn claims_and_done_keys_expire() {
         let s = MemoryIdempotencyStore::new();
-        assert_eq!(s.claim("g", "a", Duration::from_millis(20)).await.unwrap(), Claim::Acquired);
+        assert_eq!(
+            s.claim("g", "a", Duration::from_millis(20)).await.unwrap(),
+            Claim::Acquired
+        );
         s.complete("g", "b", Duration::from_millis(20)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(s.claim("g", "a", Duration::from_secs(1)).await.unwrap(), Claim::Acquired);
-        assert_eq!(s.claim("g", "b", Duration::from_secs(1)).await.unwrap(), Claim::Acquired);
+        assert_eq!(
+            s.claim("g", "a", Duration::from_secs(1)).await.unwrap(),
+            Claim::Acquired
+        );
+        assert_eq!(
+            s.claim("g", "b", Duration::from_secs(1)).await.unwrap(),
+            Claim::Acquired
+        );
     }
 }

@@ -147,7 +147,11 @@ impl Consumer {
     /// Run `handler` (an async closure taking a [`Context`]) with the
     /// default layers: [`RetryLayer`] with the default [`RetryPolicy`] and
     /// [`CatchPanicLayer`]. See [`run`](Self::run).
-    pub async fn run_fn<F, Fut, R>(self, handler: F, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<ConsumerStats>
+    pub async fn run_fn<F, Fut, R>(
+        self,
+        handler: F,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<ConsumerStats>
     where
         F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,

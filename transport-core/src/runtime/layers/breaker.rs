@@ -386,7 +386,10 @@ where
                 if !(failed && open && hold) {
                     return Ok(outcome);
                 }
-                tracing::debug!(id = ctx.id(), "holding a failed call until the circuit breaker lets calls through");
+                tracing::debug!(
+                    id = ctx.id(),
+                    "holding a failed call until the circuit breaker lets calls through"
+                );
                 permit = tokio::select! {
                     permit = shared.clone().admit() => permit,
                     _ = ctx.shutdown() => return Ok(outcome),

@@ -92,7 +92,9 @@ pub struct Idempotency<S> {
 
 impl<S> fmt::Debug for Idempotency<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Idempotency").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Idempotency")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,155 @@
+//! The consumer runtime on the in-memory backend: what the conformance
+//! suite does not cover because it is about the runtime, not the broker.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tower::ServiceBuilder;
+use transport::runtime::{
+    handler_fn, link_to_current, Consumer, ConsumerStats, Context, HandlerError, Outcome, StatsHandle,
+};
+use transport::{ErrorKind, Message, SubscribeOptions, Transport};
+
+async fn setup(what: &str) -> (Arc<dyn Transport>, String, SubscribeOptions) {
+    let broker = transport::connect("memory://").await.unwrap();
+    let topic = format!("rt-{what}");
+    let options = SubscribeOptions::new("g")
+        .ack_timeout(Duration::from_secs(2))
+        .max_attempts(3);
+    drop(broker.subscribe(&topic, options.clone()).await.unwrap());
+    (broker, topic, options)
+}
+
+/// A shutdown future that ends once `done` holds (or after 20 s).
+fn until(
+    stats: StatsHandle,
+    done: impl Fn(&ConsumerStats) -> bool + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&stats.get()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn tower_layers_stack_and_their_errors_are_transient() {
+    let (broker, topic, options) = setup("tower").await;
+    broker.publish(&topic, Message::new("slow")).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options).concurrency(2);
+    let stats = consumer.stats_handle();
+    // tower's own timeout: its `Elapsed` error becomes a retry.
+    let service = ServiceBuilder::new()
+        .concurrency_limit(1)
+        .timeout(Duration::from_millis(100))
+        .service(handler_fn(|ctx: Context| async move {
+            if ctx.attempt() == 1 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok::<_, HandlerError>(())
+        }));
+    let s = tokio::spawn(consumer.run(service, until(stats, |s| s.acked >= 1)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.acked, s.retried, s.dead_lettered), (1, 1, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_panic_no_layer_catches_is_a_transient_failure() {
+    let (broker, topic, options) = setup("panic").await;
+    broker.publish(&topic, Message::new("p")).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options);
+    let stats = consumer.stats_handle();
+    // No CatchPanicLayer: the runtime's own net catches it.
+    let service = handler_fn(|ctx: Context| async move {
+        if ctx.attempt() < 3 {
+            panic!("attempt {}", ctx.attempt());
+        }
+        Ok::<_, HandlerError>(())
+    });
+    let s = consumer.run(service, until(stats, |s| s.acked >= 1)).await.unwrap();
+    assert_eq!((s.acked, s.retried, s.panicked), (1, 2, 2), "{s:?}");
+}
+
+#[tokio::test]
+async fn explicit_outcomes_and_lease_limits() {
+    let (broker, topic, options) = setup("outcomes").await;
+    broker.publish(&topic, Message::new("x")).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options.clone());
+    let stats = consumer.stats_handle();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let service = handler_fn({
+        let seen = seen.clone();
+        move |ctx: Context| {
+            let seen = seen.clone();
+            async move {
+                // Longer than the ack timeout is refused, the same on every backend.
+                let too_long = ctx.lease().extend(ctx.ack_timeout() * 2).await.unwrap_err();
+                assert_eq!(too_long.kind(), ErrorKind::InvalidArgument);
+                ctx.lease().extend(Duration::from_millis(500)).await.unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{}/{}", ctx.attempt(), ctx.max_attempts()));
+                if ctx.attempt() == 1 {
+                    Outcome::retry_after(Duration::from_millis(50), "again")
+                } else {
+                    Outcome::dead_letter("enough")
+                }
+            }
+        }
+    });
+    let s = consumer
+        .run(service, until(stats, |s| s.dead_lettered >= 1))
+        .await
+        .unwrap();
+    assert_eq!((s.retried, s.dead_lettered), (1, 1), "{s:?}");
+    assert_eq!(*seen.lock().unwrap(), ["1/3", "2/3"]);
+    let dead = broker
+        .dead_letters(&topic, &options)
+        .await
+        .unwrap()
+        .peek(1)
+        .await
+        .unwrap();
+    assert_eq!(dead[0].reason.as_deref(), Some("enough"));
+}
+
+#[tokio::test]
+async fn run_fn_retries_with_backoff_and_links_deep_publishes() {
+    let (broker, topic, options) = setup("runfn").await;
+    let first = Message::new("a");
+    broker.publish(&topic, first.clone()).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options);
+    let stats = consumer.stats_handle();
+    let calls = Arc::new(AtomicU32::new(0));
+    let linked: Arc<Mutex<Option<Message>>> = Arc::default();
+    let handler = {
+        let (calls, linked) = (calls.clone(), linked.clone());
+        move |_ctx: Context| {
+            let (calls, linked) = (calls.clone(), linked.clone());
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(HandlerError::transient("first call fails"));
+                }
+                // Code without the context at hand still links what it sends.
+                *linked.lock().unwrap() = Some(link_to_current(Message::new("b")));
+                Ok(())
+            }
+        }
+    };
+    let started = Instant::now();
+    let s = consumer.run_fn(handler, until(stats, |s| s.acked >= 1)).await.unwrap();
+    assert_eq!((s.acked, s.retried), (1, 1));
+    // The default policy waits at least 200 ms after the first failure.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    let b = linked.lock().unwrap().clone().unwrap();
+    assert_eq!(b.headers.get("ce-causationid"), Some(first.id.as_str()));
+    assert_eq!(b.headers.get("ce-correlationid"), Some(first.id.as_str()));
+}
