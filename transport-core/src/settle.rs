@@ -1,6 +1,7 @@
 //! The one decision point: what an [`Outcome`] does to a delivery.
 //!
-//! Every path that settles a delivery goes through [`decide`]: the consumer
+//! Every path that settles a delivery goes through one function (`decide`,
+//! called by [`Delivery::settle`](crate::Delivery::settle)): the consumer
 //! runtime, [`Delivery::nack`](crate::Delivery::nack) and the subscription's
 //! screening of exhausted redeliveries. So "the last attempt failed, dead-letter
 //! it" is written once and means the same on every backend.

@@ -22,15 +22,10 @@ async fn setup(what: &str) -> (Arc<dyn Transport>, String, SubscribeOptions) {
 }
 
 /// A shutdown future that ends once `done` holds (or after 20 s).
-fn until(
-    stats: StatsHandle,
-    done: impl Fn(&ConsumerStats) -> bool + Send + 'static,
-) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(&stats.get()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+async fn until(stats: StatsHandle, done: impl Fn(&ConsumerStats) -> bool + Send + 'static) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done(&stats.get()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

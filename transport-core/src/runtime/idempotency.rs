@@ -113,7 +113,7 @@ impl Entries {
     /// what the TTLs keep.
     fn tick(&mut self, now: Instant) {
         self.ops += 1;
-        if self.ops.is_multiple_of(1024) {
+        if self.ops & 1023 == 0 {
             self.map.retain(|_, e| e.expires > now);
         }
     }

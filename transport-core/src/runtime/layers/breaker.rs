@@ -442,7 +442,7 @@ mod tests {
         let b = layer.shared.clone();
         for _ in 0..2 {
             let p = b.clone().admit().await;
-            b.record(p, true).0;
+            b.record(p, true);
         }
         tokio::time::sleep(Duration::from_secs(11)).await;
         let probe = b.clone().admit().await;
