@@ -18,7 +18,7 @@ use transport_core::runtime::{
     Context, HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryLayer, RetryPolicy,
     StatsHandle, TimeoutLayer,
 };
-use transport_core::{Message, SubscribeOptions, Transport};
+use transport_core::{Message, StartFrom, SubscribeOptions, Transport};
 
 use crate::checks::{dlq_depth, fresh, short};
 use crate::ensure;
@@ -58,9 +58,18 @@ async fn consumer(
     options: &SubscribeOptions,
     concurrency: usize,
 ) -> Result<(String, Consumer), CheckFailure> {
-    let (topic, probe) = fresh(t.as_ref(), what, options.clone()).await?;
-    drop(probe);
-    let consumer = Consumer::new(t.clone(), &topic, options.clone())
+    // Where the broker replays, a new group starting at the earliest
+    // message sees everything on this fresh topic; elsewhere a first
+    // subscription creates the group before anything is published. (One
+    // group join fewer matters on Kafka, where each join rebalances.)
+    let (topic, options) = if t.capabilities().replay {
+        (unique(what), options.clone().start(StartFrom::Earliest))
+    } else {
+        let (topic, probe) = fresh(t.as_ref(), what, options.clone()).await?;
+        drop(probe);
+        (topic, options.clone())
+    };
+    let consumer = Consumer::new(t.clone(), &topic, options)
         .concurrency(concurrency)
         .shutdown_timeout(Duration::from_secs(10));
     Ok((topic, consumer))
