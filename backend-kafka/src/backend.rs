@@ -15,10 +15,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use rdkafka::Message as _;
-use transport_core::dead_letter::redrive_message;
-use transport_core::names::validate_topic;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Error, ErrorKind, Message, Ordering, Publisher, Redrive, Result,
+    Capabilities, DeadLetter, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message, Publisher, Redrive, Result,
     SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
@@ -639,7 +639,7 @@ impl Transport for KafkaTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             extend: true,
-            ordering: Ordering::PerKey,
+            ordering: KeyOrdering::PerKey,
             ordering_across_nack: true,
             nack_delay: true,
             dead_letter_ops: true,

@@ -21,9 +21,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message as _;
 use tokio::sync::{watch, Notify};
-use transport_core::flow::InFlightLimit;
+use transport_core::backend::InFlightLimit;
+use transport_core::backend::Settler;
 use transport_core::{
-    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, Settler, StartFrom, SubscribeOptions, Subscription,
+    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, StartFrom, SubscribeOptions, Subscription,
 };
 
 use crate::backend::KafkaTransport;
@@ -365,7 +366,11 @@ pub(crate) async fn subscribe(
         let item = st.next().await?;
         Some((item, st))
     });
-    Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+    Ok(transport_core::backend::subscription(
+        topic,
+        options.group,
+        deliveries.boxed(),
+    ))
 }
 
 /// The member's thread: poll, and every poll interval expire, pause/resume,
@@ -540,7 +545,11 @@ impl ReadLoop {
                                 token,
                                 settled: false,
                             };
-                            return Some(Ok(Delivery::new(taken.message, info, Box::new(settler))));
+                            return Some(Ok(transport_core::backend::delivery(
+                                taken.message,
+                                info,
+                                Box::new(settler),
+                            )));
                         }
                         Next::Until(t) => wake_at = wake_at.min(t),
                         Next::Empty => {}

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
-use transport_core::dead_letter::redrive_message;
-use transport_core::names::validate_topic;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::backend::Settler;
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
-    Redrive, Result, Settler, SubscribeOptions, Subscriber, Subscription, Transport,
+    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
+    Publisher, Redrive, Result, SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
 use crate::config::MemoryConfig;
@@ -186,7 +187,7 @@ impl Subscriber for MemoryTransport {
             let delivery = consumer.next(&mut buf).await?;
             Some((Ok(delivery), (consumer, buf)))
         });
-        Ok(Subscription::new(topic, group, deliveries.boxed()))
+        Ok(transport_core::backend::subscription(topic, group, deliveries.boxed()))
     }
 }
 
@@ -258,7 +259,7 @@ impl Consumer {
             token: f.token,
             settled: false,
         };
-        Delivery::new(f.message, info, Box::new(settler))
+        transport_core::backend::delivery(f.message, info, Box::new(settler))
     }
 
     fn slot_freed(&self) {
@@ -397,7 +398,7 @@ impl Transport for MemoryTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             extend: true,
-            ordering: Ordering::PerKey,
+            ordering: KeyOrdering::PerKey,
             ordering_across_nack: true,
             nack_delay: true,
             dead_letter_ops: true,

@@ -3,19 +3,18 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_trait::async_trait;
-use futures::stream::{self as fstream, StreamExt};
-use transport_core::dead_letter::redrive_message;
-use transport_core::flow::InFlightLimit;
-use transport_core::names::validate_topic;
+use futures::stream::StreamExt;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::backend::{pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
-    Redrive, Result, Settler, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
+    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
+    Publisher, Redrive, Result, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
 use crate::config::{NatsConfig, Storage};
@@ -84,7 +83,7 @@ struct Inner {
     /// Streams known to exist, by name.
     streams: Mutex<HashSet<String>>,
     max_message_size: usize,
-    closed: AtomicBool,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl fmt::Debug for NatsTransport {
@@ -144,16 +143,13 @@ impl NatsTransport {
                 js,
                 streams: Mutex::default(),
                 max_message_size,
-                closed: AtomicBool::new(false),
+                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
             }),
         })
     }
 
     fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.inner.closed.load(AtomicOrdering::Relaxed) {
-            return Err(err(ErrorKind::Closed, op, "the transport was closed"));
-        }
-        Ok(())
+        self.inner.lifecycle.check(op)
     }
 
     fn stream_name(&self, topic: &str) -> String {
@@ -324,25 +320,27 @@ impl Subscriber for NatsTransport {
             .get_or_create_consumer(&durable, config)
             .await
             .map_err(|e| other(op, e))?;
+        let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             transport: self.clone(),
             topic: Arc::from(topic),
             group: Arc::from(options.group.as_str()),
             dlq_topic,
             options: options.clone(),
-            in_flight: InFlightLimit::new(options.max_in_flight),
+            in_flight: in_flight.clone(),
         });
-        let state = ReadLoop {
+        let fetch = NatsFetch {
             shared,
             consumer,
             batch: None,
-            failures: 0,
         };
-        let deliveries = fstream::unfold(state, |mut st| async move {
-            let item = st.next().await?;
-            Some((item, st))
-        });
-        Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+        Ok(pull_subscription(
+            topic,
+            options.group,
+            self.inner.lifecycle.clone(),
+            in_flight,
+            fetch,
+        ))
     }
 }
 
@@ -352,73 +350,49 @@ struct Shared {
     group: Arc<str>,
     dlq_topic: String,
     options: SubscribeOptions,
-    in_flight: InFlightLimit,
+    in_flight: Arc<InFlightLimit>,
 }
 
-struct ReadLoop {
+/// Reads with pull batches of at most the free in-flight slots, one
+/// message at a time as they arrive.
+struct NatsFetch {
     shared: Arc<Shared>,
     consumer: consumer::PullConsumer,
     batch: Option<consumer::pull::Batch>,
-    failures: u32,
 }
 
-impl ReadLoop {
-    async fn next(&mut self) -> Option<Result<Delivery>> {
-        loop {
-            if self.shared.transport.inner.closed.load(AtomicOrdering::Relaxed) {
-                return None;
-            }
-            let Some(batch) = self.batch.as_mut() else {
-                let s = &self.shared;
-                let capacity = s.in_flight.free();
-                if capacity == 0 {
-                    s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
-                    continue;
-                }
-                match self
+#[async_trait]
+impl Fetch for NatsFetch {
+    async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let batch = match self.batch.as_mut() {
+            Some(batch) => batch,
+            None => {
+                let batch = self
                     .consumer
                     .batch()
-                    .max_messages(capacity)
+                    .max_messages(max)
                     .expires(PULL_EXPIRES)
                     .messages()
                     .await
-                {
-                    Ok(b) => self.batch = Some(b),
-                    Err(e) => {
-                        if let Some(e) = self.failed(other("receive", e)).await {
-                            return Some(Err(e));
-                        }
-                    }
-                }
-                continue;
-            };
-            match batch.next().await {
-                None => self.batch = None,
-                Some(Ok(msg)) => {
-                    self.failures = 0;
-                    self.shared.in_flight.taken(1);
-                    return Some(Ok(self.delivery(msg)));
-                }
-                Some(Err(e)) => {
-                    self.batch = None;
-                    if let Some(e) = self.failed(other("receive", e)).await {
-                        return Some(Err(e));
-                    }
-                }
+                    .map_err(|e| other("receive", e))?;
+                self.batch.insert(batch)
+            }
+        };
+        match batch.next().await {
+            None => {
+                self.batch = None;
+                Ok(Vec::new())
+            }
+            Some(Ok(msg)) => Ok(vec![self.delivery(msg)]),
+            Some(Err(e)) => {
+                self.batch = None;
+                Err(other("receive", e))
             }
         }
     }
+}
 
-    /// Back off after a failure; returns the error to surface, if any.
-    async fn failed(&mut self, e: Error) -> Option<Error> {
-        self.failures += 1;
-        let pause = Duration::from_millis(100 * 2u64.pow(self.failures.min(5)));
-        tracing::warn!(error = %e, ?pause, topic = %self.shared.topic, "receive failed");
-        tokio::time::sleep(pause).await;
-        // Surface one error per streak; the loop keeps trying.
-        (self.failures == 1).then_some(e.with_retryable(true))
-    }
-
+impl NatsFetch {
     fn delivery(&self, msg: jetstream::Message) -> Delivery {
         let s = &self.shared;
         let (attempt, published) = match msg.info() {
@@ -442,7 +416,7 @@ impl ReadLoop {
             shared: s.clone(),
             msg: Some(msg),
         };
-        Delivery::new(Arc::new(message), info, Box::new(settler))
+        transport_core::backend::delivery(Arc::new(message), info, Box::new(settler))
     }
 }
 
@@ -611,7 +585,7 @@ impl Transport for NatsTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             extend: true,
-            ordering: Ordering::PerKeySingleConsumer,
+            ordering: KeyOrdering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,
             replay: true,
@@ -633,7 +607,7 @@ impl Transport for NatsTransport {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, AtomicOrdering::Relaxed);
+        self.inner.lifecycle.close();
         let _ = self.inner.client.flush().await;
         Ok(())
     }

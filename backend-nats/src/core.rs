@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn headers_round_trip() {
-        let m = Message::builder("p").key("k").header("x-a", "✓").build();
+        let m = Message::new("p").with_key("k").with_header("x-a", "✓");
         let h = encode(&m, true);
         let back = decode(Some(&h), m.payload.clone(), || "none".into());
         assert_eq!(back, m);

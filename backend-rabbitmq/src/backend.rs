@@ -18,11 +18,13 @@ use lapin::Acker;
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::mpsc;
-use transport_core::dead_letter::{redrive_message, DLQ_GROUP};
-use transport_core::names::validate_topic;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::backend::Settler;
+use transport_core::headers::DLQ_GROUP;
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
-    Redrive, Result, Settler, SubscribeOptions, Subscriber, Subscription, Transport,
+    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
+    Publisher, Redrive, Result, SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
 use crate::config::RabbitConfig;
@@ -293,7 +295,11 @@ impl Subscriber for RabbitTransport {
         tokio::spawn(pump(shared.clone(), first, tx));
         tokio::spawn(sweep(Arc::downgrade(&shared)));
         let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|d| (d, rx)) });
-        Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+        Ok(transport_core::backend::subscription(
+            topic,
+            options.group,
+            deliveries.boxed(),
+        ))
     }
 }
 
@@ -473,7 +479,7 @@ fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message::Delivery) 
         first_failure_ms: decoded.first_failure_ms,
         settled: false,
     };
-    Delivery::new(message, info, Box::new(settler))
+    transport_core::backend::delivery(message, info, Box::new(settler))
 }
 
 struct RabbitSettler {
@@ -783,7 +789,7 @@ impl Transport for RabbitTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             extend: true,
-            ordering: Ordering::PerKeySingleConsumer,
+            ordering: KeyOrdering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,
             ack_timeout_redelivery: true,

@@ -327,11 +327,10 @@ mod tests {
 
     #[test]
     fn properties_round_trip() {
-        let m = Message::builder(vec![0u8, 255])
-            .key("k")
-            .header("h", "✓")
-            .header("e", "")
-            .build();
+        let m = Message::new(vec![0u8, 255])
+            .with_key("k")
+            .with_header("h", "✓")
+            .with_header("e", "");
         let p = properties(&m, &[(H_ATTEMPTS, "2".into())]);
         let d = decode(&p, m.payload.to_vec(), || "x".into());
         assert_eq!(d.message, m);

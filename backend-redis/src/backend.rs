@@ -1,22 +1,19 @@
 //! The Redis Streams transport: builder, publish, subscribe, settle and the
 //! dead-letter operations.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt};
 use redis::aio::ConnectionManager;
 use redis::Value;
-use transport_core::dead_letter::redrive_message;
-use transport_core::flow::InFlightLimit;
-use transport_core::names::validate_topic;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::backend::{pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
-    Redrive, Result, Secret, Settler, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
+    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
+    Publisher, Redrive, Result, Secret, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
 use crate::config::RedisConfig;
@@ -88,7 +85,7 @@ pub struct RedisTransport {
 struct Inner {
     config: RedisConfig,
     conn: ConnectionManager,
-    closed: AtomicBool,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl fmt::Debug for RedisTransport {
@@ -142,18 +139,13 @@ impl RedisTransport {
             inner: Arc::new(Inner {
                 config,
                 conn,
-                closed: AtomicBool::new(false),
+                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
             }),
         })
     }
 
     fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.inner.closed.load(AtomicOrdering::Relaxed) {
-            return Err(Error::new(ErrorKind::Closed, "the transport was closed")
-                .with_backend(SCHEME)
-                .with_operation(op));
-        }
-        Ok(())
+        self.inner.lifecycle.check(op)
     }
 
     fn xadd(&self, pipe: &mut redis::Pipeline, stream: &str, message: &Message) {
@@ -238,35 +230,34 @@ impl Subscriber for RedisTransport {
         create_group(&mut control, &keys, &options.group, options.start).await?;
         // XREADGROUP BLOCK holds its connection: each subscription gets its own.
         let reader = core::connect(&self.inner.config, BLOCK + self.inner.config.command_timeout).await?;
+        let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let consumer = Arc::new(ConsumerShared {
-            transport: self.clone(),
             control,
             keys,
             topic: Arc::from(topic),
             group: Arc::from(options.group.as_str()),
             name: format!("c-{}", uuid::Uuid::now_v7().simple()),
             options: options.clone(),
-            in_flight: InFlightLimit::new(options.max_in_flight),
+            in_flight: in_flight.clone(),
         });
-        let state = ReadLoop {
+        let fetch = RedisFetch {
             shared: consumer,
             reader,
-            buf: VecDeque::new(),
             last_due: None,
             last_reclaim: Instant::now(),
-            failures: 0,
         };
-        let deliveries = stream::unfold(state, |mut st| async move {
-            let item = st.next().await?;
-            Some((item, st))
-        });
-        Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+        Ok(pull_subscription(
+            topic,
+            options.group,
+            self.inner.lifecycle.clone(),
+            in_flight,
+            fetch,
+        ))
     }
 }
 
 /// What a subscription and its deliveries share.
 struct ConsumerShared {
-    transport: RedisTransport,
     /// Connection for settlement (not the blocking reader).
     control: ConnectionManager,
     keys: Keys,
@@ -274,59 +265,41 @@ struct ConsumerShared {
     group: Arc<str>,
     name: String,
     options: SubscribeOptions,
-    in_flight: InFlightLimit,
+    in_flight: Arc<InFlightLimit>,
 }
 
-struct ReadLoop {
+/// One read: due nacks, timed-out deliveries, then new entries.
+struct RedisFetch {
     shared: Arc<ConsumerShared>,
     reader: ConnectionManager,
-    buf: VecDeque<Entry>,
     last_due: Option<Instant>,
     last_reclaim: Instant,
-    failures: u32,
 }
 
-impl ReadLoop {
-    async fn next(&mut self) -> Option<Result<Delivery>> {
-        loop {
-            if self.shared.transport.inner.closed.load(AtomicOrdering::Relaxed) {
-                return None;
-            }
-            if let Some(entry) = self.buf.pop_front() {
-                return Some(Ok(self.delivery(entry)));
-            }
-            let s = &self.shared;
-            let capacity = s.in_flight.free();
-            if capacity == 0 {
-                s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
-                continue;
-            }
-            match self.fill(capacity).await {
-                Ok(()) => self.failures = 0,
-                Err(e) => {
-                    self.failures += 1;
-                    let pause = Duration::from_millis(100 * 2u64.pow(self.failures.min(5)));
-                    tracing::warn!(error = %e, ?pause, topic = %self.shared.topic, "receive failed");
-                    tokio::time::sleep(pause).await;
-                    if e.kind() == ErrorKind::NotFound {
-                        // The stream or group vanished (flushed, or a restart
-                        // without persistence): declare it again.
-                        let s = &self.shared;
-                        let mut conn = s.control.clone();
-                        if let Err(e) = create_group(&mut conn, &s.keys, &s.group, StartFrom::Earliest).await {
-                            return Some(Err(e));
-                        }
-                        continue;
-                    }
-                    return Some(Err(e));
-                }
-            }
-        }
+#[async_trait]
+impl Fetch for RedisFetch {
+    async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let entries = self.fill(max).await?;
+        Ok(entries.into_iter().map(|e| self.delivery(e)).collect())
     }
 
-    /// Fetch up to `capacity` entries into the buffer: due nacks first, then
-    /// timed-out deliveries, then new entries.
-    async fn fill(&mut self, capacity: usize) -> Result<()> {
+    async fn recover(&mut self, error: &Error) -> Result<()> {
+        if error.kind() == ErrorKind::NotFound {
+            // The stream or group vanished (flushed, or a restart without
+            // persistence): declare it again.
+            let s = &self.shared;
+            let mut conn = s.control.clone();
+            create_group(&mut conn, &s.keys, &s.group, StartFrom::Earliest).await?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisFetch {
+    /// Up to `capacity` entries: due nacks first, then timed-out
+    /// deliveries, then new entries.
+    async fn fill(&mut self, capacity: usize) -> Result<Vec<Entry>> {
+        let mut buf = Vec::new();
         let s = self.shared.clone();
         let k = &s.keys;
         let now = Instant::now();
@@ -344,10 +317,10 @@ impl ReadLoop {
                 .invoke_async(&mut self.reader)
                 .await
                 .map_err(|e| map_err("receive", e))?;
-            self.buf.extend(core::parse_claimed(reply));
+            buf.extend(core::parse_claimed(reply));
         }
         let reclaim_every = (s.options.ack_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        if self.buf.len() < capacity && now.duration_since(self.last_reclaim) >= reclaim_every {
+        if buf.len() < capacity && now.duration_since(self.last_reclaim) >= reclaim_every {
             self.last_reclaim = now;
             let reply: Value = scripts()
                 .reclaim
@@ -357,14 +330,14 @@ impl ReadLoop {
                 .arg(&*s.group)
                 .arg(&s.name)
                 .arg(s.options.ack_timeout.as_millis() as u64)
-                .arg(capacity - self.buf.len())
+                .arg(capacity - buf.len())
                 .arg(core::now_ms())
                 .invoke_async(&mut self.reader)
                 .await
                 .map_err(|e| map_err("receive", e))?;
-            self.buf.extend(core::parse_claimed(reply));
+            buf.extend(core::parse_claimed(reply));
         }
-        if self.buf.is_empty() {
+        if buf.is_empty() {
             let reply: Value = redis::cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&*s.group)
@@ -379,10 +352,9 @@ impl ReadLoop {
                 .query_async(&mut self.reader)
                 .await
                 .map_err(|e| map_err("receive", e))?;
-            self.buf.extend(core::parse_read(reply));
+            buf.extend(core::parse_read(reply));
         }
-        s.in_flight.taken(self.buf.len());
-        Ok(())
+        Ok(buf)
     }
 
     fn delivery(&self, entry: Entry) -> Delivery {
@@ -400,7 +372,7 @@ impl ReadLoop {
             entry_id: entry.entry_id,
             settled: false,
         };
-        Delivery::new(Arc::new(entry.message), info, Box::new(settler))
+        transport_core::backend::delivery(Arc::new(entry.message), info, Box::new(settler))
     }
 }
 
@@ -645,7 +617,7 @@ impl Transport for RedisTransport {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             extend: true,
-            ordering: Ordering::PerKeySingleConsumer,
+            ordering: KeyOrdering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,
             replay: true,
@@ -667,7 +639,7 @@ impl Transport for RedisTransport {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, AtomicOrdering::Relaxed);
+        self.inner.lifecycle.close();
         Ok(())
     }
 }

@@ -335,11 +335,10 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        let m = Message::builder(vec![0u8, 255, 10])
-            .key("k")
-            .header("ü", "✓")
-            .header("empty", "")
-            .build();
+        let m = Message::new(vec![0u8, 255, 10])
+            .with_key("k")
+            .with_header("ü", "✓")
+            .with_header("empty", "");
         let flat: Vec<Value> = encode(&m)
             .into_iter()
             .flat_map(|(k, v)| [Value::BulkString(k), Value::BulkString(v)])

@@ -1,21 +1,20 @@
 //! The SQS + SNS transport: builder, publish, subscribe, settle and the
 //! dead-letter operations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use futures::StreamExt;
-use transport_core::dead_letter::{redrive_message, DLQ_GROUP, REDRIVE_COUNT};
-use transport_core::flow::InFlightLimit;
-use transport_core::names::validate_topic;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::backend::{pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
+use transport_core::headers::{DLQ_GROUP, REDRIVE_COUNT};
 use transport_core::{
-    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, Message, Ordering, Publisher,
-    Redrive, Result, Settler, SubscribeOptions, Subscriber, Subscription, Transport,
+    Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
+    Publisher, Redrive, Result, SubscribeOptions, Subscriber, Subscription, Transport,
 };
 
 use crate::config::SqsConfig;
@@ -97,7 +96,7 @@ struct Inner {
     sns: aws_sdk_sns::Client,
     topics: Mutex<HashMap<String, String>>,
     queues: Mutex<HashMap<String, (String, String)>>,
-    closed: AtomicBool,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl fmt::Debug for SqsTransport {
@@ -166,7 +165,7 @@ impl SqsTransport {
                 config,
                 topics: Mutex::default(),
                 queues: Mutex::default(),
-                closed: AtomicBool::new(false),
+                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
             }),
         };
         t.inner
@@ -180,10 +179,7 @@ impl SqsTransport {
     }
 
     fn check_open(&self, op: &'static str) -> Result<()> {
-        if self.inner.closed.load(AtomicOrdering::Relaxed) {
-            return Err(err(ErrorKind::Closed, op, "the transport was closed"));
-        }
-        Ok(())
+        self.inner.lifecycle.check(op)
     }
 
     fn fifo(&self) -> bool {
@@ -582,7 +578,7 @@ struct Shared {
     queue_url: String,
     dlq_url: String,
     options: SubscribeOptions,
-    in_flight: InFlightLimit,
+    in_flight: Arc<InFlightLimit>,
     deleter: Deleter,
 }
 
@@ -625,6 +621,7 @@ impl Subscriber for SqsTransport {
             let topic_arn = self.topic_arn(topic, op).await?;
             self.fan_out_to(&topic_arn, &queue_url, &queue_arn, op).await?;
         }
+        let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             transport: self.clone(),
             topic: Arc::from(topic),
@@ -632,54 +629,45 @@ impl Subscriber for SqsTransport {
             deleter: Deleter::start(self.inner.sqs.clone(), queue_url.clone()),
             queue_url,
             dlq_url,
-            in_flight: InFlightLimit::new(options.max_in_flight),
+            in_flight: in_flight.clone(),
             options: options.clone(),
         });
-        let state = (shared, VecDeque::<aws_sdk_sqs::types::Message>::new(), 0u32);
-        let deliveries = futures::stream::unfold(state, |(s, mut buf, mut failures)| async move {
-            loop {
-                if s.transport.inner.closed.load(AtomicOrdering::Relaxed) {
-                    return None;
-                }
-                if let Some(m) = buf.pop_front() {
-                    return Some((Ok(delivery(&s, m)), (s, buf, failures)));
-                }
-                let capacity = s.in_flight.free();
-                if capacity == 0 {
-                    s.in_flight.wait_for_slot(Duration::from_millis(200)).await;
-                    continue;
-                }
-                let received = s
-                    .transport
-                    .inner
-                    .sqs
-                    .receive_message()
-                    .queue_url(&s.queue_url)
-                    .max_number_of_messages(capacity.min(10) as i32)
-                    .wait_time_seconds(s.transport.inner.config.wait.as_secs() as i32)
-                    .message_system_attribute_names(MessageSystemAttributeName::All)
-                    .message_attribute_names("All")
-                    .send()
-                    .await;
-                match received {
-                    Ok(out) => {
-                        failures = 0;
-                        let got = out.messages.unwrap_or_default();
-                        s.in_flight.taken(got.len());
-                        buf.extend(got);
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        let e = map_sdk("receive", e);
-                        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(failures.min(5)))).await;
-                        if failures == 1 {
-                            return Some((Err(e.with_retryable(true)), (s, buf, failures)));
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Subscription::new(topic, options.group, deliveries.boxed()))
+        Ok(pull_subscription(
+            topic,
+            options.group,
+            self.inner.lifecycle.clone(),
+            in_flight,
+            SqsFetch(shared),
+        ))
+    }
+}
+
+/// One long-polling `ReceiveMessage` of at most 10 (SQS's limit).
+struct SqsFetch(Arc<Shared>);
+
+#[async_trait]
+impl Fetch for SqsFetch {
+    async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        let s = &self.0;
+        let out = s
+            .transport
+            .inner
+            .sqs
+            .receive_message()
+            .queue_url(&s.queue_url)
+            .max_number_of_messages(max.min(10) as i32)
+            .wait_time_seconds(s.transport.inner.config.wait.as_secs() as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| map_sdk("receive", e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| delivery(s, m))
+            .collect())
     }
 }
 
@@ -754,7 +742,7 @@ fn delivery(s: &Arc<Shared>, m: aws_sdk_sqs::types::Message) -> Delivery {
         receipt: m.receipt_handle().unwrap_or_default().to_owned(),
         settled: false,
     };
-    Delivery::new(Arc::new(message), info, Box::new(settler))
+    transport_core::backend::delivery(Arc::new(message), info, Box::new(settler))
 }
 
 struct SqsSettler {
@@ -1007,7 +995,7 @@ impl Transport for SqsTransport {
         let fifo = self.fifo();
         Capabilities {
             extend: true,
-            ordering: if fifo { Ordering::PerKey } else { Ordering::None },
+            ordering: if fifo { KeyOrdering::PerKey } else { KeyOrdering::None },
             ordering_across_nack: fifo,
             nack_delay: true,
             max_nack_delay: Some(MAX_VISIBILITY),
@@ -1036,7 +1024,7 @@ impl Transport for SqsTransport {
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, AtomicOrdering::Relaxed);
+        self.inner.lifecycle.close();
         Ok(())
     }
 }

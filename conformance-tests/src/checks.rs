@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 use futures::StreamExt;
-use transport_core::dead_letter::DLQ_PREFIX;
+use transport_core::headers::DLQ_PREFIX;
 use transport_core::{
-    Bytes, Capabilities, ErrorKind, Message, Ordering, Redrive, StartFrom, SubscribeOptions, Subscription, Transport,
+    Bytes, Capabilities, ErrorKind, KeyOrdering, Message, Redrive, StartFrom, SubscribeOptions, Subscription, Transport,
 };
 
 use crate::ensure;
@@ -95,14 +95,13 @@ pub async fn round_trip_near_max_size(t: &Arc<dyn Transport>) -> CheckResult {
 /// Unicode headers, key and a caller-chosen id survive the round trip.
 pub async fn round_trip_headers_key_id(t: &Arc<dyn Transport>) -> CheckResult {
     let t: &dyn Transport = t.as_ref();
-    let message = Message::builder("body")
-        .id(format!("order-{}", unique("id")))
-        .key("clé-ключ-键-🔑")
-        .header("greeting", "héllo wörld ✓ 你好 🚀")
-        .header("x-trace-id", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-        .header("empty", "")
-        .header("multi-word", "a = b; c, d \"quoted\"")
-        .build();
+    let message = Message::new("body")
+        .with_id(format!("order-{}", unique("id")))
+        .with_key("clé-ключ-键-🔑")
+        .with_header("greeting", "héllo wörld ✓ 你好 🚀")
+        .with_header("x-trace-id", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .with_header("empty", "")
+        .with_header("multi-word", "a = b; c, d \"quoted\"");
     round_trip(t, "headers", message).await
 }
 
@@ -184,7 +183,7 @@ pub async fn competing_consumers(t: &Arc<dyn Transport>) -> CheckResult {
 }
 
 fn key_consumers(caps: &Capabilities) -> usize {
-    if caps.ordering == Ordering::PerKey {
+    if caps.ordering == KeyOrdering::PerKey {
         2
     } else {
         1
@@ -202,7 +201,7 @@ async fn subscribe_n(
         subs.push(t.subscribe(topic, options.clone()).await?);
     }
     let group = options.group.clone();
-    Ok(Subscription::new(
+    Ok(transport_core::backend::subscription(
         topic,
         group,
         futures::stream::select_all(subs).boxed(),
@@ -501,7 +500,7 @@ pub async fn max_attempts_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
     let t: &dyn Transport = t.as_ref();
     let options = opts("g").max_attempts(3);
     let (topic, mut sub) = fresh(t, "maxattempts", options.clone()).await?;
-    let m = Message::builder("poison").key("k1").header("h", "v ✓").build();
+    let m = Message::new("poison").with_key("k1").with_header("h", "v ✓");
     let before = SystemTime::now() - Duration::from_secs(1);
     t.publish(&topic, m.clone()).await?;
     for attempt in 1..=3 {

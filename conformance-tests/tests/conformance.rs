@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use conformance_tests::{broker_skips, checks, CheckRecord, CheckStatus, Report};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use transport_core::secret::redact_url;
+use transport_core::redact_url;
 
 fn main() {
     let _ = tracing_subscriber::fmt()

@@ -21,7 +21,7 @@ fn now_us() -> u64 {
 pub async fn run(args: BenchArgs) -> CliResult {
     let url = url_or_env(args.url.clone())?;
     let broker = connect(&url).await?;
-    let topic = format!("bench-{}", transport::message::new_id().replace('-', ""));
+    let topic = format!("bench-{}", transport::new_id().replace('-', ""));
     let mut sub = broker
         .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(512))
         .await

@@ -8,7 +8,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use conformance_tests::{checks, CheckRecord, CheckStatus, Report};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use transport::secret::redact_url;
+use transport::redact_url;
 use transport::Transport;
 
 use crate::cli::CheckArgs;

@@ -56,7 +56,7 @@ async fn flow(url: &str) -> transport::Result<()> {
         .max_attempts(4)
         .ack_timeout(Duration::from_secs(10))
         .max_in_flight(16);
-    println!("backend: {} ({})", broker.backend(), transport::secret::redact_url(url));
+    println!("backend: {} ({})", broker.backend(), transport::redact_url(url));
 
     // Subscribing first creates the group, so it sees every order below.
     drop(broker.subscribe(&topic, options.clone()).await?);

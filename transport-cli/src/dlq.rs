@@ -1,7 +1,7 @@
 //! `transport dlq`.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use transport::dead_letter::format_time;
+use transport::format_time;
 use transport::{Redrive, SubscribeOptions};
 
 use crate::cli::{DlqArgs, DlqOp};

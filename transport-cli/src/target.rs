@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use transport::secret::redact_url;
+use transport::redact_url;
 use transport::{ErrorKind, Transport};
 
 /// A failure to report in one line, with a hint of what to check.

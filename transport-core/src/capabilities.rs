@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Which order deliveries keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Ordering {
+pub enum KeyOrdering {
     /// No order is promised.
     #[default]
     None,
@@ -22,7 +22,7 @@ pub enum Ordering {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Capabilities {
     /// Per-key order promise.
-    pub ordering: Ordering,
+    pub ordering: KeyOrdering,
     /// A nacked message is redelivered before later messages of its key.
     pub ordering_across_nack: bool,
     /// `nack(Some(delay))` holds the message back for at least the delay.
@@ -62,11 +62,11 @@ pub struct Capabilities {
 impl Capabilities {
     /// Whether messages with one key keep their order with several consumers.
     pub fn ordered_per_key(&self) -> bool {
-        self.ordering == Ordering::PerKey
+        self.ordering == KeyOrdering::PerKey
     }
 
     /// Whether messages with one key keep their order with a single consumer.
     pub fn ordered_per_key_single_consumer(&self) -> bool {
-        matches!(self.ordering, Ordering::PerKey | Ordering::PerKeySingleConsumer)
+        matches!(self.ordering, KeyOrdering::PerKey | KeyOrdering::PerKeySingleConsumer)
     }
 }

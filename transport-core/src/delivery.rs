@@ -68,8 +68,8 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Used by backends.
-    pub fn new(message: Arc<Message>, info: DeliveryInfo, settler: Box<dyn Settler>) -> Self {
+    /// Backends build deliveries with [`backend::delivery`](crate::backend::delivery).
+    pub(crate) fn new(message: Arc<Message>, info: DeliveryInfo, settler: Box<dyn Settler>) -> Self {
         Delivery {
             message,
             info,

@@ -20,29 +20,31 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod capabilities;
-pub mod dead_letter;
-pub mod delivery;
-pub mod error;
-pub mod event;
-pub mod flow;
-pub mod message;
-pub mod names;
-pub mod options;
+pub mod backend;
+mod capabilities;
+mod dead_letter;
+mod delivery;
+mod error;
+mod event;
+mod flow;
+pub mod headers;
+mod message;
+mod names;
+mod options;
 pub mod runtime;
-pub mod secret;
-pub mod settle;
-pub mod subscription;
-pub mod transport;
+mod secret;
+mod settle;
+mod subscription;
+mod transport;
 
-pub use capabilities::{Capabilities, Ordering};
-pub use dead_letter::{DeadLetter, DeadLetterQueue, Redrive};
-pub use delivery::{Delivery, DeliveryInfo, Settler};
+pub use capabilities::{Capabilities, KeyOrdering};
+pub use dead_letter::{format_time, DeadLetter, DeadLetterQueue, Redrive};
+pub use delivery::{Delivery, DeliveryInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventError};
-pub use message::{Headers, Message, MessageBuilder};
+pub use message::{new_id, Headers, Message};
 pub use options::{DeadLetterPolicy, StartFrom, SubscribeOptions};
-pub use secret::Secret;
+pub use secret::{redact_url, Secret};
 pub use settle::{Outcome, Settled};
 pub use subscription::Subscription;
 pub use transport::{Publisher, Subscriber, Transport};

@@ -119,11 +119,6 @@ impl Message {
         }
     }
 
-    /// A builder for a message with this payload.
-    pub fn builder(payload: impl Into<Bytes>) -> MessageBuilder {
-        MessageBuilder(Message::new(payload))
-    }
-
     /// A message whose payload is `value` as JSON, with `content-type: application/json`.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
         let payload = serde_json::to_vec(value)
@@ -200,35 +195,6 @@ impl fmt::Debug for Message {
             .field("headers", &self.headers)
             .field("payload_len", &self.payload.len())
             .finish()
-    }
-}
-
-/// Builds a [`Message`].
-#[derive(Debug, Clone)]
-pub struct MessageBuilder(Message);
-
-impl MessageBuilder {
-    /// Set the id (a UUIDv7 otherwise).
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.0.id = id.into();
-        self
-    }
-
-    /// Set the ordering key.
-    pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.0.key = Some(key.into());
-        self
-    }
-
-    /// Add a header.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.0.headers.insert(name, value);
-        self
-    }
-
-    /// The message.
-    pub fn build(self) -> Message {
-        self.0
     }
 }
 

@@ -31,8 +31,9 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Used by backends: wrap their raw stream of deliveries.
-    pub fn new(
+    /// Backends build subscriptions with [`backend::subscription`](crate::backend::subscription)
+    /// or [`backend::pull_subscription`](crate::backend::pull_subscription).
+    pub(crate) fn new(
         topic: impl Into<String>,
         group: impl Into<String>,
         inner: BoxStream<'static, Result<Delivery>>,

@@ -35,7 +35,7 @@
 
 mod connect;
 
-pub use connect::{connect, schemes};
+pub use connect::{connect, register, schemes, Factory};
 pub use transport_core::*;
 
 /// The in-memory backend.

@@ -1,0 +1,79 @@
+//! The closed guard every transport needs, error tagging with the backend's
+//! name, and settling a delivery its holder dropped.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Whether a transport was closed, and the backend name errors carry.
+#[derive(Debug)]
+pub struct Lifecycle {
+    backend: &'static str,
+    closed: AtomicBool,
+}
+
+impl Lifecycle {
+    /// An open transport of `backend`.
+    pub fn new(backend: &'static str) -> Self {
+        Lifecycle {
+            backend,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// The backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// `Closed` once [`close`](Self::close) was called.
+    pub fn check(&self, operation: &'static str) -> Result<()> {
+        if self.is_closed() {
+            return Err(self.error(ErrorKind::Closed, operation, "the transport was closed"));
+        }
+        Ok(())
+    }
+
+    /// Mark closed; returns whether it was open.
+    pub fn close(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether it was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Tag an error with this backend and `operation` (for `map_err`).
+    pub fn tag(&self, operation: &'static str) -> impl Fn(Error) -> Error {
+        let backend = self.backend;
+        move |e| e.with_backend(backend).with_operation(operation)
+    }
+
+    /// A new error of `kind` from this backend's `operation`.
+    pub fn error(&self, kind: ErrorKind, operation: &'static str, message: impl Into<String>) -> Error {
+        Error::new(kind, message)
+            .with_backend(self.backend)
+            .with_operation(operation)
+    }
+
+    /// `DeliveryExpired`: the delivery was settled, redelivered or timed out
+    /// before `operation` reached the broker.
+    pub fn expired(&self, operation: &'static str) -> Error {
+        self.error(
+            ErrorKind::DeliveryExpired,
+            operation,
+            "the delivery is no longer held: it was settled, timed out or redelivered",
+        )
+    }
+}
+
+/// Run `settle` in the background if a tokio runtime is there; used by a
+/// settler's `Drop` to hand an unsettled delivery back at once. Without a
+/// runtime the broker's ack timeout brings it back later.
+pub fn on_drop(settle: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(settle);
+    }
+}

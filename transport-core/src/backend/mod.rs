@@ -1,0 +1,57 @@
+//! The toolkit for backend authors: what every backend needs and would
+//! otherwise write again. Applications do not need anything here.
+//!
+//! A backend crate has the same small files as every other one:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `lib.rs` | the docs (`docs.md`), `SCHEME`, a few `pub use` lines |
+//! | `config.rs` | the configuration, from a URL and from the builder |
+//! | `core.rs` | the client connection and the mapping of its errors, in one place |
+//! | `provision.rs` | creating topics, groups and dead-letter queues on the broker |
+//! | `publisher.rs` | `publish` and `publish_batch` |
+//! | `subscriber.rs` | the read loop (a [`Fetch`] run by [`pull_subscription`]) and the settler |
+//! | `dead_letters.rs` | the [`DeadLetterQueue`](crate::DeadLetterQueue) operations |
+//! | `backend.rs` | the builder and the [`Transport`](crate::Transport) impl, delegating to the files above |
+//!
+//! The pieces here: [`Lifecycle`] (the closed guard and error tagging),
+//! [`pull_subscription`] (a read loop with flow control, reconnect backoff
+//! and one error policy), [`on_drop`] (settling a dropped delivery),
+//! [`delivery`] and [`subscription`] (the constructors), plus the
+//! dead-letter model and name rules every backend applies.
+
+mod lifecycle;
+mod pull;
+
+pub use lifecycle::{on_drop, Lifecycle};
+pub use pull::{pull_subscription, Backoff, Fetch};
+
+pub use crate::dead_letter::{dead_letter_message, redrive_message};
+pub use crate::delivery::{DeliveryInfo, Settler};
+pub use crate::flow::InFlightLimit;
+pub use crate::names::{validate_group, validate_topic};
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+
+use crate::delivery::Delivery;
+use crate::error::Result;
+use crate::message::Message;
+use crate::subscription::Subscription;
+
+/// A delivery of `message` that `settler` settles.
+pub fn delivery(message: Arc<Message>, info: DeliveryInfo, settler: Box<dyn Settler>) -> Delivery {
+    Delivery::new(message, info, settler)
+}
+
+/// The subscription for a backend's raw stream of deliveries; the rules
+/// every backend shares (exhausted redeliveries dead-lettered on arrival,
+/// redrives for other groups skipped) are applied on top.
+pub fn subscription(
+    topic: impl Into<String>,
+    group: impl Into<String>,
+    deliveries: BoxStream<'static, Result<Delivery>>,
+) -> Subscription {
+    Subscription::new(topic, group, deliveries)
+}
