@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::stream::StreamExt;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::backend::{pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
+use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
 use transport_core::{
     Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
     Publisher, Redrive, Result, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
@@ -478,11 +478,9 @@ impl Drop for NatsSettler {
         }
         // Dropped unsettled: hand it back now rather than after ack_wait.
         let (_, msg) = self.take();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = msg.ack_with(AckKind::Nak(None)).await;
-            });
-        }
+        on_drop(async move {
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+        });
     }
 }
 

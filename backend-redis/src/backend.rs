@@ -10,7 +10,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::backend::{pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
+use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Lifecycle, Settler};
 use transport_core::{
     Capabilities, DeadLetter, DeadLetterQueue, Delivery, DeliveryInfo, Error, ErrorKind, KeyOrdering, Message,
     Publisher, Redrive, Result, Secret, StartFrom, SubscribeOptions, Subscriber, Subscription, Transport,
@@ -506,13 +506,11 @@ impl Drop for RedisSettler {
         // Dropped unsettled: hand it back now rather than after the ack
         // timeout, when a runtime is there to do it.
         let (s, id) = self.begin();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(e) = nack_entry(&s, &id, Duration::ZERO).await {
-                    tracing::debug!(error = %e, "returning a dropped delivery failed; the ack timeout will");
-                }
-            });
-        }
+        on_drop(async move {
+            if let Err(e) = nack_entry(&s, &id, Duration::ZERO).await {
+                tracing::debug!(error = %e, "returning a dropped delivery failed; the ack timeout will");
+            }
+        });
     }
 }
 

@@ -4,7 +4,11 @@
 mod backend;
 mod config;
 mod core;
+mod dead_letters;
 mod deletes;
+mod provision;
+mod publisher;
+mod subscriber;
 
 pub use backend::{SqsBuilder, SqsTransport};
 pub use config::SqsConfig;

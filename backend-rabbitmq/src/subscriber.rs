@@ -1,0 +1,435 @@
+//! Reading a group's work queue (`basic.consume` pumped into the
+//! subscription, reopened after a channel or connection loss) and settling
+//! deliveries: ack, nack through the TTL retry queues, dead-letter, the
+//! library's ack-timeout sweep.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::Acker;
+use lapin::Channel;
+use tokio::sync::mpsc;
+use transport_core::backend::Settler;
+use transport_core::backend::{on_drop, Backoff};
+use transport_core::{
+    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, SubscribeOptions, Subscriber, Subscription,
+};
+
+use crate::backend::{dlq_queue, now_ms, tag, work_queue, RabbitTransport};
+use crate::core::{self, err, map_err, H_ATTEMPTS, H_FIRST_FAILURE};
+
+/// What a subscription, its pump task and its deliveries share.
+pub(crate) struct Shared {
+    pub(crate) transport: RabbitTransport,
+    pub(crate) topic: Arc<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) queue: String,
+    pub(crate) dlq_topic: String,
+    pub(crate) options: SubscribeOptions,
+    /// Deliveries handed out or buffered and not settled: (channel generation,
+    /// delivery tag) -> deadline and acker. The sweeper nacks expired ones.
+    pub(crate) pending: Mutex<HashMap<(u64, u64), (Instant, Acker)>>,
+    pub(crate) generation: AtomicU64,
+    /// The consuming channel, kept open while any delivery of it may still
+    /// be settled (dropping the last handle closes it, requeueing the rest).
+    pub(crate) channel: Mutex<Option<Channel>>,
+}
+
+impl Shared {
+    fn take_pending(&self, key: (u64, u64)) -> Option<Acker> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+            .map(|(_, a)| a)
+    }
+}
+
+#[async_trait]
+impl Subscriber for RabbitTransport {
+    async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription> {
+        let op = "subscribe";
+        self.check_open(op)?;
+        options.validate(topic).map_err(tag(op))?;
+        let queue = work_queue(topic, &options.group);
+        let dlq_topic = options.dlq_topic(topic);
+        if queue.len() > 250 || dlq_queue(&dlq_topic).len() > 250 {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                op,
+                "topic and group names are too long for RabbitMQ queue names (255 bytes)",
+            ));
+        }
+        let shared = Arc::new(Shared {
+            transport: self.clone(),
+            topic: Arc::from(topic),
+            group: Arc::from(options.group.as_str()),
+            queue,
+            dlq_topic,
+            options: options.clone(),
+            pending: Mutex::default(),
+            generation: AtomicU64::new(0),
+            channel: Mutex::default(),
+        });
+        // Declare and start consuming before returning, so the group exists.
+        let first = open_consumer(&shared).await?;
+        let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
+        tokio::spawn(pump(shared.clone(), first, tx));
+        tokio::spawn(sweep(Arc::downgrade(&shared)));
+        let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|d| (d, rx)) });
+        Ok(transport_core::backend::subscription(
+            topic,
+            options.group,
+            deliveries.boxed(),
+        ))
+    }
+}
+
+pub(crate) struct Consuming {
+    pub(crate) channel: Channel,
+    pub(crate) consumer: lapin::Consumer,
+    pub(crate) tag: String,
+    pub(crate) generation: u64,
+}
+
+pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
+    let op = "subscribe";
+    let conn = &s.transport.inner.conn;
+    let connection = conn.connection().await?;
+    let channel = connection.create_channel().await.map_err(|e| map_err(op, e))?;
+    let publisher = conn.publisher().await?;
+    conn.declare_queue(&publisher, &s.topic, &s.queue, core::work_queue_args(conn.config()), op)
+        .await?;
+    conn.declare_queue(
+        &publisher,
+        &s.dlq_topic,
+        &dlq_queue(&s.dlq_topic),
+        FieldTable::default(),
+        op,
+    )
+    .await?;
+    channel
+        .basic_qos(
+            s.options.max_in_flight.min(u16::MAX as usize) as u16,
+            BasicQosOptions::default(),
+        )
+        .await
+        .map_err(|e| map_err(op, e))?;
+    let tag = format!("transport-{}", uuid::Uuid::now_v7().simple());
+    let consumer = channel
+        .basic_consume(
+            s.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| map_err(op, e))?;
+    let generation = s.generation.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+    *s.channel.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel.clone());
+    Ok(Consuming {
+        channel,
+        consumer,
+        tag,
+        generation,
+    })
+}
+
+/// Moves deliveries from the AMQP consumer to the subscription, registering
+/// each with its deadline; reconnects when the channel or connection drops.
+pub(crate) async fn pump(s: Arc<Shared>, first: Consuming, tx: mpsc::Sender<Result<Delivery>>) {
+    let mut current = Some(first);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
+    loop {
+        if s.transport.inner.lifecycle.is_closed() || tx.is_closed() {
+            break;
+        }
+        let Some(c) = current.as_mut() else {
+            match open_consumer(&s).await {
+                Ok(c) => {
+                    backoff.reset();
+                    current = Some(c);
+                }
+                Err(e) => {
+                    let pause = backoff.next_pause();
+                    if backoff.failures() == 1 && tx.send(Err(e.with_retryable(true))).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = tx.closed() => break,
+            next = c.consumer.next() => match next {
+                Some(Ok(d)) => {
+                    let delivery = make_delivery(&s, c.generation, d);
+                    // When the subscription is gone the delivery is dropped,
+                    // which hands it back to the queue.
+                    if tx.send(Ok(delivery)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, queue = %s.queue, "consumer failed; reconnecting");
+                    current = None;
+                }
+                None => current = None,
+            }
+        }
+    }
+    // Stop consuming, and hand back what the channel prefetched but nobody took.
+    if let Some(mut c) = current {
+        let _ = c
+            .channel
+            .basic_cancel(c.tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), c.consumer.next()).await {
+            let _ = d
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// Nacks (requeues) deliveries not settled within the ack timeout. Runs
+/// while anything still refers to the subscription.
+pub(crate) async fn sweep(weak: Weak<Shared>) {
+    loop {
+        let every = match weak.upgrade() {
+            Some(s) => {
+                let now = Instant::now();
+                let expired: Vec<Acker> = {
+                    let mut pending = s.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let keys: Vec<_> = pending
+                        .iter()
+                        .filter(|(_, (d, _))| *d <= now)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    keys.into_iter()
+                        .filter_map(|k| pending.remove(&k).map(|(_, a)| a))
+                        .collect()
+                };
+                for acker in expired {
+                    tracing::debug!(queue = %s.queue, "ack timeout passed; requeueing");
+                    let _ = acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                (s.options.ack_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+            }
+            None => return,
+        };
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub(crate) fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message::Delivery) -> Delivery {
+    let key = (generation, d.delivery_tag);
+    s.pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (Instant::now() + s.options.ack_timeout, d.acker.clone()));
+    let tag_text = d.delivery_tag.to_string();
+    let decoded = core::decode(&d.properties, d.data, || tag_text);
+    let attempt = decoded.previous_attempts + 1;
+    let first_failure = decoded
+        .first_failure_ms
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let message = Arc::new(decoded.message);
+    let info = DeliveryInfo {
+        topic: s.topic.clone(),
+        group: s.group.clone(),
+        attempt,
+        max_attempts: s.options.dead_letter.max_attempts,
+        ack_timeout: s.options.ack_timeout,
+        first_failure,
+    };
+    let settler = RabbitSettler {
+        shared: s.clone(),
+        key,
+        message: message.clone(),
+        attempt,
+        first_failure_ms: decoded.first_failure_ms,
+        settled: false,
+    };
+    transport_core::backend::delivery(message, info, Box::new(settler))
+}
+
+pub(crate) struct RabbitSettler {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) key: (u64, u64),
+    pub(crate) message: Arc<Message>,
+    pub(crate) attempt: u32,
+    pub(crate) first_failure_ms: Option<u64>,
+    pub(crate) settled: bool,
+}
+
+pub(crate) fn expired(op: &'static str) -> Error {
+    err(
+        ErrorKind::DeliveryExpired,
+        op,
+        "the ack timeout passed and the message was requeued, or its channel closed",
+    )
+}
+
+impl RabbitSettler {
+    fn acker(&mut self, op: &'static str) -> Result<Acker> {
+        self.settled = true;
+        self.shared.take_pending(self.key).ok_or_else(|| expired(op))
+    }
+}
+
+#[async_trait]
+impl Settler for RabbitSettler {
+    async fn ack(mut self: Box<Self>) -> Result<()> {
+        let acker = self.acker("ack")?;
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|e| map_err("ack", e))
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
+        let acker = self.acker("nack")?;
+        let delay = delay.filter(|d| !d.is_zero());
+        let Some(delay) = delay else {
+            return acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(|e| map_err("nack", e));
+        };
+        // No delayed-message plugin: park a copy in a TTL queue that
+        // dead-letters back to the work queue, then ack the original.
+        let s = &self.shared;
+        let conn = &s.transport.inner.conn;
+        let ms = core::delay_bucket_ms(delay.as_millis() as u64);
+        let retry = format!("{}/retry-{ms}", s.queue);
+        let result = async {
+            let ch = conn.publisher().await?;
+            conn.declare_retry_queue(&ch, &retry, &s.queue, ms).await?;
+            let first = self.first_failure_ms.unwrap_or_else(now_ms);
+            let extra = [
+                (H_ATTEMPTS, self.attempt.to_string()),
+                (H_FIRST_FAILURE, first.to_string()),
+            ];
+            s.transport.publish_to("nack", "", &retry, &self.message, &extra).await
+        }
+        .await;
+        match result {
+            Ok(()) => acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(|e| map_err("nack", e)),
+            Err(e) => {
+                let _ = acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
+        let acker = self.acker("dead_letter")?;
+        let s = &self.shared;
+        let ch = s.transport.inner.conn.publisher().await;
+        let stored = match ch {
+            Ok(ch) => {
+                match s
+                    .transport
+                    .inner
+                    .conn
+                    .declare_queue(
+                        &ch,
+                        &s.dlq_topic,
+                        &dlq_queue(&s.dlq_topic),
+                        FieldTable::default(),
+                        "dead_letter",
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        s.transport
+                            .publish_to("dead_letter", &s.dlq_topic, &s.dlq_topic, &dead, &[])
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // Stored first, then removed: a crash in between duplicates, never loses.
+        match stored {
+            Ok(()) => acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(|e| map_err("dead_letter", e)),
+            Err(e) => {
+                let _ = acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn extend(&self, by: Duration) -> Result<()> {
+        let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get_mut(&self.key) {
+            Some((deadline, _)) => {
+                *deadline = Instant::now() + by;
+                Ok(())
+            }
+            None => Err(expired("extend")),
+        }
+    }
+}
+
+impl Drop for RabbitSettler {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Dropped unsettled: requeue now rather than after the ack timeout.
+        // Without a runtime the sweeper cannot run either; the message
+        // returns when the channel closes.
+        if let Some(acker) = self.shared.take_pending(self.key) {
+            on_drop(async move {
+                let _ = acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Publishing: one message (SNS `Publish` or SQS `SendMessage`) and batches
+//! of up to 10 (`PublishBatch` / `SendMessageBatch`), with the lossless
+//! attribute mapping of `core::Wire`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use transport_core::backend::validate_topic;
+use transport_core::{ErrorKind, Message, Publisher, Result};
+
+use crate::backend::{tag, SqsTransport, MAX_MESSAGE};
+use crate::core::{self, err, map_sdk, Wire};
+
+pub(crate) fn sqs_attrs(w: &Wire) -> HashMap<String, aws_sdk_sqs::types::MessageAttributeValue> {
+    w.attributes
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .ok()?;
+            Some((k.clone(), value))
+        })
+        .collect()
+}
+
+pub(crate) fn sns_attrs(w: &Wire) -> HashMap<String, aws_sdk_sns::types::MessageAttributeValue> {
+    w.attributes
+        .iter()
+        .filter_map(|(k, v)| {
+            let value = aws_sdk_sns::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(v)
+                .build()
+                .ok()?;
+            Some((k.clone(), value))
+        })
+        .collect()
+}
+
+impl SqsTransport {
+    pub(crate) fn wire(&self, m: &Message, extra: &[(&str, String)], op: &'static str) -> Result<Wire> {
+        m.validate().map_err(tag(op))?;
+        m.check_size(MAX_MESSAGE).map_err(tag(op))?;
+        let w = core::encode(m, extra);
+        if w.size() > core::WIRE_LIMIT {
+            return Err(err(
+                ErrorKind::MessageTooLarge,
+                op,
+                format!("message {} is {} bytes on the wire, SQS takes 256 KiB", m.id, w.size()),
+            ));
+        }
+        Ok(w)
+    }
+
+    /// Send straight to a queue (dead letters, redrives).
+    pub(crate) async fn send_to_queue(&self, url: &str, m: &Message, dedup: &str, op: &'static str) -> Result<()> {
+        let w = self.wire(m, &[], op)?;
+        let mut req = self
+            .inner
+            .sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(w.body.clone())
+            .set_message_attributes(Some(sqs_attrs(&w)));
+        if self.fifo() {
+            req = req.message_group_id(core::group_id(m)).message_deduplication_id(dedup);
+        }
+        req.send().await.map_err(|e| map_sdk(op, e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Publisher for SqsTransport {
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        let op = "publish";
+        self.check_open(op)?;
+        validate_topic(topic).map_err(tag(op))?;
+        if self.point_to_point() {
+            let url = self.topic_queue(topic, op).await?;
+            return self.send_to_queue(&url, &message, &message.id, op).await;
+        }
+        let w = self.wire(&message, &[], op)?;
+        let arn = self.topic_arn(topic, op).await?;
+        let mut req = self
+            .inner
+            .sns
+            .publish()
+            .topic_arn(arn)
+            .message(w.body.clone())
+            .set_message_attributes(Some(sns_attrs(&w)));
+        if self.fifo() {
+            req = req
+                .message_group_id(core::group_id(&message))
+                .message_deduplication_id(&message.id);
+        }
+        req.send().await.map_err(|e| map_sdk(op, e))?;
+        Ok(())
+    }
+
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let op = "publish_batch";
+        self.check_open(op)?;
+        validate_topic(topic).map_err(tag(op))?;
+        let wires = messages
+            .iter()
+            .map(|m| self.wire(m, &[], op))
+            .collect::<Result<Vec<_>>>()?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let target = match self.point_to_point() {
+            true => Target::Queue(self.topic_queue(topic, op).await?),
+            false => Target::Topic(self.topic_arn(topic, op).await?),
+        };
+        // Chunks of 10 (the SNS and SQS limit), in order; failed entries are
+        // retried once, and what still fails is reported by id, never
+        // dropped silently.
+        for (chunk_m, chunk_w) in messages.chunks(10).zip(wires.chunks(10)) {
+            let mut pending: Vec<usize> = (0..chunk_m.len()).collect();
+            for round in 0..2 {
+                let failed = match &target {
+                    Target::Topic(arn) => self.sns_batch(arn, chunk_m, chunk_w, &pending, op).await?,
+                    Target::Queue(url) => self.sqs_batch(url, chunk_m, chunk_w, &pending, op).await?,
+                };
+                if failed.is_empty() {
+                    break;
+                }
+                if round == 1 {
+                    let list: Vec<String> = failed
+                        .iter()
+                        .map(|(i, why)| format!("{} ({why})", chunk_m[*i].id))
+                        .collect();
+                    return Err(err(
+                        ErrorKind::PartialFailure,
+                        op,
+                        format!("not published: {}", list.join(", ")),
+                    ));
+                }
+                pending = failed.into_iter().map(|(i, _)| i).collect();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a batch goes.
+pub(crate) enum Target {
+    /// An SNS topic ARN (fan-out mode).
+    Topic(String),
+    /// An SQS queue URL (point-to-point mode).
+    Queue(String),
+}
+
+impl SqsTransport {
+    /// One `PublishBatch` of the `pending` entries of a chunk; the entries
+    /// that failed, with why.
+    pub(crate) async fn sns_batch(
+        &self,
+        arn: &str,
+        messages: &[Message],
+        wires: &[Wire],
+        pending: &[usize],
+        op: &'static str,
+    ) -> Result<Vec<(usize, String)>> {
+        let entries = pending
+            .iter()
+            .map(|&i| {
+                let (m, w) = (&messages[i], &wires[i]);
+                let mut e = aws_sdk_sns::types::PublishBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message(w.body.clone())
+                    .set_message_attributes(Some(sns_attrs(w)));
+                if self.fifo() {
+                    e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
+                }
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .inner
+            .sns
+            .publish_batch()
+            .topic_arn(arn)
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| map_sdk(op, e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.id().parse().ok()?,
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                ))
+            })
+            .collect())
+    }
+
+    /// One `SendMessageBatch` of the `pending` entries of a chunk; the
+    /// entries that failed, with why.
+    pub(crate) async fn sqs_batch(
+        &self,
+        url: &str,
+        messages: &[Message],
+        wires: &[Wire],
+        pending: &[usize],
+        op: &'static str,
+    ) -> Result<Vec<(usize, String)>> {
+        let entries = pending
+            .iter()
+            .map(|&i| {
+                let (m, w) = (&messages[i], &wires[i]);
+                let mut e = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(w.body.clone())
+                    .set_message_attributes(Some(sqs_attrs(w)));
+                if self.fifo() {
+                    e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
+                }
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .inner
+            .sqs
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| map_sdk(op, e))?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.id().parse().ok()?,
+                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
+                ))
+            })
+            .collect())
+    }
+}
