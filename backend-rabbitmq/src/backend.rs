@@ -1,5 +1,6 @@
-//! The RabbitMQ transport: builder, publish, subscribe, settle and the
-//! dead-letter operations.
+//! The RabbitMQ transport: the builder and the `Transport` impl, which
+//! delegates to `publisher`, `subscriber` and `dead_letters` (queues and
+//! exchanges are declared in `core`).
 
 use std::fmt;
 use std::sync::Arc;

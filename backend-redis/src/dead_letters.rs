@@ -1,0 +1,103 @@
+//! A group's dead-letter stream: depth, peek, redrive and purge.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::Value;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result};
+
+use crate::backend::{tag, RedisTransport};
+use crate::core::{self, map_err, scripts};
+
+/// A group's dead-letter stream.
+pub(crate) struct RedisDeadLetters {
+    pub(crate) transport: RedisTransport,
+    pub(crate) topic: String,
+    pub(crate) key: String,
+}
+
+impl RedisDeadLetters {
+    fn conn(&self) -> ConnectionManager {
+        self.transport.inner.conn.clone()
+    }
+
+    async fn range(&self, n: usize) -> Result<Vec<(String, Message)>> {
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(n)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err("peek", e))?;
+        Ok(core::parse_range(reply))
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for RedisDeadLetters {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        redis::cmd("XLEN")
+            .arg(&self.key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err("depth", e))
+    }
+
+    async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
+        Ok(self
+            .range(n)
+            .await?
+            .into_iter()
+            .map(|(_, m)| DeadLetter::from_message(m))
+            .collect())
+    }
+
+    async fn redrive(&self, count: Redrive) -> Result<u64> {
+        let mut moved = 0u64;
+        let limit = count.limit();
+        while moved < limit {
+            let chunk = (limit - moved).min(100) as usize;
+            let entries = self.range(chunk).await?;
+            if entries.is_empty() {
+                break;
+            }
+            for (entry_id, dead) in entries {
+                let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
+                validate_topic(&topic).map_err(tag("redrive"))?;
+                let target = format!("{}{topic}", self.transport.inner.config.key_prefix);
+                let mut invocation = scripts().redrive.prepare_invoke();
+                invocation.key(&self.key).key(&target).arg(&entry_id);
+                for (f, v) in core::encode(&message) {
+                    invocation.arg(f).arg(v);
+                }
+                // XDEL and XADD in one script: the message is in exactly one place.
+                let done: i64 = invocation
+                    .invoke_async(&mut self.conn())
+                    .await
+                    .map_err(|e| map_err("redrive", e))?;
+                moved += done as u64;
+                if moved >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    async fn purge(&self) -> Result<u64> {
+        redis::cmd("XTRIM")
+            .arg(&self.key)
+            .arg("MAXLEN")
+            .arg(0)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err("purge", e))
+    }
+}
