@@ -4,6 +4,10 @@
 mod backend;
 mod config;
 mod core;
+mod dead_letters;
+mod provision;
+mod publisher;
+mod subscriber;
 
 pub use backend::{NatsBuilder, NatsTransport};
 pub use config::{NatsConfig, Storage};
