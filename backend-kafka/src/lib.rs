@@ -3,9 +3,12 @@
 
 mod backend;
 mod config;
-mod consumer;
 mod core;
+mod dead_letters;
 mod partition;
+mod provision;
+mod publisher;
+mod subscriber;
 
 pub use backend::{KafkaBuilder, KafkaTransport};
 pub use config::{KafkaConfig, SaslMechanism};

@@ -24,10 +24,10 @@ use tokio::sync::{watch, Notify};
 use transport_core::backend::InFlightLimit;
 use transport_core::backend::Settler;
 use transport_core::{
-    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, StartFrom, SubscribeOptions, Subscription,
+    Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, StartFrom, SubscribeOptions, Subscriber, Subscription,
 };
 
-use crate::backend::KafkaTransport;
+use crate::backend::{tag, KafkaTransport};
 use crate::core::{self, err, kafka};
 use crate::partition::{self, Next, Partition, Progress};
 
@@ -658,5 +658,18 @@ impl Drop for KafkaSettler {
             // Dropped unsettled: it comes back at once.
             self.nack_now(Duration::ZERO);
         }
+    }
+}
+
+#[async_trait]
+impl Subscriber for KafkaTransport {
+    async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription> {
+        let op = "subscribe";
+        self.check_open(op)?;
+        options.validate(topic).map_err(tag(op))?;
+        self.ensure_topic(op, topic, self.inner.config.partitions).await?;
+        self.ensure_topic(op, &options.dlq_topic(topic), self.inner.config.dlq_partitions)
+            .await?;
+        subscribe(self.clone(), topic, options).await
     }
 }

@@ -1,0 +1,211 @@
+//! A group's dead-letter topic: depth, peek, redrive and purge, read
+//! through the operations group whose committed offset marks what was
+//! handled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message as _;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Redrive, Result};
+
+use crate::backend::{blocking, tag, KafkaTransport};
+use crate::core::{self, err, kafka, Context};
+
+/// A group's dead-letter topic, read with the library's own group
+/// (`dlq_group`), whose committed offsets mark what was redriven or purged.
+pub(crate) struct KafkaDeadLetters {
+    pub(crate) transport: KafkaTransport,
+    pub(crate) topic: String,
+    pub(crate) consumer: Arc<BaseConsumer<Context>>,
+}
+
+/// A record read from the dead-letter topic.
+pub(crate) struct Dead {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: i64,
+    pub(crate) message: Message,
+}
+
+impl KafkaDeadLetters {
+    /// Per partition: (first offset not yet redriven or purged, high watermark).
+    fn ranges(&self, op: &'static str) -> Result<Vec<(i32, i64, i64)>> {
+        let timeout = self.transport.inner.config.request_timeout;
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(|e| kafka(op, e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(|e| kafka(op, e))?;
+        let mut out = Vec::new();
+        for p in partitions {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, timeout)
+                .map_err(|e| kafka(op, e))?;
+            let done = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => low,
+            };
+            out.push((p, done.max(low).min(high), high));
+        }
+        Ok(out)
+    }
+
+    /// The oldest `n` records not yet redriven or purged (by timestamp
+    /// across partitions), left in place.
+    fn oldest(&self, op: &'static str, n: u64) -> Result<Vec<Dead>> {
+        let ranges: Vec<(i32, i64, i64)> = self.ranges(op)?.into_iter().filter(|(_, s, h)| s < h).collect();
+        if ranges.is_empty() || n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, start, _) in &ranges {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*start));
+        }
+        self.consumer.assign(&tpl).map_err(|e| kafka(op, e))?;
+        let mut out = Vec::new();
+        let mut remaining: std::collections::HashMap<i32, (i64, u64)> = ranges
+            .iter()
+            .map(|(p, s, h)| (*p, (*h, ((h - s) as u64).min(n))))
+            .collect();
+        let deadline = std::time::Instant::now() + self.transport.inner.config.request_timeout * 2;
+        while remaining.values().any(|(_, left)| *left > 0) {
+            if std::time::Instant::now() > deadline {
+                let _ = self.consumer.unassign();
+                return Err(err(ErrorKind::Timeout, op, "reading the dead-letter topic timed out"));
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(record)) => {
+                    if let Some((high, left)) = remaining.get_mut(&record.partition()) {
+                        if *left > 0 && record.offset() < *high {
+                            *left -= 1;
+                            out.push(Dead {
+                                partition: record.partition(),
+                                offset: record.offset(),
+                                timestamp: record.timestamp().to_millis().unwrap_or(0),
+                                message: core::decode(&record),
+                            });
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = self.consumer.unassign();
+                    return Err(kafka(op, e));
+                }
+                None => {}
+            }
+        }
+        let _ = self.consumer.unassign();
+        out.sort_by_key(|d| (d.timestamp, d.partition, d.offset));
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    fn commit(&self, op: &'static str, partition: i32, offset: i64) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka(op, e))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(KafkaDeadLetters) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let me = KafkaDeadLetters {
+            transport: self.transport.clone(),
+            topic: self.topic.clone(),
+            consumer: self.consumer.clone(),
+        };
+        blocking(op, move || f(me)).await
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for KafkaDeadLetters {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        self.run("depth", |d| {
+            Ok(d.ranges("depth")?.iter().map(|(_, s, h)| (h - s) as u64).sum())
+        })
+        .await
+    }
+
+    async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
+        let dead = self.run("peek", move |d| d.oldest("peek", n as u64)).await?;
+        Ok(dead.into_iter().map(|d| DeadLetter::from_message(d.message)).collect())
+    }
+
+    async fn redrive(&self, count: Redrive) -> Result<u64> {
+        let op = "redrive";
+        let limit = count.limit();
+        let dead = self.run(op, move |d| d.oldest(op, limit)).await?;
+        let mut moved = 0;
+        for d in dead {
+            let (topic, message) = redrive_message(&d.message).map_err(tag(op))?;
+            validate_topic(&topic).map_err(tag(op))?;
+            // Published (report awaited) before the offset moves past it:
+            // never lost, at worst redriven twice.
+            self.transport.produce(op, &topic, &message).await?;
+            let (partition, next) = (d.partition, d.offset + 1);
+            self.run(op, move |q| q.commit(op, partition, next)).await?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    async fn purge(&self) -> Result<u64> {
+        let op = "purge";
+        // Kafka cannot delete single records: the ops group's offset moves to
+        // the end (what depth, peek and redrive see), and the records are
+        // also deleted up to there where the broker supports DeleteRecords.
+        let (count, ends) = self
+            .run(op, |d| {
+                let ranges = d.ranges(op)?;
+                let count = ranges.iter().map(|(_, s, h)| (h - s) as u64).sum::<u64>();
+                for (p, s, h) in &ranges {
+                    if s < h {
+                        d.commit(op, *p, *h)?;
+                    }
+                }
+                Ok((count, ranges))
+            })
+            .await?;
+        if count > 0 && self.transport.inner.config.purge_deletes_records {
+            let mut tpl = TopicPartitionList::new();
+            for (p, _, h) in &ends {
+                let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*h));
+            }
+            let options = AdminOptions::new().operation_timeout(Some(self.transport.inner.config.request_timeout));
+            if let Err(e) = self.transport.inner.admin.delete_records(&tpl, &options).await {
+                tracing::debug!(error = %e, topic = %self.topic, "DeleteRecords not applied; records stay until retention");
+            }
+        }
+        Ok(count)
+    }
+}

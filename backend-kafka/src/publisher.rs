@@ -1,0 +1,130 @@
+//! Publishing: the idempotent producer (`acks=all`), every delivery report
+//! awaited; batches enqueued in order, then all reports awaited.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use transport_core::backend::validate_topic;
+use transport_core::{Error, ErrorKind, Message, Publisher, Result};
+
+use crate::backend::{tag, KafkaTransport};
+use crate::core::{self, err, kafka};
+
+/// Room librdkafka needs above the largest message for the record batch.
+pub(crate) const BATCH_OVERHEAD: usize = 64 * 1024;
+
+impl KafkaTransport {
+    pub(crate) fn check_message(&self, m: &Message) -> Result<()> {
+        m.validate()?;
+        m.check_size(self.inner.config.max_message_bytes)
+    }
+}
+
+impl KafkaTransport {
+    pub(crate) fn record<'a>(topic: &'a str, m: &'a Message) -> FutureRecord<'a, str, [u8]> {
+        let mut r = FutureRecord::to(topic)
+            .payload(m.payload.as_ref())
+            .headers(core::encode_headers(m));
+        if let Some(k) = &m.key {
+            r = r.key(k.as_str());
+        }
+        r
+    }
+
+    pub(crate) fn delivery_error(&self, op: &'static str, e: KafkaError) -> Error {
+        if let Some(why) = self.inner.context.auth_failure() {
+            return err(ErrorKind::Unauthorized, op, why);
+        }
+        kafka(op, e)
+    }
+
+    /// Publish one message and wait for its delivery report (no checks:
+    /// callers validated it; dead-letter copies may carry more headers).
+    pub(crate) async fn produce(&self, op: &'static str, topic: &str, m: &Message) -> Result<()> {
+        self.ensure_topic(op, topic, self.inner.config.partitions).await?;
+        self.inner
+            .producer
+            .send(
+                Self::record(topic, m),
+                Timeout::After(self.inner.config.publish_timeout),
+            )
+            .await
+            .map(drop)
+            .map_err(|(e, _)| self.delivery_error(op, e))
+    }
+}
+
+#[async_trait]
+impl Publisher for KafkaTransport {
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        self.check_open("publish")?;
+        validate_topic(topic).map_err(tag("publish"))?;
+        self.check_message(&message).map_err(tag("publish"))?;
+        self.produce("publish", topic, &message).await
+    }
+
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let op = "publish_batch";
+        self.check_open(op)?;
+        validate_topic(topic).map_err(tag(op))?;
+        for m in &messages {
+            self.check_message(m).map_err(tag(op))?;
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.ensure_topic(op, topic, self.inner.config.partitions).await?;
+        // Enqueue in order (librdkafka keeps the order per partition, and
+        // idempotence keeps it across retries), then await every report.
+        let mut reports = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let mut record = Self::record(topic, m);
+            loop {
+                match self.inner.producer.send_result(record) {
+                    Ok(report) => {
+                        reports.push(report);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.inner.producer.poll(Duration::from_millis(1));
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => {
+                        reports.truncate(0);
+                        return Err(self.delivery_error(op, e));
+                    }
+                }
+            }
+        }
+        let mut failed = Vec::new();
+        let mut first_kind = None;
+        for (m, report) in messages.iter().zip(reports) {
+            let outcome = match report.await {
+                Ok(Ok(_)) => None,
+                Ok(Err((e, _))) => Some(self.delivery_error(op, e)),
+                Err(_) => Some(err(ErrorKind::ConnectionLost, op, "the producer went away")),
+            };
+            if let Some(e) = outcome {
+                first_kind.get_or_insert(e.kind());
+                failed.push(format!("{} ({e})", m.id));
+            }
+        }
+        match (failed.len(), first_kind) {
+            (0, _) => Ok(()),
+            (n, Some(kind)) if n == messages.len() => Err(err(
+                kind,
+                op,
+                format!("no message was published: {}", failed.join(", ")),
+            )),
+            _ => Err(err(
+                ErrorKind::PartialFailure,
+                op,
+                format!("not published: {}", failed.join(", ")),
+            )),
+        }
+    }
+}
