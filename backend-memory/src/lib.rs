@@ -4,6 +4,9 @@
 mod backend;
 mod config;
 mod core;
+mod dead_letters;
+mod publisher;
+mod subscriber;
 
 pub use backend::{MemoryBuilder, MemoryTransport};
 pub use config::MemoryConfig;

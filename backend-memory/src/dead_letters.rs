@@ -1,0 +1,69 @@
+//! A group's dead-letter queue: the retained log of its dead-letter topic.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use transport_core::backend::redrive_message;
+use transport_core::backend::validate_topic;
+use transport_core::{DeadLetter, DeadLetterQueue, Redrive, Result};
+
+use crate::core::{Broker, Topic};
+use crate::SCHEME;
+
+/// A group's dead-letter queue: the retained log of its dead-letter topic.
+pub(crate) struct MemoryDeadLetters {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) name: String,
+    pub(crate) replay_window: usize,
+}
+
+impl MemoryDeadLetters {
+    fn queue(&self) -> Option<Arc<Topic>> {
+        self.broker.existing_topic(&self.name)
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for MemoryDeadLetters {
+    fn topic(&self) -> &str {
+        &self.name
+    }
+
+    async fn depth(&self) -> Result<u64> {
+        Ok(self.queue().map_or(0, |q| q.len() as u64))
+    }
+
+    async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
+        let Some(q) = self.queue() else { return Ok(Vec::new()) };
+        Ok(q.retained()
+            .into_iter()
+            .take(n)
+            .map(|m| DeadLetter::from_message((*m).clone()))
+            .collect())
+    }
+
+    async fn redrive(&self, count: Redrive) -> Result<u64> {
+        let Some(q) = self.queue() else { return Ok(0) };
+        let limit = usize::try_from(count.limit()).unwrap_or(usize::MAX);
+        let taken = q.remove_front(limit);
+        let mut targets = Vec::with_capacity(taken.len());
+        for m in &taken {
+            match redrive_message(m).and_then(|(t, msg)| validate_topic(&t).map(|()| (t, msg))) {
+                Ok(target) => targets.push(target),
+                Err(e) => {
+                    q.restore_front(taken);
+                    return Err(e.with_backend(SCHEME).with_operation("redrive"));
+                }
+            }
+        }
+        let moved = targets.len() as u64;
+        for (topic, message) in targets {
+            self.broker.topic(&topic).append([message], self.replay_window);
+        }
+        Ok(moved)
+    }
+
+    async fn purge(&self) -> Result<u64> {
+        Ok(self.queue().map_or(0, |q| q.remove_front(usize::MAX).len() as u64))
+    }
+}
