@@ -7,19 +7,21 @@ use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
-use transport_core::backend::validate_topic;
 use transport_core::{Error, ErrorKind, Message, Publisher, Result};
 
-use crate::backend::{tag, KafkaTransport};
+use crate::backend::KafkaTransport;
 use crate::core::{self, err, kafka};
 
 /// Room librdkafka needs above the largest message for the record batch.
 pub(crate) const BATCH_OVERHEAD: usize = 64 * 1024;
 
 impl KafkaTransport {
-    pub(crate) fn check_message(&self, m: &Message) -> Result<()> {
-        m.validate()?;
-        m.check_size(self.inner.config.max_message_bytes)
+    /// Everything a publish checks before it reaches the broker.
+    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
+        self.inner
+            .lifecycle
+            .check_publish(op, topic, messages, self.inner.config.max_message_bytes)?;
+        Ok(())
     }
 }
 
@@ -60,19 +62,13 @@ impl KafkaTransport {
 #[async_trait]
 impl Publisher for KafkaTransport {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.check_open("publish")?;
-        validate_topic(topic).map_err(tag("publish"))?;
-        self.check_message(&message).map_err(tag("publish"))?;
+        self.check_publish("publish", topic, std::slice::from_ref(&message))?;
         self.produce("publish", topic, &message).await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let op = "publish_batch";
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        for m in &messages {
-            self.check_message(m).map_err(tag(op))?;
-        }
+        self.check_publish(op, topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

@@ -2,17 +2,21 @@
 //! id so the stream's duplicate window absorbs retries.
 
 use async_trait::async_trait;
-use transport_core::backend::validate_topic;
 use transport_core::{ErrorKind, Message, Publisher, Result};
 
 use crate::backend::{tag, NatsTransport};
 use crate::core::{self, err, other};
 
 impl NatsTransport {
-    pub(crate) fn check_message(&self, m: &Message) -> Result<()> {
-        m.validate()?;
-        core::check_headers(m)?;
-        m.check_size(self.inner.max_message_size)
+    /// Everything a publish checks before it reaches the broker.
+    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
+        self.inner
+            .lifecycle
+            .check_publish(op, topic, messages, self.inner.max_message_size)?;
+        for m in messages {
+            core::check_headers(m).map_err(tag(op))?;
+        }
+        Ok(())
     }
 
     /// Publish and wait for the `PubAck`; (re)creates the stream when missing.
@@ -58,19 +62,13 @@ impl NatsTransport {
 #[async_trait]
 impl Publisher for NatsTransport {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.check_open("publish")?;
-        validate_topic(topic).map_err(tag("publish"))?;
-        self.check_message(&message).map_err(tag("publish"))?;
+        self.check_publish("publish", topic, std::slice::from_ref(&message))?;
         self.publish_one("publish", topic, &message, true).await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let op = "publish_batch";
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        for m in &messages {
-            self.check_message(m).map_err(tag(op))?;
-        }
+        self.check_publish(op, topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

@@ -6,16 +6,18 @@ use async_trait::async_trait;
 use lapin::options::BasicPublishOptions;
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
-use transport_core::backend::validate_topic;
 use transport_core::{ErrorKind, Message, Publisher, Result};
 
-use crate::backend::{tag, RabbitTransport};
+use crate::backend::RabbitTransport;
 use crate::core::{self, err, map_err};
 
 impl RabbitTransport {
-    pub(crate) fn check_message(&self, m: &Message) -> Result<()> {
-        m.validate()?;
-        m.check_size(self.inner.conn.config().max_message_size)
+    /// Everything a publish checks before it reaches the broker.
+    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
+        self.inner
+            .lifecycle
+            .check_publish(op, topic, messages, self.inner.conn.config().max_message_size)?;
+        Ok(())
     }
 
     /// Publish (mandatory, persistent) and wait for the confirm. An
@@ -86,11 +88,7 @@ impl Publisher for RabbitTransport {
 
 impl RabbitTransport {
     async fn publish_batch_inner(&self, op: &'static str, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        for m in &messages {
-            self.check_message(m).map_err(tag(op))?;
-        }
+        self.check_publish(op, topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

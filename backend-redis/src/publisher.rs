@@ -1,10 +1,9 @@
 //! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all).
 
 use async_trait::async_trait;
-use transport_core::backend::validate_topic;
 use transport_core::{Message, Publisher, Result};
 
-use crate::backend::{tag, RedisTransport};
+use crate::backend::RedisTransport;
 use crate::core::{self, map_err};
 
 impl RedisTransport {
@@ -19,9 +18,12 @@ impl RedisTransport {
         }
     }
 
-    pub(crate) fn check_message(&self, message: &Message) -> Result<()> {
-        message.validate()?;
-        message.check_size(self.inner.config.max_message_size)
+    /// Everything a publish checks before it reaches the broker.
+    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
+        self.inner
+            .lifecycle
+            .check_publish(op, topic, messages, self.inner.config.max_message_size)?;
+        Ok(())
     }
 }
 
@@ -38,11 +40,7 @@ impl Publisher for RedisTransport {
 
 impl RedisTransport {
     async fn publish_batch_inner(&self, op: &'static str, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        for m in &messages {
-            self.check_message(m).map_err(tag(op))?;
-        }
+        self.check_publish(op, topic, &messages)?;
         if messages.is_empty() {
             return Ok(());
         }

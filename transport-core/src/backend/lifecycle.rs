@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
+use crate::names::validate_topic;
 
 /// Whether a transport was closed, and the backend name errors carry.
 #[derive(Debug)]
@@ -43,6 +45,27 @@ impl Lifecycle {
     /// Whether it was closed.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// What every publish checks before anything reaches the broker: the
+    /// transport is open, the topic name is valid, and every message is
+    /// valid and at most `max_size` bytes (all of a batch before any of
+    /// it is sent). Errors are tagged with the backend and `operation`.
+    pub fn check_publish(
+        &self,
+        operation: &'static str,
+        topic: &str,
+        messages: &[Message],
+        max_size: usize,
+    ) -> Result<()> {
+        self.check(operation)?;
+        let tag = self.tag(operation);
+        validate_topic(topic).map_err(&tag)?;
+        for m in messages {
+            m.validate().map_err(&tag)?;
+            m.check_size(max_size).map_err(&tag)?;
+        }
+        Ok(())
     }
 
     /// Tag an error with this backend and `operation` (for `map_err`).
