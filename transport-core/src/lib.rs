@@ -4,6 +4,11 @@
 //! Applications usually depend on the `transport` facade, which re-exports
 //! this crate and opens a backend from a URL.
 //!
+//! Everything an application uses is at the crate root, plus three modules:
+//! [`runtime`] (the consumer runtime and its middleware), [`headers`] (the
+//! header names the library writes on every broker) and [`backend`] (the
+//! toolkit for backend authors, which applications do not need).
+//!
 //! ```no_run
 //! # async fn demo(transport: std::sync::Arc<dyn transport_core::Transport>) -> transport_core::Result<()> {
 //! use futures::StreamExt;
