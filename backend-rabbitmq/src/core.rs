@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
@@ -15,9 +15,11 @@ use crate::SCHEME;
 
 /// Header carrying the key.
 pub(crate) const H_KEY: &str = "transport-key";
+
 /// Header carrying the deliveries a message had before a delayed retry
 /// re-published it (the broker's count starts again for the copy).
 pub(crate) const H_ATTEMPTS: &str = "transport-attempts";
+
 /// Header carrying the first failure time across delayed retries (ms).
 pub(crate) const H_FIRST_FAILURE: &str = "transport-first-failure-ms";
 
@@ -51,9 +53,9 @@ pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
 /// A connection that is opened again when it drops, with the topology this
 /// process declared forgotten so it is declared again.
 pub(crate) struct Conn {
-    config: RabbitConfig,
-    state: Mutex<Option<(Arc<Connection>, Channel)>>,
-    declared: std::sync::Mutex<HashSet<String>>,
+    pub(crate) config: RabbitConfig,
+    pub(crate) state: Mutex<Option<(Arc<Connection>, Channel)>>,
+    pub(crate) declared: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Conn {
@@ -77,7 +79,7 @@ impl Conn {
         Ok(self.current().await?.1)
     }
 
-    async fn current(&self) -> Result<(Arc<Connection>, Channel), Error> {
+    pub(crate) async fn current(&self) -> Result<(Arc<Connection>, Channel), Error> {
         let mut state = self.state.lock().await;
         if let Some((c, ch)) = state.as_ref() {
             if c.status().connected() && ch.status().connected() {
@@ -106,97 +108,9 @@ impl Conn {
         *state = Some((connection.clone(), channel.clone()));
         Ok((connection, channel))
     }
+}
 
-    fn known(&self, name: &str) -> bool {
-        self.declared.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
-    }
-
-    fn remember(&self, name: String) {
-        self.declared.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
-    }
-
-    /// The durable topic exchange of a topic.
-    pub async fn declare_exchange(&self, ch: &Channel, topic: &str, op: &'static str) -> Result<(), Error> {
-        let tag = format!("x:{topic}");
-        if self.known(&tag) {
-            return Ok(());
-        }
-        ch.exchange_declare(
-            topic.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| map_err(op, e))?;
-        self.remember(tag);
-        Ok(())
-    }
-
-    /// A durable queue bound to a topic's exchange with `#`.
-    pub async fn declare_queue(
-        &self,
-        ch: &Channel,
-        topic: &str,
-        queue: &str,
-        args: FieldTable,
-        op: &'static str,
-    ) -> Result<(), Error> {
-        self.declare_exchange(ch, topic, op).await?;
-        let tag = format!("q:{queue}");
-        if self.known(&tag) {
-            return Ok(());
-        }
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| map_err(op, e))?;
-        ch.queue_bind(
-            queue.into(),
-            topic.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| map_err(op, e))?;
-        self.remember(tag);
-        Ok(())
-    }
-
-    /// A retry queue: messages wait `ttl_ms` and then dead-letter to `target`.
-    pub async fn declare_retry_queue(&self, ch: &Channel, name: &str, target: &str, ttl_ms: u64) -> Result<(), Error> {
-        let tag = format!("q:{name}");
-        if self.known(&tag) {
-            return Ok(());
-        }
-        let mut args = FieldTable::default();
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| map_err("nack", e))?;
-        self.remember(tag);
-        Ok(())
-    }
-
+impl Conn {
     pub fn config(&self) -> &RabbitConfig {
         &self.config
     }
@@ -206,17 +120,6 @@ impl Conn {
             let _ = c.close(200, "closed".into()).await;
         }
     }
-}
-
-/// Arguments of a group's work queue: a quorum queue (delivery counts,
-/// replicated), optionally with a single active consumer.
-pub(crate) fn work_queue_args(config: &RabbitConfig) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    if config.single_active_consumer {
-        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    }
-    args
 }
 
 /// AMQP properties for a message: persistent, id as `message_id`, headers
@@ -246,7 +149,7 @@ pub(crate) struct Decoded {
     pub first_failure_ms: Option<u64>,
 }
 
-fn value_text(v: &AMQPValue) -> String {
+pub(crate) fn value_text(v: &AMQPValue) -> String {
     match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),

@@ -5,6 +5,7 @@ mod backend;
 mod config;
 mod core;
 mod dead_letters;
+mod provision;
 mod publisher;
 mod subscriber;
 

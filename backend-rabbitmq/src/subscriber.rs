@@ -104,8 +104,14 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
     let connection = conn.connection().await?;
     let channel = connection.create_channel().await.map_err(|e| map_err(op, e))?;
     let publisher = conn.publisher().await?;
-    conn.declare_queue(&publisher, &s.topic, &s.queue, core::work_queue_args(conn.config()), op)
-        .await?;
+    conn.declare_queue(
+        &publisher,
+        &s.topic,
+        &s.queue,
+        crate::provision::work_queue_args(conn.config()),
+        op,
+    )
+    .await?;
     conn.declare_queue(
         &publisher,
         &s.dlq_topic,
