@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use transport::runtime::{
-    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context, HandlerError,
-    IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
+    handler_fn, BreakerConfig, BreakerState, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context,
+    HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
 };
 use transport::{Event, Redrive, SubscribeOptions};
 
@@ -151,8 +151,30 @@ async fn flow(url: &str) -> transport::Result<()> {
     };
 
     println!("\nprocessing:");
+    // Show the breaker's state changes as they happen.
+    let watch = {
+        let handle = breaker.handle();
+        tokio::spawn(async move {
+            let mut last = handle.state();
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let now = handle.state();
+                if now != last {
+                    let state = match now {
+                        BreakerState::Open => "open",
+                        BreakerState::HalfOpen => "half-open",
+                        BreakerState::Closed => "closed",
+                    };
+                    println!("  [circuit breaker {state}]");
+                    last = now;
+                }
+            }
+        })
+    };
     // 18 charged, the duplicate of order 5 acked without charging, 2 dead letters.
-    let first = run(19, 2).await?;
+    let first = run(19, 2).await;
+    watch.abort();
+    let first = first?;
 
     let dlq = broker.dead_letters(&topic, &options).await?;
     println!("\ndead-letter queue {} holds {}:", dlq.topic(), dlq.depth().await?);

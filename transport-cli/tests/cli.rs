@@ -53,6 +53,8 @@ fn demo_runs_on_memory() {
         .success()
         .stdout(predicate::str::contains("order 7 has a negative total"))
         .stdout(predicate::str::contains("moved 2, then acked 2"))
+        .stdout(predicate::str::contains("[circuit breaker open]"))
+        .stdout(predicate::str::contains("order 5 delivered twice, charged 1 time(s)"))
         .stdout(predicate::str::contains("dead-letter queue now holds 0"));
 }
 
