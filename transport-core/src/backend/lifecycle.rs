@@ -80,16 +80,6 @@ impl Lifecycle {
             .with_backend(self.backend)
             .with_operation(operation)
     }
-
-    /// `DeliveryExpired`: the delivery was settled, redelivered or timed out
-    /// before `operation` reached the broker.
-    pub fn expired(&self, operation: &'static str) -> Error {
-        self.error(
-            ErrorKind::DeliveryExpired,
-            operation,
-            "the delivery is no longer held: it was settled, timed out or redelivered",
-        )
-    }
 }
 
 /// Run `settle` in the background if a tokio runtime is there; used by a
