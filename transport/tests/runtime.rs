@@ -148,3 +148,33 @@ async fn run_fn_retries_with_backoff_and_links_deep_publishes() {
     assert_eq!(b.headers.get("ce-causationid"), Some(first.id.as_str()));
     assert_eq!(b.headers.get("ce-correlationid"), Some(first.id.as_str()));
 }
+
+#[tokio::test]
+async fn a_duplicate_arriving_while_its_original_runs_waits_and_is_acked() {
+    use transport::runtime::{IdempotencyLayer, MemoryIdempotencyStore};
+
+    let (broker, topic, options) = setup("dup-concurrent").await;
+    let m = Message::new("once");
+    broker.publish(&topic, m.clone()).await.unwrap();
+    broker.publish(&topic, m.clone()).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options).concurrency(4);
+    let stats = consumer.stats_handle();
+    let effects = Arc::new(AtomicU32::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+        .service(handler_fn({
+            let effects = effects.clone();
+            move |_ctx: Context| {
+                let effects = effects.clone();
+                async move {
+                    // Long enough for the duplicate to arrive meanwhile.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    effects.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let s = consumer.run(service, until(stats, |s| s.acked >= 2)).await.unwrap();
+    assert_eq!(effects.load(Ordering::SeqCst), 1);
+    assert_eq!((s.acked, s.duplicates, s.retried), (2, 1, 0), "{s:?}");
+}

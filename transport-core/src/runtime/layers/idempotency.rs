@@ -17,8 +17,9 @@ type KeyFn = Arc<dyn Fn(&Context) -> String + Send + Sync>;
 
 /// Claims each message in an [`IdempotencyStore`] before the handler runs:
 /// a message already processed is acked without calling the handler
-/// (counted as a duplicate); one being processed elsewhere is retried after
-/// the other claim's remaining lease; after success the message is marked
+/// (counted as a duplicate); one being processed elsewhere is waited for
+/// (up to half the ack timeout) and then acked if that succeeded, or
+/// retried after the other claim's remaining lease; after success the message is marked
 /// done (for `ttl`, 7 days by default), after a failure the claim is
 /// released. A store that cannot be reached is a transient failure.
 ///
@@ -98,6 +99,30 @@ impl<S> fmt::Debug for Idempotency<S> {
     }
 }
 
+/// Claim `(group, key)`; while another consumer holds the claim, wait (up
+/// to `patience`, polling from 20 ms up to 1 s) for it to finish, so a
+/// duplicate delivered at the same time as its original is acked once the
+/// original is done instead of being retried (and burning an attempt).
+async fn claim(
+    store: &dyn IdempotencyStore,
+    group: &str,
+    key: &str,
+    lease: Duration,
+    patience: Duration,
+) -> crate::error::Result<Claim> {
+    let until = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match store.claim(group, key, lease).await? {
+            Claim::InProgress(left) if tokio::time::Instant::now() + pause < until => {
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 impl<S> Service<Context> for Idempotency<S>
 where
     S: Service<Context, Response = Outcome> + Clone + Send + 'static,
@@ -125,7 +150,7 @@ where
             };
             let group = ctx.group().to_owned();
             let store = &config.store;
-            match store.claim(&group, &key, config.lease).await {
+            match claim(store.as_ref(), &group, &key, config.lease, ctx.ack_timeout() / 2).await {
                 Ok(Claim::Acquired) => {}
                 Ok(Claim::Done) => {
                     ctx.counters.duplicate();
@@ -133,6 +158,8 @@ where
                     return Ok(Outcome::Ack);
                 }
                 Ok(Claim::InProgress(left)) => {
+                    // Still claimed after waiting: the other consumer is slow
+                    // or gone; come back when its claim runs out.
                     return Ok(Outcome::retry_after(
                         left.max(Duration::from_millis(100)),
                         format!("message {key} is being processed by another consumer"),
