@@ -366,13 +366,19 @@ pub async fn nack_delay_respected(t: &Arc<dyn Transport>) -> CheckResult {
     let (topic, mut sub) = fresh(t, "nackdelay", opts("g")).await?;
     t.publish(&topic, Message::new("later")).await?;
     let d = next(&mut sub).await?;
+    let (id, first_attempt) = (d.id().to_owned(), d.attempt());
     let delay = Duration::from_millis(2_000);
     let start = Instant::now();
     d.nack(Some(delay)).await?;
     let again = next_within(&mut sub, delay + timing().receive).await?;
     let waited = start.elapsed();
     ensure!(waited >= delay, "redelivered after {waited:?}, the delay was {delay:?}");
-    ensure!(again.attempt() == 2, "redelivery has attempt {}", again.attempt());
+    ensure!(again.id() == id, "received {} instead of the nacked {id}", again.id());
+    ensure!(
+        again.attempt() == first_attempt + 1,
+        "redelivery after {waited:?} has attempt {}, the nacked delivery had {first_attempt}",
+        again.attempt()
+    );
     again.ack().await?;
     Ok(())
 }
