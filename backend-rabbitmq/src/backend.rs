@@ -119,10 +119,6 @@ impl RabbitTransport {
     }
 }
 
-pub(crate) fn tag_op(op: &'static str) -> impl Fn(Error) -> Error {
-    tag(op)
-}
-
 #[async_trait]
 impl Transport for RabbitTransport {
     fn backend(&self) -> &'static str {

@@ -9,7 +9,7 @@ use transport_core::backend::validate_topic;
 use transport_core::headers::DLQ_GROUP;
 use transport_core::{DeadLetter, DeadLetterQueue, Publisher, Redrive, Result};
 
-use crate::backend::{tag_op, work_queue, RabbitTransport};
+use crate::backend::{tag, work_queue, RabbitTransport};
 use crate::core::{self, map_err};
 
 /// A group's dead-letter queue: the classic queue bound to the DLQ topic.
@@ -92,10 +92,10 @@ impl DeadLetterQueue for RabbitDeadLetters {
                 break;
             };
             let d = got.delivery;
-            let tag = d.delivery_tag.to_string();
-            let dead = core::decode(&d.properties, d.data, || tag).message;
-            let (topic, message) = redrive_message(&dead).map_err(tag_op("redrive"))?;
-            validate_topic(&topic).map_err(tag_op("redrive"))?;
+            let fallback_id = d.delivery_tag.to_string();
+            let dead = core::decode(&d.properties, d.data, || fallback_id).message;
+            let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
+            validate_topic(&topic).map_err(tag("redrive"))?;
             // Straight into the failing group's queue: other groups never see it.
             let published = match dead.headers.get(DLQ_GROUP) {
                 Some(group) => {

@@ -293,6 +293,28 @@ pub(crate) fn expired(op: &'static str) -> Error {
     )
 }
 
+/// Ack the original once its copy (retry or dead letter) is stored, so a
+/// crash in between duplicates and never loses; if storing failed, requeue
+/// it and return why.
+async fn ack_once_stored(acker: Acker, op: &'static str, stored: Result<()>) -> Result<()> {
+    match stored {
+        Ok(()) => acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|e| map_err(op, e)),
+        Err(e) => {
+            let _ = acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+            Err(e)
+        }
+    }
+}
+
 impl RabbitSettler {
     fn acker(&mut self, op: &'static str) -> Result<Acker> {
         self.settled = true;
@@ -341,70 +363,29 @@ impl Settler for RabbitSettler {
             s.transport.publish_to("nack", "", &retry, &self.message, &extra).await
         }
         .await;
-        match result {
-            Ok(()) => acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map(drop)
-                .map_err(|e| map_err("nack", e)),
-            Err(e) => {
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                Err(e)
-            }
-        }
+        ack_once_stored(acker, "nack", result).await
     }
 
     async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
         let acker = self.acker("dead_letter")?;
         let s = &self.shared;
-        let ch = s.transport.inner.conn.publisher().await;
-        let stored = match ch {
-            Ok(ch) => {
-                match s
-                    .transport
-                    .inner
-                    .conn
-                    .declare_queue(
-                        &ch,
-                        &s.dlq_topic,
-                        &dlq_queue(&s.dlq_topic),
-                        FieldTable::default(),
-                        "dead_letter",
-                    )
-                    .await
-                {
-                    Ok(()) => {
-                        s.transport
-                            .publish_to("dead_letter", &s.dlq_topic, &s.dlq_topic, &dead, &[])
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        // Stored first, then removed: a crash in between duplicates, never loses.
-        match stored {
-            Ok(()) => acker
-                .ack(BasicAckOptions::default())
+        let conn = &s.transport.inner.conn;
+        let stored = async {
+            let ch = conn.publisher().await?;
+            conn.declare_queue(
+                &ch,
+                &s.dlq_topic,
+                &dlq_queue(&s.dlq_topic),
+                FieldTable::default(),
+                "dead_letter",
+            )
+            .await?;
+            s.transport
+                .publish_to("dead_letter", &s.dlq_topic, &s.dlq_topic, &dead, &[])
                 .await
-                .map(drop)
-                .map_err(|e| map_err("dead_letter", e)),
-            Err(e) => {
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-                Err(e)
-            }
         }
+        .await;
+        ack_once_stored(acker, "dead_letter", stored).await
     }
 
     async fn extend(&self, by: Duration) -> Result<()> {

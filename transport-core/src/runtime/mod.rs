@@ -219,25 +219,29 @@ impl Consumer {
                     Some(Ok(delivery)) => {
                         self.counters.received();
                         let key = delivery.key().map(str::to_owned);
-                        let (done, next_wait) = oneshot::channel();
-                        let wait = match &key {
-                            Some(key) => match lines.get_mut(key) {
-                                Some(line) => {
-                                    line.held += 1;
-                                    Some(std::mem::replace(&mut line.last_done, next_wait))
-                                }
-                                None => {
-                                    lines.insert(key.clone(), Line { held: 1, last_done: next_wait });
-                                    active += 1;
-                                    None
-                                }
-                            },
+                        let turn = match &key {
+                            // A keyed delivery waits for the one before it
+                            // and signals the one after it.
+                            Some(key) => {
+                                let (done, next_wait) = oneshot::channel();
+                                let wait = match lines.get_mut(key) {
+                                    Some(line) => {
+                                        line.held += 1;
+                                        Some(std::mem::replace(&mut line.last_done, next_wait))
+                                    }
+                                    None => {
+                                        lines.insert(key.clone(), Line { held: 1, last_done: next_wait });
+                                        active += 1;
+                                        None
+                                    }
+                                };
+                                Turn { wait, done: Some(done) }
+                            }
                             None => {
                                 active += 1;
-                                None
+                                Turn { wait: None, done: None }
                             }
                         };
-                        let turn = Turn { wait, done: Some(done) };
                         let handle = tasks.spawn(process(shared.clone(), service.clone(), delivery, turn));
                         task_keys.insert(handle.id(), key);
                     }
