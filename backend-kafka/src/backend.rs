@@ -248,6 +248,7 @@ impl Transport for KafkaTransport {
             ordering_across_nack: true,
             nack_delay: true,
             dead_letter_ops: true,
+            first_failure_time: true,
             replay: true,
             ack_timeout_redelivery: true,
             durable: true,

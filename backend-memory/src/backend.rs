@@ -135,6 +135,7 @@ impl Transport for MemoryTransport {
             ordering_across_nack: true,
             nack_delay: true,
             dead_letter_ops: true,
+            first_failure_time: true,
             replay: true,
             ack_timeout_redelivery: true,
             max_message_size: Some(self.config.max_message_size),

@@ -57,6 +57,7 @@ impl Subscriber for RabbitTransport {
         let op = "subscribe";
         self.check_open(op)?;
         options.validate(topic).map_err(tag(op))?;
+        transport_core::backend::refuse_replay(&options).map_err(tag(op))?;
         let queue = work_queue(topic, &options.group);
         let dlq_topic = options.dlq_topic(topic);
         if queue.len() > 250 || dlq_queue(&dlq_topic).len() > 250 {

@@ -128,6 +128,7 @@ impl Transport for RedisTransport {
             ordering: KeyOrdering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,
+            first_failure_time: true,
             replay: true,
             ack_timeout_redelivery: true,
             max_message_size: Some(self.inner.config.max_message_size),

@@ -32,6 +32,7 @@ impl Subscriber for SqsTransport {
         let op = "subscribe";
         self.check_open(op)?;
         options.validate(topic).map_err(tag(op))?;
+        transport_core::backend::refuse_replay(&options).map_err(tag(op))?;
         let c = &self.inner.config;
         let dlq_topic = options.dlq_topic(topic);
         let (dlq_url, dlq_arn) = self

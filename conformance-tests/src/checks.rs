@@ -372,7 +372,9 @@ pub async fn nack_delay_respected(t: &Arc<dyn Transport>) -> CheckResult {
     d.nack(Some(delay)).await?;
     let again = next_within(&mut sub, delay + timing().receive).await?;
     let waited = start.elapsed();
-    ensure!(waited >= delay, "redelivered after {waited:?}, the delay was {delay:?}");
+    // Brokers round delays up (RabbitMQ to 100 ms buckets, SQS to whole
+    // seconds) and deliver after a poll; 2.5 s on top is "not far longer".
+    within_bounds("redelivered", waited, delay, delay + Duration::from_millis(2_500))?;
     ensure!(again.id() == id, "received {} instead of the nacked {id}", again.id());
     ensure!(
         again.attempt() == first_attempt + 1,
@@ -401,12 +403,11 @@ pub async fn ack_timeout_redelivers(t: &Arc<dyn Transport>) -> CheckResult {
         again.id()
     );
     ensure!(again.attempt() == 2, "redelivery has attempt {}", again.attempt());
-    // Generous lower bound: the broker may redeliver a little early by its own clock.
-    ensure!(
-        waited >= timing().short_ack / 2,
-        "redelivered after {waited:?}, the ack timeout is {:?}",
-        timing().short_ack
-    );
+    // The deadline started when the broker handed the message out, a little
+    // before `start`; brokers poll for expired deliveries, so allow up to
+    // one more timeout plus 2 s on top. 60 % or 5x of the timeout both fail.
+    let ack = timing().short_ack;
+    within_bounds("redelivered", waited, ack * 4 / 5, ack * 2 + Duration::from_secs(2))?;
     again.ack().await?;
     // Settling the stale handle must not bring the message back.
     let _ = held.nack(None).await;
@@ -509,6 +510,7 @@ pub async fn max_attempts_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
     let m = Message::new("poison").with_key("k1").with_header("h", "v ✓");
     let before = SystemTime::now() - Duration::from_secs(1);
     t.publish(&topic, m.clone()).await?;
+    let mut first_nack = before;
     for attempt in 1..=3 {
         let d = next(&mut sub).await?;
         ensure!(
@@ -520,6 +522,13 @@ pub async fn max_attempts_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
             d.is_last_attempt() == (attempt == 3),
             "is_last_attempt wrong on attempt {attempt}"
         );
+        if attempt == 1 {
+            first_nack = SystemTime::now();
+        } else {
+            // The handler works a while on later attempts, so the first
+            // failure is well apart from the last one.
+            tokio::time::sleep(Duration::from_millis(750)).await;
+        }
         d.nack(None).await?;
     }
     expect_quiet(&mut sub, "after the last attempt").await?;
@@ -545,17 +554,33 @@ pub async fn max_attempts_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
     ensure!(dead.group.as_deref() == Some("g"), "group is {:?}", dead.group);
     ensure!(dead.attempts == Some(3), "attempts is {:?}", dead.attempts);
     ensure!(dead.reason.as_deref().is_some_and(|r| !r.is_empty()), "no reason");
-    let (first, last) = (
-        dead.first_failure
-            .ok_or_else(|| CheckFailure("no first-failure time".into()))?,
-        dead.last_failure
-            .ok_or_else(|| CheckFailure("no last-failure time".into()))?,
-    );
-    ensure!(first <= last, "first failure after last failure");
+    let last = dead
+        .last_failure
+        .ok_or_else(|| CheckFailure("no last-failure time".into()))?;
+    let tolerance = Duration::from_millis(500);
     ensure!(
-        first >= before && last <= SystemTime::now() + Duration::from_secs(1),
-        "failure times out of range"
+        last >= first_nack + Duration::from_millis(1_000) && last <= SystemTime::now() + tolerance,
+        "last failure {} is not the last attempt's failure",
+        transport_core::format_time(last)
     );
+    match (t.capabilities().first_failure_time, dead.first_failure) {
+        (true, None) => return Err(CheckFailure("no first-failure time".into())),
+        (true, Some(first)) => ensure!(
+            first + tolerance >= first_nack && first <= first_nack + tolerance,
+            "first failure is {}, the first attempt failed at {} (last failure {})",
+            transport_core::format_time(first),
+            transport_core::format_time(first_nack),
+            transport_core::format_time(last)
+        ),
+        // A backend that cannot know must not invent one ("now" is wrong).
+        (false, Some(first)) => {
+            return Err(CheckFailure(format!(
+                "first failure {} given by a backend that declares it does not record it",
+                transport_core::format_time(first)
+            )))
+        }
+        (false, None) => {}
+    }
     dlq.purge().await?;
     Ok(())
 }
@@ -602,7 +627,11 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
     let dlq = t.dead_letters(&topic, &options).await?;
     ensure!(dlq.depth().await? == 0, "a new dead-letter queue is not empty");
     let sent: Vec<Message> = (0..4)
-        .map(|i| Message::new(format!("d{i}")).with_header("n", i.to_string()))
+        .map(|i| {
+            Message::new(format!("d{i}"))
+                .with_key(format!("dkey{i}"))
+                .with_header("n", i.to_string())
+        })
         .collect();
     for m in &sent {
         t.publish(&topic, m.clone()).await?;
@@ -635,6 +664,12 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
     );
     ensure!(back.attempt() == 1, "redriven message has attempt {}", back.attempt());
     ensure!(back.headers().get("n") == Some("0"), "redrive lost a header");
+    ensure!(
+        back.payload() == &sent[0].payload && back.key() == sent[0].key.as_deref(),
+        "redrive changed the message: payload {:?}, key {:?}",
+        String::from_utf8_lossy(back.payload()),
+        back.key()
+    );
     ensure!(
         back.headers().iter().all(|(k, _)| !k.starts_with(DLQ_PREFIX)),
         "redriven message still has dead-letter headers: {:?}",
@@ -756,32 +791,6 @@ pub async fn oversize_rejected(t: &Arc<dyn Transport>) -> CheckResult {
     );
     d.ack().await?;
     expect_quiet(&mut sub, "after the rejected messages").await
-}
-
-/// Invalid topic and group names are `InvalidArgument` on publish and subscribe.
-pub async fn invalid_names_rejected(t: &Arc<dyn Transport>) -> CheckResult {
-    let t: &dyn Transport = t.as_ref();
-    for bad in ["", "has space", "wild*card", "gt>", "a..b", "ümlaut"] {
-        let e = t
-            .publish(bad, Message::new("x"))
-            .await
-            .err()
-            .ok_or_else(|| CheckFailure(format!("publish to {bad:?} succeeded")))?;
-        ensure!(e.kind() == ErrorKind::InvalidArgument, "publish to {bad:?}: {e}");
-        let e = t
-            .subscribe(bad, opts("g"))
-            .await
-            .err()
-            .ok_or_else(|| CheckFailure(format!("subscribe to {bad:?} succeeded")))?;
-        ensure!(e.kind() == ErrorKind::InvalidArgument, "subscribe to {bad:?}: {e}");
-    }
-    let e = t
-        .subscribe(&unique("badgroup"), opts("no spaces allowed"))
-        .await
-        .err()
-        .ok_or_else(|| CheckFailure("a group name with spaces was accepted".into()))?;
-    ensure!(e.kind() == ErrorKind::InvalidArgument, "bad group: {e}");
-    Ok(())
 }
 
 /// 8 concurrent publishers x 500 messages (`CONFORMANCE_MESSAGES_PER_PUBLISHER`

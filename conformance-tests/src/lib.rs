@@ -1,28 +1,39 @@
 //! The conformance suite: what publish, subscribe, ack, nack and dead-letter
-//! must mean on every backend.
+//! must mean on every backend, proven against the real broker.
 //!
-//! Each check is a public async function taking `&Arc<dyn Transport>`, so a
-//! third-party backend can run them from its own tests. [`checks`] lists them
-//! with the capability each needs; a check whose capability the backend does
-//! not declare is skipped with that reason.
+//! Run it from your own crate against your own broker configuration (or a
+//! backend of your own): a `harness = false` test whose whole body is
+//!
+//! ```no_run
+//! conformance_tests::conformance_main!(async {
+//!     transport::connect("redis://127.0.0.1:6379/0?key_prefix=ct-").await
+//! });
+//! ```
+//!
+//! gives one test per check (`cargo test --test conformance -- dead_letter`
+//! filters) and writes `target/conformance/<backend>.json`. From code,
+//! [`run`] returns the [`Report`]:
 //!
 //! ```no_run
 //! # async fn demo(t: std::sync::Arc<dyn transport_core::Transport>) {
-//! for check in conformance_tests::checks() {
-//!     match check.skip_reason(&t.capabilities()) {
-//!         Some(reason) => println!("{}: skipped ({reason})", check.name),
-//!         None => println!("{}: {:?}", check.name, (check.run)(&t).await),
-//!     }
-//! }
+//! let report = conformance_tests::run(&t, &conformance_tests::RunOptions::new()).await;
+//! println!("{}", report.summary());
 //! # }
 //! ```
 //!
-//! The `conformance` test of this crate runs every check against the
-//! backend named by `TRANSPORT_URL` (default `memory://`) and writes
-//! `target/conformance/<backend>.json`.
+//! Each check is also a public async function taking `&Arc<dyn Transport>`;
+//! [`checks`] lists them with the capability each needs. A check whose
+//! capability the backend does not declare is skipped, and a negative check
+//! proves the backend refuses that operation with a typed error. Every
+//! timing is checked from both sides, every check has a deadline, and a
+//! known broker defect ([`RunOptions::known_defect`]) is reported as "not
+//! proven", never as passed.
 
 mod checks;
+mod edge_checks;
+mod negative_checks;
 mod report;
+mod runner;
 mod runtime_checks;
 mod support;
 pub mod throughput;
@@ -33,9 +44,12 @@ use futures::future::BoxFuture;
 use transport_core::{Capabilities, Transport};
 
 pub use checks::*;
+pub use edge_checks::*;
+pub use negative_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
+pub use runner::{run, run_check, test_main, KnownDefect, RunOptions};
 pub use runtime_checks::*;
-pub use support::{timing, unique, CheckFailure, CheckResult, Timing};
+pub use support::{timing, unique, within_bounds, CheckFailure, CheckResult, Timing};
 
 /// One check of the suite.
 #[derive(Clone, Copy)]
@@ -53,52 +67,12 @@ impl Check {
     pub fn skip_reason(&self, caps: &Capabilities) -> Option<&'static str> {
         (self.requires)(caps)
     }
-
-    /// Why the check does not run: a capability the backend does not
-    /// declare, else a known defect of the broker (from [`broker_skips`]).
-    pub fn skip_for(
-        &self,
-        caps: &Capabilities,
-        broker_skips: &std::collections::HashMap<String, String>,
-    ) -> Option<String> {
-        self.skip_reason(caps)
-            .map(str::to_owned)
-            .or_else(|| broker_skips.get(self.name).cloned())
-    }
 }
 
 impl std::fmt::Debug for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Check").field("name", &self.name).finish()
     }
-}
-
-/// Checks to skip because a particular **broker** (not the backend) gets
-/// them wrong, from `CONFORMANCE_SKIP`: `check=reason` or
-/// `backend/check=reason` entries separated by `;`. Returns check name ->
-/// reason for `backend`. For broker defects shown by a reproduction outside
-/// this library only; an unknown check name or a missing reason is an error,
-/// so a renamed check cannot stay skipped unnoticed.
-pub fn broker_skips(backend: &str) -> Result<std::collections::HashMap<String, String>, String> {
-    let raw = std::env::var("CONFORMANCE_SKIP").unwrap_or_default();
-    let all = checks();
-    let mut out = std::collections::HashMap::new();
-    for entry in raw.split(';').map(str::trim).filter(|e| !e.is_empty()) {
-        let (target, reason) = entry.split_once('=').unwrap_or((entry, ""));
-        let (only, name) = match target.trim().split_once('/') {
-            Some((b, n)) => (Some(b.trim()), n.trim()),
-            None => (None, target.trim()),
-        };
-        if !all.iter().any(|c| c.name == name) || reason.trim().is_empty() {
-            return Err(format!(
-                "CONFORMANCE_SKIP entry {entry:?} is not `[backend/]known_check=reason`"
-            ));
-        }
-        if only.is_none_or(|b| b == backend) {
-            out.insert(name.to_owned(), format!("broker defect: {}", reason.trim()));
-        }
-    }
-    Ok(out)
 }
 
 fn always(_: &Capabilities) -> Option<&'static str> {
@@ -118,56 +92,97 @@ macro_rules! check {
     };
 }
 
-/// Every check, in a stable order.
+/// Every check, in a stable order. A check whose capability the backend
+/// does not declare is skipped; for each such capability a negative check
+/// proves the backend refuses the operation instead of faking it.
 pub fn checks() -> Vec<Check> {
+    const NO_DLQ: &str = "the backend has no dead-letter operations (dead_letters_unsupported proves it)";
+    const NO_TIMEOUT: &str = "the backend does not redeliver on ack timeout";
     vec![
         check!(round_trip_empty_payload),
         check!(round_trip_binary_payload),
         check!(round_trip_near_max_size),
         check!(round_trip_headers_key_id),
+        check!(size_limit_is_exact, |c| c.max_message_size.is_none().then_some(
+            "no size limit declared (large_messages_without_limit probes it)"
+        )),
+        check!(large_messages_without_limit, |c| c
+            .max_message_size
+            .is_some()
+            .then_some(
+                "the backend declares a size limit (size_limit_is_exact proves it)"
+            )),
         check!(events_round_trip),
         check!(topic_isolation),
-        check!(fan_out_two_groups, |c| c
-            .single_group
-            .then_some("point-to-point: a topic has one group")),
+        check!(fan_out_two_groups, |c| c.single_group.then_some(
+            "point-to-point: a topic has one group (second_group_refused proves it)"
+        )),
+        check!(second_group_refused, |c| (!c.single_group)
+            .then_some("topics fan out to every group (fan_out_two_groups proves it)")),
         check!(competing_consumers),
         check!(per_key_order, |c| (!c.ordered_per_key_single_consumer())
             .then_some("the backend declares no per-key ordering")),
         check!(per_key_order_across_nack, |c| (!(c.ordered_per_key_single_consumer()
             && c.ordering_across_nack))
             .then_some("the backend does not keep per-key order across a nack")),
+        check!(per_key_order_across_delayed_nack, |c| (!(c
+            .ordered_per_key_single_consumer()
+            && c.ordering_across_nack
+            && c.nack_delay))
+            .then_some("the backend does not keep per-key order across a delayed nack")),
         check!(batch_publish_order, |c| (!c.ordered_per_key_single_consumer())
             .then_some("the backend declares no per-key ordering")),
         check!(batch_publish_complete),
         check!(ack_is_final),
         check!(nack_redelivers_with_next_attempt),
-        check!(nack_delay_respected, |c| (!c.nack_delay)
-            .then_some("the backend cannot delay a redelivery")),
+        check!(nack_delay_respected, |c| (!c.nack_delay).then_some(
+            "the backend cannot delay a redelivery (nack_delay_unsupported proves it)"
+        )),
+        check!(nack_delay_unsupported, |c| c.nack_delay.then_some(
+            "the backend delays redeliveries (nack_delay_respected proves it)"
+        )),
         check!(ack_timeout_redelivers, |c| (!c.ack_timeout_redelivery)
-            .then_some("the backend does not redeliver on ack timeout")),
+            .then_some(NO_TIMEOUT)),
         check!(dropped_delivery_redelivered, |c| (!c.ack_timeout_redelivery)
-            .then_some("the backend does not redeliver on ack timeout")),
+            .then_some(NO_TIMEOUT)),
         check!(crashed_consumer_loses_nothing, |c| (!c.ack_timeout_redelivery)
-            .then_some("the backend does not redeliver on ack timeout")),
-        check!(max_attempts_dead_letters, |c| (!c.dead_letter_ops)
-            .then_some("the backend has no dead-letter operations")),
-        check!(explicit_dead_letter, |c| (!c.dead_letter_ops)
-            .then_some("the backend has no dead-letter operations")),
-        check!(dead_letter_operations, |c| (!c.dead_letter_ops)
-            .then_some("the backend has no dead-letter operations")),
+            .then_some(NO_TIMEOUT)),
+        check!(stale_handle_cannot_settle, |c| (!c.ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(extend_holds_delivery, |c| (!(c.extend && c.ack_timeout_redelivery))
+            .then_some(
+                "the backend cannot extend a delivery (extend_unsupported proves it)"
+            )),
+        check!(extend_unsupported, |c| c.extend.then_some(
+            "the backend extends deliveries (extend_holds_delivery proves it)"
+        )),
+        check!(max_attempts_dead_letters, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
+        check!(unsettled_exhaustion_dead_letters, |c| (!(c.dead_letter_ops
+            && c.ack_timeout_redelivery))
+            .then_some("needs dead-letter operations and ack-timeout redelivery")),
+        check!(explicit_dead_letter, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
+        check!(dead_letter_operations, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
+        check!(dead_letter_queue_counts_many, |c| (!c.dead_letter_ops)
+            .then_some(NO_DLQ)),
+        check!(dead_letters_unsupported, |c| c.dead_letter_ops.then_some(
+            "the backend has dead-letter operations (the dead-letter checks prove them)"
+        )),
         check!(offline_group_catches_up),
-        check!(replay_for_new_group, |c| (!c.replay)
-            .then_some("the backend cannot replay retained messages to a new group")),
-        check!(oversize_rejected, |c| c
-            .max_message_size
-            .is_none()
-            .then_some("the backend declares no message size limit")),
+        check!(replay_for_new_group, |c| (!c.replay).then_some(
+            "the backend cannot replay retained messages to a new group (earliest_without_replay_refused proves it)"
+        )),
+        check!(earliest_without_replay_refused, |c| c
+            .replay
+            .then_some("the backend replays (replay_for_new_group proves it)")),
+        check!(oversize_rejected, |c| c.max_message_size.is_none().then_some(
+            "no size limit declared (large_messages_without_limit probes it)"
+        )),
         check!(invalid_names_rejected),
         check!(concurrent_publishers),
         check!(graceful_shutdown_drains, |c| (!c.ack_timeout_redelivery)
-            .then_some("the backend does not redeliver on ack timeout")),
+            .then_some(NO_TIMEOUT)),
         check!(runtime_retries_and_dead_letters, |c| (!c.dead_letter_ops)
-            .then_some("the backend has no dead-letter operations")),
+            .then_some(NO_DLQ)),
         check!(runtime_backoff_between_attempts, |c| (!c.nack_delay)
             .then_some("the backend cannot delay a redelivery")),
         check!(runtime_lease_extends_long_handler, |c| (!(c.extend

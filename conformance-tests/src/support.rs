@@ -97,10 +97,15 @@ pub async fn expect_quiet(sub: &mut Subscription, context: &str) -> CheckResult 
     expect_quiet_for(sub, timing().quiet, context).await
 }
 
-/// Fail if anything arrives within `period`.
+/// Fail if anything arrives within `period`, or if the subscription ends
+/// (a stream that stopped is not a quiet one: it would hide redeliveries).
 pub async fn expect_quiet_for(sub: &mut Subscription, period: Duration, context: &str) -> CheckResult {
     match tokio::time::timeout(period, sub.next()).await {
-        Err(_) | Ok(None) => Ok(()),
+        Err(_) => Ok(()),
+        Ok(None) => Err(CheckFailure(format!(
+            "{context}: the subscription to {} ended while it was watched for silence",
+            sub.topic()
+        ))),
         Ok(Some(Err(e))) => Err(CheckFailure(format!("{context}: receive failed: {e}"))),
         Ok(Some(Ok(d))) => Err(CheckFailure(format!(
             "{context}: unexpected delivery of {} (attempt {}, payload {:?})",
@@ -109,6 +114,17 @@ pub async fn expect_quiet_for(sub: &mut Subscription, period: Duration, context:
             String::from_utf8_lossy(&d.payload()[..d.payload().len().min(64)])
         ))),
     }
+}
+
+/// Fail unless `actual` lies in `[low, high]`: every timing a check asserts
+/// has both bounds, so "far too early" and "far too late" both fail.
+pub fn within_bounds(what: &str, actual: Duration, low: Duration, high: Duration) -> CheckResult {
+    if actual < low || actual > high {
+        return Err(CheckFailure(format!(
+            "{what} after {actual:?}, expected between {low:?} and {high:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// Receive `n` deliveries, acking each, returning them in arrival order as

@@ -2,11 +2,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use conformance_tests::{checks, CheckRecord, CheckStatus, Report};
-use futures::StreamExt;
+use conformance_tests::{checks, CheckStatus, Report, RunOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use transport::redact_url;
 use transport::Transport;
@@ -40,7 +38,7 @@ pub async fn run(args: CheckArgs) -> CliResult {
     for url in &targets {
         let broker = connect(url).await?;
         eprintln!("checking {} ({})", broker.backend(), redact_url(url));
-        let report = run_suite(broker.clone(), args.filter.as_deref(), args.parallel.max(1)).await;
+        let report = run_suite(broker.clone(), args.filter.as_deref(), args.parallel.max(1)).await?;
         let _ = broker.close().await;
         let path = match &args.report_dir {
             Some(dir) => dir.join(format!("{}.json", report.backend)),
@@ -72,66 +70,28 @@ fn default_report_path(backend: &str) -> PathBuf {
         .join(format!("{backend}.json"))
 }
 
-async fn run_suite(broker: Arc<dyn Transport>, filter: Option<&str>, parallel: usize) -> Report {
-    let caps = broker.capabilities();
-    let broker_skips = match conformance_tests::broker_skips(broker.backend()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}; ignoring it");
-            Default::default()
-        }
-    };
-    let all = checks();
-    let selected: Vec<_> = all
-        .iter()
-        .copied()
-        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
-        .collect();
-    let bar = ProgressBar::new(selected.len() as u64);
+async fn run_suite(broker: Arc<dyn Transport>, filter: Option<&str>, parallel: usize) -> Result<Report, CliError> {
+    let mut options = RunOptions::from_env(broker.backend()).map_err(CliError::new)?;
+    if let Some(f) = filter {
+        options = options.filter(f);
+    }
+    let bar = ProgressBar::new(options.selected().len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    let mut records: Vec<CheckRecord> = futures::stream::iter(selected)
-        .map(|check| {
-            let broker = broker.clone();
-            let bar = bar.clone();
-            let skip = check.skip_for(&caps, &broker_skips);
-            async move {
-                let start = Instant::now();
-                let (status, reason) = match skip {
-                    Some(reason) => (CheckStatus::Skipped, Some(reason)),
-                    None => match (check.run)(&broker).await {
-                        Ok(()) => (CheckStatus::Passed, None),
-                        Err(e) => (CheckStatus::Failed, Some(e.0)),
-                    },
-                };
-                let mark = match status {
-                    CheckStatus::Passed => "passed",
-                    CheckStatus::Failed => "FAILED",
-                    CheckStatus::Skipped => "skipped",
-                };
-                bar.set_message(format!("{} {mark}", check.name));
-                bar.inc(1);
-                CheckRecord {
-                    name: check.name.to_owned(),
-                    status,
-                    reason,
-                    millis: start.elapsed().as_millis() as u64,
-                }
-            }
-        })
-        .buffer_unordered(parallel)
-        .collect()
-        .await;
+    let options = options.parallel(parallel).on_record({
+        let bar = bar.clone();
+        move |r| {
+            bar.set_message(format!("{} {}", r.name, r.status.label()));
+            bar.inc(1);
+        }
+    });
+    let report = conformance_tests::run(&broker, &options).await;
     bar.finish_and_clear();
-    records.sort_by_key(|r| all.iter().position(|c| c.name == r.name));
-    Report {
-        backend: broker.backend().to_owned(),
-        checks: records,
-    }
+    Ok(report)
 }
 
 fn print_table(report: &Report) {
@@ -139,26 +99,20 @@ fn print_table(report: &Report) {
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["check", report.backend.as_str(), "time", "reason"]);
     for c in &report.checks {
-        let status = match c.status {
-            CheckStatus::Passed => "passed",
-            CheckStatus::Failed => "FAILED",
-            CheckStatus::Skipped => "skipped",
+        let reason = match (&c.reason, &c.reproduction) {
+            (Some(r), Some(repro)) => format!("{r} (reproduction: {repro})"),
+            (Some(r), None) => r.clone(),
+            _ => String::new(),
         };
         table.add_row([
             c.name.clone(),
-            status.to_owned(),
+            c.status.label().to_owned(),
             format!("{:.1}s", c.millis as f64 / 1000.0),
-            c.reason.clone().unwrap_or_default(),
+            reason,
         ]);
     }
     println!("{table}");
-    println!(
-        "{}: {} passed, {} failed, {} skipped",
-        report.backend,
-        report.count(CheckStatus::Passed),
-        report.count(CheckStatus::Failed),
-        report.count(CheckStatus::Skipped)
-    );
+    println!("{}", report.summary());
 }
 
 fn print_matrix(reports: &[Report]) {
@@ -174,6 +128,7 @@ fn print_matrix(reports: &[Report]) {
                 Some(CheckStatus::Passed) => "✓",
                 Some(CheckStatus::Failed) => "✗ FAILED",
                 Some(CheckStatus::Skipped) => "– skipped",
+                Some(CheckStatus::NotProven) => "? not proven",
                 None => "",
             };
             row.push(cell.to_owned());
@@ -182,12 +137,15 @@ fn print_matrix(reports: &[Report]) {
     }
     println!("{table}");
     for r in reports {
-        println!(
-            "{}: {} passed, {} failed, {} skipped",
-            r.backend,
-            r.count(CheckStatus::Passed),
-            r.count(CheckStatus::Failed),
-            r.count(CheckStatus::Skipped)
-        );
+        println!("{}", r.summary());
+        for c in r.checks.iter().filter(|c| c.status == CheckStatus::NotProven) {
+            println!(
+                "  not proven on {}: {} — {} (reproduction: {})",
+                r.backend,
+                c.name,
+                c.reason.as_deref().unwrap_or(""),
+                c.reproduction.as_deref().unwrap_or("")
+            );
+        }
     }
 }

@@ -34,6 +34,11 @@ pub struct Capabilities {
     pub native_dead_letter: bool,
     /// Depth, peek, redrive and purge of a dead-letter queue.
     pub dead_letter_ops: bool,
+    /// The backend records when a message first failed, so a dead letter
+    /// after several attempts carries that time. Where it does not (the
+    /// broker keeps no per-message state the library can write), the
+    /// first-failure time of such a dead letter is absent, never invented.
+    pub first_failure_time: bool,
     /// A new group can start at the earliest retained message.
     pub replay: bool,
     /// An unsettled delivery comes back after `ack_timeout`.

@@ -35,12 +35,17 @@ pub const REDRIVE_COUNT: &str = "transport-redrive-count";
 /// headers, plus the dead-letter headers.
 pub fn dead_letter_message(message: &Message, info: &DeliveryInfo, reason: &str, now: SystemTime) -> Message {
     let mut dead = message.clone();
-    let first = info.first_failure.unwrap_or(now);
+    // Unknown after a redelivery where the backend keeps no record: absent
+    // rather than "now", which would pass for a real time.
+    let first = info.first_failure.or((info.attempt <= 1).then_some(now));
     dead.headers.insert(DLQ_TOPIC, info.topic.as_ref());
     dead.headers.insert(DLQ_GROUP, info.group.as_ref());
     dead.headers.insert(DLQ_ATTEMPTS, info.attempt.to_string());
     dead.headers.insert(DLQ_REASON, reason);
-    dead.headers.insert(DLQ_FIRST_FAILURE, format_time(first));
+    match first {
+        Some(first) => dead.headers.insert(DLQ_FIRST_FAILURE, format_time(first)),
+        None => dead.headers.remove(DLQ_FIRST_FAILURE),
+    };
     dead.headers.insert(DLQ_LAST_FAILURE, format_time(now));
     dead.headers.remove(REDRIVE_GROUP);
     dead

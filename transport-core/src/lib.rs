@@ -48,6 +48,7 @@ pub use delivery::{Delivery, DeliveryInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, EventError};
 pub use message::{new_id, Headers, Message};
+pub use names::MAX_NAME_LEN;
 pub use options::{DeadLetterPolicy, StartFrom, SubscribeOptions};
 pub use secret::{redact_url, Secret};
 pub use settle::{Outcome, Settled};

@@ -36,8 +36,9 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 
 use crate::delivery::Delivery;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
+use crate::options::{StartFrom, SubscribeOptions};
 use crate::subscription::Subscription;
 
 /// A delivery of `message` that `settler` settles.
@@ -54,4 +55,19 @@ pub fn subscription(
     deliveries: BoxStream<'static, Result<Delivery>>,
 ) -> Subscription {
     Subscription::new(topic, group, deliveries)
+}
+
+/// For backends without replay: `StartFrom::Earliest` is refused with a
+/// final `Unsupported` instead of quietly starting at the latest message
+/// (the group would miss what it asked for without knowing).
+pub fn refuse_replay(options: &SubscribeOptions) -> Result<()> {
+    match options.start {
+        StartFrom::Earliest => Err(Error::new(
+            ErrorKind::Unsupported,
+            "StartFrom::Earliest: this backend keeps no history to replay to a new group; \
+             use StartFrom::Latest (a group receives what is published after it first subscribes)",
+        )
+        .with_retryable(false)),
+        StartFrom::Latest => Ok(()),
+    }
 }

@@ -1,0 +1,138 @@
+//! Capabilities a backend declares it does *not* have are proven too: the
+//! operation must fail loudly with a typed, final error instead of quietly
+//! doing something else. Without these a backend could pass the suite by
+//! declaring a capability away while still doing it wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use transport_core::{Error, ErrorKind, Message, StartFrom, Transport};
+
+use crate::checks::{fresh, opts, short};
+use crate::ensure;
+use crate::support::*;
+
+fn unsupported(what: &str, result: Result<(), Error>) -> CheckResult {
+    match result {
+        Ok(()) => Err(CheckFailure(format!(
+            "{what} succeeded on a backend that declares it cannot do it"
+        ))),
+        Err(e) if e.kind() == ErrorKind::Unsupported && !e.is_retryable() => Ok(()),
+        Err(e) => Err(CheckFailure(format!(
+            "{what}: expected a final Unsupported error, got {e} (kind {:?}, retryable {})",
+            e.kind(),
+            e.is_retryable()
+        ))),
+    }
+}
+
+/// No replay: a new group asking for `StartFrom::Earliest` is refused with
+/// `Unsupported` instead of silently starting at the latest message.
+pub async fn earliest_without_replay_refused(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let topic = unique("noreplay");
+    t.publish(&topic, Message::new("before the group")).await.ok();
+    let result = t
+        .subscribe(&topic, opts("g").start(StartFrom::Earliest))
+        .await
+        .map(drop);
+    unsupported("subscribing with StartFrom::Earliest", result)
+}
+
+/// Point-to-point: a second group on a topic is refused with `Unsupported`
+/// (it would silently split the first group's messages), and the first
+/// group keeps working.
+pub async fn second_group_refused(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut first) = fresh(t, "p2p", opts("one")).await?;
+    let result = t.subscribe(&topic, opts("two")).await.map(drop);
+    unsupported("a second group on a point-to-point topic", result)?;
+    let m = Message::new("still one group");
+    t.publish(&topic, m.clone()).await?;
+    let d = next(&mut first).await?;
+    ensure!(
+        d.id() == m.id,
+        "the first group received {} instead of {}",
+        d.id(),
+        m.id
+    );
+    d.ack().await?;
+    Ok(())
+}
+
+/// No dead-letter operations: opening or using the queue and an explicit
+/// dead-letter are `Unsupported`, and an exhausted message does not come
+/// back forever.
+pub async fn dead_letters_unsupported(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let options = short("g").max_attempts(2);
+    let (topic, mut sub) = fresh(t, "nodlq", options.clone()).await?;
+    let opened = match t.dead_letters(&topic, &options).await {
+        Err(e) => Err(e),
+        Ok(dlq) => dlq.depth().await.map(drop),
+    };
+    unsupported("dead-letter queue depth", opened)?;
+    let m = Message::new("cannot be dead-lettered");
+    t.publish(&topic, m.clone()).await?;
+    let d = next(&mut sub).await?;
+    unsupported("an explicit dead-letter", d.dead_letter("no queue").await)?;
+    // Whatever the backend does with an exhausted message, it must not
+    // hand it out past max_attempts.
+    let deadline = std::time::Instant::now() + timing().short_ack * 4 + timing().receive;
+    while std::time::Instant::now() < deadline {
+        match next_within(&mut sub, timing().short_ack * 2 + timing().quiet).await {
+            Err(_) => return Ok(()),
+            Ok(d) => {
+                ensure!(
+                    d.attempt() <= 2,
+                    "attempt {} of a message allowed 2 attempts",
+                    d.attempt()
+                );
+                let _ = d.nack(None).await;
+            }
+        }
+    }
+    Err(CheckFailure("the exhausted message kept coming back".into()))
+}
+
+/// No leases: `extend` is `Unsupported` (a runtime relying on it must know).
+pub async fn extend_unsupported(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "noextend", opts("g")).await?;
+    t.publish(&topic, Message::new("x")).await?;
+    let d = next(&mut sub).await?;
+    unsupported("extend", d.extend(Duration::from_secs(1)).await)?;
+    d.ack().await?;
+    Ok(())
+}
+
+/// No delayed redelivery: `nack` with a delay is `Unsupported` rather than
+/// an immediate redelivery that would turn backoff into a hot loop.
+pub async fn nack_delay_unsupported(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "nodelay", opts("g")).await?;
+    t.publish(&topic, Message::new("x")).await?;
+    let d = next(&mut sub).await?;
+    unsupported("nack with a delay", d.nack(Some(Duration::from_secs(1))).await)?;
+    Ok(())
+}
+
+/// No declared size limit: then large messages must work; 8 MiB (payload)
+/// round-trips intact.
+pub async fn large_messages_without_limit(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "nolimit", opts("g")).await?;
+    let m = Message::new((0..8usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    t.publish(&topic, m.clone()).await.map_err(|e| {
+        CheckFailure(format!(
+            "an 8 MiB message was refused by a backend that declares no limit: {e}"
+        ))
+    })?;
+    let d = next(&mut sub).await?;
+    ensure!(
+        d.id() == m.id && d.payload() == &m.payload,
+        "the 8 MiB message changed on the way"
+    );
+    d.ack().await?;
+    Ok(())
+}
