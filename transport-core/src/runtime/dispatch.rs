@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
@@ -26,6 +26,8 @@ pub(super) struct Shared {
     pub counters: Arc<Counters>,
     pub capabilities: Capabilities,
     pub shutdown: CancellationToken,
+    /// One permit per handler call allowed at once (the concurrency).
+    pub calls: Arc<Semaphore>,
 }
 
 /// A delivery's place in its key's line: wait for the one before, then let
@@ -50,13 +52,18 @@ where
     // the lease layer's) decision, so a hung handler is not held forever.
     let heartbeat = shared.capabilities.extend.then_some(ack_timeout / 2);
 
+    let waiting_since = tokio::time::Instant::now();
+    // Held until the delivery is settled.
+    let mut permit = None;
     let ready = {
         let service = &mut service;
         let shutdown = &shared.shutdown;
+        let (calls, permit) = (&shared.calls, &mut permit);
         let turn = async move {
             if let Some(wait) = wait {
                 let _ = wait.await;
             }
+            *permit = Some(calls.acquire().await.expect("the semaphore is never closed"));
             ServiceExt::<Context>::ready(service)
                 .await
                 .map(drop)
@@ -80,6 +87,15 @@ where
             Outcome::retry(format!("the consumer's service failed: {e}"))
         }
         Some(Ok(())) => {
+            // The heartbeat's last extension may be up to half a timeout
+            // old, and a lease layer extends half a timeout after the call
+            // starts: together a whole timeout. A fresh lease now keeps a
+            // delivery that waited from expiring just as its handler starts.
+            if heartbeat.is_some() && waiting_since.elapsed() >= ack_timeout / 4 {
+                if let Err(e) = delivery.extend(ack_timeout).await {
+                    tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
+                }
+            }
             let ctx = Context::new(
                 delivery.shared_message(),
                 delivery.info().clone(),
@@ -112,6 +128,7 @@ where
         }
     };
     settle(&shared, delivery, outcome).await;
+    drop(permit);
 }
 
 /// Run `work` while serving the delivery's lease: extension requests from

@@ -96,9 +96,11 @@ use stats::Counters;
 /// `tokio::spawn(consumer.run(service, shutdown))` works.
 ///
 /// The fixed core: at most [`concurrency`](Self::concurrency) handler calls
-/// (or keys) at once; messages of one key handled one at a time in arrival
-/// order; deliveries waiting for their turn keep their lease (where the
-/// backend can [`extend`](crate::Delivery::extend)); on shutdown, fetching
+/// at once; messages of one key handled one at a time in arrival order;
+/// every delivery the subscription hands out (at most its `max_in_flight`)
+/// is taken at once and keeps its lease while it waits for its turn (where
+/// the backend can [`extend`](crate::Delivery::extend)), so none expires
+/// unseen in a buffer; on shutdown, fetching
 /// stops, handlers see [`Context::shutdown`] and get the shutdown timeout
 /// to finish, and every delivery not settled by then (including those
 /// queued behind a busy key) is left unsettled for redelivery.
@@ -180,14 +182,13 @@ impl Consumer {
             counters: self.counters.clone(),
             capabilities: self.transport.capabilities(),
             shutdown: stop.clone(),
+            calls: Arc::new(tokio::sync::Semaphore::new(self.concurrency)),
         });
         let mut tasks = JoinSet::new();
         // The key of each running task, and for each key with deliveries
         // held: how many, and the signal the last of them gives when done.
         let mut task_keys: HashMap<Id, Option<String>> = HashMap::new();
         let mut lines: HashMap<String, Line> = HashMap::new();
-        // Keys with deliveries held plus deliveries without a key.
-        let mut active = 0usize;
         let mut failure = None;
         tokio::pin!(shutdown);
 
@@ -203,19 +204,17 @@ impl Consumer {
                             e.id()
                         }
                     };
-                    match task_keys.remove(&id).flatten() {
-                        Some(key) => {
-                            let line = lines.get_mut(&key).expect("a running task's key has a line");
-                            line.held -= 1;
-                            if line.held == 0 {
-                                lines.remove(&key);
-                                active -= 1;
-                            }
+                    if let Some(key) = task_keys.remove(&id).flatten() {
+                        let line = lines.get_mut(&key).expect("a running task's key has a line");
+                        line.held -= 1;
+                        if line.held == 0 {
+                            lines.remove(&key);
                         }
-                        None => active -= 1,
                     }
                 }
-                next = subscription.next(), if active < self.concurrency => match next {
+                // Taken at once, whatever is running: a delivery left in the
+                // subscription's buffer would have no one keeping its lease.
+                next = subscription.next() => match next {
                     Some(Ok(delivery)) => {
                         self.counters.received();
                         let key = delivery.key().map(str::to_owned);
@@ -231,16 +230,12 @@ impl Consumer {
                                     }
                                     None => {
                                         lines.insert(key.clone(), Line { held: 1, last_done: next_wait });
-                                        active += 1;
                                         None
                                     }
                                 };
                                 Turn { wait, done: Some(done) }
                             }
-                            None => {
-                                active += 1;
-                                Turn { wait: None, done: None }
-                            }
+                            None => Turn { wait: None, done: None },
                         };
                         let handle = tasks.spawn(process(shared.clone(), service.clone(), delivery, turn));
                         task_keys.insert(handle.id(), key);
