@@ -244,12 +244,14 @@ pub(crate) struct Scripts {
     /// KEYS: stream, delayed, failures. ARGV: group, consumer, min_idle_ms, count, now_ms.
     /// Claims entries idle past the ack timeout (not parked by a nack).
     pub reclaim: Script,
-    /// KEYS: stream, delayed, failures. ARGV: group, entry id, due_ms, now_ms.
+    /// KEYS: stream, delayed, failures. ARGV: group, entry id, delivery count, due_ms, now_ms.
     pub nack: Script,
-    /// KEYS: stream, delayed, failures. ARGV: group, entry id.
+    /// KEYS: stream, delayed, failures. ARGV: group, entry id, delivery count.
     pub ack: Script,
-    /// KEYS: stream, delayed, failures, dlq. ARGV: group, entry id, fields...
+    /// KEYS: stream, delayed, failures, dlq. ARGV: group, entry id, delivery count, fields...
     pub dead_letter: Script,
+    /// KEYS: stream. ARGV: group, entry id, delivery count, consumer, idle_ms.
+    pub extend: Script,
     /// KEYS: dlq, target. ARGV: dlq entry id, fields...
     pub redrive: Script,
 }
@@ -295,30 +297,43 @@ for _, p in ipairs(pend) do
 end
 return out",
         ),
+        // Settling checks the entry's delivery count: a handle from before
+        // a redelivery (the count has grown since) settles nothing, so it
+        // cannot ack or requeue the live redelivery. Returns 0 then.
         nack: Script::new(
             r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[4])
+if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[5])
 return 1",
         ),
         ack: Script::new(
             r"
-local n = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[2])
-return n",
-        ),
-        dead_letter: Script::new(
-            r"
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] then return 0 end
-redis.call('XADD', KEYS[4], '*', unpack(ARGV, 3))
+if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 return 1",
+        ),
+        dead_letter: Script::new(
+            r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1",
+        ),
+        // JUSTID leaves the delivery count alone.
+        extend: Script::new(
+            r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
+local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'IDLE', tonumber(ARGV[5]), 'JUSTID')
+return #c",
         ),
         redrive: Script::new(
             r"

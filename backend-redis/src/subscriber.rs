@@ -175,6 +175,7 @@ impl RedisFetch {
         let settler = RedisSettler {
             shared: s.clone(),
             entry_id: entry.entry_id,
+            count: entry.attempt,
             settled: false,
         };
         transport_core::backend::delivery(Arc::new(entry.message), info, Box::new(settler))
@@ -184,15 +185,18 @@ impl RedisFetch {
 pub(crate) struct RedisSettler {
     pub(crate) shared: Arc<ConsumerShared>,
     pub(crate) entry_id: String,
+    /// The entry's delivery count when it was handed out: settling checks
+    /// it, so this handle cannot settle a later redelivery.
+    pub(crate) count: u32,
     pub(crate) settled: bool,
 }
 
 impl RedisSettler {
-    fn begin(&mut self) -> (Arc<ConsumerShared>, String) {
+    fn begin(&mut self) -> (Arc<ConsumerShared>, String, u32) {
         self.settled = true;
         let s = self.shared.clone();
         s.in_flight.release();
-        (s, std::mem::take(&mut self.entry_id))
+        (s, std::mem::take(&mut self.entry_id), self.count)
     }
 }
 
@@ -205,7 +209,7 @@ pub(crate) fn expired(op: &'static str) -> Error {
     .with_operation(op)
 }
 
-pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, delay: Duration) -> Result<()> {
+pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, count: u32, delay: Duration) -> Result<()> {
     let now = core::now_ms();
     let mut conn = s.control.clone();
     let k = &s.keys;
@@ -216,6 +220,7 @@ pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, delay: Durati
         .key(&k.failures)
         .arg(&*s.group)
         .arg(entry_id)
+        .arg(count)
         .arg(now + delay.as_millis() as u64)
         .arg(now)
         .invoke_async(&mut conn)
@@ -230,29 +235,33 @@ pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, delay: Durati
 #[async_trait]
 impl Settler for RedisSettler {
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        let (s, id) = self.begin();
+        let (s, id, count) = self.begin();
         let k = &s.keys;
         let mut conn = s.control.clone();
-        let _: i64 = scripts()
+        let done: i64 = scripts()
             .ack
             .key(&k.stream)
             .key(&k.delayed)
             .key(&k.failures)
             .arg(&*s.group)
             .arg(&id)
+            .arg(count)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| map_err("ack", e))?;
+        if done == 0 {
+            return Err(expired("ack"));
+        }
         Ok(())
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
-        let (s, id) = self.begin();
-        nack_entry(&s, &id, delay.unwrap_or_default()).await
+        let (s, id, count) = self.begin();
+        nack_entry(&s, &id, count, delay.unwrap_or_default()).await
     }
 
     async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
-        let (s, id) = self.begin();
+        let (s, id, count) = self.begin();
         let k = &s.keys;
         let mut invocation = scripts().dead_letter.prepare_invoke();
         invocation
@@ -261,7 +270,8 @@ impl Settler for RedisSettler {
             .key(&k.failures)
             .key(&k.dlq)
             .arg(&*s.group)
-            .arg(&id);
+            .arg(&id)
+            .arg(count);
         for (f, v) in core::encode(&dead) {
             invocation.arg(f).arg(v);
         }
@@ -283,20 +293,20 @@ impl Settler for RedisSettler {
         let s = &self.shared;
         let idle = s.options.ack_timeout.saturating_sub(by);
         let mut conn = s.control.clone();
-        let claimed: Vec<String> = redis::cmd("XCLAIM")
-            .arg(&s.keys.stream)
+        let claimed: i64 = scripts()
+            .extend
+            .key(&s.keys.stream)
             .arg(&*s.group)
-            .arg(&s.name)
-            .arg(0)
             .arg(&self.entry_id)
-            .arg("IDLE")
+            .arg(self.count)
+            .arg(&s.name)
             .arg(idle.as_millis() as u64)
-            .arg("JUSTID")
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| map_err("extend", e))?;
-        if claimed.is_empty() {
-            // No longer pending: acked, dead-lettered or trimmed meanwhile.
+        if claimed == 0 {
+            // No longer pending (acked, dead-lettered or trimmed meanwhile),
+            // or redelivered since this handle was handed out.
             return Err(expired("extend"));
         }
         Ok(())
@@ -310,9 +320,9 @@ impl Drop for RedisSettler {
         }
         // Dropped unsettled: hand it back now rather than after the ack
         // timeout, when a runtime is there to do it.
-        let (s, id) = self.begin();
+        let (s, id, count) = self.begin();
         on_drop(async move {
-            if let Err(e) = nack_entry(&s, &id, Duration::ZERO).await {
+            if let Err(e) = nack_entry(&s, &id, count, Duration::ZERO).await {
                 tracing::debug!(error = %e, "returning a dropped delivery failed; the ack timeout will");
             }
         });
