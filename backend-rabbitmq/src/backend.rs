@@ -131,7 +131,6 @@ impl Transport for RabbitTransport {
             ordering: KeyOrdering::PerKeySingleConsumer,
             nack_delay: true,
             dead_letter_ops: true,
-            first_failure_time: true,
             ack_timeout_redelivery: true,
             durable: true,
             max_message_size: Some(self.inner.conn.config().max_message_size),

@@ -107,12 +107,30 @@ pub async fn invalid_names_rejected(t: &Arc<dyn Transport>) -> CheckResult {
             .ok_or_else(|| CheckFailure(format!("group {name:?} was accepted")))?;
         ensure!(e.kind() == ErrorKind::InvalidArgument, "group {name:?}: {e}");
     }
-    // The longest portable name is a valid topic everywhere.
+    // The longest portable name is no InvalidArgument on publish (a broker
+    // may still refuse a topic nobody subscribed to, as RabbitMQ does).
     let base = unique("long");
     let longest = format!("{base}{}", "l".repeat(MAX_NAME_LEN - base.len()));
-    t.publish(&longest, Message::new("fits"))
+    if let Err(e) = t.publish(&longest, Message::new("fits")).await {
+        ensure!(
+            e.kind() != ErrorKind::InvalidArgument,
+            "a {MAX_NAME_LEN}-character topic was refused: {e}"
+        );
+    }
+    // A subscribed topic whose dead-letter topic (`<topic>.<group>.dlq`)
+    // is just within the limit works end to end.
+    let options = opts("g");
+    let room = options.dlq_topic("").len();
+    let long = format!("{base}{}", "l".repeat(MAX_NAME_LEN - room - base.len()));
+    let mut sub = t
+        .subscribe(&long, options)
         .await
-        .map_err(|e| CheckFailure(format!("a {MAX_NAME_LEN}-character topic was refused: {e}")))?;
+        .map_err(|e| CheckFailure(format!("subscribing to a {}-character topic failed: {e}", long.len())))?;
+    let m = Message::new("fits");
+    t.publish(&long, m.clone()).await?;
+    let d = next(&mut sub).await?;
+    ensure!(d.id() == m.id, "received {} on the long topic", d.id());
+    d.ack().await?;
     Ok(())
 }
 
@@ -267,12 +285,12 @@ pub async fn per_key_order_across_delayed_nack(t: &Arc<dyn Transport>) -> CheckR
     expect_quiet(&mut sub, "after the key's messages").await
 }
 
-/// Depth, peek and redrive stay exact past a handful of dead letters: 25 in,
-/// depth 25, peek returns each once (and at most what was asked), a partial
+/// Depth, peek and redrive stay exact past a handful of dead letters: 40 in,
+/// depth 40, peek returns each once (and at most what was asked), a partial
 /// redrive moves exactly that many, purge the rest.
 pub async fn dead_letter_queue_counts_many(t: &Arc<dyn Transport>) -> CheckResult {
     let t: &dyn Transport = t.as_ref();
-    let n = 25;
+    let n = 40;
     let options = opts("g").max_in_flight(10);
     let (topic, mut sub) = fresh(t, "dlqmany", options.clone()).await?;
     let sent: Vec<Message> = (0..n)

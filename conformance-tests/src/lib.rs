@@ -99,6 +99,7 @@ pub fn checks() -> Vec<Check> {
     const NO_DLQ: &str = "the backend has no dead-letter operations (dead_letters_unsupported proves it)";
     const NO_TIMEOUT: &str = "the backend does not redeliver on ack timeout";
     vec![
+        check!(required_capabilities_declared, negative_checks::no_requirements),
         check!(round_trip_empty_payload),
         check!(round_trip_binary_payload),
         check!(round_trip_near_max_size),

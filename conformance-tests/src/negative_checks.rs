@@ -136,3 +136,59 @@ pub async fn large_messages_without_limit(t: &Arc<dyn Transport>) -> CheckResult
     d.ack().await?;
     Ok(())
 }
+
+/// Capability names `CONFORMANCE_REQUIRE` accepts, and what each means.
+pub const CAPABILITY_NAMES: &[(&str, fn(&transport_core::Capabilities) -> bool)] = &[
+    ("per_key_order", |c| c.ordered_per_key_single_consumer()),
+    ("per_key_order_across_consumers", |c| c.ordered_per_key()),
+    ("order_across_nack", |c| c.ordering_across_nack),
+    ("nack_delay", |c| c.nack_delay),
+    ("extend", |c| c.extend),
+    ("ack_timeout_redelivery", |c| c.ack_timeout_redelivery),
+    ("dead_letter_ops", |c| c.dead_letter_ops),
+    ("native_dead_letter", |c| c.native_dead_letter),
+    ("first_failure_time", |c| c.first_failure_time),
+    ("replay", |c| c.replay),
+    ("publish_dedup", |c| c.publish_dedup),
+    ("no_duplicates", |c| !c.duplicates_possible),
+    ("fan_out", |c| !c.single_group),
+    ("durable", |c| c.durable),
+];
+
+fn required() -> Vec<String> {
+    std::env::var("CONFORMANCE_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Skip reason of [`required_capabilities_declared`]: nothing required.
+pub(crate) fn no_requirements(_: &transport_core::Capabilities) -> Option<&'static str> {
+    required().is_empty().then_some("no CONFORMANCE_REQUIRE given")
+}
+
+/// The backend declares every capability `CONFORMANCE_REQUIRE` names
+/// (comma-separated, see [`CAPABILITY_NAMES`]). A backend cannot pass by
+/// declaring a capability away (its checks would be skipped), and a service
+/// pins what it relies on: run with the capabilities your code needs.
+pub async fn required_capabilities_declared(t: &Arc<dyn Transport>) -> CheckResult {
+    let caps = t.capabilities();
+    let mut missing = Vec::new();
+    for name in required() {
+        match CAPABILITY_NAMES.iter().find(|(n, _)| *n == name) {
+            Some((_, has)) if has(&caps) => {}
+            Some(_) => missing.push(name),
+            None => {
+                return Err(CheckFailure(format!(
+                    "unknown capability {name:?} in CONFORMANCE_REQUIRE; known: {}",
+                    CAPABILITY_NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    }
+    ensure!(missing.is_empty(), "required but not declared: {}", missing.join(", "));
+    Ok(())
+}

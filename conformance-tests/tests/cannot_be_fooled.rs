@@ -103,14 +103,6 @@ async fn a_backend_with_a_size_limit_cannot_hide_it() {
 }
 
 #[tokio::test]
-async fn a_backend_must_not_invent_a_first_failure_time() {
-    // The memory backend records it; declaring it does not must fail.
-    let (status, reason) = outcome("max_attempts_dead_letters", |c| c.first_failure_time = false).await;
-    assert_eq!(status, CheckStatus::Failed, "{reason}");
-    assert!(reason.contains("declares it does not record"), "{reason}");
-}
-
-#[tokio::test]
 async fn a_declared_capability_skips_its_negative_check() {
     let (status, _) = outcome("extend_unsupported", |_| {}).await;
     assert_eq!(status, CheckStatus::Skipped);
