@@ -175,4 +175,24 @@ mod tests {
         assert!(!c.single_group && !c.duplicates_possible && !c.durable && !c.publish_dedup);
         assert_eq!(c.max_message_size, Some(1024 * 1024));
     }
+
+    /// After `close`, every operation is a final `Closed`, and an open
+    /// subscription ends instead of waiting forever.
+    #[tokio::test]
+    async fn closed_transport_refuses() {
+        use futures::StreamExt;
+        use transport_core::{ErrorKind, Message, Publisher, Subscriber};
+        let t = MemoryTransport::new();
+        let mut sub = t.subscribe("t", SubscribeOptions::new("g")).await.unwrap();
+        t.close().await.unwrap();
+        let e = t.publish("t", Message::new("x")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Closed);
+        assert!(!e.is_retryable());
+        let e = t.subscribe("t", SubscribeOptions::new("g")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Closed);
+        let e = t.dead_letters("t", &SubscribeOptions::new("g")).await.err().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Closed);
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await;
+        assert!(matches!(end, Ok(None)), "the subscription did not end: {end:?}");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, AckKind};
 use async_trait::async_trait;
 use futures::stream::StreamExt;
-use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
+use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler, StaleGuard};
 use transport_core::{
     Delivery, DeliveryInfo, ErrorKind, Message, Result, StartFrom, SubscribeOptions, Subscriber, Subscription,
 };
@@ -52,6 +52,7 @@ impl Subscriber for NatsTransport {
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             transport: self.clone(),
+            stale: StaleGuard::new(),
             topic: Arc::from(topic),
             group: Arc::from(options.group.as_str()),
             dlq_topic,
@@ -75,6 +76,9 @@ impl Subscriber for NatsTransport {
 
 pub(crate) struct Shared {
     pub(crate) transport: NatsTransport,
+    /// JetStream settles by stream sequence: a handle from before a
+    /// redelivery would settle the redelivery. See `StaleGuard`.
+    pub(crate) stale: StaleGuard,
     pub(crate) topic: Arc<str>,
     pub(crate) group: Arc<str>,
     pub(crate) dlq_topic: String,
@@ -141,11 +145,13 @@ impl NatsFetch {
             // JetStream keeps no failure time; the publish time bounds it.
             first_failure: None,
         };
+        let sequence = msg.info().map(|i| i.stream_sequence.to_string()).unwrap_or_default();
         let settler = NatsSettler {
             shared: s.clone(),
             msg: Some(msg),
         };
-        transport_core::backend::delivery(Arc::new(message), info, Box::new(settler))
+        let settler = s.stale.guard(&sequence, attempt, Box::new(settler));
+        transport_core::backend::delivery(Arc::new(message), info, settler)
     }
 }
 
@@ -164,6 +170,10 @@ impl NatsSettler {
 
 #[async_trait]
 impl Settler for NatsSettler {
+    fn abandon(mut self: Box<Self>) {
+        let _ = self.take();
+    }
+
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let (s, msg) = self.take();
         let r = if s.transport.inner.config.double_ack {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
+use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler, StaleGuard};
 use transport_core::{Delivery, DeliveryInfo, Message, Result, SubscribeOptions, Subscriber, Subscription};
 
 use crate::backend::{secs, tag, SqsTransport};
@@ -17,6 +17,9 @@ use crate::deletes::Deleter;
 
 pub(crate) struct Shared {
     pub(crate) transport: SqsTransport,
+    /// SQS deletes by message whatever the receipt handle's age: a handle
+    /// from before a redelivery would delete the redelivery. See `StaleGuard`.
+    pub(crate) stale: StaleGuard,
     pub(crate) topic: Arc<str>,
     pub(crate) group: Arc<str>,
     pub(crate) queue_url: String,
@@ -69,6 +72,7 @@ impl Subscriber for SqsTransport {
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             transport: self.clone(),
+            stale: StaleGuard::new(),
             topic: Arc::from(topic),
             group: Arc::from(options.group.as_str()),
             deleter: Deleter::start(self.inner.sqs.clone(), queue_url.clone()),
@@ -148,7 +152,10 @@ pub(crate) fn delivery(s: &Arc<Shared>, m: aws_sdk_sqs::types::Message) -> Deliv
         receipt: m.receipt_handle().unwrap_or_default().to_owned(),
         settled: false,
     };
-    transport_core::backend::delivery(Arc::new(message), info, Box::new(settler))
+    let settler = s
+        .stale
+        .guard(m.message_id().unwrap_or_default(), attempt, Box::new(settler));
+    transport_core::backend::delivery(Arc::new(message), info, settler)
 }
 
 pub(crate) struct SqsSettler {
@@ -186,6 +193,10 @@ pub(crate) async fn set_visibility(s: &Shared, receipt: &str, d: Duration, op: &
 
 #[async_trait]
 impl Settler for SqsSettler {
+    fn abandon(mut self: Box<Self>) {
+        self.begin();
+    }
+
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let (s, r) = self.begin();
         delete(&s, r, "ack").await

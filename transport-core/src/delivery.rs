@@ -30,6 +30,15 @@ pub trait Settler: Send + Sync + 'static {
     /// order that never loses it.
     async fn dead_letter(self: Box<Self>, dead: Message) -> Result<()>;
 
+    /// Give this handle up without telling the broker, because a newer
+    /// delivery of the same message owns it now (see
+    /// [`StaleGuard`](crate::backend::StaleGuard)): free what the handle
+    /// holds locally (an in-flight slot) and nothing else. The default drops
+    /// it; a settler whose drop hands the message back must override this.
+    fn abandon(self: Box<Self>) {
+        drop(self);
+    }
+
     /// Make sure the delivery is not redelivered before `by` from now (a
     /// lease for a long handler). [`Delivery::extend`] has checked that `by`
     /// is positive and at most the subscription's ack timeout. Brokers that can

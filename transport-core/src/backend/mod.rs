@@ -22,9 +22,11 @@
 
 mod lifecycle;
 mod pull;
+mod stale;
 
 pub use lifecycle::{on_drop, Lifecycle};
 pub use pull::{pull_subscription, Backoff, Fetch};
+pub use stale::StaleGuard;
 
 pub use crate::dead_letter::{dead_letter_message, redrive_message};
 pub use crate::delivery::{DeliveryInfo, Settler};
