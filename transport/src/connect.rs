@@ -39,6 +39,8 @@ where
 
 /// The backends compiled into this build, by scheme.
 fn builtin() -> Vec<(String, Factory)> {
+    // `mut` is unused when no broker feature is on.
+    #[allow(unused_mut)]
     let mut table: Vec<(&str, Factory)> = vec![(
         "memory",
         factory(|url: String| async move { backend_memory::MemoryTransport::from_url(&url) }),
