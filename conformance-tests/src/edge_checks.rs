@@ -169,8 +169,9 @@ pub async fn extend_holds_delivery(t: &Arc<dyn Transport>) -> CheckResult {
 }
 
 /// A handle from before a redelivery cannot settle the redelivery: after the
-/// ack timeout hands the message out again, acking the stale handle leaves
-/// the live one in charge (its nack still brings the message back).
+/// ack timeout hands the message out again, extending the stale handle is
+/// `DeliveryExpired` and acking it leaves the live one in charge (its nack
+/// still brings the message back).
 pub async fn stale_handle_cannot_settle(t: &Arc<dyn Transport>) -> CheckResult {
     let t: &dyn Transport = t.as_ref();
     let (topic, mut sub) = fresh(t, "stale", short("g").max_in_flight(4)).await?;
@@ -184,6 +185,14 @@ pub async fn stale_handle_cannot_settle(t: &Arc<dyn Transport>) -> CheckResult {
         live.id(),
         live.attempt()
     );
+    // The stale lease is lost: extending it is `DeliveryExpired` (it must
+    // not extend the live one's).
+    let e = stale
+        .extend(timing().short_ack)
+        .await
+        .err()
+        .ok_or_else(|| CheckFailure("extending a stale handle succeeded".into()))?;
+    ensure!(e.kind() == ErrorKind::DeliveryExpired, "extending a stale handle: {e}");
     // Either an error or a no-op; what it must not do is settle `live`.
     let _ = stale.ack().await;
     live.nack(None).await?;

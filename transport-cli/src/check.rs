@@ -16,6 +16,11 @@ use crate::target::{connect, url_or_env, CliError, CliResult};
 const BACKENDS: &[&str] = &["memory", "redis", "nats", "rabbitmq", "sqs", "kafka"];
 
 pub async fn run(args: CheckArgs) -> CliResult {
+    if let Some(dir) = &args.from_reports {
+        let reports = read_reports(dir)?;
+        print_matrix(&reports);
+        return Ok(());
+    }
     let targets: Vec<String> = if args.all {
         BACKENDS
             .iter()
@@ -62,6 +67,36 @@ pub async fn run(args: CheckArgs) -> CliResult {
         return Err(CliError::new(format!("{failed} check(s) failed")));
     }
     Ok(())
+}
+
+/// Every `*.json` report in `dir`, in a stable order.
+fn read_reports(dir: &std::path::Path) -> Result<Vec<Report>, CliError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CliError::new(format!("cannot read {}: {e}", dir.display())))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    let mut reports = Vec::new();
+    for path in paths {
+        let text = std::fs::read(&path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+        match serde_json::from_slice::<Report>(&text) {
+            Ok(mut report) => {
+                // A report written under another name (sqs-fifo.json) is
+                // shown under that name.
+                if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                    report.backend = stem.to_owned();
+                }
+                reports.push(report);
+            }
+            // Other suites' files (interop, stores) share the directory.
+            Err(_) => continue,
+        }
+    }
+    if reports.is_empty() {
+        return Err(CliError::new(format!("no conformance reports in {}", dir.display())));
+    }
+    Ok(reports)
 }
 
 fn default_report_path(backend: &str) -> PathBuf {

@@ -55,7 +55,10 @@ pub enum Command {
   TRANSPORT_URL_REDIS=redis://127.0.0.1:6379 TRANSPORT_URL_NATS=nats://127.0.0.1:4222 transport check --all
 
 With --all, every backend whose TRANSPORT_URL_<NAME> is set (MEMORY defaults to
-memory://) is checked and one matrix of backends x checks is printed.")]
+memory://) is checked and one matrix of backends x checks is printed.
+`transport check --from-reports target/conformance` prints the matrix of
+existing reports (those scripts/test wrote) without running anything.
+Checks a broker is known to get wrong (CONFORMANCE_SKIP) show as \"not proven\".")]
     Check(CheckArgs),
 
     /// Measure publish -> consume -> ack throughput and latency.
@@ -196,6 +199,10 @@ pub struct CheckArgs {
     /// Where the JSON reports go (default target/conformance).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
+    /// Run nothing: print the matrix of the reports in this directory
+    /// (e.g. target/conformance after scripts/test).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["url", "all"])]
+    pub from_reports: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
