@@ -402,3 +402,61 @@ impl GroupState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(topic: &Topic) -> Vec<String> {
+        topic
+            .retained()
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect()
+    }
+
+    fn publish(topic: &Topic, range: std::ops::Range<u32>, window: usize) {
+        topic.append(range.map(|i| Message::new(i.to_string())), window);
+    }
+
+    /// How much a new group can replay: without groups the last `window`
+    /// messages; with a group, nothing it has not consumed; dead-letter
+    /// topics everything.
+    #[test]
+    fn retention_follows_the_replay_window() {
+        let broker = Broker::default();
+        let alone = broker.topic("alone");
+        publish(&alone, 0..5, 3);
+        assert_eq!(texts(&alone), ["2", "3", "4"]);
+        alone.join("late", StartFrom::Earliest);
+        let mut out = Vec::new();
+        alone.fetch("late", 10, Duration::from_secs(30), &mut out);
+        let got: Vec<_> = out.iter().map(|f| (f.seq, String::from_utf8_lossy(&f.message.payload).into_owned())).collect();
+        assert_eq!(got, [(2, "2".into()), (3, "3".into()), (4, "4".into())]);
+
+        let watched = broker.topic("watched");
+        watched.join("slow", StartFrom::Latest);
+        publish(&watched, 0..6, 2);
+        assert_eq!(texts(&watched).len(), 6, "unconsumed messages were dropped");
+        let mut out = Vec::new();
+        watched.fetch("slow", 4, Duration::from_secs(30), &mut out);
+        for f in &out {
+            watched.complete("slow", f.seq, f.token).unwrap();
+        }
+        publish(&watched, 6..7, 2);
+        assert_eq!(texts(&watched), ["4", "5", "6"], "consumed messages beyond the window are dropped");
+
+        let dlq = broker.topic("dlq");
+        dlq.mark_dead_letter_topic();
+        publish(&dlq, 0..5, 2);
+        assert_eq!(texts(&dlq).len(), 5);
+        let taken = dlq.remove_front(2);
+        assert_eq!(texts(&dlq), ["2", "3", "4"]);
+        dlq.restore_front(taken);
+        assert_eq!(texts(&dlq), ["0", "1", "2", "3", "4"]);
+        dlq.join("reader", StartFrom::Earliest);
+        let mut out = Vec::new();
+        dlq.fetch("reader", 1, Duration::from_secs(30), &mut out);
+        assert_eq!(out[0].seq, 0, "offsets survive a remove and restore");
+    }
+}
