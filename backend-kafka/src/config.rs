@@ -148,18 +148,14 @@ impl KafkaConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        // Percent-decoding, not form decoding: a `+` in a password is a `+`.
+        let decode = transport_core::backend::decode_userinfo;
         if let Some(u) = userinfo {
             let (user, pass) = u
                 .split_once(':')
                 .ok_or_else(|| Error::invalid("Kafka URL credentials look like user:password@"))?;
-            c.user = Some(decode(user));
-            c.password = Some(Secret::new(decode(pass)));
+            c.user = Some(decode(user)?);
+            c.password = Some(Secret::new(decode(pass)?));
         }
         if !hosts.is_empty() {
             c.brokers = hosts
@@ -257,6 +253,9 @@ mod tests {
         assert_eq!(c.partitions, 8);
         assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
         assert!(!format!("{c:?}").contains("p@ss"));
+        // Percent-decoding: a `+` in a password stays a `+`.
+        let plus = KafkaConfig::from_url("kafka://u:a+b%2Bc@h").unwrap();
+        assert_eq!(plus.password.as_ref().unwrap().expose(), "a+b+c");
         let d = KafkaConfig::from_url("kafka://u:pw@h").unwrap();
         assert_eq!(d.sasl, Some(SaslMechanism::ScramSha512));
         assert!(KafkaConfig::from_url("kafka://h?bogus=1").is_err());

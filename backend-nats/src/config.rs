@@ -94,18 +94,14 @@ impl NatsConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        // Percent-decoding, not form decoding: a `+` in a password is a `+`.
+        let decode = transport_core::backend::decode_userinfo;
         match userinfo.map(|u| u.split_once(':')) {
             Some(Some((user, pass))) => {
-                c.user = Some(decode(user));
-                c.password = Some(Secret::new(decode(pass)));
+                c.user = Some(decode(user)?);
+                c.password = Some(Secret::new(decode(pass)?));
             }
-            Some(None) => c.token = Some(Secret::new(decode(userinfo.unwrap_or_default()))),
+            Some(None) => c.token = Some(Secret::new(decode(userinfo.unwrap_or_default())?)),
             None => {}
         }
         if !hosts.is_empty() {
@@ -160,6 +156,9 @@ mod tests {
         assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");
         assert_eq!((c.storage, c.replicas), (Storage::Memory, 3));
         assert!(!format!("{c:?}").contains("p@ss"));
+        // Percent-decoding: a `+` in a password stays a `+`.
+        let plus = NatsConfig::from_url("nats://u:a+b%2Bc@h").unwrap();
+        assert_eq!(plus.password.as_ref().unwrap().expose(), "a+b+c");
         let t = NatsConfig::from_url("tls://s3cr3t@h:4443").unwrap();
         assert!(t.tls);
         assert_eq!(t.token.as_ref().unwrap().expose(), "s3cr3t");

@@ -74,17 +74,13 @@ impl RedisConfig {
         if let Some(port) = parsed.port() {
             c.port = port;
         }
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        // Percent-decoding, not form decoding: a `+` in a password is a `+`.
+        let decode = transport_core::backend::decode_userinfo;
         if !parsed.username().is_empty() {
-            c.username = Some(decode(parsed.username()));
+            c.username = Some(decode(parsed.username())?);
         }
         if let Some(p) = parsed.password() {
-            c.password = Some(Secret::new(decode(p)));
+            c.password = Some(Secret::new(decode(p)?));
         }
         let path = parsed.path().trim_start_matches('/');
         if !path.is_empty() {
@@ -111,7 +107,7 @@ impl RedisConfig {
 
     /// The connection URL for the redis client (credentials included: never log it).
     pub(crate) fn client_url(&self) -> String {
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let enc = transport_core::backend::encode_userinfo;
         let auth = match (&self.username, &self.password) {
             (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(p.expose())),
             (None, Some(p)) => format!(":{}@", enc(p.expose())),
@@ -143,6 +139,10 @@ mod tests {
         assert_eq!((c.key_prefix.as_str(), c.max_len), ("svc:", Some(1000)));
         assert!(!format!("{c:?}").contains("cret"));
         assert_eq!(c.client_url(), "rediss://app:s%40cret@cache.example:6380/3");
+        // Userinfo is percent-encoded: `+` is a plus, `%20` a space.
+        let c = RedisConfig::from_url("redis://:p+ss%20w%2B@h").unwrap();
+        assert_eq!(c.password.as_ref().unwrap().expose(), "p+ss w+");
+        assert_eq!(c.client_url(), "redis://:p%2Bss%20w%2B@h:6379/0");
         assert!(RedisConfig::from_url("redis://h/notanumber").is_err());
         assert!(RedisConfig::from_url("redis://h?nope=1").is_err());
         assert!(RedisConfig::from_url("http://h").is_err());

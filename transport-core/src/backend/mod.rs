@@ -73,3 +73,30 @@ pub fn refuse_replay(options: &SubscribeOptions) -> Result<()> {
         StartFrom::Latest => Ok(()),
     }
 }
+
+/// Decode the user or password of a URL's userinfo: percent-decoding as RFC
+/// 3986 says (`%2B` is `+`, and a literal `+` stays `+`; form decoding would
+/// turn it into a space). Not UTF-8 after decoding is `InvalidArgument`.
+pub fn decode_userinfo(part: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::invalid("the URL's user or password is not UTF-8 once percent-decoded"))
+}
+
+/// Encode a user or password for a URL's userinfo (every byte but ASCII
+/// letters and digits percent-encoded), the inverse of [`decode_userinfo`].
+pub fn encode_userinfo(part: &str) -> String {
+    percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn userinfo_is_percent_decoded_not_form_decoded() {
+        assert_eq!(super::decode_userinfo("p+ss%40w%2Brd%20x").unwrap(), "p+ss@w+rd x");
+        assert!(super::decode_userinfo("%FF").is_err());
+        let odd = "p+ss w@rd:/%é";
+        assert_eq!(super::decode_userinfo(&super::encode_userinfo(odd)).unwrap(), odd);
+    }
+}
