@@ -10,6 +10,9 @@ const URLS: &str = "URLS:
   nats://[user:pass@]host:4222      NATS JetStream (tls:// for TLS)
   amqp://user:pass@host:5672/%2f    RabbitMQ (amqps:// for TLS; the path is the vhost)
   sqs://?region=us-east-1[&endpoint=http://127.0.0.1:4566][&fifo=true]   SQS + SNS
+  kafka://[user:pass@]host:9092[,host2:9092]   Kafka (kafka+ssl:// for TLS; needs the `kafka` feature)
+
+Credentials in URLs are percent-encoded (`%40` for `@`; a `+` is a plus).
 
 The URL may be left out when TRANSPORT_URL is set, which keeps credentials off
 the command line (and out of shell history).";
@@ -81,10 +84,10 @@ pub struct PublishArgs {
     /// PAYLOAD or --file the payload is read from stdin.
     #[arg(required = true, num_args = 1..=3, value_name = "ARGS")]
     pub args: Vec<String>,
-    /// Read the payload from this file.
-    #[arg(long, conflicts_with = "lines")]
+    /// Read the payload from this file (with --lines: one message per line of it).
+    #[arg(long)]
     pub file: Option<PathBuf>,
-    /// One message per line of the input (file or stdin).
+    /// One message per line of the input (--file, or stdin).
     #[arg(long)]
     pub lines: bool,
     /// Ordering key.

@@ -76,6 +76,26 @@ fn check_on_memory_writes_a_report() {
         .unwrap()
         .iter()
         .all(|c| c["status"] == "passed"));
+    // The matrix of existing reports, without running anything.
+    transport()
+        .args(["check", "--from-reports"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("round_trip_binary_payload"))
+        .stdout(predicate::str::contains("memory: 5 passed, 0 failed"));
+}
+
+#[test]
+fn publish_lines_from_a_file() {
+    let file = std::env::temp_dir().join(unique("lines"));
+    std::fs::write(&file, "one\ntwo\r\n\nthree\n").unwrap();
+    transport()
+        .args(["publish", "memory://", "orders", "--lines", "--file"])
+        .arg(&file)
+        .assert()
+        .success()
+        .stdout(predicate::function(|s: &str| s.lines().count() == 3));
 }
 
 #[test]
