@@ -137,8 +137,11 @@ pub async fn large_messages_without_limit(t: &Arc<dyn Transport>) -> CheckResult
     Ok(())
 }
 
+/// Whether a backend's capabilities include one named capability.
+pub type HasCapability = fn(&transport_core::Capabilities) -> bool;
+
 /// Capability names `CONFORMANCE_REQUIRE` accepts, and what each means.
-pub const CAPABILITY_NAMES: &[(&str, fn(&transport_core::Capabilities) -> bool)] = &[
+pub const CAPABILITY_NAMES: &[(&str, HasCapability)] = &[
     ("per_key_order", |c| c.ordered_per_key_single_consumer()),
     ("per_key_order_across_consumers", |c| c.ordered_per_key()),
     ("order_across_nack", |c| c.ordering_across_nack),

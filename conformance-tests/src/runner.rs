@@ -32,8 +32,10 @@ pub struct RunOptions {
     known_defects: BTreeMap<String, KnownDefect>,
     check_timeout: Duration,
     parallel: usize,
-    on_record: Option<Arc<dyn Fn(&CheckRecord) + Send + Sync>>,
+    on_record: Option<OnRecord>,
 }
+
+type OnRecord = Arc<dyn Fn(&CheckRecord) + Send + Sync>;
 
 impl Default for RunOptions {
     fn default() -> Self {

@@ -41,7 +41,7 @@ impl Transport for Lying {
         "lying-memory"
     }
     fn capabilities(&self) -> Capabilities {
-        self.caps.clone()
+        self.caps
     }
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
         self.inner.dead_letters(topic, options).await
