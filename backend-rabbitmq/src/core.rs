@@ -31,6 +31,10 @@ pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
     let text = e.to_string();
     let kind = if text.contains("ACCESS_REFUSED") || text.contains("403") || text.contains("authentication") {
         ErrorKind::Unauthorized
+    } else if text.contains("NOT_ALLOWED") || text.contains("530") {
+        // An unknown vhost (or one the user may not use): configuration,
+        // retrying cannot help.
+        ErrorKind::InvalidArgument
     } else if text.contains("NOT_FOUND") || text.contains("404") {
         ErrorKind::NotFound
     } else if text.contains("PRECONDITION_FAILED") || text.contains("406") {
@@ -44,6 +48,9 @@ pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
     };
     let hint = match kind {
         ErrorKind::Unauthorized => "; check the user, password and vhost in the URL",
+        ErrorKind::InvalidArgument if text.contains("vhost") => {
+            "; check the vhost (the URL's path, %2f for the default \"/\") exists and the user may use it"
+        }
         ErrorKind::ConnectionLost => "; check that RabbitMQ is running and reachable",
         _ => "",
     };

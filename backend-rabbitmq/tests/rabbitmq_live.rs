@@ -53,6 +53,21 @@ async fn wrong_credentials_are_unauthorized_quickly() {
 }
 
 #[tokio::test]
+async fn an_unknown_vhost_is_a_final_configuration_error() {
+    let Some(_t) = server().await else { return };
+    let start = Instant::now();
+    let base = url();
+    let (root, _) = base.rsplit_once('/').expect("the URL has a vhost path");
+    let err = RabbitTransport::connect(&format!("{root}/no-such-vhost"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("vhost"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+}
+
+#[tokio::test]
 async fn publishing_without_any_group_is_not_found_not_lost() {
     let Some(t) = server().await else { return };
     let err = t.publish(&unique("nogroup"), Message::new("x")).await.unwrap_err();
