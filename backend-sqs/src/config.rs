@@ -31,6 +31,13 @@ pub struct SqsConfig {
     /// another group is refused. Off (`mode=topic`): SNS fan-out to a queue
     /// per group.
     pub point_to_point: bool,
+    /// Longest `connect` may take (TCP, TLS and the first call) before it
+    /// fails with `Timeout`: an endpoint that accepts and never answers
+    /// cannot hang it.
+    pub connect_timeout: Duration,
+    /// Longest one SQS/SNS request may take, retries included, before it
+    /// fails with `Timeout`. Must exceed the long-poll `wait` by 5 s.
+    pub request_timeout: Duration,
 }
 
 impl Default for SqsConfig {
@@ -45,6 +52,8 @@ impl Default for SqsConfig {
             prefix: String::new(),
             wait: Duration::from_secs(1),
             point_to_point: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -61,6 +70,13 @@ impl SqsConfig {
         if let Some(e) = &self.endpoint {
             loader = loader.endpoint_url(e.clone());
         }
+        loader = loader.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(self.connect_timeout)
+                .operation_attempt_timeout(self.request_timeout)
+                .operation_timeout(self.request_timeout)
+                .build(),
+        );
         if let (Some(ak), Some(sk)) = (&self.access_key, &self.secret_key) {
             loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 ak.clone(),
@@ -76,7 +92,7 @@ impl SqsConfig {
     /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
     /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
     /// `prefix`, `wait_s`, `mode` (`topic`, the default, or `queue` for
-    /// point-to-point).
+    /// point-to-point), `connect_timeout_ms`, `request_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("sqs://")
@@ -105,8 +121,27 @@ impl SqsConfig {
                         .map_err(|_| Error::invalid(format!("wait_s must be a number, got {v:?}")))?;
                     c.wait = Duration::from_secs(s.min(20));
                 }
+                "connect_timeout_ms" | "request_timeout_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| Error::invalid(format!("{k} must be a positive number, got {v:?}")))?;
+                    let d = Duration::from_millis(ms);
+                    if k == "connect_timeout_ms" {
+                        c.connect_timeout = d;
+                    } else {
+                        c.request_timeout = d;
+                    }
+                }
                 other => return Err(Error::invalid(format!("unknown SQS URL option {other:?}"))),
             }
+        }
+        if c.request_timeout < c.wait + Duration::from_secs(5) {
+            return Err(Error::invalid(format!(
+                "request_timeout_ms ({:?}) must exceed the long-poll wait ({:?}) by 5 s",
+                c.request_timeout, c.wait
+            )));
         }
         if c.access_key.is_some() != c.secret_key.is_some() {
             return Err(Error::invalid("give both access_key and secret_key, or neither"));
