@@ -62,6 +62,7 @@ async fn round_trip(t: &dyn Transport, what: &str, message: Message) -> CheckRes
             .count()
     );
     ensure!(d.topic() == topic, "topic: expected {topic}, got {}", d.topic());
+    ensure!(d.group() == "g", "group: expected g, got {}", d.group());
     ensure!(d.attempt() == 1, "first delivery has attempt {}", d.attempt());
     d.ack().await?;
     expect_quiet(&mut sub, "after ack").await
@@ -603,6 +604,19 @@ pub async fn explicit_dead_letter(t: &Arc<dyn Transport>) -> CheckResult {
         dead.reason
     );
     ensure!(dead.attempts == Some(1), "attempts is {:?}", dead.attempts);
+    // It failed once, now: first and last failure are that moment.
+    let (first, last) = (
+        dead.first_failure
+            .ok_or_else(|| CheckFailure("no first-failure time on a first-attempt dead letter".into()))?,
+        dead.last_failure
+            .ok_or_else(|| CheckFailure("no last-failure time".into()))?,
+    );
+    ensure!(
+        first == last && last <= SystemTime::now() + Duration::from_millis(500),
+        "first failure {} and last failure {} of a single failure",
+        transport_core::format_time(first),
+        transport_core::format_time(last)
+    );
     dlq.purge().await?;
     Ok(())
 }
@@ -659,6 +673,12 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
     );
     ensure!(back.attempt() == 1, "redriven message has attempt {}", back.attempt());
     ensure!(back.headers().get("n") == Some("0"), "redrive lost a header");
+    ensure!(
+        back.headers().get(transport_core::headers::REDRIVE_COUNT) == Some("1"),
+        "a first redrive has {} = {:?}",
+        transport_core::headers::REDRIVE_COUNT,
+        back.headers().get(transport_core::headers::REDRIVE_COUNT)
+    );
     ensure!(
         back.payload() == &sent[0].payload && back.key() == sent[0].key.as_deref(),
         "redrive changed the message: payload {:?}, key {:?}",
