@@ -341,3 +341,26 @@ pub async fn dead_letter_queue_counts_many(t: &Arc<dyn Transport>) -> CheckResul
     dlq_depth(t, &topic, &options, 0).await?;
     expect_quiet(&mut sub, "after the purge").await
 }
+
+/// A subscription never holds more than `max_in_flight` unsettled
+/// deliveries: with 3 held, a 4th does not arrive until one is settled.
+pub async fn max_in_flight_respected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "inflight", opts("g").max_in_flight(3)).await?;
+    t.publish_batch(&topic, (0..6).map(|i| Message::new(format!("f{i}"))).collect())
+        .await?;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(next(&mut sub).await?);
+    }
+    expect_quiet(&mut sub, "with max_in_flight(3) deliveries unsettled").await?;
+    held.remove(0).ack().await?;
+    held.push(next(&mut sub).await?);
+    expect_quiet(&mut sub, "with max_in_flight(3) deliveries unsettled again").await?;
+    for d in held {
+        d.ack().await?;
+    }
+    let rest = receive_and_ack(&mut sub, 2).await?;
+    ensure!(rest.len() == 2, "the last two did not arrive");
+    expect_quiet(&mut sub, "after all six").await
+}

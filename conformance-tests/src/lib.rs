@@ -121,6 +121,7 @@ pub fn checks() -> Vec<Check> {
         check!(second_group_refused, |c| (!c.single_group)
             .then_some("topics fan out to every group (fan_out_two_groups proves it)")),
         check!(competing_consumers),
+        check!(max_in_flight_respected),
         check!(per_key_order, |c| (!c.ordered_per_key_single_consumer())
             .then_some("the backend declares no per-key ordering")),
         check!(per_key_order_across_nack, |c| (!(c.ordered_per_key_single_consumer()
