@@ -120,3 +120,45 @@ async fn survives_closed_connections() {
     seen.sort();
     assert_eq!(seen, ["after", "before"]);
 }
+
+/// A producer that is not this library (no `transport-key` header) keys by
+/// routing key: the delivery's key is that routing key, and a message
+/// routed by the topic's own name has no key.
+#[tokio::test]
+async fn a_foreign_routing_key_is_the_key() {
+    use lapin::options::BasicPublishOptions;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let Some(t) = server().await else { return };
+    let topic = unique("foreign");
+    let mut sub = t.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
+    let conn = Connection::connect(&url(), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for (routing_key, body) in [("customer-7", "keyed"), (topic.as_str(), "unkeyed")] {
+        ch.basic_publish(
+            topic.as_str().into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        got.push((String::from_utf8_lossy(d.payload()).into_owned(), d.key().map(str::to_owned)));
+        d.ack().await.unwrap();
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [("keyed".to_owned(), Some("customer-7".to_owned())), ("unkeyed".to_owned(), None)]
+    );
+}
