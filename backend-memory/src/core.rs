@@ -431,7 +431,10 @@ mod tests {
         alone.join("late", StartFrom::Earliest);
         let mut out = Vec::new();
         alone.fetch("late", 10, Duration::from_secs(30), &mut out);
-        let got: Vec<_> = out.iter().map(|f| (f.seq, String::from_utf8_lossy(&f.message.payload).into_owned())).collect();
+        let got: Vec<_> = out
+            .iter()
+            .map(|f| (f.seq, String::from_utf8_lossy(&f.message.payload).into_owned()))
+            .collect();
         assert_eq!(got, [(2, "2".into()), (3, "3".into()), (4, "4".into())]);
 
         let watched = broker.topic("watched");
@@ -444,7 +447,11 @@ mod tests {
             watched.complete("slow", f.seq, f.token).unwrap();
         }
         publish(&watched, 6..7, 2);
-        assert_eq!(texts(&watched), ["4", "5", "6"], "consumed messages beyond the window are dropped");
+        assert_eq!(
+            texts(&watched),
+            ["4", "5", "6"],
+            "consumed messages beyond the window are dropped"
+        );
 
         let dlq = broker.topic("dlq");
         dlq.mark_dead_letter_topic();

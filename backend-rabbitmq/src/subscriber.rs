@@ -255,10 +255,9 @@ pub(crate) fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message:
     // A producer that is not this library keys by routing key alone: on the
     // topic's exchange, a routing key other than the topic is the key (this
     // library also sends the `transport-key` header, which wins).
-    let routing_key = (d.exchange.as_str() == &*s.topic
-        && !d.routing_key.as_str().is_empty()
-        && d.routing_key.as_str() != &*s.topic)
-        .then(|| d.routing_key.as_str().to_owned());
+    let routing_key =
+        (d.exchange.as_str() == &*s.topic && !d.routing_key.as_str().is_empty() && d.routing_key.as_str() != &*s.topic)
+            .then(|| d.routing_key.as_str().to_owned());
     let mut decoded = core::decode(&d.properties, d.data, || tag_text);
     if decoded.message.key.is_none() {
         decoded.message.key = routing_key;

@@ -131,7 +131,9 @@ async fn a_foreign_routing_key_is_the_key() {
     let Some(t) = server().await else { return };
     let topic = unique("foreign");
     let mut sub = t.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
-    let conn = Connection::connect(&url(), ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     for (routing_key, body) in [("customer-7", "keyed"), (topic.as_str(), "unkeyed")] {
         ch.basic_publish(
@@ -153,12 +155,18 @@ async fn a_foreign_routing_key_is_the_key() {
             .expect("a delivery")
             .unwrap()
             .unwrap();
-        got.push((String::from_utf8_lossy(d.payload()).into_owned(), d.key().map(str::to_owned)));
+        got.push((
+            String::from_utf8_lossy(d.payload()).into_owned(),
+            d.key().map(str::to_owned),
+        ));
         d.ack().await.unwrap();
     }
     got.sort();
     assert_eq!(
         got,
-        [("keyed".to_owned(), Some("customer-7".to_owned())), ("unkeyed".to_owned(), None)]
+        [
+            ("keyed".to_owned(), Some("customer-7".to_owned())),
+            ("unkeyed".to_owned(), None)
+        ]
     );
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
-use transport_core::{Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions, Transport};
+use transport_core::{
+    Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions, Transport,
+};
 
 use crate::config::SqsConfig;
 use crate::core::{self, map_sdk};
@@ -137,14 +139,14 @@ impl SqsTransport {
         let check = t.inner.sqs.list_queues().max_results(1).send();
         match tokio::time::timeout(limit, check).await {
             Ok(answer) => answer.map_err(|e| map_sdk("connect", e))?,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"),
-                )
-                .with_backend(SCHEME)
-                .with_operation("connect"))
-            }
+            Err(_) => return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
+                ),
+            )
+            .with_backend(SCHEME)
+            .with_operation("connect")),
         };
         Ok(t)
     }

@@ -690,18 +690,35 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
         "redriven message still has dead-letter headers: {:?}",
         back.headers()
     );
-    back.ack().await?;
+    // It fails again: a fresh dead letter, nothing of the redrive left on it.
+    back.dead_letter("failed again").await?;
     if let Some(other) = other.as_mut() {
         expect_quiet(other, "group 'other' after a redrive for group 'g'").await?;
     }
-    dlq_depth(t, &topic, &options, 3).await?;
+    dlq_depth(t, &topic, &options, 4).await?;
+    let again = dlq
+        .peek(4)
+        .await?
+        .into_iter()
+        .find(|d| d.message.id == sent[0].id)
+        .ok_or_else(|| CheckFailure("the message dead-lettered again is not in the queue".into()))?;
+    ensure!(
+        again.reason.as_deref() == Some("failed again") && again.attempts == Some(1),
+        "dead-lettered again with reason {:?} and attempts {:?}",
+        again.reason,
+        again.attempts
+    );
+    ensure!(
+        !again.message.headers.contains(transport_core::headers::REDRIVE_GROUP),
+        "a dead letter still names the group of an earlier redrive"
+    );
 
     ensure!(
-        dlq.redrive(Redrive::All).await? == 3,
-        "redrive(all) did not move three messages"
+        dlq.redrive(Redrive::All).await? == 4,
+        "redrive(all) did not move four messages"
     );
-    let rest: HashSet<String> = receive_and_ack(&mut sub, 3).await?.into_iter().map(|r| r.id).collect();
-    let expected: HashSet<String> = sent[1..].iter().map(|m| m.id.clone()).collect();
+    let rest: HashSet<String> = receive_and_ack(&mut sub, 4).await?.into_iter().map(|r| r.id).collect();
+    let expected: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
     ensure!(rest == expected, "redrive(all) returned other messages");
     dlq_depth(t, &topic, &options, 0).await?;
     ensure!(dlq.purge().await? == 0, "purging an empty queue removed something");
