@@ -139,14 +139,16 @@ impl SqsTransport {
         let check = t.inner.sqs.list_queues().max_results(1).send();
         match tokio::time::timeout(limit, check).await {
             Ok(answer) => answer.map_err(|e| map_sdk("connect", e))?,
-            Err(_) => return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
                     "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
                 ),
-            )
-            .with_backend(SCHEME)
-            .with_operation("connect")),
+                )
+                .with_backend(SCHEME)
+                .with_operation("connect"))
+            }
         };
         Ok(t)
     }

@@ -230,6 +230,18 @@ mod tests {
     }
 
     #[test]
+    fn headers_collection() {
+        let mut h: Headers = [("b", "2"), ("a", "1")].into_iter().collect();
+        h.extend([("c", "3")]);
+        assert_eq!((h.len(), h.is_empty()), (3, false));
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2"), ("c", "3")]);
+        assert_eq!(h.remove("b").as_deref(), Some("2"));
+        let owned: Vec<(String, String)> = h.into_iter().collect();
+        assert_eq!(owned, [("a".into(), "1".into()), ("c".into(), "3".into())]);
+        assert!(Headers::new().is_empty());
+    }
+
+    #[test]
     fn header_names_are_checked() {
         assert!(Message::new("").with_header("ok-name", "v").validate().is_ok());
         assert!(Message::new("").with_header("bad name", "v").validate().is_err());
