@@ -232,6 +232,10 @@ impl KafkaConfig {
         if self.session_timeout < Duration::from_secs(1) {
             return Err(Error::invalid("session_timeout must be at least 1 s"));
         }
+        // librdkafka's socket.connection.setup.timeout.ms floor.
+        if self.request_timeout < Duration::from_secs(1) {
+            return Err(Error::invalid("request_timeout_ms must be at least 1000"));
+        }
         if self.max_message_bytes < 1024 {
             return Err(Error::invalid("max_message_bytes must be at least 1024"));
         }

@@ -42,7 +42,11 @@ pub(crate) fn kind_of(code: RDKafkaErrorCode) -> ErrorKind {
 
 /// Map a client error.
 pub(crate) fn kafka(op: &'static str, e: KafkaError) -> Error {
-    let kind = e.rdkafka_error_code().map_or(ErrorKind::Backend, kind_of);
+    let kind = match &e {
+        // librdkafka refusing a setting: configuration, retrying cannot help.
+        KafkaError::ClientConfig(..) => ErrorKind::InvalidArgument,
+        _ => e.rdkafka_error_code().map_or(ErrorKind::Backend, kind_of),
+    };
     let hint = match kind {
         ErrorKind::Unauthorized => "; check the credentials and ACLs",
         ErrorKind::ConnectionLost => "; check that the Kafka broker is running",
