@@ -63,6 +63,12 @@ async fn round_trip(t: &dyn Transport, what: &str, message: Message) -> CheckRes
     );
     ensure!(d.topic() == topic, "topic: expected {topic}, got {}", d.topic());
     ensure!(d.group() == "g", "group: expected g, got {}", d.group());
+    ensure!(
+        sub.topic() == topic && sub.group() == "g",
+        "the subscription names topic {} and group {}",
+        sub.topic(),
+        sub.group()
+    );
     ensure!(d.attempt() == 1, "first delivery has attempt {}", d.attempt());
     d.ack().await?;
     expect_quiet(&mut sub, "after ack").await

@@ -72,6 +72,13 @@ pub async fn size_limit_is_exact(t: &Arc<dyn Transport>) -> CheckResult {
         "one byte over the limit gave {err} (retryable: {}) instead of a final MessageTooLarge",
         err.is_retryable()
     );
+    // A clear error names where it came from.
+    ensure!(
+        err.backend() == t.backend() && err.operation() == "publish",
+        "the error names backend {:?} and operation {:?}",
+        err.backend(),
+        err.operation()
+    );
     expect_quiet(&mut sub, "after the rejected message").await
 }
 
