@@ -28,6 +28,11 @@ pub struct RabbitConfig {
     pub max_message_size: usize,
     /// Connection timeout.
     pub connect_timeout: Duration,
+    /// Longest a publish (until the broker's confirm) or a dead-letter
+    /// operation may take before it fails with `Timeout`; the connection is
+    /// then opened again, so a broker that died without closing its sockets
+    /// cannot hang the transport.
+    pub request_timeout: Duration,
 }
 
 impl Default for RabbitConfig {
@@ -42,6 +47,7 @@ impl Default for RabbitConfig {
             single_active_consumer: false,
             max_message_size: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -50,7 +56,7 @@ impl RabbitConfig {
     /// Parse `amqp://[user:password@]host[:port][/vhost][?options]` or
     /// `amqps://` (TLS). The vhost is percent-encoded (`%2f` is `/`, the
     /// default). Options: `single_active_consumer=true`, `max_message_size`,
-    /// `connect_timeout_ms`.
+    /// `connect_timeout_ms`, `request_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid AMQP URL: {e}")))?;
         let mut c = RabbitConfig::default();
@@ -62,12 +68,8 @@ impl RabbitConfig {
             }
             other => return Err(Error::invalid(format!("expected amqp:// or amqps://, got {other}://"))),
         }
-        let decode = |s: &str| {
-            url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        // Percent-decoding (RFC 3986), like every backend: `+` is a plus.
+        let decode = transport_core::backend::decode_userinfo;
         if let Some(h) = parsed.host_str().filter(|h| !h.is_empty()) {
             c.host = h.to_owned();
         }
@@ -75,14 +77,14 @@ impl RabbitConfig {
             c.port = p;
         }
         if !parsed.username().is_empty() {
-            c.user = decode(parsed.username());
+            c.user = decode(parsed.username())?;
         }
         if let Some(p) = parsed.password() {
-            c.password = Secret::new(decode(p));
+            c.password = Secret::new(decode(p)?);
         }
         let path = parsed.path().strip_prefix('/').unwrap_or("");
         if !path.is_empty() {
-            c.vhost = decode(path);
+            c.vhost = decode(path)?;
         }
         for (k, v) in parsed.query_pairs() {
             match k.as_ref() {
@@ -98,6 +100,16 @@ impl RabbitConfig {
                             .map_err(|_| Error::invalid(format!("connect_timeout_ms must be a number, got {v:?}")))?,
                     )
                 }
+                "request_timeout_ms" => {
+                    c.request_timeout = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .map(Duration::from_millis)
+                        .ok_or_else(|| {
+                            Error::invalid(format!("request_timeout_ms must be a positive number, got {v:?}"))
+                        })?
+                }
                 other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),
             }
         }
@@ -106,7 +118,7 @@ impl RabbitConfig {
 
     /// The URI for the client (credentials included: never log it).
     pub(crate) fn client_uri(&self) -> String {
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let enc = transport_core::backend::encode_userinfo;
         let scheme = if self.tls { "amqps" } else { "amqp" };
         format!(
             "{scheme}://{}:{}@{}:{}/{}?connection_timeout={}",

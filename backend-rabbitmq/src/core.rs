@@ -107,11 +107,17 @@ impl Conn {
                 Arc::new(c)
             }
         };
-        let channel = connection.create_channel().await.map_err(|e| map_err("connect", e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
+        let open_channel = async {
+            let channel = connection.create_channel().await.map_err(|e| map_err("connect", e))?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| map_err("connect", e))?;
+            Ok::<_, Error>(channel)
+        };
+        let channel = tokio::time::timeout(self.config.connect_timeout, open_channel)
             .await
-            .map_err(|e| map_err("connect", e))?;
+            .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not open a channel in time"))??;
         *state = Some((connection.clone(), channel.clone()));
         Ok((connection, channel))
     }
@@ -120,6 +126,18 @@ impl Conn {
 impl Conn {
     pub fn config(&self) -> &RabbitConfig {
         &self.config
+    }
+
+    /// Forget the connection (closing it in the background), so the next
+    /// operation opens a new one: after a request timed out, the old one
+    /// may be dead without knowing it.
+    pub async fn reset(&self) {
+        if let Some((c, _)) = self.state.lock().await.take() {
+            self.declared.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), c.close(320, "reset".into())).await;
+            });
+        }
     }
 
     pub async fn close(&self) {

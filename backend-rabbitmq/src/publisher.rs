@@ -66,12 +66,36 @@ impl RabbitTransport {
         m: &Message,
         extra: &[(&str, String)],
     ) -> Result<()> {
-        let ch = self.inner.conn.publisher().await?;
-        let confirm = self
-            .send(op, &ch, exchange, routing_key, m, core::properties(m, extra))
-            .await?;
-        let c = confirm.await.map_err(|e| map_err(op, e))?;
-        Self::confirmed(op, if exchange.is_empty() { routing_key } else { exchange }, &m.id, c)
+        self.bounded(op, async {
+            let ch = self.inner.conn.publisher().await?;
+            let confirm = self
+                .send(op, &ch, exchange, routing_key, m, core::properties(m, extra))
+                .await?;
+            let c = confirm.await.map_err(|e| map_err(op, e))?;
+            Self::confirmed(op, if exchange.is_empty() { routing_key } else { exchange }, &m.id, c)
+        })
+        .await
+    }
+
+    /// `work` within the request timeout; on timeout the connection is
+    /// opened again next time (a broker that died may leave it looking open).
+    pub(crate) async fn bounded<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let limit = self.inner.conn.config().request_timeout;
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.inner.conn.reset().await;
+                Err(err(
+                    ErrorKind::Timeout,
+                    op,
+                    format!("no answer from RabbitMQ within {limit:?} (request_timeout_ms); the connection will be opened again"),
+                ))
+            }
+        }
     }
 }
 
@@ -92,20 +116,23 @@ impl RabbitTransport {
         if messages.is_empty() {
             return Ok(());
         }
-        let ch = self.inner.conn.publisher().await?;
-        self.inner.conn.declare_exchange(&ch, topic, op).await?;
-        // Send all on one channel (in order), then wait for every confirm.
-        let mut confirms = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let routing_key = m.key.as_deref().unwrap_or(topic);
-            let c = self
-                .send(op, &ch, topic, routing_key, m, core::properties(m, &[]))
-                .await?;
-            confirms.push((m.id.as_str(), c));
-        }
-        for (id, c) in confirms {
-            Self::confirmed(op, topic, id, c.await.map_err(|e| map_err(op, e))?)?;
-        }
-        Ok(())
+        self.bounded(op, async {
+            let ch = self.inner.conn.publisher().await?;
+            self.inner.conn.declare_exchange(&ch, topic, op).await?;
+            // Send all on one channel (in order), then wait for every confirm.
+            let mut confirms = Vec::with_capacity(messages.len());
+            for m in &messages {
+                let routing_key = m.key.as_deref().unwrap_or(topic);
+                let c = self
+                    .send(op, &ch, topic, routing_key, m, core::properties(m, &[]))
+                    .await?;
+                confirms.push((m.id.as_str(), c));
+            }
+            for (id, c) in confirms {
+                Self::confirmed(op, topic, id, c.await.map_err(|e| map_err(op, e))?)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
