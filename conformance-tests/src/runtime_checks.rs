@@ -561,27 +561,100 @@ pub async fn runtime_timeout_and_panic_are_transient(t: &Arc<dyn Transport>) -> 
     Ok(())
 }
 
-/// A message published from a handler through its context carries the
-/// flow's correlation id and names the handled message as its cause.
+/// The context describes the delivery (id, key, headers, payload, topic,
+/// group, attempt, max attempts, last attempt, first failure, ack timeout,
+/// shutdown), and messages published from a handler, alone, in a batch or
+/// from code without the context, carry the flow's correlation id and name
+/// the handled message as their cause (an existing flow's correlation id is
+/// kept).
 pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g");
+    let options = short("g").max_attempts(2);
     let (topic, consumer) = consumer(t, "followup", &options, 2).await?;
     let (next_topic, mut next_sub) = fresh(t.as_ref(), "followup-next", short("g")).await?;
-    let first = Message::new("order placed");
+    let first = Message::new("order placed")
+        .with_key("customer-9")
+        .with_header("ce-correlationid", "flow-42")
+        .with_header("h", "v");
     t.publish(&topic, first.clone()).await?;
-    let service = handler_fn(move |ctx: Context| {
-        let next_topic = next_topic.clone();
-        async move { ctx.publish(&next_topic, Message::new("payment requested")).await }
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let failed_at: Arc<Mutex<Option<std::time::SystemTime>>> = Arc::default();
+    let service = handler_fn({
+        let (seen, failed_at, topic) = (seen.clone(), failed_at.clone(), topic.clone());
+        move |ctx: Context| {
+            let (next_topic, seen, failed_at, topic) = (next_topic.clone(), seen.clone(), failed_at.clone(), topic.clone());
+            async move {
+                let mut problems = Vec::new();
+                let mut expect = |ok: bool, what: &str| {
+                    if !ok {
+                        problems.push(what.to_owned());
+                    }
+                };
+                expect(ctx.key() == Some("customer-9"), "key");
+                expect(ctx.headers().get("h") == Some("v"), "headers");
+                expect(ctx.payload().as_ref() == b"order placed", "payload");
+                expect(ctx.message().id == ctx.id(), "message");
+                expect(ctx.topic() == topic, "topic");
+                expect(ctx.group() == "g", "group");
+                expect(ctx.max_attempts() == 2, "max_attempts");
+                expect(ctx.is_last_attempt() == (ctx.attempt() == 2), "is_last_attempt");
+                expect(ctx.ack_timeout() == timing().short_ack, "ack_timeout");
+                expect(ctx.lease().ack_timeout() == timing().short_ack, "lease ack_timeout");
+                expect(!ctx.is_shutting_down(), "is_shutting_down");
+                if ctx.attempt() == 1 {
+                    expect(ctx.first_failure().is_none(), "first_failure on attempt 1");
+                    seen.lock().unwrap().extend(problems);
+                    *failed_at.lock().unwrap() = Some(std::time::SystemTime::now());
+                    return Err(HandlerError::transient("fail once"));
+                }
+                let failed = failed_at.lock().unwrap().unwrap_or(std::time::UNIX_EPOCH);
+                if t_caps_first_failure(&ctx) {
+                    expect(
+                        ctx.first_failure().is_some_and(|f| {
+                            f + Duration::from_millis(500) >= failed && f <= failed + Duration::from_millis(500)
+                        }),
+                        "first_failure on attempt 2",
+                    );
+                }
+                seen.lock().unwrap().extend(problems);
+                ctx.publish(&next_topic, Message::new("payment requested")).await?;
+                ctx.publish_batch(&next_topic, vec![Message::new("stock reserved"), Message::new("mail queued")])
+                    .await?;
+                // Code without the context links through the task; a message
+                // that would start its own flow (correlation = its own id,
+                // as a fresh event) joins the handled one's.
+                let audit = Message::new("audit");
+                let own = audit.id.clone();
+                let linked = transport_core::runtime::link_to_current(audit.with_header("ce-correlationid", own));
+                ctx.transport().publish(&next_topic, linked).await?;
+                Ok::<_, HandlerError>(())
+            }
+        }
     });
     let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
     ensure!(reached, "the handler did not finish: {s:?}");
-    let d = next(&mut next_sub).await?;
-    let h = d.headers();
+    let problems = seen.lock().unwrap().clone();
+    ensure!(problems.is_empty(), "the context described the delivery wrongly: {problems:?}");
+    let mut texts = HashSet::new();
+    for _ in 0..4 {
+        let d = next(&mut next_sub).await?;
+        let text = String::from_utf8_lossy(d.payload()).into_owned();
+        let h = d.headers();
+        // The handled message belonged to flow-42: the flow goes on.
+        ensure!(
+            h.get("ce-correlationid") == Some("flow-42") && h.get("ce-causationid") == Some(first.id.as_str()),
+            "follow-up {text:?} has headers {h:?}, expected correlation flow-42 and causation {}",
+            first.id
+        );
+        texts.insert(text);
+        d.ack().await?;
+    }
     ensure!(
-        h.get("ce-correlationid") == Some(first.id.as_str()) && h.get("ce-causationid") == Some(first.id.as_str()),
-        "follow-up headers {h:?}, expected correlation and causation {}",
-        first.id
+        texts == HashSet::from(["payment requested", "stock reserved", "mail queued", "audit"].map(String::from)),
+        "follow-ups received: {texts:?}"
     );
-    d.ack().await?;
-    Ok(())
+    expect_quiet(&mut next_sub, "after the follow-ups").await
+}
+
+fn t_caps_first_failure(ctx: &Context) -> bool {
+    ctx.transport().capabilities().first_failure_time
 }
