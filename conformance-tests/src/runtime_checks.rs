@@ -210,7 +210,8 @@ pub async fn runtime_retries_and_dead_letters(t: &Arc<dyn Transport>) -> CheckRe
 }
 
 /// The retry layer's backoff goes through the broker's nack delay: with a
-/// 500 ms policy, attempts are at least 500 ms apart, and not far more.
+/// 500 ms policy, attempts are at least 500 ms apart, and not far more; a
+/// handler's own `retry_after` (1.2 s) wins over the policy.
 pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckResult {
     let delay = Duration::from_millis(500);
     // Brokers round delays up (RabbitMQ to 100 ms buckets, SQS to whole
@@ -228,10 +229,12 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
                 let times = times.clone();
                 async move {
                     times.lock().unwrap().push(Instant::now());
-                    if ctx.attempt() < 3 {
-                        return Err(HandlerError::transient("not yet"));
+                    match ctx.attempt() {
+                        1 => Err(HandlerError::transient("not yet")),
+                        // The downstream said when: that delay wins over the policy's.
+                        2 => Err(HandlerError::retry_after(Duration::from_millis(1_200), "rate limited")),
+                        _ => Ok(()),
                     }
-                    Ok(())
                 }
             }
         }));
@@ -243,14 +246,14 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
     );
     let times = times.lock().unwrap().clone();
     ensure!(times.len() == 3, "expected 3 attempts, saw {}", times.len());
-    for (i, pair) in times.windows(2).enumerate() {
+    for (i, (pair, asked)) in times.windows(2).zip([delay, Duration::from_millis(1_200)]).enumerate() {
         let gap = pair[1] - pair[0];
         ensure!(
-            gap >= delay && gap <= delay + slack,
-            "attempt {} came {gap:?} after attempt {}; the policy asked {delay:?} (at most {:?} allowed)",
+            gap >= asked && gap <= asked + slack,
+            "attempt {} came {gap:?} after attempt {}; {asked:?} was asked (at most {:?} allowed)",
             i + 2,
             i + 1,
-            delay + slack
+            asked + slack
         );
     }
     ensure!(s.retried == 2 && s.dead_lettered == 0, "stats: {s:?}");
