@@ -194,6 +194,7 @@ pub fn checks() -> Vec<Check> {
             "the backend cannot extend a delivery, so held calls would time out"
         )),
         check!(runtime_idempotency_applies_once),
+        check!(runtime_layers_pass_readiness_through),
         check!(runtime_timeout_and_panic_are_transient),
         check!(runtime_follow_up_is_linked),
         check!(close_and_reopen_continues),

@@ -468,6 +468,10 @@ pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckRe
                 let effects = effects.clone();
                 async move {
                     record(&effects, &ctx);
+                    // Long enough that the second copy of "published twice",
+                    // handled at the same time, finds the first in progress
+                    // and waits for it instead of burning an attempt.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok::<_, HandlerError>(())
                 }
             }
@@ -505,6 +509,49 @@ pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckRe
         s.duplicates
     );
     ensure!(s.retried == 1 && s.dead_lettered == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// Every layer passes readiness through: under the whole stack sits
+/// tower's `ConcurrencyLimit`, which refuses a call that was not made ready
+/// first (a layer that answered "ready" itself would make every call fail).
+pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "readiness", &options, 3).await?;
+    let sent: Vec<Message> = (0..6).map(|i| Message::new(format!("r{i}"))).collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    let calls: Calls = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+        )))
+        .layer(LeaseLayer::new())
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .layer(CatchPanicLayer)
+        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+        .layer(CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(5)))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .service(handler_fn({
+            let calls = calls.clone();
+            move |ctx: Context| {
+                let calls = calls.clone();
+                async move {
+                    record(&calls, &ctx);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let n = sent.len() as u64;
+    let (s, reached) = run_until(consumer, service, timing().receive, move |s| s.acked >= n).await?;
+    ensure!(reached, "not every message was handled through the whole stack: {s:?}");
+    let calls = calls.lock().unwrap().clone();
+    ensure!(
+        calls.len() == sent.len() && calls.values().all(|a| a == &[1]),
+        "handled {calls:?}: each message once, at attempt 1, was expected"
+    );
+    ensure!(s.retried == 0 && s.panicked == 0, "stats: {s:?}");
     Ok(())
 }
 
@@ -584,7 +631,8 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
     let service = handler_fn({
         let (seen, failed_at, topic) = (seen.clone(), failed_at.clone(), topic.clone());
         move |ctx: Context| {
-            let (next_topic, seen, failed_at, topic) = (next_topic.clone(), seen.clone(), failed_at.clone(), topic.clone());
+            let (next_topic, seen, failed_at, topic) =
+                (next_topic.clone(), seen.clone(), failed_at.clone(), topic.clone());
             async move {
                 let mut problems = Vec::new();
                 let mut expect = |ok: bool, what: &str| {
@@ -620,8 +668,11 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
                 }
                 seen.lock().unwrap().extend(problems);
                 ctx.publish(&next_topic, Message::new("payment requested")).await?;
-                ctx.publish_batch(&next_topic, vec![Message::new("stock reserved"), Message::new("mail queued")])
-                    .await?;
+                ctx.publish_batch(
+                    &next_topic,
+                    vec![Message::new("stock reserved"), Message::new("mail queued")],
+                )
+                .await?;
                 // Code without the context links through the task; a message
                 // that would start its own flow (correlation = its own id,
                 // as a fresh event) joins the handled one's.
@@ -636,7 +687,10 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
     let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
     ensure!(reached, "the handler did not finish: {s:?}");
     let problems = seen.lock().unwrap().clone();
-    ensure!(problems.is_empty(), "the context described the delivery wrongly: {problems:?}");
+    ensure!(
+        problems.is_empty(),
+        "the context described the delivery wrongly: {problems:?}"
+    );
     let mut texts = HashSet::new();
     for _ in 0..4 {
         let d = next(&mut next_sub).await?;
