@@ -6,8 +6,10 @@
 //! starts and checks against it for the whole call (long-poll iterations
 //! included), so a group another call marks in flight meanwhile is not seen
 //! as locked. The first part shows the lock holding for one receiver; the
-//! second, 16 groups x 60 messages and two receivers polling at once, shows
-//! later messages handed out while an earlier one is still held.
+//! second, a delayed retry (visibility changed on the first message), shows
+//! whether the lock holds during the delay; the third, 16 groups x 60
+//! messages and two receivers polling at once, shows later messages handed
+//! out while an earlier one is still held.
 //!
 //! ```sh
 //! scripts/brokers up sqs
@@ -76,6 +78,64 @@ async fn main() {
         println!("=> the group is locked while a message is in flight, as on AWS");
     } else {
         println!("=> the endpoint handed out a later message of the same group (AWS returns nothing here)");
+    }
+    let _ = sqs.delete_queue().queue_url(&url).send().await;
+
+    // A delayed retry: the first message's visibility is changed (it stays
+    // in flight, so on AWS its group stays locked until it is visible again
+    // and received), then the queue is polled at once.
+    let url = fifo_queue(&sqs, "-delay").await;
+    for (i, body) in ["first", "second"].iter().enumerate() {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(*body)
+            .message_group_id("one-key")
+            .message_deduplication_id(format!("d{i}"))
+            .send()
+            .await
+            .expect("send");
+    }
+    let (sqs2, url2) = (sqs.clone(), url.clone());
+    let receive_now = || {
+        let (sqs, url) = (sqs2.clone(), url2.clone());
+        async move {
+            sqs.receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(1)
+                .send()
+                .await
+                .expect("receive")
+                .messages()
+                .iter()
+                .map(|m| {
+                    (
+                        m.body().unwrap_or("").to_owned(),
+                        m.receipt_handle().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = receive_now().await;
+    let (_, receipt) = first.first().expect("the first message").clone();
+    sqs.change_message_visibility()
+        .queue_url(&url)
+        .receipt_handle(receipt)
+        .visibility_timeout(2)
+        .send()
+        .await
+        .expect("change visibility");
+    let after = receive_now().await;
+    println!(
+        "after a 2 s visibility change of the first: {:?}",
+        after.iter().map(|m| &m.0).collect::<Vec<_>>()
+    );
+    if after.is_empty() {
+        println!("=> the group stays locked during the delay, as on AWS");
+    } else {
+        println!(
+            "=> the endpoint handed out a later message while the first waits out its delay (AWS returns nothing here)"
+        );
     }
     let _ = sqs.delete_queue().queue_url(&url).send().await;
 

@@ -177,7 +177,9 @@ impl Transport for SqsTransport {
         Capabilities {
             extend: true,
             ordering: if fifo { KeyOrdering::PerKey } else { KeyOrdering::None },
-            ordering_across_nack: fifo,
+            // A receive hands out several messages of a group at once, so
+            // later ones are in hand before a nacked one comes back.
+            ordering_across_nack: false,
             nack_delay: true,
             max_nack_delay: Some(MAX_VISIBILITY),
             native_dead_letter: true,

@@ -385,6 +385,11 @@ pub async fn max_in_flight_respected(t: &Arc<dyn Transport>) -> CheckResult {
     for _ in 0..3 {
         held.push(next(&mut sub).await?);
     }
+    let seen: Vec<(String, u32)> = held.iter().map(|d| (d.id().to_owned(), d.attempt())).collect();
+    ensure!(
+        seen.iter().map(|(id, _)| id).collect::<HashSet<_>>().len() == 3 && seen.iter().all(|(_, a)| *a == 1),
+        "three first deliveries of three messages expected, got {seen:?}"
+    );
     expect_quiet(&mut sub, "with max_in_flight(3) deliveries unsettled").await?;
     held.remove(0).ack().await?;
     held.push(next(&mut sub).await?);

@@ -80,9 +80,17 @@ pub async fn dead_letters_unsupported(t: &Arc<dyn Transport>) -> CheckResult {
     // hand it out past max_attempts.
     let deadline = std::time::Instant::now() + timing().short_ack * 4 + timing().receive;
     while std::time::Instant::now() < deadline {
-        match next_within(&mut sub, timing().short_ack * 2 + timing().quiet).await {
+        match tokio::time::timeout(
+            timing().short_ack * 2 + timing().quiet,
+            futures::StreamExt::next(&mut sub),
+        )
+        .await
+        {
+            // Quiet: it stopped coming back.
             Err(_) => return Ok(()),
-            Ok(d) => {
+            Ok(None) => return Err(CheckFailure("the subscription ended".into())),
+            Ok(Some(Err(e))) => return Err(CheckFailure(format!("receive failed: {e}"))),
+            Ok(Some(Ok(d))) => {
                 ensure!(
                     d.attempt() <= 2,
                     "attempt {} of a message allowed 2 attempts",

@@ -86,8 +86,11 @@ impl RunOptions {
                 Some((b, n)) => (Some(b.trim()), n.trim()),
                 None => (None, target.trim()),
             };
+            // Every entry is checked (a renamed check must not stay skipped
+            // unnoticed), only this backend's apply.
+            let checked = RunOptions::new().known_defect(name, reason, reproduction)?;
             if only.is_none_or(|b| b == backend) {
-                options = options.known_defect(name, reason, reproduction)?;
+                options.known_defects.extend(checked.known_defects);
             }
         }
         Ok(options)
