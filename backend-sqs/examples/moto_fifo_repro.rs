@@ -42,27 +42,7 @@ async fn main() {
             .await
             .expect("send");
     }
-    let receive = |n: i32| {
-        let (sqs, url) = (sqs.clone(), url.clone());
-        async move {
-            sqs.receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(n)
-                .send()
-                .await
-                .expect("receive")
-                .messages()
-                .iter()
-                .map(|m| {
-                    (
-                        m.body().unwrap_or("").to_owned(),
-                        m.receipt_handle().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let held = receive(2).await;
+    let held = receive(&sqs, &url, 2).await;
     println!("first receive: {:?}", held.iter().map(|m| &m.0).collect::<Vec<_>>());
     let (_, receipt) = held.first().expect("a message").clone();
     sqs.delete_message()
@@ -72,7 +52,7 @@ async fn main() {
         .await
         .expect("delete");
     println!("deleted the first; the second stays in flight");
-    let next = receive(1).await;
+    let next = receive(&sqs, &url, 1).await;
     println!("next receive: {:?}", next.iter().map(|m| &m.0).collect::<Vec<_>>());
     if next.is_empty() {
         println!("=> the group is locked while a message is in flight, as on AWS");
@@ -95,28 +75,7 @@ async fn main() {
             .await
             .expect("send");
     }
-    let (sqs2, url2) = (sqs.clone(), url.clone());
-    let receive_now = || {
-        let (sqs, url) = (sqs2.clone(), url2.clone());
-        async move {
-            sqs.receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(1)
-                .send()
-                .await
-                .expect("receive")
-                .messages()
-                .iter()
-                .map(|m| {
-                    (
-                        m.body().unwrap_or("").to_owned(),
-                        m.receipt_handle().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect::<Vec<_>>()
-        }
-    };
-    let first = receive_now().await;
+    let first = receive(&sqs, &url, 1).await;
     let (_, receipt) = first.first().expect("the first message").clone();
     sqs.change_message_visibility()
         .queue_url(&url)
@@ -125,7 +84,7 @@ async fn main() {
         .send()
         .await
         .expect("change visibility");
-    let after = receive_now().await;
+    let after = receive(&sqs, &url, 1).await;
     println!(
         "after a 2 s visibility change of the first: {:?}",
         after.iter().map(|m| &m.0).collect::<Vec<_>>()
@@ -231,6 +190,25 @@ async fn main() {
         println!("=> with concurrent receives the group order does not hold (AWS: none)");
     }
     let _ = sqs.delete_queue().queue_url(&url).send().await;
+}
+
+/// One receive of at most `n` messages, as (body, receipt handle).
+async fn receive(sqs: &aws_sdk_sqs::Client, url: &str, n: i32) -> Vec<(String, String)> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(n)
+        .send()
+        .await
+        .expect("receive")
+        .messages()
+        .iter()
+        .map(|m| {
+            (
+                m.body().unwrap_or("").to_owned(),
+                m.receipt_handle().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// A new FIFO queue (60 s visibility, so nothing reappears during a run).

@@ -160,10 +160,7 @@ pub async fn invalid_names_rejected(t: &Arc<dyn Transport>) -> CheckResult {
         .map_err(|e| CheckFailure(format!("subscribing to a {}-character topic failed: {e}", long.len())))?;
     let m = Message::new("fits");
     t.publish(&long, m.clone()).await?;
-    let d = next(&mut sub).await?;
-    ensure!(d.id() == m.id, "received {} on the long topic", d.id());
-    d.ack().await?;
-    Ok(())
+    receive_exactly(&mut sub, &m, "the long topic").await
 }
 
 /// `extend` holds a delivery past several ack timeouts: nothing comes back

@@ -49,15 +49,7 @@ pub async fn second_group_refused(t: &Arc<dyn Transport>) -> CheckResult {
     unsupported("a second group on a point-to-point topic", result)?;
     let m = Message::new("still one group");
     t.publish(&topic, m.clone()).await?;
-    let d = next(&mut first).await?;
-    ensure!(
-        d.id() == m.id,
-        "the first group received {} instead of {}",
-        d.id(),
-        m.id
-    );
-    d.ack().await?;
-    Ok(())
+    receive_exactly(&mut first, &m, "the first group").await
 }
 
 /// No dead-letter operations: opening or using the queue and an explicit

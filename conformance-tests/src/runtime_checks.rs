@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tower::{Service, ServiceBuilder};
 use transport_core::runtime::{
     handler_fn, outcome_of, BoxError, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats,
-    Context, HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryLayer, RetryPolicy,
-    StatsHandle, TimeoutLayer,
+    Context, HandlerError, HandlerFn, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryLayer,
+    RetryPolicy, StatsHandle, TimeoutLayer,
 };
 use transport_core::{Message, StartFrom, SubscribeOptions, Transport};
 
@@ -34,6 +34,23 @@ fn record(calls: &Calls, ctx: &Context) {
         .entry(ctx.id().to_owned())
         .or_default()
         .push(ctx.attempt());
+}
+
+/// A handler that records each call in `calls`, works `pause`, and succeeds.
+fn recording(
+    calls: &Calls,
+    pause: Duration,
+) -> HandlerFn<impl Fn(Context) -> BoxFuture<'static, Result<(), HandlerError>> + Clone + Send + Sync + 'static> {
+    let calls = calls.clone();
+    handler_fn(move |ctx: Context| {
+        let calls = calls.clone();
+        async move {
+            record(&calls, &ctx);
+            tokio::time::sleep(pause).await;
+            Ok::<_, HandlerError>(())
+        }
+        .boxed()
+    })
 }
 
 /// Wait until `done` holds for the consumer's counters, or `within` passes.
@@ -276,17 +293,9 @@ pub async fn runtime_lease_extends_long_handler(t: &Arc<dyn Transport>) -> Check
         t.publish(&topic, Message::new(format!("long{i}"))).await?;
     }
     let calls: Calls = Arc::default();
-    let service = ServiceBuilder::new().layer(LeaseLayer::new()).service(handler_fn({
-        let calls = calls.clone();
-        move |ctx: Context| {
-            let calls = calls.clone();
-            async move {
-                record(&calls, &ctx);
-                tokio::time::sleep(ack_timeout * 3).await;
-                Ok::<_, HandlerError>(())
-            }
-        }
-    }));
+    let service = ServiceBuilder::new()
+        .layer(LeaseLayer::new())
+        .service(recording(&calls, ack_timeout * 3));
     // Keep consuming for a while after the acks: a late redelivery shows too.
     let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 3, {
@@ -466,20 +475,10 @@ pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckRe
     let service = ServiceBuilder::new()
         .layer(tower::layer::layer_fn(NackAfterSuccess))
         .layer(IdempotencyLayer::new(store))
-        .service(handler_fn({
-            let effects = effects.clone();
-            move |ctx: Context| {
-                let effects = effects.clone();
-                async move {
-                    record(&effects, &ctx);
-                    // Long enough that the second copy of "published twice",
-                    // handled at the same time, finds the first in progress
-                    // and waits for it instead of burning an attempt.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok::<_, HandlerError>(())
-                }
-            }
-        }));
+        // Long enough that the second copy of "published twice", handled at
+        // the same time, finds the first in progress and waits for it
+        // instead of burning an attempt.
+        .service(recording(&effects, Duration::from_millis(300)));
     let twice = Message::new("published twice");
     let renacked = Message::new("nacked after success").with_header("nack-after", "1");
     let plain: Vec<Message> = (0..2).map(|i| Message::new(format!("plain{i}"))).collect();
@@ -536,17 +535,7 @@ pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> Ch
         .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
         .layer(CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(5)))
         .layer(tower::limit::ConcurrencyLimitLayer::new(1))
-        .service(handler_fn({
-            let calls = calls.clone();
-            move |ctx: Context| {
-                let calls = calls.clone();
-                async move {
-                    record(&calls, &ctx);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok::<_, HandlerError>(())
-                }
-            }
-        }));
+        .service(recording(&calls, Duration::from_millis(20)));
     let n = sent.len() as u64;
     let (s, reached) = run_until(consumer, service, timing().receive, move |s| s.acked >= n).await?;
     ensure!(reached, "not every message was handled through the whole stack: {s:?}");
@@ -662,7 +651,7 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
                     return Err(HandlerError::transient("fail once"));
                 }
                 let failed = failed_at.lock().unwrap().unwrap_or(std::time::UNIX_EPOCH);
-                if t_caps_first_failure(&ctx) {
+                if ctx.transport().capabilities().first_failure_time {
                     expect(
                         ctx.first_failure().is_some_and(|f| {
                             f + Duration::from_millis(500) >= failed && f <= failed + Duration::from_millis(500)
@@ -714,8 +703,4 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
         "follow-ups received: {texts:?}"
     );
     expect_quiet(&mut next_sub, "after the follow-ups").await
-}
-
-fn t_caps_first_failure(ctx: &Context) -> bool {
-    ctx.transport().capabilities().first_failure_time
 }

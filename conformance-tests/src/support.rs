@@ -127,6 +127,20 @@ pub fn within_bounds(what: &str, actual: Duration, low: Duration, high: Duration
     Ok(())
 }
 
+/// The next delivery must be `message`; it is acked.
+pub async fn receive_exactly(sub: &mut Subscription, message: &transport_core::Message, context: &str) -> CheckResult {
+    let d = next(sub).await?;
+    if d.id() != message.id {
+        return Err(CheckFailure(format!(
+            "{context}: received {} instead of {}",
+            d.id(),
+            message.id
+        )));
+    }
+    d.ack().await?;
+    Ok(())
+}
+
 /// Receive `n` deliveries, acking each, returning them in arrival order as
 /// (id, key, payload as text, attempt).
 pub async fn receive_and_ack(sub: &mut Subscription, n: usize) -> Result<Vec<Received>, CheckFailure> {
