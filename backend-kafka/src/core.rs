@@ -10,6 +10,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::Message as _;
+use transport_core::backend::cloudevents::Binding;
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::KafkaConfig;
@@ -17,6 +18,17 @@ use crate::SCHEME;
 
 /// Record header carrying the message id.
 pub(crate) const H_ID: &str = "transport-id";
+
+/// Header marking a tombstone: a record whose value is null (what a
+/// compacted topic deletes a key with), which an empty payload is not.
+/// Consumed tombstones carry it with an empty payload; a message published
+/// with it (value `true`) and an empty payload is written as one.
+pub const TOMBSTONE: &str = "transport-tombstone";
+
+/// Whether `message` stands for a tombstone.
+pub(crate) fn is_tombstone(message: &Message) -> bool {
+    message.payload.is_empty() && message.headers.get(TOMBSTONE) == Some("true")
+}
 
 pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
     Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
@@ -134,17 +146,21 @@ pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// The record headers of a message: the id, then the application headers.
-/// The key travels as the record key.
+/// The record headers of a message: the id, then the application headers,
+/// CloudEvents attributes as the Kafka binding names them (`ce_*`). The key
+/// travels as the record key.
 pub(crate) fn encode_headers(message: &Message) -> OwnedHeaders {
     let mut h = OwnedHeaders::new_with_capacity(message.headers.len() + 1).insert(Header {
         key: H_ID,
         value: Some(message.id.as_str()),
     });
-    for (name, value) in message.headers.iter() {
+    for (name, value) in Binding::Kafka.encode(&message.headers) {
+        if name == TOMBSTONE {
+            continue;
+        }
         h = h.insert(Header {
-            key: name,
-            value: Some(value),
+            key: &name,
+            value: Some(value.as_ref()),
         });
     }
     h
@@ -165,9 +181,13 @@ pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
             if header.key == H_ID {
                 id = Some(value);
             } else {
-                headers.insert(header.key, value);
+                let (name, value) = Binding::Kafka.decode(header.key, &value);
+                headers.insert(name, value);
             }
         }
+    }
+    if record.payload().is_none() {
+        headers.insert(TOMBSTONE, "true");
     }
     Message {
         id: id.unwrap_or_else(|| format!("{}-{}-{}", record.topic(), record.partition(), record.offset())),

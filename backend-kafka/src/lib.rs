@@ -12,6 +12,7 @@ mod subscriber;
 
 pub use backend::{KafkaBuilder, KafkaTransport};
 pub use config::{KafkaConfig, SaslMechanism};
+pub use core::TOMBSTONE;
 
 /// URL scheme and backend name (`kafka+ssl` is accepted for TLS).
 pub const SCHEME: &str = "kafka";

@@ -27,9 +27,10 @@ impl KafkaTransport {
 
 impl KafkaTransport {
     pub(crate) fn record<'a>(topic: &'a str, m: &'a Message) -> FutureRecord<'a, str, [u8]> {
-        let mut r = FutureRecord::to(topic)
-            .payload(m.payload.as_ref())
-            .headers(core::encode_headers(m));
+        let mut r = FutureRecord::to(topic).headers(core::encode_headers(m));
+        if !core::is_tombstone(m) {
+            r = r.payload(m.payload.as_ref());
+        }
         if let Some(k) = &m.key {
             r = r.key(k.as_str());
         }

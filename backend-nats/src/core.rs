@@ -4,6 +4,7 @@
 use std::fmt::Display;
 
 use async_nats::{ConnectErrorKind, HeaderMap};
+use transport_core::backend::cloudevents::Binding;
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::NatsConfig;
@@ -103,8 +104,8 @@ pub(crate) fn encode(message: &Message, dedup: bool) -> HeaderMap {
     if let Some(k) = &message.key {
         h.insert(H_KEY, k.as_str());
     }
-    for (name, value) in message.headers.iter() {
-        h.insert(name, value);
+    for (name, value) in Binding::Nats.encode(&message.headers) {
+        h.insert(name.as_ref(), value.as_ref());
     }
     h
 }
@@ -122,7 +123,8 @@ pub(crate) fn decode(headers: Option<&HeaderMap>, payload: Bytes, fallback_id: i
                 H_KEY => key = Some(value),
                 n if n.eq_ignore_ascii_case(NATS_MSG_ID) => {}
                 n => {
-                    out.insert(n, value);
+                    let (n, v) = Binding::Nats.decode(n, &value);
+                    out.insert(n, v);
                 }
             }
         }

@@ -8,6 +8,8 @@ use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
+use transport_core::backend::cloudevents::Binding;
+use transport_core::headers::CONTENT_TYPE;
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::RabbitConfig;
@@ -147,12 +149,23 @@ impl Conn {
     }
 }
 
-/// AMQP properties for a message: persistent, id as `message_id`, headers
-/// (with the key) as the header table. `extra` adds library headers.
+/// AMQP properties for a message: persistent, id as `message_id`, the
+/// content type as `content_type` (the RabbitMQ CloudEvents binding puts it
+/// there, and so do other AMQP clients), the other headers (with the key)
+/// as the header table. `extra` adds library headers.
 pub(crate) fn properties(message: &Message, extra: &[(&str, String)]) -> BasicProperties {
     let mut table = FieldTable::default();
-    for (k, v) in message.headers.iter() {
-        table.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())));
+    let mut content_type = None;
+    for (k, v) in Binding::RabbitMq.encode(&message.headers) {
+        // A short string holds 255 bytes; a longer type stays a header.
+        if k == CONTENT_TYPE && v.len() <= 255 {
+            content_type = Some(v);
+            continue;
+        }
+        table.insert(
+            k.as_ref().into(),
+            AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())),
+        );
     }
     if let Some(key) = &message.key {
         table.insert(H_KEY.into(), AMQPValue::LongString(key.as_bytes().to_vec().into()));
@@ -160,10 +173,14 @@ pub(crate) fn properties(message: &Message, extra: &[(&str, String)]) -> BasicPr
     for (k, v) in extra {
         table.insert((*k).into(), AMQPValue::LongString(v.as_bytes().to_vec().into()));
     }
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_message_id(ShortString::from(message.id.as_str()))
         .with_delivery_mode(2)
-        .with_headers(table)
+        .with_headers(table);
+    match content_type {
+        Some(ct) => properties.with_content_type(ShortString::from(ct.as_ref())),
+        None => properties,
+    }
 }
 
 /// What a delivery carries besides the message.
@@ -208,10 +225,15 @@ pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>, fallback_id
                 // The broker's own bookkeeping of dead-lettering and retries.
                 n if n == "x-death" || n.starts_with("x-first-death") || n.starts_with("x-last-death") => {}
                 n => {
-                    headers.insert(n, value_text(value));
+                    let text = value_text(value);
+                    let (n, v) = Binding::RabbitMq.decode(n, &text);
+                    headers.insert(n, v);
                 }
             }
         }
+    }
+    if let Some(ct) = properties.content_type() {
+        headers.insert(CONTENT_TYPE, ct.as_str());
     }
     let id = properties.message_id().as_ref().map(|s| s.as_str().to_owned());
     Decoded {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
+use transport_core::backend::cloudevents::Binding;
 use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message};
 
@@ -92,7 +93,7 @@ pub(crate) fn encode(message: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
     if let Some(k) = &message.key {
         fields.push((F_KEY.as_bytes().to_vec(), k.as_bytes().to_vec()));
     }
-    for (name, value) in message.headers.iter() {
+    for (name, value) in Binding::Http.encode(&message.headers) {
         fields.push((format!("{F_HEADER}{name}").into_bytes(), value.as_bytes().to_vec()));
     }
     fields.push((F_PAYLOAD.as_bytes().to_vec(), message.payload.to_vec()));
@@ -121,18 +122,17 @@ pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
             b"id" => id = Some(String::from_utf8_lossy(&value).into_owned()),
             b"key" => key = Some(String::from_utf8_lossy(&value).into_owned()),
             b"payload" => payload = Bytes::from(value),
-            n if n.starts_with(F_HEADER.as_bytes()) => {
-                headers.insert(
-                    String::from_utf8_lossy(&n[F_HEADER.len()..]).into_owned(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                );
-            }
             n => {
-                foreign = true;
-                headers.insert(
-                    String::from_utf8_lossy(n).into_owned(),
-                    String::from_utf8_lossy(&value).into_owned(),
-                );
+                let name = match n.strip_prefix(F_HEADER.as_bytes()) {
+                    Some(header) => header,
+                    None => {
+                        foreign = true;
+                        n
+                    }
+                };
+                let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(&value));
+                let (name, value) = Binding::Http.decode(&name, &value);
+                headers.insert(name, value);
             }
         }
     }

@@ -6,6 +6,8 @@ use std::fmt::Display;
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use base64::Engine;
+use transport_core::backend::cloudevents::Binding;
+use transport_core::headers::{CE_ID, CE_PREFIX, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::SqsConfig;
@@ -211,27 +213,47 @@ pub(crate) fn encode(m: &Message, extra: &[(&str, String)]) -> Wire {
         attributes.push((A_ENCODING.to_owned(), e.to_owned()));
     }
     if !m.headers.is_empty() || !extra.is_empty() {
-        let mut all: serde_json::Map<String, serde_json::Value> =
-            m.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        // In the HTTP binding's form, like the native attributes: a foreign
+        // consumer hands either to a CloudEvents SDK as they are.
+        let mut all: serde_json::Map<String, serde_json::Value> = Binding::Http
+            .encode(&m.headers)
+            .map(|(k, v)| (k.into_owned(), v.into_owned().into()))
+            .collect();
         for (k, v) in extra {
             all.insert((*k).to_owned(), v.as_str().into());
         }
         attributes.push((A_HEADERS.to_owned(), serde_json::Value::Object(all).to_string()));
     }
-    for (k, v) in m.headers.iter() {
+    // The free slots, CloudEvents' required attributes first, in the HTTP
+    // binding's form (a foreign consumer reads them without the JSON).
+    let mut native: Vec<_> = Binding::Http.encode(&m.headers).collect();
+    native.sort_by_key(|(k, _)| native_rank(k));
+    for (k, v) in native {
         if attributes.len() >= MAX_ATTRIBUTES {
             break;
         }
         // Attribute values must not be empty; names must follow SQS rules.
-        if attr_name_ok(k) && !v.is_empty() && sqs_text_ok(v) && !k.starts_with("transport-") {
-            attributes.push((k.to_owned(), v.to_owned()));
+        if attr_name_ok(&k) && !v.is_empty() && sqs_text_ok(&v) && !k.starts_with("transport-") {
+            attributes.push((k.into_owned(), v.into_owned()));
         }
     }
     Wire { body, attributes }
 }
 
+/// Which headers get the native attribute slots first: an event's required
+/// attributes and content type, then its other attributes, then the rest.
+fn native_rank(name: &str) -> u8 {
+    match name {
+        CE_SPECVERSION | CE_ID | CE_TYPE | CE_SOURCE => 0,
+        CONTENT_TYPE | CE_TIME => 1,
+        n if n.starts_with(CE_PREFIX) => 2,
+        _ => 3,
+    }
+}
+
 /// The message in a body and its attributes. Messages from other producers
-/// (no `transport-id`) get the SQS message id and their attributes as headers.
+/// (no `transport-headers`) get their attributes as headers, and without a
+/// `transport-id` the SQS message id.
 pub(crate) fn decode(body: &str, attributes: &HashMap<String, String>, fallback_id: &str) -> Message {
     let payload = match attributes.get(A_ENCODING).map(String::as_str) {
         Some("empty") => Bytes::new(),
@@ -241,13 +263,22 @@ pub(crate) fn decode(body: &str, attributes: &HashMap<String, String>, fallback_
             .unwrap_or_else(|_| Bytes::from(body.to_owned())),
         _ => Bytes::from(body.to_owned()),
     };
+    let from_wire = |(k, v): (&String, &String)| {
+        let (k, v) = Binding::Http.decode(k, v);
+        (k.into_owned(), v.into_owned())
+    };
     let headers: Headers = match attributes.get(A_HEADERS) {
         Some(json) => serde_json::from_str::<HashMap<String, String>>(json)
             .unwrap_or_default()
-            .into_iter()
+            .iter()
+            .map(from_wire)
             .collect(),
-        None if !attributes.contains_key(A_ID) => attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        None => Headers::new(),
+        // From another producer: its attributes are the headers.
+        None => attributes
+            .iter()
+            .filter(|(k, _)| ![A_ID, A_KEY, A_ENCODING].contains(&k.as_str()))
+            .map(from_wire)
+            .collect(),
     };
     Message {
         id: attributes.get(A_ID).cloned().unwrap_or_else(|| fallback_id.to_owned()),

@@ -891,9 +891,11 @@ pub async fn close_and_reopen_continues(t: &Arc<dyn Transport>) -> CheckResult {
     expect_quiet(&mut sub, "after the rest").await
 }
 
-/// A typed event survives the trip with every attribute, and a consumer of
-/// another major version gets a typed error.
+/// A typed event survives the trip with every CloudEvents attribute, values
+/// that the bindings must encode (space, quote, `%`, non-ASCII) included,
+/// and a consumer asking for another major version gets a typed error.
 pub async fn events_round_trip(t: &Arc<dyn Transport>) -> CheckResult {
+    use transport_core::{Event, EventError};
     let t: &dyn Transport = t.as_ref();
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Placed {
@@ -901,33 +903,51 @@ pub async fn events_round_trip(t: &Arc<dyn Transport>) -> CheckResult {
         total_cents: i64,
     }
     let (topic, mut sub) = fresh(t, "events", opts("g")).await?;
-    let event = transport_core::Event::new(
+    let cause = Event::new("order.requested", "web", ()).with_tenant("acme");
+    let mut event = Event::new(
         "order.placed",
-        "1.0",
-        "checkout",
+        "/shop/checkout €1 \"eu\" 100%",
         Placed {
             order: 42,
             total_cents: 1999,
         },
     )
+    .with_version("1.3")
+    .caused_by(&cause)
     .with_key("customer-7")
-    .with_tenant("acme");
+    .with_subject("orders/42 ünïcode")
+    .with_extension("region", "eu west %41");
+    event.data_schema = Some("https://example.com/schemas/placed.json".into());
+    event.data_content_type = Some("application/json; charset=utf-8".into());
     t.publish(&topic, event.to_message()?).await?;
     let d = next(&mut sub).await?;
-    let back: transport_core::Event<Placed> =
-        transport_core::Event::decode(d.message(), 1).map_err(|e| CheckFailure(format!("decode failed: {e}")))?;
+    let back: Event<Placed> =
+        Event::decode_version(d.message(), 1).map_err(|e| CheckFailure(format!("decode failed: {e}")))?;
     ensure!(
         back.data == event.data && back.id == event.id,
         "event changed: {back:?}"
     );
+    let same_text = back.event_type == event.event_type
+        && back.source == event.source
+        && back.version == event.version
+        && back.subject == event.subject
+        && back.data_schema == event.data_schema
+        && back.data_content_type == event.data_content_type
+        && back.correlation_id == event.correlation_id
+        && back.causation_id == event.causation_id
+        && back.tenant.as_deref() == Some("acme")
+        && back.key.as_deref() == Some("customer-7")
+        && back.extensions == event.extensions;
+    ensure!(same_text, "attributes changed: sent {event:?}, got {back:?}");
+    let skew = match (back.time, event.time) {
+        (Some(a), Some(b)) => a.duration_since(b).unwrap_or_else(|e| e.duration()),
+        _ => return Err(CheckFailure(format!("time lost: {back:?}"))),
+    };
+    ensure!(skew < Duration::from_millis(2), "time moved by {skew:?}");
+    let wrong_major = Event::<Placed>::decode_version(d.message(), 2);
     ensure!(
-        back.tenant.as_deref() == Some("acme") && back.key.as_deref() == Some("customer-7"),
-        "attributes lost"
-    );
-    let wrong_major = transport_core::Event::<Placed>::decode(d.message(), 2);
-    ensure!(
-        matches!(wrong_major, Err(transport_core::EventError::UnsupportedVersion { .. })),
-        "major 2 consumer accepted a 1.0 event"
+        matches!(wrong_major, Err(EventError::UnsupportedVersion { .. })),
+        "major 2 consumer accepted a 1.3 event"
     );
     d.ack().await?;
     Ok(())

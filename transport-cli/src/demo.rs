@@ -69,7 +69,6 @@ async fn flow(url: &str) -> transport::Result<()> {
         };
         let event = Event::new(
             "order.placed",
-            "1.0",
             "shop/checkout",
             OrderPlaced {
                 order,
@@ -77,6 +76,7 @@ async fn flow(url: &str) -> transport::Result<()> {
                 total_cents,
             },
         )
+        .with_version("1.0")
         .with_key(format!("customer-{}", order % 5));
         let message = event.to_message()?;
         broker.publish(&topic, message.clone()).await?;
@@ -97,7 +97,7 @@ async fn flow(url: &str) -> transport::Result<()> {
         move |ctx: Context| {
             let (gateway, accept_negative) = (gateway.clone(), accept_negative.clone());
             async move {
-                let event = Event::<OrderPlaced>::decode(ctx.message(), 1).map_err(HandlerError::permanent)?;
+                let event = Event::<OrderPlaced>::decode_version(ctx.message(), 1).map_err(HandlerError::permanent)?;
                 let o = &event.data;
                 if o.total_cents < 0 && !accept_negative.load(Ordering::Relaxed) {
                     return Err(HandlerError::permanent(format!(

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::delivery::DeliveryInfo;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::rfc3339::{format_time, parse_time};
 
 /// Original topic of a dead-lettered message.
 pub const DLQ_TOPIC: &str = "transport-dlq-topic";
@@ -78,16 +79,6 @@ pub fn redrive_message(dead: &Message) -> Result<(String, Message)> {
     }
     message.headers.insert(REDRIVE_COUNT, (count + 1).to_string());
     Ok((topic, message))
-}
-
-/// Format a time as RFC 3339 UTC with milliseconds.
-pub fn format_time(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// Parse a time written by [`format_time`].
-pub fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s).ok()
 }
 
 /// A message in a dead-letter queue, with its dead-letter headers decoded.

@@ -1,26 +1,42 @@
-//! Typed domain events carried in CloudEvents binary content mode: the
-//! attributes travel as `ce-*` headers, the payload is the event data.
+//! Typed domain events as CloudEvents 1.0 in binary content mode: the
+//! attributes travel as headers, the payload is the event data (JSON).
+//!
+//! In a [`Message`] the attributes are `ce-<name>` headers holding their
+//! plain values, and `datacontenttype` is the `content-type` header. Each
+//! backend writes them the way its broker's CloudEvents protocol binding
+//! says (Kafka `ce_` headers, the RabbitMQ `content-type` property, NATS and
+//! HTTP-style percent-encoding; see
+//! [`backend::cloudevents`](crate::backend::cloudevents)), and reads the
+//! binding's form back into this one, so an event from any CloudEvents SDK
+//! decodes here and the other way round.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::dead_letter::{format_time, parse_time};
 use crate::error::{Error, ErrorKind};
-use crate::message::{new_id, Message};
+use crate::message::{new_id, Message, CONTENT_TYPE};
+use crate::rfc3339::{format_time, parse_time};
 
-/// `ce-specversion`: the CloudEvents version, always `1.0`.
+/// Prefix of every CloudEvents attribute header.
+pub const CE_PREFIX: &str = "ce-";
+/// `ce-specversion`: the CloudEvents version, `1.0`.
 pub const CE_SPECVERSION: &str = "ce-specversion";
-/// `ce-id`: the event id (also the message id).
+/// `ce-id`: the event id (also the message id). Required.
 pub const CE_ID: &str = "ce-id";
-/// `ce-type`: the event type, such as `order.placed`.
+/// `ce-type`: the event type, such as `order.placed`. Required.
 pub const CE_TYPE: &str = "ce-type";
-/// `ce-source`: who emitted it.
+/// `ce-source`: who emitted it. Required.
 pub const CE_SOURCE: &str = "ce-source";
-/// `ce-time`: when it happened (RFC 3339).
+/// `ce-time`: when it happened (RFC 3339). Optional.
 pub const CE_TIME: &str = "ce-time";
+/// `ce-subject`: what the event is about, within the source. Optional.
+pub const CE_SUBJECT: &str = "ce-subject";
+/// `ce-dataschema`: the URI of the data's schema. Optional.
+pub const CE_DATASCHEMA: &str = "ce-dataschema";
 /// `ce-dataversion` (extension): the data schema version, `MAJOR[.MINOR]`.
 pub const CE_DATAVERSION: &str = "ce-dataversion";
 /// `ce-correlationid` (extension): the id shared by every event of one flow.
@@ -29,28 +45,66 @@ pub const CE_CORRELATIONID: &str = "ce-correlationid";
 pub const CE_CAUSATIONID: &str = "ce-causationid";
 /// `ce-tenantid` (extension): the tenant, for multi-tenant systems.
 pub const CE_TENANTID: &str = "ce-tenantid";
+/// `ce-partitionkey` (Partitioning extension): the ordering key. On Kafka
+/// the binding carries it as the record key.
+pub const CE_PARTITIONKEY: &str = "ce-partitionkey";
 
-/// A domain event with data of type `T`.
+/// The attributes this type has a field for; any other `ce-*` header is an
+/// [`extension`](Event::extensions).
+const KNOWN: [&str; 12] = [
+    CE_SPECVERSION,
+    CE_ID,
+    CE_TYPE,
+    CE_SOURCE,
+    CE_TIME,
+    CE_SUBJECT,
+    CE_DATASCHEMA,
+    CE_DATAVERSION,
+    CE_CORRELATIONID,
+    CE_CAUSATIONID,
+    CE_TENANTID,
+    CE_PARTITIONKEY,
+];
+
+/// `ce-datacontenttype`: where the NATS binding puts the content type. The
+/// backend maps it to `content-type`; a message that still has it (from a
+/// producer applying the NATS rule on another broker) is read too.
+const CE_DATACONTENTTYPE: &str = "ce-datacontenttype";
+
+/// A CloudEvents 1.0 event with data of type `T` (JSON).
+///
+/// `id`, `event_type` and `source` are required by CloudEvents; everything
+/// else is optional, so an event from another SDK with only those decodes.
 #[derive(Clone, PartialEq)]
 pub struct Event<T> {
     /// Unique id (a UUIDv7 by default); also the message id.
     pub id: String,
     /// Event type, such as `order.placed`.
     pub event_type: String,
-    /// Schema version of `data`, `MAJOR[.MINOR]`; consumers accept a major.
-    pub version: String,
-    /// Who emitted it, such as `shop/checkout`.
+    /// Who emitted it, such as `shop/checkout` (a URI reference).
     pub source: String,
+    /// Schema version of `data`, `MAJOR[.MINOR]` (`dataversion` extension).
+    pub version: Option<String>,
     /// When it happened.
-    pub time: SystemTime,
-    /// Shared by every event of one business flow; the event's own id when it starts one.
-    pub correlation_id: String,
-    /// The id of the event that caused this one.
+    pub time: Option<SystemTime>,
+    /// What it is about, within the source.
+    pub subject: Option<String>,
+    /// The URI of the data's schema.
+    pub data_schema: Option<String>,
+    /// Media type of the data (`datacontenttype`); `application/json` when
+    /// written without one.
+    pub data_content_type: Option<String>,
+    /// Shared by every event of one business flow (`correlationid`).
+    pub correlation_id: Option<String>,
+    /// The id of the event that caused this one (`causationid`).
     pub causation_id: Option<String>,
-    /// The tenant.
+    /// The tenant (`tenantid`).
     pub tenant: Option<String>,
-    /// The ordering key of the message that carries it.
+    /// The ordering key of the carrying message (`partitionkey`).
     pub key: Option<String>,
+    /// Extension attributes this type has no field for, by attribute name
+    /// (no `ce-` prefix).
+    pub extensions: BTreeMap<String, String>,
     /// The event data.
     pub data: T,
 }
@@ -59,12 +113,12 @@ pub struct Event<T> {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EventError {
-    /// A required attribute header is missing.
+    /// A required attribute header is missing (or empty).
     MissingAttribute(&'static str),
     /// An attribute is present but malformed.
     InvalidAttribute {
         /// The header.
-        name: &'static str,
+        name: String,
         /// Its value.
         value: String,
     },
@@ -116,27 +170,51 @@ impl From<EventError> for Error {
 
 impl<T> Event<T> {
     /// A new event that starts a flow: fresh id, now, correlation id = id.
-    pub fn new(event_type: impl Into<String>, version: impl Into<String>, source: impl Into<String>, data: T) -> Self {
+    pub fn new(event_type: impl Into<String>, source: impl Into<String>, data: T) -> Self {
         let id = new_id();
         Event {
-            correlation_id: id.clone(),
+            correlation_id: Some(id.clone()),
             id,
             event_type: event_type.into(),
-            version: version.into(),
             source: source.into(),
-            time: SystemTime::now(),
+            version: None,
+            time: Some(SystemTime::now()),
+            subject: None,
+            data_schema: None,
+            data_content_type: None,
             causation_id: None,
             tenant: None,
             key: None,
+            extensions: BTreeMap::new(),
             data,
         }
     }
 
-    /// Mark this event as caused by `cause`: same correlation id, causation id = cause's id.
+    /// Mark this event as caused by `cause`: same correlation (the cause's
+    /// own id when it has none), causation id = cause's id, its tenant
+    /// unless this one has one.
     pub fn caused_by<U>(mut self, cause: &Event<U>) -> Self {
-        self.correlation_id = cause.correlation_id.clone();
+        self.correlation_id = Some(cause.correlation().to_owned());
         self.causation_id = Some(cause.id.clone());
         self.tenant = self.tenant.or_else(|| cause.tenant.clone());
+        self
+    }
+
+    /// The correlation id, or the event's own id when it has none (it
+    /// starts its flow).
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Set the data schema version, `MAJOR[.MINOR]`.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Set the subject.
+    pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
         self
     }
 
@@ -152,9 +230,16 @@ impl<T> Event<T> {
         self
     }
 
+    /// Set an extension attribute. Names are lowercase ASCII letters and
+    /// digits (CloudEvents' rule), checked by [`to_message`](Self::to_message).
+    pub fn with_extension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extensions.insert(name.into(), value.into());
+        self
+    }
+
     /// The major of [`version`](Self::version).
     pub fn major_version(&self) -> Option<u32> {
-        major_of(&self.version)
+        self.version.as_deref().and_then(major_of)
     }
 }
 
@@ -162,76 +247,155 @@ fn major_of(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
+/// CloudEvents attribute names: lowercase ASCII letters and digits.
+fn valid_attribute_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 impl<T: Serialize> Event<T> {
-    /// The message carrying this event: JSON data, attributes as `ce-*` headers.
+    /// The message carrying this event: JSON data, attributes as `ce-*`
+    /// headers, `content-type` the data's media type.
     pub fn to_message(&self) -> Result<Message, Error> {
         let mut m = Message::json(&self.data)?.with_id(self.id.clone());
         m.key = self.key.clone();
         let h = &mut m.headers;
+        if let Some(ct) = &self.data_content_type {
+            h.insert(CONTENT_TYPE, ct.clone());
+        }
         h.insert(CE_SPECVERSION, "1.0");
         h.insert(CE_ID, self.id.clone());
         h.insert(CE_TYPE, self.event_type.clone());
         h.insert(CE_SOURCE, self.source.clone());
-        h.insert(CE_TIME, format_time(self.time));
-        h.insert(CE_DATAVERSION, self.version.clone());
-        h.insert(CE_CORRELATIONID, self.correlation_id.clone());
-        if let Some(c) = &self.causation_id {
-            h.insert(CE_CAUSATIONID, c.clone());
+        let optional = [
+            (CE_TIME, self.time.map(format_time)),
+            (CE_SUBJECT, self.subject.clone()),
+            (CE_DATASCHEMA, self.data_schema.clone()),
+            (CE_DATAVERSION, self.version.clone()),
+            (CE_CORRELATIONID, self.correlation_id.clone()),
+            (CE_CAUSATIONID, self.causation_id.clone()),
+            (CE_TENANTID, self.tenant.clone()),
+            (CE_PARTITIONKEY, self.key.clone()),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                h.insert(name, v);
+            }
         }
-        if let Some(t) = &self.tenant {
-            h.insert(CE_TENANTID, t.clone());
+        for (name, value) in &self.extensions {
+            let header = format!("{CE_PREFIX}{name}");
+            if !valid_attribute_name(name) || KNOWN.contains(&header.as_str()) || header == CE_DATACONTENTTYPE {
+                return Err(Error::invalid(format!(
+                    "event extension {name:?}: names are lowercase ASCII letters and digits, \
+                     and not those of the attributes Event has a field for"
+                )));
+            }
+            h.insert(header, value.clone());
         }
         Ok(m)
     }
 }
 
 impl<T: DeserializeOwned> Event<T> {
-    /// Decode an event whose data version has major `supported_major`.
-    pub fn decode(message: &Message, supported_major: u32) -> Result<Self, EventError> {
+    /// Decode the event a message carries, whatever its data version.
+    pub fn decode(message: &Message) -> Result<Self, EventError> {
+        let attributes = Attributes::read(message)?;
+        attributes.into_event(message)
+    }
+
+    /// Decode an event whose data version has major `supported_major`: one
+    /// without a `dataversion`, or of another major, is refused before its
+    /// data is parsed.
+    pub fn decode_version(message: &Message, supported_major: u32) -> Result<Self, EventError> {
+        let attributes = Attributes::read(message)?;
+        let version = attributes
+            .version
+            .as_deref()
+            .ok_or(EventError::MissingAttribute(CE_DATAVERSION))?;
+        match major_of(version) {
+            Some(m) if m == supported_major => attributes.into_event(message),
+            Some(_) => Err(EventError::UnsupportedVersion {
+                found: version.to_owned(),
+                supported_major,
+            }),
+            None => Err(EventError::InvalidAttribute {
+                name: CE_DATAVERSION.into(),
+                value: version.to_owned(),
+            }),
+        }
+    }
+}
+
+/// The attributes of an event, read before its data.
+struct Attributes {
+    id: String,
+    event_type: String,
+    source: String,
+    version: Option<String>,
+    time: Option<SystemTime>,
+    extensions: BTreeMap<String, String>,
+}
+
+impl Attributes {
+    fn read(message: &Message) -> Result<Self, EventError> {
         let h = &message.headers;
-        let req = |name: &'static str| h.get(name).ok_or(EventError::MissingAttribute(name));
-        let spec = req(CE_SPECVERSION)?;
+        let required = |name: &'static str| match h.get(name) {
+            Some(v) if !v.is_empty() => Ok(v.to_owned()),
+            _ => Err(EventError::MissingAttribute(name)),
+        };
+        let spec = required(CE_SPECVERSION)?;
         if spec != "1.0" {
             return Err(EventError::InvalidAttribute {
-                name: CE_SPECVERSION,
-                value: spec.to_owned(),
+                name: CE_SPECVERSION.into(),
+                value: spec,
             });
         }
-        let id = req(CE_ID)?.to_owned();
-        let event_type = req(CE_TYPE)?.to_owned();
-        let source = req(CE_SOURCE)?.to_owned();
-        let time_text = req(CE_TIME)?;
-        let time = parse_time(time_text).ok_or_else(|| EventError::InvalidAttribute {
-            name: CE_TIME,
-            value: time_text.to_owned(),
-        })?;
-        let version = req(CE_DATAVERSION)?.to_owned();
-        match major_of(&version) {
-            Some(m) if m == supported_major => {}
-            Some(_) => {
-                return Err(EventError::UnsupportedVersion {
-                    found: version,
-                    supported_major,
-                })
-            }
-            None => {
-                return Err(EventError::InvalidAttribute {
-                    name: CE_DATAVERSION,
-                    value: version,
-                })
-            }
-        }
-        let data = serde_json::from_slice(&message.payload).map_err(EventError::Payload)?;
-        Ok(Event {
-            correlation_id: h.get(CE_CORRELATIONID).unwrap_or(&id).to_owned(),
-            causation_id: h.get(CE_CAUSATIONID).map(str::to_owned),
-            tenant: h.get(CE_TENANTID).map(str::to_owned),
-            key: message.key.clone(),
-            id,
-            event_type,
-            version,
-            source,
+        let time = match h.get(CE_TIME) {
+            None => None,
+            Some(text) => Some(parse_time(text).ok_or_else(|| EventError::InvalidAttribute {
+                name: CE_TIME.into(),
+                value: text.to_owned(),
+            })?),
+        };
+        let extensions = h
+            .iter()
+            .filter(|(name, _)| name.starts_with(CE_PREFIX) && !KNOWN.contains(name) && *name != CE_DATACONTENTTYPE)
+            .map(|(name, value)| (name[CE_PREFIX.len()..].to_owned(), value.to_owned()))
+            .collect();
+        Ok(Attributes {
+            id: required(CE_ID)?,
+            event_type: required(CE_TYPE)?,
+            source: required(CE_SOURCE)?,
+            version: h.get(CE_DATAVERSION).map(str::to_owned),
             time,
+            extensions,
+        })
+    }
+
+    fn into_event<T: DeserializeOwned>(self, message: &Message) -> Result<Event<T>, EventError> {
+        let h = &message.headers;
+        let owned = |name: &str| h.get(name).map(str::to_owned);
+        // CloudEvents data is optional: no payload reads as JSON `null`, so
+        // an `Event<Option<T>>` or `Event<()>` takes an event without data.
+        let payload: &[u8] = if message.payload.is_empty() {
+            b"null"
+        } else {
+            &message.payload
+        };
+        let data = serde_json::from_slice(payload).map_err(EventError::Payload)?;
+        Ok(Event {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            version: self.version,
+            time: self.time,
+            subject: owned(CE_SUBJECT),
+            data_schema: owned(CE_DATASCHEMA),
+            data_content_type: owned(CONTENT_TYPE).or_else(|| owned(CE_DATACONTENTTYPE)),
+            correlation_id: owned(CE_CORRELATIONID),
+            causation_id: owned(CE_CAUSATIONID),
+            tenant: owned(CE_TENANTID),
+            key: message.key.clone().or_else(|| owned(CE_PARTITIONKEY)),
+            extensions: self.extensions,
             data,
         })
     }
@@ -242,11 +406,15 @@ impl<T: fmt::Debug> fmt::Debug for Event<T> {
         f.debug_struct("Event")
             .field("id", &self.id)
             .field("type", &self.event_type)
-            .field("version", &self.version)
             .field("source", &self.source)
+            .field("version", &self.version)
+            .field("time", &self.time.map(format_time))
+            .field("subject", &self.subject)
             .field("correlation_id", &self.correlation_id)
             .field("causation_id", &self.causation_id)
             .field("tenant", &self.tenant)
+            .field("key", &self.key)
+            .field("extensions", &self.extensions)
             .field("data", &self.data)
             .finish()
     }
@@ -264,42 +432,138 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_every_attribute() {
-        let first = Event::new("order.placed", "1.2", "shop", Placed { order: 7 }).with_tenant("acme");
-        let second = Event::new("order.paid", "1", "billing", Placed { order: 7 })
+        let first = Event::new("order.placed", "shop", Placed { order: 7 })
+            .with_version("1.2")
+            .with_tenant("acme");
+        let mut second = Event::new("order.paid", "billing", Placed { order: 7 })
+            .with_version("1")
             .caused_by(&first)
-            .with_key("7");
+            .with_key("7")
+            .with_subject("orders/7")
+            .with_extension("traceparent", "00-abc-def-01");
+        second.data_schema = Some("https://example.com/paid.json".into());
         let m = second.to_message().unwrap();
         assert_eq!(m.id, second.id);
         assert_eq!(m.headers.get(CE_TYPE), Some("order.paid"));
-        let back: Event<Placed> = Event::decode(&m, 1).unwrap();
+        assert_eq!(m.headers.get(CONTENT_TYPE), Some("application/json"));
+        let back: Event<Placed> = Event::decode_version(&m, 1).unwrap();
         assert_eq!(back.data, Placed { order: 7 });
-        assert_eq!(back.correlation_id, first.id);
+        assert_eq!(back.correlation(), first.id);
         assert_eq!(back.causation_id.as_deref(), Some(first.id.as_str()));
         assert_eq!(back.tenant.as_deref(), Some("acme"));
         assert_eq!(back.key.as_deref(), Some("7"));
-        let skew = back.time.duration_since(second.time).unwrap_or_else(|e| e.duration());
+        assert_eq!(back.subject.as_deref(), Some("orders/7"));
+        assert_eq!(back.data_schema, second.data_schema);
+        assert_eq!(back.data_content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            back.extensions.get("traceparent").map(String::as_str),
+            Some("00-abc-def-01")
+        );
+        let skew = back
+            .time
+            .unwrap()
+            .duration_since(second.time.unwrap())
+            .unwrap_or_else(|e| e.duration());
         assert!(skew.as_millis() < 2);
+    }
+
+    /// What another SDK sends with only the required attributes, and no data.
+    fn minimal(extra: &[(&str, &str)], payload: &'static [u8]) -> Message {
+        let mut m = Message::new(payload);
+        for (n, v) in [
+            (CE_SPECVERSION, "1.0"),
+            (CE_ID, "A-1"),
+            (CE_TYPE, "t"),
+            (CE_SOURCE, "/s"),
+        ] {
+            m.headers.insert(n, v);
+        }
+        for (n, v) in extra {
+            m.headers.insert(*n, *v);
+        }
+        m
+    }
+
+    #[test]
+    fn optional_attributes_are_optional() {
+        let e: Event<Option<Placed>> = Event::decode(&minimal(&[], b"")).unwrap();
+        assert_eq!(
+            (e.id.as_str(), e.time, e.version.as_deref(), e.data.as_ref()),
+            ("A-1", None, None, None)
+        );
+        assert_eq!(e.correlation(), "A-1");
+        assert!(e.extensions.is_empty());
+        // The version check is the caller's choice.
+        assert!(matches!(
+            Event::<Option<Placed>>::decode_version(&minimal(&[], b""), 1),
+            Err(EventError::MissingAttribute(CE_DATAVERSION))
+        ));
+        // Re-encoding does not invent attributes the event did not have.
+        let again = e.to_message().unwrap();
+        assert_eq!(again.headers.get(CE_TIME), None);
+        assert_eq!(again.headers.get(CE_CORRELATIONID), None);
+    }
+
+    #[test]
+    fn time_with_offset_names_its_instant() {
+        let utc: Event<Placed> =
+            Event::decode(&minimal(&[(CE_TIME, "2026-11-24T20:00:00.250Z")], b"{\"order\":1}")).unwrap();
+        for form in ["2026-11-24T22:00:00.250+02:00", "2026-11-24t20:00:00.25z"] {
+            let e: Event<Placed> = Event::decode(&minimal(&[(CE_TIME, form)], b"{\"order\":1}")).unwrap();
+            assert_eq!(e.time, utc.time, "{form}");
+        }
+        let bad = Event::<Placed>::decode(&minimal(&[(CE_TIME, "2026-11-24 late")], b"{\"order\":1}"));
+        assert!(matches!(bad, Err(EventError::InvalidAttribute { ref name, .. }) if name == CE_TIME));
+    }
+
+    #[test]
+    fn partitionkey_and_nats_content_type_are_read() {
+        let m = minimal(
+            &[(CE_PARTITIONKEY, "k"), (CE_DATACONTENTTYPE, "application/json")],
+            b"1",
+        );
+        let e: Event<u32> = Event::decode(&m).unwrap();
+        assert_eq!(e.key.as_deref(), Some("k"));
+        assert_eq!(e.data_content_type.as_deref(), Some("application/json"));
+        assert!(e.extensions.is_empty(), "{:?}", e.extensions);
     }
 
     #[test]
     fn typed_errors() {
-        let m = Event::new("order.placed", "2.0", "shop", Placed { order: 1 })
+        let m = Event::new("order.placed", "shop", Placed { order: 1 })
+            .with_version("2.0")
             .to_message()
             .unwrap();
         assert!(matches!(
-            Event::<Placed>::decode(&m, 1),
+            Event::<Placed>::decode_version(&m, 1),
             Err(EventError::UnsupportedVersion { supported_major: 1, .. })
         ));
         let mut missing = m.clone();
         missing.headers.remove(CE_SOURCE);
         assert!(matches!(
-            Event::<Placed>::decode(&missing, 2),
+            Event::<Placed>::decode(&missing),
             Err(EventError::MissingAttribute(CE_SOURCE))
+        ));
+        let mut empty = m.clone();
+        empty.headers.insert(CE_ID, "");
+        assert!(matches!(
+            Event::<Placed>::decode(&empty),
+            Err(EventError::MissingAttribute(CE_ID))
+        ));
+        let mut old = m.clone();
+        old.headers.insert(CE_SPECVERSION, "0.3");
+        assert!(matches!(
+            Event::<Placed>::decode(&old),
+            Err(EventError::InvalidAttribute { .. })
         ));
         let mut bad = m.clone();
         bad.payload = bytes::Bytes::from_static(b"{\"order\":\"x\"}");
-        let err = Event::<Placed>::decode(&bad, 2).unwrap_err();
+        let err = Event::<Placed>::decode(&bad).unwrap_err();
         assert!(matches!(err, EventError::Payload(_)));
         assert_eq!(Error::from(err).kind(), ErrorKind::Decode);
+        let invalid_ext = Event::new("t", "s", 1).with_extension("Trace-Id", "x").to_message();
+        assert_eq!(invalid_ext.unwrap_err().kind(), ErrorKind::InvalidArgument);
+        let shadowing = Event::new("t", "s", 1).with_extension("tenantid", "x").to_message();
+        assert_eq!(shadowing.unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
 }

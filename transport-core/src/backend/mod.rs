@@ -20,6 +20,7 @@
 //! [`delivery`] and [`subscription`] (the constructors), plus the
 //! dead-letter model and name rules every backend applies.
 
+pub mod cloudevents;
 mod lifecycle;
 mod pull;
 mod stale;

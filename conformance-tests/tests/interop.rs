@@ -1,0 +1,605 @@
+//! Interop with producers and consumers that are not this library, against
+//! the broker `TRANSPORT_URL` names: `interop/peer.py` talks to it with the
+//! broker's usual Python client (redis-py, nats-py, pika, boto3,
+//! confluent-kafka) and the official CloudEvents SDK, in both directions:
+//!
+//! - plain messages: payload bytes (binary, text, empty; a Kafka tombstone),
+//!   key, headers (non-ASCII, quotes, `%`) and id;
+//! - CloudEvents: every attribute (required, optional, extensions, a time
+//!   with a UTC offset) through each broker's protocol binding.
+//!
+//! Writes `target/conformance/interop-<backend>.json` in the suite's report
+//! format. Without the Python clients (`scripts/test` installs them) the
+//! trials are reported as ignored, and fail under `CI=true`.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use conformance_tests::{unique, CheckFailure, CheckRecord, CheckStatus, Report};
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use transport_core::{parse_time, Event, Message, StartFrom, SubscribeOptions, Subscription, Transport};
+
+type CheckResult = Result<(), CheckFailure>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(CheckFailure(format!($($msg)+)));
+        }
+    };
+}
+
+const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/peer.py");
+const RECEIVE: Duration = Duration::from_secs(30);
+
+/// The broker under test, as the peer names it.
+#[derive(Clone)]
+struct Peer {
+    broker: String,
+    url: String,
+}
+
+impl Peer {
+    /// Run `peer.py <command>` with `spec` (plus broker and URL) on stdin;
+    /// its JSON answer.
+    async fn run(&self, command: &str, mut spec: Value) -> Result<Value, CheckFailure> {
+        spec["broker"] = json!(self.broker);
+        spec["url"] = json!(self.url);
+        let mut child = tokio::process::Command::new("python3")
+            .arg(PEER)
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| CheckFailure(format!("cannot start python3: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(spec.to_string().as_bytes())
+            .await
+            .map_err(|e| CheckFailure(format!("peer stdin: {e}")))?;
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+            .await
+            .map_err(|_| CheckFailure(format!("peer {command} did not finish within 90 s")))?
+            .map_err(|e| CheckFailure(format!("peer {command}: {e}")))?;
+        ensure!(
+            out.status.success(),
+            "peer {command} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            CheckFailure(format!(
+                "peer {command} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            ))
+        })
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Header values that every binding must carry unchanged.
+const AWKWARD: &str = "ünï € \"quoted\" 100% a+b";
+
+/// One plain message of the exchange, by case name.
+struct Plain {
+    case: &'static str,
+    id: Option<String>,
+    key: Option<&'static str>,
+    headers: Vec<(&'static str, &'static str)>,
+    payload: Vec<u8>,
+    tombstone: bool,
+}
+
+impl Plain {
+    fn all(broker: &str) -> Vec<Plain> {
+        let binary: Vec<u8> = (0..=255u8).cycle().take(1024).collect();
+        let mut cases = vec![
+            Plain {
+                case: "binary",
+                id: Some(unique("id")),
+                key: Some("k-1"),
+                headers: vec![("x-unicode", AWKWARD), ("x-trace", "00-4bf92f35-01")],
+                payload: binary,
+                tombstone: false,
+            },
+            Plain {
+                case: "text",
+                id: Some(unique("id")),
+                key: None,
+                headers: vec![],
+                payload: "plain text, ünï €".as_bytes().to_vec(),
+                tombstone: false,
+            },
+        ];
+        // SNS refuses an empty message body, so a foreign SQS producer cannot
+        // send one (the library marks its own as `transport-encoding=empty`).
+        if broker != "sqs" {
+            cases.push(Plain {
+                case: "empty",
+                id: Some(unique("id")),
+                key: Some("k-1"),
+                headers: vec![],
+                payload: vec![],
+                tombstone: false,
+            });
+        }
+        if broker == "kafka" {
+            cases.push(Plain {
+                case: "tombstone",
+                id: Some(unique("id")),
+                key: Some("k-t"),
+                headers: vec![],
+                payload: vec![],
+                tombstone: true,
+            });
+        }
+        cases
+    }
+
+    fn headers(&self) -> BTreeMap<String, String> {
+        let mut h: BTreeMap<String, String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        h.insert("x-case".into(), self.case.into());
+        h
+    }
+
+    fn spec(&self) -> Value {
+        json!({
+            "case": self.case,
+            "id": self.id,
+            "key": self.key,
+            "headers": self.headers(),
+            "payload": b64(&self.payload),
+            "tombstone": self.tombstone,
+        })
+    }
+
+    fn message(&self) -> Message {
+        let mut m = Message::new(self.payload.clone());
+        if let Some(id) = &self.id {
+            m = m.with_id(id.clone());
+        }
+        m.key = self.key.map(str::to_owned);
+        for (k, v) in self.headers() {
+            m.headers.insert(k, v);
+        }
+        if self.tombstone {
+            m.headers.insert("transport-tombstone", "true");
+        }
+        m
+    }
+
+    /// `got` (payload, key, headers, id) is what was sent; headers added on
+    /// the way (such as a broker's own) are allowed.
+    fn compare(
+        &self,
+        payload: &[u8],
+        key: Option<&str>,
+        headers: &BTreeMap<String, String>,
+        id: Option<&str>,
+    ) -> CheckResult {
+        let case = self.case;
+        ensure!(
+            payload == self.payload.as_slice(),
+            "{case}: payload changed: {} bytes instead of {}",
+            payload.len(),
+            self.payload.len()
+        );
+        ensure!(key == self.key, "{case}: key {key:?} instead of {:?}", self.key);
+        for (k, v) in self.headers() {
+            ensure!(
+                headers.get(&k) == Some(&v),
+                "{case}: header {k} is {:?}, sent {v:?} (all: {headers:?})",
+                headers.get(&k)
+            );
+        }
+        if let Some(want) = &self.id {
+            ensure!(id == Some(want.as_str()), "{case}: id {id:?} instead of {want}");
+        }
+        Ok(())
+    }
+}
+
+/// Subscribe `group`, from the earliest message where the backend can (a
+/// foreign producer may publish before the subscription is in place).
+async fn subscribe(t: &dyn Transport, topic: &str, group: &str) -> Result<Subscription, CheckFailure> {
+    let mut options = SubscribeOptions::new(group).ack_timeout(Duration::from_secs(30));
+    if t.capabilities().replay {
+        options = options.start(StartFrom::Earliest);
+    }
+    Ok(t.subscribe(topic, options).await?)
+}
+
+/// Receive `n` messages (acked), keyed by their `x-case` header or `ce-id`.
+async fn receive(sub: &mut Subscription, n: usize, by: &str) -> Result<BTreeMap<String, Message>, CheckFailure> {
+    let mut got = BTreeMap::new();
+    let deadline = Instant::now() + RECEIVE;
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let d = match tokio::time::timeout(left, futures::StreamExt::next(sub)).await {
+            Ok(Some(d)) => d?,
+            Ok(None) => return Err(CheckFailure("subscription ended".into())),
+            Err(_) => {
+                return Err(CheckFailure(format!(
+                    "{} of {n} messages within {RECEIVE:?}: {:?}",
+                    got.len(),
+                    got.keys()
+                )))
+            }
+        };
+        let message = d.message().clone();
+        d.ack().await?;
+        let name = message.headers.get(by).unwrap_or("?").to_owned();
+        got.insert(name, message);
+    }
+    Ok(got)
+}
+
+async fn plain_from_foreign(t: &dyn Transport, peer: &Peer) -> CheckResult {
+    let topic = unique("interop");
+    let mut sub = subscribe(t, &topic, "g").await?;
+    let cases = Plain::all(&peer.broker);
+    let items: Vec<Value> = cases.iter().map(Plain::spec).collect();
+    peer.run("produce", json!({"topic": topic, "group": "g", "items": items}))
+        .await?;
+    let got = receive(&mut sub, cases.len(), "x-case").await?;
+    for case in &cases {
+        let m = got
+            .get(case.case)
+            .ok_or_else(|| CheckFailure(format!("{} not received", case.case)))?;
+        let headers: BTreeMap<String, String> = m.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        if case.tombstone {
+            ensure!(
+                m.headers.get("transport-tombstone") == Some("true"),
+                "a tombstone arrived unmarked: {m:?}"
+            );
+        } else {
+            ensure!(
+                m.headers.get("transport-tombstone").is_none(),
+                "{} arrived marked as a tombstone",
+                case.case
+            );
+        }
+        case.compare(&m.payload, m.key.as_deref(), &headers, Some(&m.id))?;
+    }
+    Ok(())
+}
+
+/// Subscribe once so that the group's queue exists (RabbitMQ, SQS keep no
+/// message without one), then leave it to the peer.
+async fn provision(t: &dyn Transport, topic: &str) -> CheckResult {
+    let sub = t.subscribe(topic, SubscribeOptions::new("g")).await?;
+    drop(sub);
+    Ok(())
+}
+
+async fn plain_to_foreign(t: &dyn Transport, peer: &Peer) -> CheckResult {
+    let topic = unique("interop");
+    provision(t, &topic).await?;
+    let mut cases = Plain::all(&peer.broker);
+    if peer.broker == "sqs" {
+        // The library sends an empty payload over SQS; foreign consumers see
+        // `transport-encoding=empty`.
+        cases.push(Plain {
+            case: "empty",
+            id: Some(unique("id")),
+            key: Some("k-1"),
+            headers: vec![],
+            payload: vec![],
+            tombstone: false,
+        });
+    }
+    for case in &cases {
+        t.publish(&topic, case.message()).await?;
+    }
+    let got = peer
+        .run(
+            "consume",
+            json!({"topic": topic, "group": "g", "count": cases.len(), "timeout_s": RECEIVE.as_secs()}),
+        )
+        .await?;
+    let got = got.as_array().cloned().unwrap_or_default();
+    ensure!(
+        got.len() == cases.len(),
+        "the peer received {} of {}: {got:?}",
+        got.len(),
+        cases.len()
+    );
+    for case in &cases {
+        let item = got
+            .iter()
+            .find(|i| i["headers"]["x-case"] == case.case)
+            .ok_or_else(|| CheckFailure(format!("{} not received by the peer: {got:?}", case.case)))?;
+        let headers: BTreeMap<String, String> = serde_json::from_value(item["headers"].clone()).unwrap_or_default();
+        ensure!(
+            item["tombstone"].as_bool().unwrap_or(false) == case.tombstone,
+            "{}: the peer saw tombstone={} (a tombstone has a null value, an empty payload does not)",
+            case.case,
+            item["tombstone"]
+        );
+        case.compare(
+            &unb64(&item["payload"]),
+            item["key"].as_str(),
+            &headers,
+            item["id"].as_str(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The CloudEvents attributes of the exchanged event: every kind there is.
+fn event_attributes(broker: &str, id: &str) -> Value {
+    let mut a = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/peer/ünï €1 \"x\" 100%",
+        "type": "com.example.order.placed",
+        "subject": "orders/42 ü",
+        "time": "2026-11-24T22:00:00.250+02:00",
+        "dataschema": "https://example.com/schemas/placed.json",
+        "datacontenttype": "application/json",
+        "dataversion": "1.2",
+        "partitionkey": "k-9",
+    });
+    // SNS carries at most 10 message attributes, the ten above.
+    if broker != "sqs" {
+        a["correlationid"] = json!("corr-1");
+        a["tenantid"] = json!("acme");
+        a["region"] = json!("eu west %41");
+    }
+    a
+}
+
+fn event_data() -> Value {
+    json!({"order": 42, "note": "ünï"})
+}
+
+async fn events_from_sdk(t: &dyn Transport, peer: &Peer) -> CheckResult {
+    let topic = unique("interop");
+    let mut sub = subscribe(t, &topic, "g").await?;
+    let id = unique("ce");
+    let attributes = event_attributes(&peer.broker, &id);
+    let item = json!({"case": "event", "event": {"attributes": attributes, "data": event_data()}});
+    peer.run("produce", json!({"topic": topic, "group": "g", "items": [item]}))
+        .await?;
+    let got = receive(&mut sub, 1, "ce-id").await?;
+    let m = got
+        .get(&id)
+        .ok_or_else(|| CheckFailure(format!("the event arrived without its ce-id: {got:?}")))?;
+    let e: Event<Value> = Event::decode(m).map_err(|e| CheckFailure(format!("decode: {e} ({m:?})")))?;
+    let text = |name: &str| attributes[name].as_str().map(str::to_owned);
+    ensure!(e.data == event_data(), "data {:?}", e.data);
+    ensure!(
+        e.source == attributes["source"] && e.event_type == attributes["type"],
+        "{e:?}"
+    );
+    ensure!(
+        e.subject == text("subject") && e.data_schema == text("dataschema"),
+        "{e:?}"
+    );
+    ensure!(
+        e.data_content_type == text("datacontenttype"),
+        "content type {:?}",
+        e.data_content_type
+    );
+    ensure!(
+        e.version == text("dataversion") && e.key == text("partitionkey"),
+        "{e:?}"
+    );
+    ensure!(
+        e.time == parse_time("2026-11-24T20:00:00.250Z"),
+        "time {:?}: the +02:00 offset was not applied",
+        e.time
+    );
+    ensure!(
+        e.correlation_id == text("correlationid") && e.tenant == text("tenantid"),
+        "{e:?}"
+    );
+    let want_extensions: BTreeMap<String, String> =
+        text("region").map(|r| ("region".to_owned(), r)).into_iter().collect();
+    ensure!(e.extensions == want_extensions, "extensions {:?}", e.extensions);
+    Ok(())
+}
+
+async fn events_to_sdk(t: &dyn Transport, peer: &Peer) -> CheckResult {
+    let topic = unique("interop");
+    provision(t, &topic).await?;
+    let mut event = Event::new("com.example.order.placed", "/lib/ünï €1 \"x\" 100%", event_data())
+        .with_version("1.2")
+        .with_key("k-9")
+        .with_subject("orders/42 ü")
+        .with_tenant("acme")
+        .with_extension("region", "eu west %41");
+    event.data_schema = Some("https://example.com/schemas/placed.json".into());
+    t.publish(&topic, event.to_message()?).await?;
+    let got = peer
+        .run(
+            "consume",
+            json!({"topic": topic, "group": "g", "count": 1, "timeout_s": RECEIVE.as_secs()}),
+        )
+        .await?;
+    let item = &got[0];
+    let a = &item["event"]["attributes"];
+    ensure!(a.is_object(), "the SDK did not read an event: {item}");
+    let want = json!({
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.event_type,
+        "subject": event.subject,
+        "dataschema": event.data_schema,
+        "datacontenttype": "application/json",
+        "dataversion": "1.2",
+        "partitionkey": "k-9",
+        "correlationid": event.id,
+        "tenantid": "acme",
+        "region": "eu west %41",
+    });
+    for (name, value) in want.as_object().unwrap() {
+        ensure!(
+            &a[name] == value,
+            "attribute {name} is {} on the other side, sent {value}",
+            a[name]
+        );
+    }
+    let time = a["time"].as_str().and_then(parse_time);
+    let skew = time
+        .zip(event.time)
+        .map(|(a, b)| a.duration_since(b).unwrap_or_else(|e| e.duration()));
+    ensure!(
+        skew.is_some_and(|s| s < Duration::from_millis(2)),
+        "time {} for {:?}",
+        a["time"],
+        event.time
+    );
+    ensure!(item["event"]["data"] == event_data(), "data {}", item["event"]["data"]);
+    Ok(())
+}
+
+type Case = for<'a> fn(&'a dyn Transport, &'a Peer) -> futures::future::BoxFuture<'a, CheckResult>;
+
+fn cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("plain_from_foreign_producer", |t, p| Box::pin(plain_from_foreign(t, p))),
+        ("plain_to_foreign_consumer", |t, p| Box::pin(plain_to_foreign(t, p))),
+        ("cloudevents_from_sdk", |t, p| Box::pin(events_from_sdk(t, p))),
+        ("cloudevents_to_sdk", |t, p| Box::pin(events_to_sdk(t, p))),
+    ]
+}
+
+/// Why the peer cannot run here, if it cannot.
+fn peer_missing() -> Option<String> {
+    let probe = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import redis, nats, pika, boto3, confluent_kafka, cloudevents.core.bindings",
+        ])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "the Python clients are not installed (scripts/test installs them): {}",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or_default()
+        )),
+        Err(e) => Some(format!("python3 is not available: {e}")),
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let Ok(url) = std::env::var("TRANSPORT_URL") else {
+        eprintln!("interop: TRANSPORT_URL names no broker; nothing to run (scripts/test runs it per broker)");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            std::process::exit(2);
+        }
+        libtest_mimic::run(&args, vec![]).exit();
+    };
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+    );
+    let transport = match runtime.block_on(transport::connect(&url)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot connect the transport under test: {e}");
+            std::process::exit(2);
+        }
+    };
+    let backend = transport.backend().to_owned();
+    let peer = Peer {
+        broker: backend.clone(),
+        url: url.clone(),
+    };
+    let missing = peer_missing();
+    if let Some(why) = &missing {
+        eprintln!("interop: {why}");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            eprintln!("CI=true: a test that cannot run fails");
+            std::process::exit(2);
+        }
+    }
+    let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
+    let trials = cases()
+        .into_iter()
+        .map(|(name, case)| {
+            let (runtime, transport, peer, records, missing) = (
+                runtime.clone(),
+                transport.clone(),
+                peer.clone(),
+                records.clone(),
+                missing.clone(),
+            );
+            Trial::ignorable_test(name, move || {
+                if let Some(why) = missing {
+                    records.lock().unwrap().push(CheckRecord {
+                        name: name.to_owned(),
+                        status: CheckStatus::Skipped,
+                        reason: Some(why.clone()),
+                        reproduction: None,
+                        millis: 0,
+                    });
+                    return Ok(Completion::ignored_with(why));
+                }
+                let start = Instant::now();
+                let result = runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(180), case(transport.as_ref(), &peer))
+                        .await
+                        .unwrap_or_else(|_| Err(CheckFailure("did not finish within 180 s".into())))
+                });
+                records.lock().unwrap().push(CheckRecord {
+                    name: name.to_owned(),
+                    status: if result.is_ok() {
+                        CheckStatus::Passed
+                    } else {
+                        CheckStatus::Failed
+                    },
+                    reason: result.as_ref().err().map(|e| e.0.clone()),
+                    reproduction: None,
+                    millis: start.elapsed().as_millis() as u64,
+                });
+                result.map(|()| Completion::Completed).map_err(|e| Failed::from(e.0))
+            })
+            .with_kind(backend.clone())
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    let mut checks = std::mem::take(&mut *records.lock().unwrap());
+    let order: Vec<&str> = cases().iter().map(|(n, _)| *n).collect();
+    checks.sort_by_key(|r| order.iter().position(|n| *n == r.name));
+    if !args.list && !checks.is_empty() {
+        let report = Report {
+            backend: backend.clone(),
+            checks,
+        };
+        let path = Report::default_path(&format!("interop-{backend}"));
+        match report.write(&path) {
+            Ok(()) => eprintln!("{}\nreport: {}", report.summary(), path.display()),
+            Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
+    }
+    let _ = runtime.block_on(transport.close());
+    conclusion.exit();
+}
