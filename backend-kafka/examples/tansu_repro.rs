@@ -7,10 +7,16 @@
 //!    of a partition on Tansu.
 //! 2. `delete-records`: DeleteRecords is not implemented; the request panics
 //!    Tansu's storage task and every later request fails until a restart.
+//! 3. `freeze PID`: an idempotent producer whose publishes timed out while
+//!    the broker was frozen (`SIGSTOP` of Tansu's pid, then `SIGCONT`)
+//!    publishes again; Tansu's storage task panics ("more or less than one
+//!    row", lite.rs:503) and every later request fails until a restart
+//!    (Apache Kafka accepts the producer's epoch bump, KIP-360).
 //!
 //! ```sh
 //! cargo run -p backend-kafka --example tansu_repro -- metadata [host:port]
 //! cargo run -p backend-kafka --example tansu_repro -- delete-records [host:port]   # breaks the broker
+//! cargo run -p backend-kafka --example tansu_repro -- freeze $(cat .brokers/kafka/tansu.pid) [host:port]   # breaks the broker
 //! ```
 
 use std::time::Duration;
@@ -26,6 +32,11 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 fn main() {
     let mut args = std::env::args().skip(1);
     let what = args.next().unwrap_or_else(|| "metadata".into());
+    let pid = if what == "freeze" {
+        args.next().expect("freeze needs the broker's pid")
+    } else {
+        String::new()
+    };
     let brokers = args.next().unwrap_or_else(|| "127.0.0.1:9092".into());
     let topic = format!("repro-{}", std::process::id());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -71,6 +82,35 @@ fn main() {
             let metadata = admin.inner().fetch_metadata(None, TIMEOUT);
             println!("metadata afterwards: {:?}", metadata.map(|m| m.topics().len()));
         }
-        other => eprintln!("unknown reproduction {other:?}: metadata | delete-records"),
+        "freeze" => {
+            use rdkafka::producer::{FutureProducer, FutureRecord};
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", "1500")
+                .create()
+                .expect("producer");
+            let send = |what: &'static str| {
+                let record = FutureRecord::to(&topic).payload(what).key("k");
+                let outcome = runtime.block_on(producer.send(record, Duration::from_secs(5)));
+                println!("publish {what}: {:?}", outcome.map_err(|(e, _)| e));
+            };
+            let signal = |sig: &str| {
+                std::process::Command::new("kill")
+                    .args([sig, &pid])
+                    .status()
+                    .expect("kill");
+            };
+            send("before");
+            signal("-STOP");
+            send("while frozen");
+            signal("-CONT");
+            for _ in 0..3 {
+                send("after");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            println!("=> on Tansu 0.6 the publishes after the thaw fail and its log shows the storage panic");
+        }
+        other => eprintln!("unknown reproduction {other:?}: metadata | delete-records | freeze PID"),
     }
 }

@@ -57,6 +57,8 @@ pub(crate) fn kafka(op: &'static str, e: KafkaError) -> Error {
     let kind = match &e {
         // librdkafka refusing a setting: configuration, retrying cannot help.
         KafkaError::ClientConfig(..) => ErrorKind::InvalidArgument,
+        // rdkafka reports no code for admin errors, though they carry one.
+        KafkaError::AdminOp(code) => kind_of(*code),
         _ => e.rdkafka_error_code().map_or(ErrorKind::Backend, kind_of),
     };
     let hint = match kind {
@@ -144,6 +146,15 @@ pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
             .set("sasl.password", password.expose());
     }
     c
+}
+
+/// Admin request options: the broker-side operation and the client-side
+/// wait both bounded by the request timeout (the client's own default is
+/// a minute, which a silent broker would use up).
+pub(crate) fn admin_options(c: &KafkaConfig) -> rdkafka::admin::AdminOptions {
+    rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(c.request_timeout))
+        .request_timeout(Some(c.request_timeout))
 }
 
 /// The record headers of a message: the id, then the application headers,

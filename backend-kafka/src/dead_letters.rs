@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message as _;
@@ -201,7 +200,7 @@ impl DeadLetterQueue for KafkaDeadLetters {
             for (p, _, h) in &ends {
                 let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*h));
             }
-            let options = AdminOptions::new().operation_timeout(Some(self.transport.inner.config.request_timeout));
+            let options = core::admin_options(&self.transport.inner.config);
             if let Err(e) = self.transport.inner.admin.delete_records(&tpl, &options).await {
                 tracing::debug!(error = %e, topic = %self.topic, "DeleteRecords not applied; records stay until retention");
             }

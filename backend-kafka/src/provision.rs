@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use transport_core::{ErrorKind, Result};
@@ -23,6 +23,24 @@ impl KafkaTransport {
 
     /// Make sure `topic` exists: create it (with `partitions`) when allowed,
     /// otherwise `NotFound` when missing.
+    /// One metadata request bounded by the request timeout: a broker that
+    /// stopped answering fails a subscribe here, in seconds, instead of
+    /// after the whole group-join patience.
+    pub(crate) async fn probe(&self, op: &'static str, topic: &str) -> Result<()> {
+        let t = self.clone();
+        let name = topic.to_owned();
+        let timeout = self.inner.config.request_timeout;
+        blocking(op, move || {
+            t.inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&name), timeout)
+                .map(drop)
+                .map_err(|e| kafka(op, e))
+        })
+        .await
+    }
+
     pub(crate) async fn ensure_topic(&self, op: &'static str, topic: &str, partitions: i32) -> Result<()> {
         if self.known(topic) {
             return Ok(());
@@ -30,7 +48,7 @@ impl KafkaTransport {
         let c = &self.inner.config;
         if c.create_topics {
             let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(c.replication));
-            let options = AdminOptions::new().operation_timeout(Some(c.request_timeout));
+            let options = core::admin_options(c);
             let results = self
                 .inner
                 .admin

@@ -285,6 +285,7 @@ pub(crate) async fn subscribe(
     options: SubscribeOptions,
 ) -> Result<Subscription> {
     let op = "subscribe";
+    transport.probe(op, topic).await?;
     let config = transport.config().clone();
     let (joined_tx, mut joined_rx) = watch::channel(None);
     let shared = Arc::new(Shared {

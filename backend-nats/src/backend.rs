@@ -58,6 +58,16 @@ impl NatsBuilder {
         self.config.double_ack = on;
         self
     }
+    /// How long connecting may take.
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+    /// How long any request may go unanswered (default 10 s).
+    pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<NatsTransport> {
         NatsTransport::with_config(self.config).await
@@ -106,7 +116,8 @@ impl NatsTransport {
     /// Connect with a configuration.
     pub async fn with_config(config: NatsConfig) -> Result<Self> {
         let client = core::connect(&config).await?;
-        let js = jetstream::new(client.clone());
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.request_timeout);
         // Fail now, clearly, when the server has no JetStream: the API
         // answers even for a stream that does not exist.
         let probe = client

@@ -48,6 +48,10 @@ pub struct NatsConfig {
     pub double_ack: bool,
     /// Connection timeout.
     pub connect_timeout: Duration,
+    /// How long any request to the server (a JetStream publish ack, a stream
+    /// or consumer lookup, a fetch) may go unanswered before it fails with
+    /// `Timeout`.
+    pub request_timeout: Duration,
 }
 
 impl Default for NatsConfig {
@@ -67,6 +71,7 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(120),
             double_ack: false,
             connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -75,7 +80,8 @@ impl NatsConfig {
     /// Parse `nats://[user:password@|token@]host[:port][,host2:port][?options]`
     /// or `tls://...`. Options: `nkey`, `creds` (file path), `stream_prefix`,
     /// `storage` (`file`|`memory`), `replicas`, `max_age_ms`,
-    /// `duplicate_window_ms`, `double_ack` (`true`|`false`), `connect_timeout_ms`.
+    /// `duplicate_window_ms`, `double_ack` (`true`|`false`), `connect_timeout_ms`,
+    /// `request_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
@@ -137,6 +143,7 @@ impl NatsConfig {
                 "duplicate_window_ms" => c.duplicate_window = Duration::from_millis(num("duplicate_window_ms")?),
                 "double_ack" => c.double_ack = v == "true",
                 "connect_timeout_ms" => c.connect_timeout = Duration::from_millis(num("connect_timeout_ms")?),
+                "request_timeout_ms" => c.request_timeout = Duration::from_millis(num("request_timeout_ms")?),
                 other => return Err(Error::invalid(format!("unknown NATS URL option {other:?}"))),
             }
         }

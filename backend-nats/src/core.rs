@@ -43,6 +43,7 @@ pub(crate) fn other(op: &'static str, e: impl Display) -> Error {
 pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
     let mut options = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.request_timeout))
         .require_tls(config.tls)
         .name("transport");
     if let (Some(user), Some(pass)) = (&config.user, &config.password) {

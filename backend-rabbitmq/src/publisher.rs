@@ -88,7 +88,11 @@ impl RabbitTransport {
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => {
-                self.inner.conn.reset().await;
+                // In the background: a reconnect elsewhere may hold the
+                // connection lock for up to the connect timeout, and this
+                // error must not wait for it.
+                let inner = self.inner.clone();
+                tokio::spawn(async move { inner.conn.reset().await });
                 Err(err(
                     ErrorKind::Timeout,
                     op,

@@ -108,6 +108,8 @@ impl Fetch for SqsFetch {
             .wait_time_seconds(s.transport.inner.config.wait.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .customize()
+            .config_override(receive_timeouts(&s.transport.inner.config))
             .send()
             .await
             .map_err(|e| map_sdk("receive", e))?;
@@ -238,4 +240,16 @@ pub(crate) fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
+}
+
+/// A receive long-polls for `wait` before answering: its time limit is the
+/// request timeout on top of that, so `request_timeout_ms` can stay short.
+fn receive_timeouts(c: &crate::config::SqsConfig) -> aws_sdk_sqs::config::Builder {
+    let limit = c.wait + c.request_timeout;
+    aws_sdk_sqs::config::Builder::default().timeout_config(
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(limit)
+            .operation_timeout(limit)
+            .build(),
+    )
 }
