@@ -128,13 +128,13 @@ impl Fetch for NatsFetch {
 impl NatsFetch {
     fn delivery(&self, msg: jetstream::Message) -> Delivery {
         let s = &self.shared;
-        let (attempt, published) = match msg.info() {
-            Ok(info) => (info.delivered.max(1) as u32, Some(info.published)),
+        let (attempt, sequence) = match msg.info() {
+            Ok(info) => (info.delivered.max(1) as u32, Some(info.stream_sequence)),
             Err(_) => (1, None),
         };
-        let fallback = published
-            .map(|p| p.unix_timestamp_nanos().to_string())
-            .unwrap_or_default();
+        // A message from another producer without `transport-id`: its
+        // stream sequence, as the dead-letter operations name it too.
+        let fallback = sequence.map(|s| s.to_string()).unwrap_or_default();
         let message = core::decode(msg.headers.as_ref(), msg.payload.clone(), || fallback);
         let info = DeliveryInfo {
             topic: s.topic.clone(),

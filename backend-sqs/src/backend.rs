@@ -124,6 +124,7 @@ impl SqsTransport {
     /// Connect with a configuration; checks the endpoint and credentials
     /// with one cheap call.
     pub async fn with_config(config: SqsConfig) -> Result<Self> {
+        config.check_region().map_err(tag("connect"))?;
         let sdk = config.sdk_config().await;
         let t = SqsTransport {
             inner: Arc::new(Inner {

@@ -142,11 +142,68 @@ impl SqsConfig {
         }
         Ok(c)
     }
+
+    /// Without an `endpoint`, the region must be one AWS could have (the
+    /// forms of its partitions: `us-east-1`, `cn-north-1`, `us-gov-west-1`,
+    /// ...): a misspelt region is a configuration error, not a connection
+    /// that keeps failing. With an endpoint (an emulator, a compatible
+    /// service) any region is passed on.
+    pub(crate) fn check_region(&self) -> Result<()> {
+        let (Some(region), None) = (&self.region, &self.endpoint) else {
+            return Ok(());
+        };
+        const AREAS: [&str; 9] = ["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"];
+        let parts: Vec<&str> = region.split('-').collect();
+        let plausible = parts.len() >= 3
+            && (AREAS.contains(&parts[0]) || parts[0] == "cn")
+            && parts[1..parts.len() - 1]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && !parts[parts.len() - 1].is_empty();
+        if plausible {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "unknown AWS region {region:?} (regions look like us-east-1; give endpoint= for an emulator)"
+            )))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misspelt_region_is_a_configuration_error() {
+        for good in [
+            "us-east-1",
+            "eu-central-2",
+            "cn-north-1",
+            "us-gov-west-1",
+            "ap-southeast-5",
+            "us-isob-east-1",
+        ] {
+            let c = SqsConfig::from_url(&format!("sqs://?region={good}")).unwrap();
+            assert!(c.check_region().is_ok(), "{good}");
+        }
+        for bad in [
+            "us-east",
+            "useast-1",
+            "US-EAST-1",
+            "mars-north-1",
+            "us-east-1a",
+            "eu--1",
+        ] {
+            let c = SqsConfig::from_url(&format!("sqs://?region={bad}")).unwrap();
+            let e = c.check_region().unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}");
+            assert!(!e.is_retryable());
+        }
+        let emulator = SqsConfig::from_url("sqs://?region=anything&endpoint=http://127.0.0.1:4566").unwrap();
+        assert!(emulator.check_region().is_ok());
+    }
 
     #[test]
     fn parses_and_hides_the_secret() {
