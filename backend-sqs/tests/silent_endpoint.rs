@@ -13,7 +13,10 @@ fn timeouts_are_configurable_and_checked() {
     assert_eq!(c.request_timeout, Duration::from_secs(9));
     // Shorter than a long poll: fine, a receive gets the wait on top.
     let c = backend_sqs::SqsConfig::from_url("sqs://?wait_s=20&request_timeout_ms=1000").unwrap();
-    assert_eq!((c.wait, c.request_timeout), (Duration::from_secs(20), Duration::from_secs(1)));
+    assert_eq!(
+        (c.wait, c.request_timeout),
+        (Duration::from_secs(20), Duration::from_secs(1))
+    );
     let e = backend_sqs::SqsConfig::from_url("sqs://?connect_timeout_ms=0").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
 }
