@@ -83,19 +83,24 @@ fn read_reports(dir: &std::path::Path) -> Result<Vec<Report>, CliError> {
         match serde_json::from_slice::<Report>(&text) {
             Ok(mut report) => {
                 // A report written under another name (sqs-fifo.json) is
-                // shown under that name.
+                // shown under that name; the interop report of a broker
+                // (interop-redis.json) joins that broker's column.
                 if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                    report.backend = stem.to_owned();
+                    report.backend = stem.strip_prefix("interop-").unwrap_or(stem).to_owned();
                 }
-                reports.push(report);
+                match reports.iter_mut().find(|r: &&mut Report| r.backend == report.backend) {
+                    Some(same) => same.checks.extend(report.checks),
+                    None => reports.push(report),
+                }
             }
-            // Other suites' files (interop, stores) share the directory.
+            // Files of other formats may share the directory.
             Err(_) => continue,
         }
     }
     if reports.is_empty() {
         return Err(CliError::new(format!("no conformance reports in {}", dir.display())));
     }
+    reports.sort_by(|a, b| a.backend.cmp(&b.backend));
     Ok(reports)
 }
 
@@ -156,10 +161,19 @@ fn print_matrix(reports: &[Report]) {
     let mut header = vec!["check".to_owned()];
     header.extend(reports.iter().map(|r| r.backend.clone()));
     table.set_header(header);
-    for check in checks() {
-        let mut row = vec![check.name.to_owned()];
+    // The suite's checks in suite order, then any other (interop) check the
+    // reports hold, in the order they first appear.
+    let mut names: Vec<String> = checks().iter().map(|c| c.name.to_owned()).collect();
+    for c in reports.iter().flat_map(|r| &r.checks) {
+        if !names.contains(&c.name) {
+            names.push(c.name.clone());
+        }
+    }
+    names.retain(|n| reports.iter().any(|r| r.checks.iter().any(|c| &c.name == n)));
+    for name in names {
+        let mut row = vec![name.clone()];
         for r in reports {
-            let cell = match r.checks.iter().find(|c| c.name == check.name).map(|c| c.status) {
+            let cell = match r.checks.iter().find(|c| c.name == name).map(|c| c.status) {
                 Some(CheckStatus::Passed) => "✓",
                 Some(CheckStatus::Failed) => "✗ FAILED",
                 Some(CheckStatus::Skipped) => "– skipped",
