@@ -13,7 +13,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use transport_core::backend::Lifecycle;
 use transport_core::{
-    Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::{KafkaConfig, SaslMechanism};
@@ -253,6 +254,12 @@ impl Transport for KafkaTransport {
             ack_timeout_redelivery: true,
             durable: true,
             max_message_size: Some(self.inner.config.max_message_bytes),
+            backlog: BacklogAccuracy {
+                waiting: Accuracy::Approximate,
+                in_flight: Accuracy::Unavailable,
+                dead_letters: Accuracy::Exact,
+                oldest_waiting_age: Accuracy::Exact,
+            },
             ..Capabilities::default()
         }
     }
@@ -276,6 +283,12 @@ impl Transport for KafkaTransport {
             topic: dlq,
             consumer: Arc::new(consumer),
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -34,7 +34,7 @@ pub(crate) struct Dead {
 
 impl KafkaDeadLetters {
     /// Per partition: (first offset not yet redriven or purged, high watermark).
-    fn ranges(&self, op: &'static str) -> Result<Vec<(i32, i64, i64)>> {
+    pub(crate) fn ranges(&self, op: &'static str) -> Result<Vec<(i32, i64, i64)>> {
         let timeout = self.transport.inner.config.request_timeout;
         let metadata = self
             .consumer
@@ -74,7 +74,7 @@ impl KafkaDeadLetters {
 
     /// The oldest `n` records not yet redriven or purged (by timestamp
     /// across partitions), left in place.
-    fn oldest(&self, op: &'static str, n: u64) -> Result<Vec<Dead>> {
+    pub(crate) fn oldest(&self, op: &'static str, n: u64) -> Result<Vec<Dead>> {
         let ranges: Vec<(i32, i64, i64)> = self.ranges(op)?.into_iter().filter(|(_, s, h)| s < h).collect();
         if ranges.is_empty() || n == 0 {
             return Ok(Vec::new());
@@ -128,7 +128,7 @@ impl KafkaDeadLetters {
         self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka(op, e))
     }
 
-    async fn run<T: Send + 'static>(
+    pub(crate) async fn run<T: Send + 'static>(
         &self,
         op: &'static str,
         f: impl FnOnce(KafkaDeadLetters) -> Result<T> + Send + 'static,

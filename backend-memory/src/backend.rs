@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
-use transport_core::{Capabilities, DeadLetterQueue, KeyOrdering, Result, SubscribeOptions, Transport};
+use transport_core::{
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Result, SubscribeOptions, Transport,
+};
 
 use crate::config::MemoryConfig;
 use crate::core::Broker;
@@ -139,6 +141,7 @@ impl Transport for MemoryTransport {
             replay: true,
             ack_timeout_redelivery: true,
             max_message_size: Some(self.config.max_message_size),
+            backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
     }
@@ -151,6 +154,25 @@ impl Transport for MemoryTransport {
             name: options.dlq_topic(topic),
             replay_window: self.config.replay_window,
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        let (waiting, in_flight, oldest) = self
+            .broker
+            .existing_topic(topic)
+            .map_or((0, 0, None), |t| t.backlog(&options.group));
+        let dead = self
+            .broker
+            .existing_topic(&options.dlq_topic(topic))
+            .map_or(0, |q| q.len() as u64);
+        Ok(Backlog::new(
+            Some(waiting),
+            Some(in_flight),
+            Some(dead),
+            Some(Backlog::waited_since(oldest)),
+        ))
     }
 
     async fn close(&self) -> Result<()> {

@@ -18,6 +18,8 @@ pub(crate) struct Pending {
     /// Deliveries so far.
     pub attempts: u32,
     pub first_failure: Option<SystemTime>,
+    /// When it was published.
+    published: SystemTime,
     /// Whether this message holds its key's lock (it was delivered before and
     /// is the oldest unsettled message of its key).
     owns_key: bool,
@@ -60,6 +62,8 @@ pub(crate) struct GroupState {
 #[derive(Debug)]
 pub(crate) struct TopicState {
     log: VecDeque<Arc<Message>>,
+    /// When each message of `log` was published (same indices).
+    published: VecDeque<SystemTime>,
     /// Offset of `log[0]`.
     base: u64,
     groups: HashMap<String, GroupState>,
@@ -89,6 +93,7 @@ impl Broker {
                 Arc::new(Topic {
                     state: Mutex::new(TopicState {
                         log: VecDeque::new(),
+                        published: VecDeque::new(),
                         base: 0,
                         groups: HashMap::new(),
                         keep_all: false,
@@ -131,8 +136,10 @@ impl Topic {
     pub fn append(&self, messages: impl IntoIterator<Item = Message>, replay_window: usize) {
         {
             let mut st = self.lock();
+            let now = SystemTime::now();
             for m in messages {
                 st.log.push_back(Arc::new(m));
+                st.published.push_back(now);
             }
             st.trim(replay_window);
         }
@@ -181,6 +188,7 @@ impl Topic {
                         message: st.log[idx].clone(),
                         attempts: 0,
                         first_failure: None,
+                        published: st.published[idx],
                         owns_key: false,
                     },
                 ))
@@ -311,6 +319,7 @@ impl Topic {
         let mut st = self.lock();
         let n = n.min(st.log.len());
         let removed: Vec<_> = st.log.drain(..n).collect();
+        st.published.drain(..n);
         st.base += n as u64;
         removed
     }
@@ -318,10 +327,35 @@ impl Topic {
     /// Put messages back at the front (undoing `remove_front` after a failure).
     pub fn restore_front(&self, messages: Vec<Arc<Message>>) {
         let mut st = self.lock();
+        let now = SystemTime::now();
         for m in messages.into_iter().rev() {
             st.log.push_front(m);
+            st.published.push_front(now);
             st.base -= 1;
         }
+    }
+
+    /// `group`'s (waiting, in flight, when the oldest waiting message was
+    /// published). A group that does not exist has nothing waiting.
+    pub fn backlog(&self, group: &str) -> (u64, u64, Option<SystemTime>) {
+        let st = self.lock();
+        let Some(g) = st.groups.get(group) else {
+            return (0, 0, None);
+        };
+        let end = st.base + st.log.len() as u64;
+        let unread = end.saturating_sub(g.cursor.max(st.base));
+        let again = g
+            .ready
+            .values()
+            .chain(g.delayed.values())
+            .chain(g.blocked.values().flat_map(|b| b.values()));
+        let mut waiting = unread;
+        let mut oldest = (unread > 0).then(|| st.published[(g.cursor.max(st.base) - st.base) as usize]);
+        for p in again {
+            waiting += 1;
+            oldest = Some(oldest.map_or(p.published, |o| o.min(p.published)));
+        }
+        (waiting, g.in_flight.len() as u64, oldest)
     }
 }
 
@@ -343,6 +377,7 @@ impl TopicState {
         let Some(min_cursor) = self.groups.values().map(|g| g.cursor).min() else {
             let excess = self.log.len() - replay_window;
             self.log.drain(..excess);
+            self.published.drain(..excess);
             self.base += excess as u64;
             return;
         };
@@ -350,6 +385,7 @@ impl TopicState {
         let excess = (self.log.len() - replay_window).min(consumed);
         if excess > 0 {
             self.log.drain(..excess);
+            self.published.drain(..excess);
             self.base += excess as u64;
         }
     }

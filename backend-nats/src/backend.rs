@@ -9,7 +9,8 @@ use async_nats::jetstream::{self};
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
 use transport_core::{
-    Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions, Transport,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions,
+    Transport,
 };
 
 use crate::config::{NatsConfig, Storage};
@@ -175,6 +176,7 @@ impl Transport for NatsTransport {
             publish_dedup: true,
             durable: self.inner.config.storage == Storage::File,
             max_message_size: Some(self.inner.max_message_size),
+            backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
     }
@@ -186,6 +188,12 @@ impl Transport for NatsTransport {
             transport: self.clone(),
             topic: options.dlq_topic(topic),
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -8,7 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
-use transport_core::{Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, SubscribeOptions, Transport};
+use transport_core::{
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, SubscribeOptions,
+    Transport,
+};
 
 use crate::config::RabbitConfig;
 use crate::core::Conn;
@@ -134,6 +137,11 @@ impl Transport for RabbitTransport {
             ack_timeout_redelivery: true,
             durable: true,
             max_message_size: Some(self.inner.conn.config().max_message_size),
+            backlog: BacklogAccuracy {
+                waiting: Accuracy::Approximate,
+                dead_letters: Accuracy::Exact,
+                ..BacklogAccuracy::default()
+            },
             ..Capabilities::default()
         }
     }
@@ -147,6 +155,12 @@ impl Transport for RabbitTransport {
             queue: dlq_queue(&name),
             topic: name,
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use transport_core::backend::Lifecycle;
-use transport_core::{Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, Secret, SubscribeOptions, Transport};
+use transport_core::{
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, Secret, SubscribeOptions,
+    Transport,
+};
 
 use crate::config::RedisConfig;
 use crate::core::{self};
@@ -132,6 +135,7 @@ impl Transport for RedisTransport {
             replay: true,
             ack_timeout_redelivery: true,
             max_message_size: Some(self.inner.config.max_message_size),
+            backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
     }
@@ -145,6 +149,12 @@ impl Transport for RedisTransport {
             key: format!("{}{name}", self.inner.config.key_prefix),
             topic: name,
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

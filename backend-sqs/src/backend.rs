@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
 use transport_core::{
-    Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::SqsConfig;
@@ -190,6 +191,12 @@ impl Transport for SqsTransport {
             duplicates_possible: !fifo,
             durable: true,
             max_message_size: Some(MAX_MESSAGE),
+            backlog: BacklogAccuracy {
+                waiting: Accuracy::Approximate,
+                in_flight: Accuracy::Approximate,
+                dead_letters: Accuracy::Approximate,
+                oldest_waiting_age: Accuracy::Unavailable,
+            },
             max_batch_size: Some(10),
             single_group: self.point_to_point(),
             ..Capabilities::default()
@@ -205,6 +212,12 @@ impl Transport for SqsTransport {
             queue_name: core::dlq_queue_name(&self.inner.config, &name),
             topic: name,
         }))
+    }
+
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.check_open("backlog")?;
+        options.validate(topic).map_err(tag("backlog"))?;
+        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

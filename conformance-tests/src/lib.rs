@@ -32,6 +32,7 @@
 mod checks;
 mod edge_checks;
 mod negative_checks;
+mod ops_checks;
 mod report;
 mod runner;
 mod runtime_checks;
@@ -46,6 +47,7 @@ use transport_core::{Capabilities, Transport};
 pub use checks::*;
 pub use edge_checks::*;
 pub use negative_checks::*;
+pub use ops_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
 pub use runner::{run, run_check, test_main, KnownDefect, RunOptions};
 pub use runtime_checks::*;
@@ -169,6 +171,8 @@ pub fn checks() -> Vec<Check> {
         check!(dead_letters_unsupported, |c| c.dead_letter_ops.then_some(
             "the backend has dead-letter operations (the dead-letter checks prove them)"
         )),
+        check!(backlog_tracks_the_group, |c| (c.backlog == Default::default())
+            .then_some("the backend reads no backlog from the broker")),
         check!(offline_group_catches_up),
         check!(replay_for_new_group, |c| (!c.replay).then_some(
             "the backend cannot replay retained messages to a new group (earliest_without_replay_refused proves it)"

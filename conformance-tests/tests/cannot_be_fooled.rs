@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use conformance_tests::{checks, run_check, CheckStatus, RunOptions};
 use transport_core::{
-    async_trait, Capabilities, DeadLetterQueue, Message, Publisher, Result, SubscribeOptions, Subscriber, Subscription,
-    Transport,
+    async_trait, Accuracy, Backlog, Capabilities, DeadLetterQueue, Message, Publisher, Result, SubscribeOptions,
+    Subscriber, Subscription, Transport,
 };
 
 /// The memory backend, declaring `caps` instead of its own.
@@ -16,6 +16,8 @@ use transport_core::{
 struct Lying {
     inner: Arc<dyn Transport>,
     caps: Capabilities,
+    /// Added to the backlog's waiting count.
+    backlog_skew: u64,
 }
 
 #[async_trait]
@@ -46,22 +48,59 @@ impl Transport for Lying {
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
         self.inner.dead_letters(topic, options).await
     }
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        let b = self.inner.backlog(topic, options).await?;
+        Ok(Backlog::new(
+            b.waiting.map(|w| w + self.backlog_skew),
+            b.in_flight,
+            b.dead_letters,
+            b.oldest_waiting_age,
+        ))
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
 }
 
 async fn outcome(check: &str, declare: impl FnOnce(&mut Capabilities)) -> (CheckStatus, String) {
+    outcome_skewed(check, declare, 0).await
+}
+
+async fn outcome_skewed(
+    check: &str,
+    declare: impl FnOnce(&mut Capabilities),
+    backlog_skew: u64,
+) -> (CheckStatus, String) {
     let inner = transport::connect("memory://").await.expect("memory backend");
     let mut caps = inner.capabilities();
     declare(&mut caps);
-    let lying: Arc<dyn Transport> = Arc::new(Lying { inner, caps });
+    let lying: Arc<dyn Transport> = Arc::new(Lying {
+        inner,
+        caps,
+        backlog_skew,
+    });
     let check = checks()
         .into_iter()
         .find(|c| c.name == check)
         .unwrap_or_else(|| panic!("no check {check}"));
     let record = run_check(check, &lying, &RunOptions::new()).await;
     (record.status, record.reason.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_backlog_that_is_off_by_one_fails() {
+    let (status, reason) = outcome_skewed("backlog_tracks_the_group", |_| {}, 1).await;
+    assert_eq!(status, CheckStatus::Failed, "{reason}");
+}
+
+#[tokio::test]
+async fn a_backlog_figure_declared_unavailable_must_be_absent() {
+    let (status, reason) = outcome("backlog_tracks_the_group", |c| {
+        c.backlog.in_flight = Accuracy::Unavailable
+    })
+    .await;
+    assert_eq!(status, CheckStatus::Failed, "{reason}");
+    assert!(reason.contains("in_flight"), "{reason}");
 }
 
 #[tokio::test]

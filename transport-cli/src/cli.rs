@@ -51,6 +51,17 @@ pub enum Command {
   transport dlq nats://127.0.0.1:4222 orders --group billing purge --json")]
     Dlq(DlqArgs),
 
+    /// Show what groups have left on a topic: waiting (lag), in flight, dead letters, oldest age.
+    #[command(after_help = "EXAMPLES:
+  transport stats redis://127.0.0.1:6379 orders --group billing
+  transport stats nats://127.0.0.1:4222 orders --group billing --group audit --watch
+  transport stats kafka://127.0.0.1:9092 orders --group billing --json
+
+Figures the broker only estimates are marked ~ (SQS counts; Kafka's waiting
+includes what is delivered and not yet committed); those it cannot tell show
+as -. --watch redraws every 2 s (or the interval given) until interrupted.")]
+    Stats(StatsArgs),
+
     /// Run the conformance suite against a broker.
     #[command(after_help = "EXAMPLES:
   transport check memory://
@@ -142,6 +153,25 @@ pub struct ConsumeArgs {
     /// Ack timeout of the subscription.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub ack_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// [URL] TOPIC: the URL may come from TRANSPORT_URL.
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// A consumer group to show (repeat for several).
+    #[arg(long, short, required = true)]
+    pub group: Vec<String>,
+    /// Dead-letter topic, when not the default `<topic>.<group>.dlq`.
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
+    /// Redraw every INTERVAL (default 2s) until interrupted.
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+    pub watch: Option<std::time::Duration>,
+    /// Machine-readable output (one JSON object per group and reading).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod consume;
 mod demo;
 mod dlq;
 mod publish;
+mod stats;
 mod target;
 
 use clap::Parser;
@@ -31,6 +32,7 @@ fn main() -> std::process::ExitCode {
             Command::Publish(a) => publish::run(a).await,
             Command::Consume(a) => consume::run(a).await,
             Command::Dlq(a) => dlq::run(a).await,
+            Command::Stats(a) => stats::run(a).await,
             Command::Check(a) => check::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Demo(a) => demo::run(a).await,

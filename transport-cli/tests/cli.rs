@@ -35,7 +35,7 @@ fn unique(what: &str) -> String {
 
 #[test]
 fn every_subcommand_has_help_with_examples() {
-    for sub in ["publish", "consume", "dlq", "check", "bench", "demo"] {
+    for sub in ["publish", "consume", "dlq", "stats", "check", "bench", "demo"] {
         transport()
             .args([sub, "--help"])
             .assert()
@@ -164,6 +164,22 @@ fn redis_publish_consume_and_dead_letter_across_processes() {
         .assert()
         .success()
         .stdout(predicate::function(|s: &str| s.lines().count() == 3));
+    let stats = |field: &str, want: u64| {
+        let out = transport()
+            .args(["stats", &url, &topic, "--group", "g", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[field], want, "{v}");
+    };
+    stats("waiting", 3);
+    stats("in_flight", 0);
+    transport()
+        .args(["stats", &url, &topic, "--group", "g"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("waiting").and(predicate::str::contains("oldest waiting")));
     let out = transport()
         .args([
             "consume",
@@ -213,6 +229,8 @@ fn redis_publish_consume_and_dead_letter_across_processes() {
         .assert()
         .success()
         .stdout("1\n");
+    stats("dead_letters", 1);
+    stats("waiting", 0);
     transport()
         .args(["dlq", &url, &topic, "--group", "g", "peek"])
         .assert()

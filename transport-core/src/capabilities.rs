@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::backlog::BacklogAccuracy;
+
 /// Which order deliveries keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KeyOrdering {
@@ -62,6 +64,8 @@ pub struct Capabilities {
     /// Most messages one `publish_batch` round trip carries; larger batches
     /// are split by the backend.
     pub max_batch_size: Option<usize>,
+    /// How exact each figure of [`Transport::backlog`](crate::Transport::backlog) is.
+    pub backlog: BacklogAccuracy,
 }
 
 impl Capabilities {

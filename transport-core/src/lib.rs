@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod backlog;
 mod capabilities;
 mod dead_letter;
 mod delivery;
@@ -43,6 +44,7 @@ mod settle;
 mod subscription;
 mod transport;
 
+pub use backlog::{Accuracy, Backlog, BacklogAccuracy};
 pub use capabilities::{Capabilities, KeyOrdering};
 pub use dead_letter::{DeadLetter, DeadLetterQueue, Redrive};
 pub use delivery::{Delivery, DeliveryInfo};

@@ -5,6 +5,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::backlog::Backlog;
 use crate::capabilities::Capabilities;
 use crate::dead_letter::DeadLetterQueue;
 use crate::error::Result;
@@ -48,6 +49,13 @@ pub trait Transport: Publisher + Subscriber + Debug {
     /// The dead-letter queue of `options.group` on `topic` (the one
     /// [`SubscribeOptions::dlq_topic`] names).
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>>;
+
+    /// What `options.group` has left to do on `topic`, read from the broker:
+    /// messages waiting (consumer lag), in flight, dead-lettered, and the age
+    /// of the oldest waiting one. [`Capabilities::backlog`] says how exact
+    /// each figure is; those the broker cannot tell are `None`. A group that
+    /// does not exist yet has nothing waiting.
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog>;
 
     /// Close the connection. Later calls fail with `Closed`.
     async fn close(&self) -> Result<()>;

@@ -1,0 +1,63 @@
+//! A group's backlog: the ready-message count of its quorum queue and of
+//! its dead-letter queue (passive `queue.declare`). AMQP 0-9-1 tells neither
+//! the unacknowledged count (the management API does) nor the age of a
+//! message, and copies waiting out a nack delay sit in retry queues that
+//! are not counted: `waiting` is exact for what is ready.
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
+
+use crate::backend::{dlq_queue, work_queue, RabbitTransport};
+use crate::core::map_err;
+use crate::dead_letters::RabbitDeadLetters;
+
+const OP: &str = "backlog";
+
+impl RabbitTransport {
+    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        let dlq = options.dlq_topic(topic);
+        let dead = RabbitDeadLetters {
+            transport: self.clone(),
+            queue: dlq_queue(&dlq),
+            topic: dlq,
+        }
+        .depth()
+        .await?;
+        let queue = work_queue(topic, &options.group);
+        let ready = self
+            .bounded(OP, async {
+                let ch = self
+                    .inner
+                    .conn
+                    .connection()
+                    .await?
+                    .create_channel()
+                    .await
+                    .map_err(|e| map_err(OP, e))?;
+                let declared = ch
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| map_err(OP, e));
+                match declared {
+                    Ok(q) => {
+                        let _ = ch.close(200, "done".into()).await;
+                        Ok(q.message_count() as u64)
+                    }
+                    // No such queue: the group has not subscribed yet (the
+                    // broker closed the channel).
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(Backlog::new(Some(ready), None, Some(dead), None))
+    }
+}

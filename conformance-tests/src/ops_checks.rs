@@ -1,0 +1,123 @@
+//! Checks of what operating a service relies on: the backlog a group reads
+//! from the broker (lag, in flight, dead letters, oldest age).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use transport_core::{Accuracy, Backlog, Message, SubscribeOptions, Transport};
+
+use crate::checks::{fresh, opts};
+use crate::ensure;
+use crate::support::*;
+
+/// How long an approximate figure may take to settle.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Read the backlog until `ok` holds, failing after [`SETTLE`] with the
+/// last reading.
+async fn settles(
+    t: &dyn Transport,
+    topic: &str,
+    options: &SubscribeOptions,
+    what: &str,
+    ok: impl Fn(&Backlog) -> bool,
+) -> Result<Backlog, CheckFailure> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let b = t.backlog(topic, options).await?;
+        if ok(&b) {
+            return Ok(b);
+        }
+        if Instant::now() > deadline {
+            return Err(CheckFailure(format!("{what}: still {b:?} after {SETTLE:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether `b` says `left` messages are still to settle, given what the
+/// backend can tell: waiting + in flight exactly when it knows both; when it
+/// cannot see in flight, between `left - read_ahead` (what a subscription
+/// may hold unsettled) and `left`.
+fn left_is(b: &Backlog, left: u64, read_ahead: u64) -> bool {
+    match (b.waiting, b.in_flight) {
+        (Some(w), Some(f)) => w + f == left,
+        (Some(w), None) => w <= left && w + read_ahead >= left,
+        (None, Some(f)) => f <= left,
+        (None, None) => true,
+    }
+}
+
+/// The backlog follows what the group has left: `N` published are waiting;
+/// after `k` are settled (acked or dead-lettered), `N - k` are left
+/// (waiting plus in flight); the dead letter is counted; nothing is left
+/// once all are acked. The oldest waiting message's age is at least the
+/// time it has demonstrably waited and at most the time since it was
+/// published (1 s slack for brokers that count in seconds). Figures the
+/// backend declares `Unavailable` are `None`, the others are there.
+pub async fn backlog_tracks_the_group(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let accuracy = t.capabilities().backlog;
+    let read_ahead = 1;
+    let options = opts("g").max_in_flight(read_ahead as usize);
+    let (topic, mut sub) = fresh(t, "backlog", options.clone()).await?;
+
+    let empty = t.backlog(&topic, &options).await?;
+    for (name, declared, value) in [
+        ("waiting", accuracy.waiting, empty.waiting.is_some()),
+        ("in_flight", accuracy.in_flight, empty.in_flight.is_some()),
+        ("dead_letters", accuracy.dead_letters, empty.dead_letters.is_some()),
+        (
+            "oldest_waiting_age",
+            accuracy.oldest_waiting_age,
+            empty.oldest_waiting_age.is_some(),
+        ),
+    ] {
+        ensure!(
+            (declared != Accuracy::Unavailable) == value,
+            "{name} is declared {} but reads {empty:?}",
+            declared.as_str()
+        );
+    }
+    ensure!(left_is(&empty, 0, 0), "a new group has a backlog: {empty:?}");
+
+    let n = 6u64;
+    let published = Instant::now();
+    for i in 0..n {
+        t.publish(&topic, Message::new(format!("m{i}"))).await?;
+    }
+    settles(t, &topic, &options, "after publishing 6", |b| left_is(b, n, read_ahead)).await?;
+    // The oldest has now waited at least this long.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waited = published.elapsed();
+    let b = t.backlog(&topic, &options).await?;
+    if let Some(age) = b.oldest_waiting_age {
+        let floor = waited.saturating_sub(Duration::from_millis(1000));
+        let ceiling = published.elapsed() + Duration::from_secs(1);
+        ensure!(
+            age >= floor && age <= ceiling,
+            "the oldest message waited {age:?}; expected between {floor:?} and {ceiling:?}"
+        );
+    }
+
+    for _ in 0..2 {
+        next(&mut sub).await?.ack().await?;
+    }
+    settles(t, &topic, &options, "after 2 acks", |b| left_is(b, n - 2, read_ahead)).await?;
+    next(&mut sub).await?.dead_letter("backlog check").await?;
+    let after_dead = settles(t, &topic, &options, "after a dead letter", |b| {
+        left_is(b, n - 3, read_ahead) && b.dead_letters.is_none_or(|d| d == 1)
+    })
+    .await?;
+    ensure!(after_dead.dead_letters.is_none_or(|d| d == 1), "{after_dead:?}");
+
+    for _ in 3..n {
+        next(&mut sub).await?.ack().await?;
+    }
+    let done = settles(t, &topic, &options, "after every message was settled", |b| {
+        left_is(b, 0, 0) && b.oldest_waiting_age.is_none_or(|a| a == Duration::ZERO)
+    })
+    .await?;
+    ensure!(done.dead_letters.is_none_or(|d| d == 1), "dead letters {done:?}");
+    expect_quiet(&mut sub, "after the last ack").await
+}
