@@ -42,6 +42,7 @@ pub mod runtime;
 mod secret;
 mod settle;
 mod subscription;
+pub mod telemetry;
 mod transport;
 
 pub use backlog::{Accuracy, Backlog, BacklogAccuracy};

@@ -150,7 +150,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         table.iter().find(|(s, _)| *s == scheme).map(|(_, f)| f.clone())
     };
     match open {
-        Some(open) => open(url).await,
+        // Every transport opened by URL reports its publishes as metrics
+        // and spans, and carries the trace context (feature `otel`).
+        Some(open) => Ok(transport_core::telemetry::Instrumented::wrap(open(url).await?)),
         None => Err(not_compiled(&scheme)),
     }
 }

@@ -10,6 +10,7 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 use super::context::{with_link, Context, Lease, LeaseRequest};
 use super::handler::{outcome_of, BoxError};
@@ -105,10 +106,12 @@ where
                 shared.counters.clone(),
             );
             let link = ctx.link();
+            let span = process_span(&shared, &delivery);
+            let started = std::time::Instant::now();
             // The last safety net: a panic no layer caught (in `call` itself
             // or in its future) is a transient failure, and the consumer
             // keeps running.
-            let call = std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx)));
+            let call = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx))));
             let handled = async {
                 match call {
                     Ok(future) => {
@@ -118,7 +121,9 @@ where
                     Err(panic) => Err(panic),
                 }
             };
-            match hold(&delivery, &mut requests, None, handled).await {
+            let held = hold(&delivery, &mut requests, None, handled).instrument(span).await;
+            shared.counters.processed(started.elapsed());
+            match held {
                 Ok(result) => outcome_of(result),
                 Err(panic) => {
                     shared.counters.panicked();
@@ -129,6 +134,30 @@ where
     };
     settle(&shared, delivery, outcome).await;
     drop(permit);
+}
+
+/// The handler call's span (OpenTelemetry consumer kind, messaging
+/// attributes); with the `otel` feature its parent is the trace context
+/// the message carries, so the call joins the publisher's trace.
+fn process_span(shared: &Shared, delivery: &Delivery) -> tracing::Span {
+    let info = delivery.info();
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {}", info.topic),
+        otel.kind = "consumer",
+        messaging.system = shared.transport.backend(),
+        messaging.destination.name = &*info.topic,
+        messaging.consumer.group.name = &*info.group,
+        messaging.operation.type = "process",
+        messaging.message.id = delivery.id(),
+        messaging.message.delivery_attempt = info.attempt,
+    );
+    #[cfg(feature = "otel")]
+    if let Some(parent) = crate::telemetry::propagation::extract(delivery.message()) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// Run `work` while serving the delivery's lease: extension requests from

@@ -176,6 +176,8 @@ impl Consumer {
         S::Future: Send + 'static,
     {
         let mut subscription = self.transport.subscribe(&self.topic, self.options.clone()).await?;
+        self.counters
+            .attach(self.transport.backend(), &self.topic, &self.options.group);
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             transport: self.transport.clone(),

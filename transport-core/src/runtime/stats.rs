@@ -1,6 +1,10 @@
 //! Counters of a running consumer, written by the runtime and its layers.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::telemetry::names::*;
 
 /// What a consumer has done so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,16 +32,56 @@ pub struct ConsumerStats {
 }
 
 macro_rules! counters {
-    ($($field:ident => $bump:ident),* $(,)?) => {
+    ($($field:ident => $bump:ident : $metric:expr, [$($label:expr),*]),* $(,)?) => {
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
             $($field: AtomicU64,)*
+            /// The same counts as metrics, labelled with the consumer's
+            /// backend, topic and group once it runs.
+            meters: OnceLock<Meters>,
+        }
+
+        #[derive(Debug)]
+        struct Meters {
+            $($field: metrics::Counter,)*
+            process: metrics::Histogram,
         }
 
         impl Counters {
             $(pub(crate) fn $bump(&self) {
                 self.$field.fetch_add(1, Relaxed);
+                if let Some(m) = self.meters.get() {
+                    m.$field.increment(1);
+                }
             })*
+
+            /// Register the metrics, labelled (once: a consumer runs once).
+            /// Metrics count from here, in whatever recorder the
+            /// application installed before.
+            pub(crate) fn attach(&self, system: &'static str, topic: &str, group: &str) {
+                let base = [
+                    (SYSTEM, system.to_owned()),
+                    (DESTINATION, topic.to_owned()),
+                    (GROUP, group.to_owned()),
+                ];
+                let with = |extra: &[(&'static str, &'static str)]| {
+                    let mut labels: Vec<metrics::Label> =
+                        base.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+                    labels.extend(extra.iter().map(|(k, v)| metrics::Label::new(*k, *v)));
+                    labels
+                };
+                let _ = self.meters.set(Meters {
+                    $($field: metrics::counter!($metric, with(&[$($label),*])),)*
+                    process: metrics::histogram!(PROCESS_DURATION, with(&[])),
+                });
+            }
+
+            /// A handler call took `took`.
+            pub(crate) fn processed(&self, took: Duration) {
+                if let Some(m) = self.meters.get() {
+                    m.process.record(took.as_secs_f64());
+                }
+            }
 
             pub(crate) fn snapshot(&self) -> ConsumerStats {
                 ConsumerStats {
@@ -49,14 +93,14 @@ macro_rules! counters {
 }
 
 counters! {
-    received => received,
-    acked => acked,
-    retried => retried,
-    dead_lettered => dead_lettered,
-    panicked => panicked,
-    timed_out => timed_out,
-    duplicates => duplicate,
-    breaker_opened => breaker_opened,
-    settle_errors => settle_error,
-    receive_errors => receive_error,
+    received => received: CONSUMED_MESSAGES, [],
+    acked => acked: SETTLED_MESSAGES, [(OUTCOME, "ack")],
+    retried => retried: SETTLED_MESSAGES, [(OUTCOME, "retry")],
+    dead_lettered => dead_lettered: SETTLED_MESSAGES, [(OUTCOME, "dead_letter")],
+    panicked => panicked: HANDLER_FAILURES, [(FAILURE, "panic")],
+    timed_out => timed_out: HANDLER_FAILURES, [(FAILURE, "timeout")],
+    duplicates => duplicate: DUPLICATES, [],
+    breaker_opened => breaker_opened: BREAKER_OPENED, [],
+    settle_errors => settle_error: SETTLED_MESSAGES, [(OUTCOME, "error")],
+    receive_errors => receive_error: RECEIVE_ERRORS, [],
 }

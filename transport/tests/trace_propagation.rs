@@ -1,0 +1,147 @@
+//! One trace from publish to process across each broker: with the `otel`
+//! feature, a publish inside a span writes its trace context into the
+//! message (`traceparent`), and the consumer runtime's `process` span on
+//! the other side is that publish span's child. Spans are collected by
+//! OpenTelemetry's in-memory exporter.
+//!
+//! On memory:// always; on each real broker whose URL scripts/test exports
+//! (`REDIS_URL`, `NATS_URL`, `RABBITMQ_URL`, `SQS_URL`, `KAFKA_URL`),
+//! skipped with a message without it, a failure under `CI`.
+
+#![cfg(feature = "otel")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+use transport::runtime::{handler_fn, Consumer, Context, HandlerError};
+use transport::{Message, SubscribeOptions, Transport};
+
+async fn one_trace(url: &str) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let t: Arc<dyn Transport> = transport::connect(url).await.expect("connect");
+    let topic = format!("trace-{}", uuid::Uuid::now_v7().simple());
+    let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(30));
+    // The group exists before the publish (brokers without replay).
+    drop(t.subscribe(&topic, options.clone()).await.expect("subscribe"));
+
+    async {
+        t.publish(&topic, Message::new("traced")).await.expect("publish");
+    }
+    .instrument(tracing::info_span!("checkout request"))
+    .await;
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let done = done_tx;
+    let consumer = Consumer::new(t.clone(), topic.clone(), options);
+    let service = handler_fn(move |_ctx: Context| {
+        let done = done.clone();
+        async move {
+            let _ = done.send(());
+            Ok::<_, HandlerError>(())
+        }
+    });
+    // Stopping drains: the handler's task (and its span) ends before `run` returns.
+    let stop = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await;
+    };
+    consumer.run(service, stop).await.expect("consumer");
+    let _ = t.close().await;
+    let _ = provider.force_flush();
+
+    let spans = exporter.get_finished_spans().expect("spans");
+    let named = |name: String| -> &SpanData {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name:?} among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let root = named("checkout request".into());
+    let publish = named(format!("publish {topic}"));
+    let process = named(format!("process {topic}"));
+    assert_eq!(
+        publish.parent_span_id,
+        root.span_context.span_id(),
+        "publish is inside the request"
+    );
+    assert_eq!(
+        process.span_context.trace_id(),
+        root.span_context.trace_id(),
+        "{url}: the handler's span is not in the publisher's trace"
+    );
+    assert_eq!(
+        process.parent_span_id,
+        publish.span_context.span_id(),
+        "{url}: the handler's span is not the publish span's child"
+    );
+    assert_eq!(process.span_kind, opentelemetry::trace::SpanKind::Consumer);
+    assert_eq!(publish.span_kind, opentelemetry::trace::SpanKind::Producer);
+}
+
+fn live(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok() => panic!("{var} is not set"),
+        Err(_) => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory() {
+    one_trace("memory://").await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis() {
+    if let Some(url) = live("REDIS_URL") {
+        one_trace(&url).await;
+    }
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn nats() {
+    if let Some(url) = live("NATS_URL") {
+        one_trace(&url).await;
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn rabbitmq() {
+    if let Some(url) = live("RABBITMQ_URL") {
+        one_trace(&url).await;
+    }
+}
+
+#[cfg(feature = "sqs")]
+#[tokio::test]
+async fn sqs() {
+    if let Some(url) = live("SQS_URL") {
+        one_trace(&url).await;
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn kafka() {
+    if let Some(url) = live("KAFKA_URL") {
+        one_trace(&url).await;
+    }
+}
