@@ -62,6 +62,24 @@ includes what is delivered and not yet committed); those it cannot tell show
 as -. --watch redraws every 2 s (or the interval given) until interrupted.")]
     Stats(StatsArgs),
 
+    /// Export groups' backlogs as Prometheus metrics and alert on lag and dead letters.
+    #[command(after_help = "EXAMPLES:
+  transport monitor redis://127.0.0.1:6379 --topic orders --group billing --listen 127.0.0.1:9464
+  transport monitor kafka://k1:9092 --topic orders --topic payments --group billing --alert-lag 1000 --alert-dlq 0
+  transport monitor nats://127.0.0.1:4222 --topic orders --group billing --alert-lag 5m --once   # for cron and CI
+
+Every --interval (default 5s) it reads the backlog of each topic and group
+and sets the gauges transport_backlog_waiting, transport_backlog_in_flight,
+transport_backlog_dead_letters and transport_backlog_oldest_waiting_age
+(seconds), labelled messaging_system, messaging_destination_name and
+messaging_consumer_group_name, served at http://LISTEN/metrics.
+--alert-lag COUNT fires when more than COUNT messages wait; --alert-lag
+DURATION (such as 5m) when the oldest has waited longer; --alert-dlq N when
+more than N are dead-lettered. Alerts go to stderr when they fire and when
+they resolve. --once reads once, prints the metrics and exits 1 if an alert
+fires.")]
+    Monitor(MonitorArgs),
+
     /// Run the conformance suite against a broker.
     #[command(after_help = "EXAMPLES:
   transport check memory://
@@ -172,6 +190,52 @@ pub struct StatsArgs {
     /// Machine-readable output (one JSON object per group and reading).
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The broker URL (or TRANSPORT_URL).
+    pub url: Option<String>,
+    /// A topic to watch (repeat for several).
+    #[arg(long, required = true)]
+    pub topic: Vec<String>,
+    /// A consumer group to watch on every topic (repeat for several).
+    #[arg(long, short, required = true)]
+    pub group: Vec<String>,
+    /// Serve the metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// How often to read the backlogs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Alert when more than COUNT messages wait, or (a duration such as 5m)
+    /// when the oldest has waited longer.
+    #[arg(long, value_name = "COUNT|DURATION", value_parser = parse_lag)]
+    pub alert_lag: Option<LagThreshold>,
+    /// Alert when more than N messages are dead-lettered.
+    #[arg(long, value_name = "N")]
+    pub alert_dlq: Option<u64>,
+    /// Read once, print the metrics, exit 1 if an alert fires.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `--alert-lag`: a count of waiting messages or the oldest one's age.
+#[derive(Debug, Clone, Copy)]
+pub enum LagThreshold {
+    /// More than this many waiting.
+    Count(u64),
+    /// The oldest waiting longer than this.
+    Age(std::time::Duration),
+}
+
+fn parse_lag(s: &str) -> Result<LagThreshold, String> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(LagThreshold::Count(n));
+    }
+    humantime::parse_duration(s)
+        .map(LagThreshold::Age)
+        .map_err(|_| format!("{s:?} is neither a count (1000) nor a duration (5m)"))
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod cli;
 mod consume;
 mod demo;
 mod dlq;
+mod monitor;
 mod publish;
 mod stats;
 mod target;
@@ -33,6 +34,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(a) => consume::run(a).await,
             Command::Dlq(a) => dlq::run(a).await,
             Command::Stats(a) => stats::run(a).await,
+            Command::Monitor(a) => monitor::run(a).await,
             Command::Check(a) => check::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Demo(a) => demo::run(a).await,

@@ -35,7 +35,9 @@ fn unique(what: &str) -> String {
 
 #[test]
 fn every_subcommand_has_help_with_examples() {
-    for sub in ["publish", "consume", "dlq", "stats", "check", "bench", "demo"] {
+    for sub in [
+        "publish", "consume", "dlq", "stats", "monitor", "check", "bench", "demo",
+    ] {
         transport()
             .args([sub, "--help"])
             .assert()

@@ -73,9 +73,11 @@ impl Instrumented {
             match &result {
                 Ok(()) => metrics::counter!(SENT_MESSAGES, &labels).increment(count as u64),
                 Err(e) => {
-                    tracing::Span::current().record(ERROR_TYPE, e.kind().as_str());
+                    // A low-cardinality identifier: `invalid_argument`, `timeout`, ...
+                    let kind = e.kind().as_str().replace(' ', "_");
+                    tracing::Span::current().record(ERROR_TYPE, kind.as_str());
                     let mut failed = labels.to_vec();
-                    failed.push((ERROR_TYPE, e.kind().as_str().to_owned()));
+                    failed.push((ERROR_TYPE, kind));
                     metrics::counter!(SENT_MESSAGES, &failed).increment(count as u64);
                 }
             }
