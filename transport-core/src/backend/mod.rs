@@ -12,9 +12,11 @@
 //! | `publisher.rs` | `publish` and `publish_batch` |
 //! | `subscriber.rs` | the read loop (a [`Fetch`] run by [`pull_subscription`]) and the settler |
 //! | `dead_letters.rs` | the [`DeadLetterQueue`](crate::DeadLetterQueue) operations |
+//! | `backlog.rs` | [`Transport::backlog`](crate::Transport::backlog): what a group has left, read from the broker |
 //! | `backend.rs` | the builder and the [`Transport`](crate::Transport) impl, delegating to the files above |
 //!
-//! The pieces here: [`Lifecycle`] (the closed guard and error tagging),
+//! The pieces here: [`cloudevents::Binding`] (the broker's CloudEvents
+//! protocol binding for the header codec), [`Lifecycle`] (the closed guard and error tagging),
 //! [`pull_subscription`] (a read loop with flow control, reconnect backoff
 //! and one error policy), [`on_drop`] (settling a dropped delivery),
 //! [`delivery`] and [`subscription`] (the constructors), plus the

@@ -45,6 +45,7 @@ macro_rules! counters {
         struct Meters {
             $($field: metrics::Counter,)*
             process: metrics::Histogram,
+            breaker: metrics::Gauge,
         }
 
         impl Counters {
@@ -73,6 +74,7 @@ macro_rules! counters {
                 let _ = self.meters.set(Meters {
                     $($field: metrics::counter!($metric, with(&[$($label),*])),)*
                     process: metrics::histogram!(PROCESS_DURATION, with(&[])),
+                    breaker: metrics::gauge!(BREAKER_STATE, with(&[])),
                 });
             }
 
@@ -80,6 +82,13 @@ macro_rules! counters {
             pub(crate) fn processed(&self, took: Duration) {
                 if let Some(m) = self.meters.get() {
                     m.process.record(took.as_secs_f64());
+                }
+            }
+
+            /// A circuit breaker's state after a call: 0 closed, 1 open, 2 half-open.
+            pub(crate) fn breaker_state(&self, state: f64) {
+                if let Some(m) = self.meters.get() {
+                    m.breaker.set(state);
                 }
             }
 

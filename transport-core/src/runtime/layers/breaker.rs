@@ -374,6 +374,11 @@ where
                 let outcome = outcome_of(inner.call(ctx.clone()).await);
                 let failed = outcome.is_transient_failure();
                 let (open, opened) = shared.record(permit, failed);
+                ctx.counters.breaker_state(match shared.state() {
+                    BreakerState::Closed => 0.0,
+                    BreakerState::Open => 1.0,
+                    BreakerState::HalfOpen => 2.0,
+                });
                 if let Some(why) = opened {
                     ctx.counters.breaker_opened();
                     tracing::warn!(
