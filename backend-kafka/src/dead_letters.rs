@@ -11,7 +11,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message as _;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Redrive, Result, Selection};
 
 use crate::backend::{blocking, tag, KafkaTransport};
 use crate::core::{self, err, kafka, Context};
@@ -142,6 +142,45 @@ impl KafkaDeadLetters {
     }
 }
 
+impl KafkaDeadLetters {
+    /// Kafka cannot delete one record. The picked ones are redriven (or
+    /// skipped), and in each partition holding a picked record, the others
+    /// before the last picked one are produced again to the topic's end
+    /// (delivery report awaited) before the operations group's offset moves
+    /// past them: they stay, behind the later dead letters of their
+    /// partition; what follows the last picked record is not touched. A
+    /// crash midway duplicates, never loses.
+    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let mut all = self.run(op, move |d| d.oldest(op, u64::MAX)).await?;
+        all.sort_by_key(|d| (d.partition, d.offset));
+        let picked: Vec<bool> = all
+            .iter()
+            .map(|d| selection.matches(&DeadLetter::from_message(d.message.clone())))
+            .collect();
+        let mut last_picked = std::collections::HashMap::new();
+        for (d, _) in all.iter().zip(&picked).filter(|(_, p)| **p) {
+            last_picked.insert(d.partition, d.offset);
+        }
+        let mut done = 0;
+        for (d, picked) in all.iter().zip(picked) {
+            if last_picked.get(&d.partition).is_none_or(|last| d.offset > *last) {
+                continue;
+            }
+            if !picked {
+                self.transport.produce(op, &self.topic, &d.message).await?;
+            } else if redrive {
+                let (topic, message) = redrive_message(&d.message).map_err(tag(op))?;
+                validate_topic(&topic).map_err(tag(op))?;
+                self.transport.produce(op, &topic, &message).await?;
+            }
+            let (partition, next) = (d.partition, d.offset + 1);
+            self.run(op, move |q| q.commit(op, partition, next)).await?;
+            done += u64::from(picked);
+        }
+        Ok(done)
+    }
+}
+
 #[async_trait]
 impl DeadLetterQueue for KafkaDeadLetters {
     fn topic(&self) -> &str {
@@ -176,6 +215,14 @@ impl DeadLetterQueue for KafkaDeadLetters {
             moved += 1;
         }
         Ok(moved)
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true).await
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false).await
     }
 
     async fn purge(&self) -> Result<u64> {

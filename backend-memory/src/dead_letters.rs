@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, Redrive, Result, Selection};
 
 use crate::core::{Broker, Topic};
 use crate::SCHEME;
@@ -20,6 +20,35 @@ pub(crate) struct MemoryDeadLetters {
 impl MemoryDeadLetters {
     fn queue(&self) -> Option<Arc<Topic>> {
         self.broker.existing_topic(&self.name)
+    }
+
+    /// Take out what `selection` picks, the others staying in place and in
+    /// order; with `redrive` the picked go back to their topics (all checked
+    /// first: an error changes nothing).
+    fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let Some(q) = self.queue() else { return Ok(0) };
+        let all = q.remove_front(usize::MAX);
+        let (picked, kept): (Vec<_>, Vec<_>) = all
+            .iter()
+            .cloned()
+            .partition(|m| selection.matches(&DeadLetter::from_message((**m).clone())));
+        let mut targets = Vec::new();
+        if redrive {
+            for m in &picked {
+                match redrive_message(m).and_then(|(t, msg)| validate_topic(&t).map(|()| (t, msg))) {
+                    Ok(target) => targets.push(target),
+                    Err(e) => {
+                        q.restore_front(all);
+                        return Err(e.with_backend(SCHEME).with_operation(op));
+                    }
+                }
+            }
+        }
+        q.restore_front(kept);
+        for (topic, message) in targets {
+            self.broker.topic(&topic).append([message], self.replay_window);
+        }
+        Ok(picked.len() as u64)
     }
 }
 
@@ -65,5 +94,13 @@ impl DeadLetterQueue for MemoryDeadLetters {
 
     async fn purge(&self) -> Result<u64> {
         Ok(self.queue().map_or(0, |q| q.remove_front(usize::MAX).len() as u64))
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true)
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false)
     }
 }

@@ -4,7 +4,7 @@ use async_nats::jetstream::stream;
 use async_trait::async_trait;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result, Selection};
 
 use crate::backend::{tag, NatsTransport};
 use crate::core::{self, other};
@@ -44,13 +44,48 @@ impl NatsDeadLetters {
                     let fallback = raw.sequence.to_string();
                     out.push((seq, core::decode(Some(&raw.headers), raw.payload, || fallback)));
                 }
-                Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => {}
+                // A sequence deleted from the middle (a selected message
+                // taken out) is a gap.
+                Err(e) if gone(&e.to_string()) => {}
                 Err(e) => return Err(other(op, e)),
             }
             seq += 1;
         }
         Ok(out)
     }
+
+    /// Delete message `seq`, after publishing it back to its topic (confirmed)
+    /// with `redrive`: never lost, at worst redriven twice.
+    async fn take(&self, op: &'static str, s: &stream::Stream, seq: u64, dead: &Message, redrive: bool) -> Result<()> {
+        if redrive {
+            let (topic, message) = redrive_message(dead).map_err(tag(op))?;
+            validate_topic(&topic).map_err(tag(op))?;
+            self.transport.publish_one(op, &topic, &message, false).await?;
+        }
+        s.delete_message(seq).await.map_err(|e| other(op, e))?;
+        Ok(())
+    }
+
+    /// Redrive or delete the messages `selection` picks, the others untouched.
+    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let Some(s) = self.stream(op).await? else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        for (seq, dead) in self.oldest(op, u64::MAX).await? {
+            if selection.matches(&DeadLetter::from_message(dead.clone())) {
+                self.take(op, &s, seq, &dead, redrive).await?;
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Whether a JetStream error says the message is not there.
+fn gone(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("not found") || e.contains("no message found")
 }
 
 #[async_trait]
@@ -81,14 +116,18 @@ impl DeadLetterQueue for NatsDeadLetters {
         };
         let mut moved = 0;
         for (seq, dead) in self.oldest("redrive", count.limit()).await? {
-            let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
-            validate_topic(&topic).map_err(tag("redrive"))?;
-            // Publish (confirmed) first, then delete: never lost, at worst twice.
-            self.transport.publish_one("redrive", &topic, &message, false).await?;
-            s.delete_message(seq).await.map_err(|e| other("redrive", e))?;
+            self.take("redrive", &s, seq, &dead, true).await?;
             moved += 1;
         }
         Ok(moved)
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true).await
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false).await
     }
 
     async fn purge(&self) -> Result<u64> {

@@ -7,7 +7,7 @@ use lapin::Channel;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
 use transport_core::headers::DLQ_GROUP;
-use transport_core::{DeadLetter, DeadLetterQueue, Publisher, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Publisher, Redrive, Result, Selection};
 
 use crate::backend::{tag, work_queue, RabbitTransport};
 use crate::core::{self, map_err};
@@ -32,6 +32,67 @@ impl RabbitDeadLetters {
         conn.declare_queue(&publisher, &self.topic, &self.queue, FieldTable::default(), op)
             .await?;
         Ok(ch)
+    }
+
+    /// Publish a dead letter (confirmed) straight into the failing group's
+    /// queue: other groups never see it.
+    async fn redrive_one(&self, op: &'static str, dead: &Message) -> Result<()> {
+        let (topic, message) = redrive_message(dead).map_err(tag(op))?;
+        validate_topic(&topic).map_err(tag(op))?;
+        match dead.headers.get(DLQ_GROUP) {
+            Some(group) => {
+                self.transport
+                    .publish_to(op, "", &work_queue(&topic, group), &message, &[])
+                    .await
+            }
+            None => self.transport.publish_batch(&topic, vec![message]).await,
+        }
+    }
+
+    /// A queue hands out its head only, so every message is taken once: the
+    /// picked ones are redriven (or dropped), the others published again to
+    /// the queue's tail (confirmed) before their ack, which keeps their
+    /// order and their content. A crash midway duplicates, never loses.
+    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let depth = self.depth().await?;
+        let ch = self.channel(op).await?;
+        let mut done = 0;
+        for _ in 0..depth {
+            let Some(got) = ch
+                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .map_err(|e| map_err(op, e))?
+            else {
+                break;
+            };
+            let d = got.delivery;
+            let fallback_id = d.delivery_tag.to_string();
+            let dead = core::decode(&d.properties, d.data, || fallback_id).message;
+            let picked = selection.matches(&DeadLetter::from_message(dead.clone()));
+            let moved = match (picked, redrive) {
+                (true, true) => self.redrive_one(op, &dead).await,
+                (true, false) => Ok(()),
+                (false, _) => self.transport.publish_to(op, "", &self.queue, &dead, &[]).await,
+            };
+            if let Err(e) = moved {
+                let _ = d
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
+                let _ = ch.close(200, "failed".into()).await;
+                return Err(e);
+            }
+            d.acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(|e| map_err(op, e))?;
+            done += u64::from(picked);
+        }
+        let _ = ch.close(200, "done".into()).await;
+        Ok(done)
     }
 }
 
@@ -94,18 +155,7 @@ impl DeadLetterQueue for RabbitDeadLetters {
             let d = got.delivery;
             let fallback_id = d.delivery_tag.to_string();
             let dead = core::decode(&d.properties, d.data, || fallback_id).message;
-            let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
-            validate_topic(&topic).map_err(tag("redrive"))?;
-            // Straight into the failing group's queue: other groups never see it.
-            let published = match dead.headers.get(DLQ_GROUP) {
-                Some(group) => {
-                    self.transport
-                        .publish_to("redrive", "", &work_queue(&topic, group), &message, &[])
-                        .await
-                }
-                None => self.transport.publish_batch(&topic, vec![message]).await,
-            };
-            if let Err(e) = published {
+            if let Err(e) = self.redrive_one("redrive", &dead).await {
                 let _ = d
                     .acker
                     .nack(BasicNackOptions {
@@ -123,6 +173,14 @@ impl DeadLetterQueue for RabbitDeadLetters {
         }
         let _ = ch.close(200, "redriven".into()).await;
         Ok(moved)
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true).await
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false).await
     }
 
     async fn purge(&self) -> Result<u64> {

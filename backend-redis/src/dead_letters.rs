@@ -5,7 +5,7 @@ use redis::aio::ConnectionManager;
 use redis::Value;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result, Selection};
 
 use crate::backend::{tag, RedisTransport};
 use crate::core::{self, map_err, scripts};
@@ -33,6 +33,45 @@ impl RedisDeadLetters {
             .await
             .map_err(|e| map_err("peek", e))?;
         Ok(core::parse_range(reply))
+    }
+
+    /// Move one entry back to its topic: XDEL and XADD in one script, so the
+    /// message is in exactly one place. Returns 1, or 0 when it was gone.
+    async fn redrive_entry(&self, op: &'static str, entry_id: &str, dead: &Message) -> Result<u64> {
+        let (topic, message) = redrive_message(dead).map_err(tag(op))?;
+        validate_topic(&topic).map_err(tag(op))?;
+        let target = format!("{}{topic}", self.transport.inner.config.key_prefix);
+        let mut invocation = scripts().redrive.prepare_invoke();
+        invocation.key(&self.key).key(&target).arg(entry_id);
+        for (f, v) in core::encode(&message) {
+            invocation.arg(f).arg(v);
+        }
+        let done: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(op, e))?;
+        Ok(done as u64)
+    }
+
+    /// Redrive or delete the entries `selection` picks, the others untouched.
+    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let mut done = 0;
+        for (entry_id, dead) in self.range(i64::MAX as usize).await? {
+            if !selection.matches(&DeadLetter::from_message(dead.clone())) {
+                continue;
+            }
+            done += if redrive {
+                self.redrive_entry(op, &entry_id, &dead).await?
+            } else {
+                redis::cmd("XDEL")
+                    .arg(&self.key)
+                    .arg(&entry_id)
+                    .query_async::<u64>(&mut self.conn())
+                    .await
+                    .map_err(|e| map_err(op, e))?
+            };
+        }
+        Ok(done)
     }
 }
 
@@ -69,26 +108,21 @@ impl DeadLetterQueue for RedisDeadLetters {
                 break;
             }
             for (entry_id, dead) in entries {
-                let (topic, message) = redrive_message(&dead).map_err(tag("redrive"))?;
-                validate_topic(&topic).map_err(tag("redrive"))?;
-                let target = format!("{}{topic}", self.transport.inner.config.key_prefix);
-                let mut invocation = scripts().redrive.prepare_invoke();
-                invocation.key(&self.key).key(&target).arg(&entry_id);
-                for (f, v) in core::encode(&message) {
-                    invocation.arg(f).arg(v);
-                }
-                // XDEL and XADD in one script: the message is in exactly one place.
-                let done: i64 = invocation
-                    .invoke_async(&mut self.conn())
-                    .await
-                    .map_err(|e| map_err("redrive", e))?;
-                moved += done as u64;
+                moved += self.redrive_entry("redrive", &entry_id, &dead).await?;
                 if moved >= limit {
                     break;
                 }
             }
         }
         Ok(moved)
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true).await
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false).await
     }
 
     async fn purge(&self) -> Result<u64> {

@@ -5,7 +5,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
 use transport_core::headers::{DLQ_GROUP, REDRIVE_COUNT};
-use transport_core::{DeadLetter, DeadLetterQueue, Error, Publisher, Redrive, Result};
+use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Publisher, Redrive, Result, Selection};
 
 use crate::backend::{tag, SqsTransport, DLQ_SCAN};
 use crate::core::{self, map_sdk};
@@ -53,6 +53,74 @@ impl SqsDeadLetters {
         }
         all.sort_by_key(|m| system(m, MessageSystemAttributeName::SentTimestamp).unwrap_or(u64::MAX));
         Ok(all)
+    }
+
+    /// Redrive (or with `redrive` false, drop) each of `picked`, oldest
+    /// first, then delete it; make `rest`, and whatever was not taken after
+    /// an error, visible again.
+    async fn take_all(
+        &self,
+        op: &'static str,
+        url: &str,
+        picked: &[aws_sdk_sqs::types::Message],
+        rest: &[aws_sdk_sqs::types::Message],
+        redrive: bool,
+    ) -> Result<u64> {
+        self.release(url, rest).await;
+        let mut done = 0;
+        let result = async {
+            for m in picked {
+                if redrive {
+                    let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
+                    self.redrive_one(op, dead).await?;
+                }
+                self.transport
+                    .inner
+                    .sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(op, e))?;
+                done += 1;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        self.release(url, &picked[done..]).await;
+        result.map(|()| done as u64)
+    }
+
+    /// Send a dead letter back for the group that failed it.
+    async fn redrive_one(&self, op: &'static str, dead: Message) -> Result<()> {
+        let (topic, message) = redrive_message(&dead).map_err(tag(op))?;
+        validate_topic(&topic).map_err(tag(op))?;
+        let dedup = format!("{}-r{}", message.id, message.headers.get(REDRIVE_COUNT).unwrap_or("1"));
+        match dead.headers.get(DLQ_GROUP) {
+            // Straight into the failing group's queue: other groups never see it.
+            Some(group) => {
+                let c = &self.transport.inner.config;
+                let name = match c.point_to_point {
+                    true => core::topic_queue_name(c, &topic),
+                    false => core::group_queue_name(c, &topic, group),
+                };
+                let (target, _) = self.transport.queue(&name, &self.transport.fifo_attrs(), op).await?;
+                self.transport.send_to_queue(&target, &message, &dedup, op).await
+            }
+            None => self.transport.publish(&topic, message).await,
+        }
+    }
+
+    /// Redrive or delete what `selection` picks among the scanned messages.
+    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+        let url = self.url(op).await?;
+        let all = self.scan(&url, op).await?;
+        let (picked, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|m| {
+            let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
+            selection.matches(&DeadLetter::from_message(dead))
+        });
+        self.take_all(op, &url, &picked, &rest, redrive).await
     }
 
     async fn release(&self, url: &str, messages: &[aws_sdk_sqs::types::Message]) {
@@ -123,42 +191,16 @@ impl DeadLetterQueue for SqsDeadLetters {
         let url = self.url(op).await?;
         let all = self.scan(&url, op).await?;
         let take = usize::try_from(count.limit()).unwrap_or(usize::MAX).min(all.len());
-        let mut moved = 0;
-        let result = async {
-            for m in &all[..take] {
-                let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
-                let (topic, message) = redrive_message(&dead).map_err(tag(op))?;
-                validate_topic(&topic).map_err(tag(op))?;
-                let dedup = format!("{}-r{}", message.id, message.headers.get(REDRIVE_COUNT).unwrap_or("1"));
-                match dead.headers.get(DLQ_GROUP) {
-                    // Straight into the failing group's queue: other groups never see it.
-                    Some(group) => {
-                        let c = &self.transport.inner.config;
-                        let name = match c.point_to_point {
-                            true => core::topic_queue_name(c, &topic),
-                            false => core::group_queue_name(c, &topic, group),
-                        };
-                        let (target, _) = self.transport.queue(&name, &self.transport.fifo_attrs(), op).await?;
-                        self.transport.send_to_queue(&target, &message, &dedup, op).await?;
-                    }
-                    None => self.transport.publish(&topic, message).await?,
-                }
-                self.transport
-                    .inner
-                    .sqs
-                    .delete_message()
-                    .queue_url(&url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk(op, e))?;
-                moved += 1;
-            }
-            Ok::<_, Error>(())
-        }
-        .await;
-        self.release(&url, &all[moved..]).await;
-        result.map(|()| moved as u64)
+        let (picked, rest) = all.split_at(take);
+        self.take_all(op, &url, picked, rest, true).await
+    }
+
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("redrive", selection, true).await
+    }
+
+    async fn discard(&self, selection: &Selection) -> Result<u64> {
+        self.take_selected("discard", selection, false).await
     }
 
     async fn purge(&self) -> Result<u64> {

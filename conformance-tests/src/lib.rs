@@ -168,6 +168,7 @@ pub fn checks() -> Vec<Check> {
         check!(dead_letter_operations, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
         check!(dead_letter_queue_counts_many, |c| (!c.dead_letter_ops)
             .then_some(NO_DLQ)),
+        check!(dead_letters_by_selection, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
         check!(dead_letters_unsupported, |c| c.dead_letter_ops.then_some(
             "the backend has dead-letter operations (the dead-letter checks prove them)"
         )),

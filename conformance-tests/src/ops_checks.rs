@@ -1,12 +1,13 @@
 //! Checks of what operating a service relies on: the backlog a group reads
-//! from the broker (lag, in flight, dead letters, oldest age).
+//! from the broker (lag, in flight, dead letters, oldest age), and
+//! dead-letter operations on selected messages.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport_core::{Accuracy, Backlog, Message, SubscribeOptions, Transport};
+use transport_core::{Accuracy, Backlog, Message, Selection, SubscribeOptions, Transport};
 
-use crate::checks::{fresh, opts};
+use crate::checks::{dlq_depth, fresh, opts};
 use crate::ensure;
 use crate::support::*;
 
@@ -120,4 +121,58 @@ pub async fn backlog_tracks_the_group(t: &Arc<dyn Transport>) -> CheckResult {
     .await?;
     ensure!(done.dead_letters.is_none_or(|d| d == 1), "dead letters {done:?}");
     expect_quiet(&mut sub, "after the last ack").await
+}
+
+/// Dead letters are redriven and discarded by selection, the others left in
+/// place: an id that is not there takes nothing; discarding one id takes
+/// exactly that one; redriving by reason brings exactly those back to the
+/// group (and no other); a failure time after every failure takes the rest.
+pub async fn dead_letters_by_selection(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let options = opts("g");
+    let (topic, mut sub) = fresh(t, "dlqsel", options.clone()).await?;
+    let reasons = ["bad input 0", "timeout 1", "bad input 2", "timeout 3"];
+    let mut ids = Vec::new();
+    for i in 0..reasons.len() {
+        let m = Message::new(i.to_string());
+        ids.push(m.id.clone());
+        t.publish(&topic, m).await?;
+    }
+    for _ in 0..reasons.len() {
+        let d = next(&mut sub).await?;
+        let i: usize = String::from_utf8_lossy(&d.message().payload).parse().unwrap_or(0);
+        d.dead_letter(reasons[i]).await?;
+    }
+    dlq_depth(t, &topic, &options, 4).await?;
+    let dlq = t.dead_letters(&topic, &options).await?;
+    let none = dlq.discard(&Selection::ids(["no-such-id"])).await?;
+    ensure!(none == 0, "discarding an id that is not there took {none}");
+    let one = dlq.discard(&Selection::ids([ids[0].clone()])).await?;
+    ensure!(one == 1, "discarding one id took {one}");
+    dlq_depth(t, &topic, &options, 3).await?;
+    let back = dlq
+        .redrive_selected(&Selection::all().reason_contains("timeout"))
+        .await?;
+    ensure!(back == 2, "redriving the two timeouts moved {back}");
+    let mut again = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut sub).await?;
+        again.push(d.id().to_owned());
+        d.ack().await?;
+    }
+    again.sort();
+    let mut want = vec![ids[1].clone(), ids[3].clone()];
+    want.sort();
+    ensure!(again == want, "redriven {again:?}, selected {want:?}");
+    expect_quiet(&mut sub, "after the two redriven messages").await?;
+    dlq_depth(t, &topic, &options, 1).await?;
+    let left = dlq.peek(10).await?;
+    ensure!(
+        left.len() == 1 && left[0].message.id == ids[2] && left[0].reason.as_deref() == Some(reasons[2]),
+        "left in the queue: {left:?}"
+    );
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let rest = dlq.discard(&Selection::all().failed_before(later)).await?;
+    ensure!(rest == 1, "discarding by failure time took {rest}");
+    dlq_depth(t, &topic, &options, 0).await
 }

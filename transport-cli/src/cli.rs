@@ -48,6 +48,8 @@ pub enum Command {
   transport dlq redis://127.0.0.1:6379 orders --group billing depth
   transport dlq redis://127.0.0.1:6379 orders --group billing peek 5
   transport dlq redis://127.0.0.1:6379 orders --group billing redrive --all
+  transport dlq redis://127.0.0.1:6379 orders --group billing redrive --reason timeout --failed-before 1h
+  transport dlq redis://127.0.0.1:6379 orders --group billing discard --id 0191f3c2-8a4b-7c1d-9e2f-3a4b5c6d7e8f
   transport dlq nats://127.0.0.1:4222 orders --group billing purge --json")]
     Dlq(DlqArgs),
 
@@ -256,6 +258,26 @@ pub struct DlqArgs {
     pub op: DlqOp,
 }
 
+/// Which dead letters `redrive` and `discard` pick: every condition given.
+#[derive(Debug, Args, Default)]
+pub struct SelectArgs {
+    /// A message id (repeat for several).
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Only those whose reason contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Only those that last failed before TIME: RFC 3339, or a duration ago (2h).
+    #[arg(long, value_name = "TIME")]
+    pub failed_before: Option<String>,
+}
+
+impl SelectArgs {
+    pub fn any(&self) -> bool {
+        !self.ids.is_empty() || self.reason.is_some() || self.failed_before.is_some()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DlqOp {
     /// How many messages are in the queue.
@@ -269,11 +291,21 @@ pub enum DlqOp {
     /// Move messages back to their topic for the group (attempts start again).
     Redrive {
         /// How many of the oldest.
-        #[arg(required_unless_present = "all")]
+        #[arg(required_unless_present_any = ["all", "ids", "reason", "failed_before"], conflicts_with_all = ["ids", "reason", "failed_before"])]
         n: Option<u64>,
         /// Every message.
         #[arg(long, conflicts_with = "n")]
         all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Delete selected messages (by id, reason or failure time; --all for every one).
+    Discard {
+        /// Every message (same as purge).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Delete every message.
     Purge,

@@ -1,10 +1,10 @@
 //! `transport dlq`.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use transport::format_time;
-use transport::{Redrive, SubscribeOptions};
+use transport::{format_time, parse_time};
+use transport::{Redrive, Selection, SubscribeOptions};
 
-use crate::cli::{DlqArgs, DlqOp};
+use crate::cli::{DlqArgs, DlqOp, SelectArgs};
 use crate::target::{connect, failed, split_url, CliError, CliResult};
 
 pub async fn run(args: DlqArgs) -> CliResult {
@@ -82,13 +82,15 @@ pub async fn run(args: DlqArgs) -> CliResult {
                 println!("{table}");
             }
         }
-        DlqOp::Redrive { n, all } => {
-            let count = if all {
-                Redrive::All
+        DlqOp::Redrive { n, all, select } => {
+            let moved = if select.any() {
+                dlq.redrive_selected(&selection(&select)?).await
+            } else if all {
+                dlq.redrive(Redrive::All).await
             } else {
-                Redrive::First(n.unwrap_or(0))
-            };
-            let moved = dlq.redrive(count).await.map_err(|e| fail("redriving", e))?;
+                dlq.redrive(Redrive::First(n.unwrap_or(0))).await
+            }
+            .map_err(|e| fail("redriving", e))?;
             if args.json {
                 println!("{}", serde_json::json!({"dlq": name, "redriven": moved}));
             } else {
@@ -96,6 +98,22 @@ pub async fn run(args: DlqArgs) -> CliResult {
                     "redrove {moved} message(s) from {name} to {topic} for group {}",
                     args.group
                 );
+            }
+        }
+        DlqOp::Discard { all, select } => {
+            if !all && !select.any() {
+                return Err(CliError::new(
+                    "say which messages: --id, --reason, --failed-before, or --all for every one",
+                ));
+            }
+            let discarded = dlq
+                .discard(&selection(&select)?)
+                .await
+                .map_err(|e| fail("discarding from", e))?;
+            if args.json {
+                println!("{}", serde_json::json!({"dlq": name, "discarded": discarded}));
+            } else {
+                println!("discarded {discarded} message(s) from {name}");
             }
         }
         DlqOp::Purge => {
@@ -109,4 +127,31 @@ pub async fn run(args: DlqArgs) -> CliResult {
     }
     let _ = broker.close().await;
     Ok(())
+}
+
+/// The library's selection for `--id`, `--reason` and `--failed-before`.
+fn selection(select: &SelectArgs) -> Result<Selection, CliError> {
+    let mut s = if select.ids.is_empty() {
+        Selection::all()
+    } else {
+        Selection::ids(select.ids.iter().cloned())
+    };
+    if let Some(text) = &select.reason {
+        s = s.reason_contains(text.clone());
+    }
+    if let Some(time) = &select.failed_before {
+        let at = parse_time(time)
+            .or_else(|| {
+                humantime::parse_duration(time)
+                    .ok()
+                    .map(|ago| std::time::SystemTime::now() - ago)
+            })
+            .ok_or_else(|| {
+                CliError::new(format!(
+                    "--failed-before {time:?} is neither RFC 3339 nor a duration (2h)"
+                ))
+            })?;
+        s = s.failed_before(at);
+    }
+    Ok(s)
 }

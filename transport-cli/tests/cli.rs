@@ -238,11 +238,64 @@ fn redis_publish_consume_and_dead_letter_across_processes() {
         .assert()
         .success()
         .stdout(predicate::str::contains("bad order"));
+    // Selected: nothing matches this reason, and discard wants a selection.
+    transport()
+        .args([
+            "dlq",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "redrive",
+            "--reason",
+            "no such reason",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"redriven\":0"));
+    transport()
+        .args(["dlq", &url, &topic, "--group", "g", "discard"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--id, --reason, --failed-before, or --all"));
+    transport()
+        .args([
+            "dlq",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "discard",
+            "--id",
+            "no-such-id",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"discarded\":0"));
+    transport()
+        .args([
+            "dlq",
+            &url,
+            &topic,
+            "--group",
+            "g",
+            "redrive",
+            "--reason",
+            "bad order",
+            "--failed-before",
+            "0s",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"redriven\":1"));
     transport()
         .args(["dlq", &url, &topic, "--group", "g", "redrive", "--all", "--json"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("\"redriven\":1"));
+        .stdout(predicate::str::contains("\"redriven\":0"));
     transport()
         .args([
             "consume",

@@ -10,6 +10,7 @@ use crate::delivery::DeliveryInfo;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::rfc3339::{format_time, parse_time};
+use crate::selection::Selection;
 
 /// Original topic of a dead-lettered message.
 pub const DLQ_TOPIC: &str = "transport-dlq-topic";
@@ -166,6 +167,15 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn redrive(&self, count: Redrive) -> Result<u64>;
     /// Delete every message; returns how many.
     async fn purge(&self) -> Result<u64>;
+    /// Redrive the dead letters `selection` picks (like [`redrive`](Self::redrive),
+    /// one by one), leaving the others in the queue in their order. Returns
+    /// how many moved. Where a broker cannot take one message out of the
+    /// middle of a queue (RabbitMQ, Kafka) the others are moved aside: the
+    /// backend's docs say what that costs.
+    async fn redrive_selected(&self, selection: &Selection) -> Result<u64>;
+    /// Delete the dead letters `selection` picks, leaving the others;
+    /// returns how many.
+    async fn discard(&self, selection: &Selection) -> Result<u64>;
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! Which dead letters an operation picks: by id, by reason, by failure time.
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+use crate::dead_letter::DeadLetter;
+
+/// The dead letters [`DeadLetterQueue::redrive_selected`] and
+/// [`DeadLetterQueue::discard`] act on: those meeting every condition given
+/// (no condition: all of them).
+///
+/// [`DeadLetterQueue::redrive_selected`]: crate::DeadLetterQueue::redrive_selected
+/// [`DeadLetterQueue::discard`]: crate::DeadLetterQueue::discard
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    ids: Option<BTreeSet<String>>,
+    reason_contains: Option<String>,
+    failed_before: Option<SystemTime>,
+}
+
+impl Selection {
+    /// Every dead letter.
+    pub fn all() -> Self {
+        Selection::default()
+    }
+
+    /// The dead letters with these message ids.
+    pub fn ids<I, S>(ids: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Selection {
+            ids: Some(ids.into_iter().map(Into::into).collect()),
+            ..Selection::default()
+        }
+    }
+
+    /// Only those whose dead-letter reason contains `text`.
+    pub fn reason_contains(mut self, text: impl Into<String>) -> Self {
+        self.reason_contains = Some(text.into());
+        self
+    }
+
+    /// Only those that last failed before `time`.
+    pub fn failed_before(mut self, time: SystemTime) -> Self {
+        self.failed_before = Some(time);
+        self
+    }
+
+    /// Whether `dead` is picked.
+    pub fn matches(&self, dead: &DeadLetter) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.contains(&dead.message.id))
+            && self
+                .reason_contains
+                .as_ref()
+                .is_none_or(|text| dead.reason.as_deref().is_some_and(|r| r.contains(text.as_str())))
+            && self
+                .failed_before
+                .is_none_or(|t| dead.last_failure.is_some_and(|last| last < t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::dead_letter_message;
+    use crate::delivery::DeliveryInfo;
+    use crate::message::Message;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn dead(id: &str, reason: &str, at_secs: u64) -> DeadLetter {
+        let info = DeliveryInfo {
+            topic: Arc::from("orders"),
+            group: Arc::from("billing"),
+            attempt: 1,
+            max_attempts: 1,
+            first_failure: None,
+            ack_timeout: Duration::from_secs(30),
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs);
+        DeadLetter::from_message(dead_letter_message(&Message::new("p").with_id(id), &info, reason, at))
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let a = dead("a", "bad input: total", 100);
+        let b = dead("b", "downstream timeout", 200);
+        assert!(Selection::all().matches(&a) && Selection::all().matches(&b));
+        assert!(Selection::ids(["a"]).matches(&a) && !Selection::ids(["a"]).matches(&b));
+        let timeouts = Selection::all().reason_contains("timeout");
+        assert!(!timeouts.matches(&a) && timeouts.matches(&b));
+        let early = Selection::all().failed_before(SystemTime::UNIX_EPOCH + Duration::from_secs(150));
+        assert!(early.matches(&a) && !early.matches(&b));
+        assert!(!Selection::ids(["b"]).reason_contains("bad").matches(&b));
+    }
+}
