@@ -1,7 +1,8 @@
 //! One trace from publish to process across each broker: with the `otel`
 //! feature, a publish inside a span writes its trace context into the
 //! message (`traceparent`), and the consumer runtime's `process` span on
-//! the other side is that publish span's child. Spans are collected by
+//! the other side is that publish span's child, and its `ack` span is in the
+//! same trace. Spans are collected by
 //! OpenTelemetry's in-memory exporter.
 //!
 //! On memory:// always; on each real broker whose URL scripts/test exports
@@ -85,6 +86,12 @@ async fn one_trace(url: &str) {
         process.parent_span_id,
         publish.span_context.span_id(),
         "{url}: the handler's span is not the publish span's child"
+    );
+    let ack = named(format!("ack {topic}"));
+    assert_eq!(
+        ack.span_context.trace_id(),
+        root.span_context.trace_id(),
+        "{url}: the settlement is not in the trace"
     );
     assert_eq!(process.span_kind, opentelemetry::trace::SpanKind::Consumer);
     assert_eq!(publish.span_kind, opentelemetry::trace::SpanKind::Producer);

@@ -160,6 +160,34 @@ fn process_span(shared: &Shared, delivery: &Delivery) -> tracing::Span {
     span
 }
 
+/// The settlement's span (`ack`, `nack` or `dead_letter`, operation type
+/// `settle`), in the message's trace like the process span.
+fn settle_span(shared: &Shared, delivery: &Delivery, outcome: &Outcome) -> tracing::Span {
+    let info = delivery.info();
+    let name = match outcome {
+        Outcome::Ack => "ack",
+        Outcome::Retry { .. } if !delivery.is_last_attempt() => "nack",
+        _ => "dead_letter",
+    };
+    let span = tracing::info_span!(
+        "settle",
+        otel.name = format!("{name} {}", info.topic),
+        otel.kind = "client",
+        messaging.system = shared.transport.backend(),
+        messaging.destination.name = &*info.topic,
+        messaging.consumer.group.name = &*info.group,
+        messaging.operation.type = "settle",
+        messaging.operation.name = name,
+        messaging.message.id = delivery.id(),
+    );
+    #[cfg(feature = "otel")]
+    if let Some(parent) = crate::telemetry::propagation::extract(delivery.message()) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 /// Run `work` while serving the delivery's lease: extension requests from
 /// the handler, and a heartbeat every `heartbeat` when given.
 async fn hold<T>(
@@ -218,7 +246,8 @@ async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
     let attempt = delivery.attempt();
     let reason = outcome.reason().map(str::to_owned);
     let counters = &shared.counters;
-    match delivery.settle(outcome).await {
+    let span = settle_span(shared, &delivery, &outcome);
+    match delivery.settle(outcome).instrument(span).await {
         Ok(Settled::Acked) => counters.acked(),
         Ok(Settled::Retried) => {
             counters.retried();
