@@ -138,6 +138,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 impl KafkaTransport {
+    /// A reader of `topic` as consumer group `group` sees it (committed
+    /// offsets, records from there), that never joins the group: the
+    /// dead-letter operations (as `dlq_group`) and the backlog (as the
+    /// subscribers' group) use it.
+    pub(crate) fn offsets_reader(&self, op: &'static str, topic: String, group: &str) -> Result<KafkaDeadLetters> {
+        let mut cc = core::client_config(&self.inner.config);
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(|e| kafka(op, e))?;
+        Ok(KafkaDeadLetters {
+            transport: self.clone(),
+            topic,
+            consumer: Arc::new(consumer),
+        })
+    }
+
     /// A builder.
     pub fn builder() -> KafkaBuilder {
         KafkaBuilder::default()
@@ -270,19 +290,7 @@ impl Transport for KafkaTransport {
         options.validate(topic).map_err(tag(op))?;
         let dlq = options.dlq_topic(topic);
         self.ensure_topic(op, &dlq, self.inner.config.dlq_partitions).await?;
-        let mut cc = core::client_config(&self.inner.config);
-        cc.set("group.id", &self.inner.config.dlq_group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(|e| kafka(op, e))?;
-        Ok(Box::new(KafkaDeadLetters {
-            transport: self.clone(),
-            topic: dlq,
-            consumer: Arc::new(consumer),
-        }))
+        Ok(Box::new(self.offsets_reader(op, dlq, &self.inner.config.dlq_group)?))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {

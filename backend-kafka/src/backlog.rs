@@ -5,16 +5,14 @@
 //! figure for in flight alone). The oldest waiting record's age comes from
 //! its timestamp, read at the committed offset.
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use transport_core::{Backlog, Result, SubscribeOptions, Transport};
 
 use crate::backend::KafkaTransport;
-use crate::core::{self, kafka, Context};
-use crate::dead_letters::KafkaDeadLetters;
+use crate::core::kafka;
 
 const OP: &str = "backlog";
 
@@ -22,19 +20,7 @@ impl KafkaTransport {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let dead = self.dead_letters(topic, options).await?.depth().await?;
         let config = &self.inner.config;
-        let mut cc = core::client_config(config);
-        cc.set("group.id", config.group_id(topic, &options.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(|e| kafka(OP, e))?;
-        let reader = KafkaDeadLetters {
-            transport: self.clone(),
-            topic: topic.to_owned(),
-            consumer: Arc::new(consumer),
-        };
+        let reader = self.offsets_reader(OP, topic.to_owned(), &config.group_id(topic, &options.group))?;
         let timeout = config.request_timeout;
         let topic = topic.to_owned();
         let (waiting, oldest_ms) = reader

@@ -34,6 +34,23 @@ impl RabbitDeadLetters {
         Ok(ch)
     }
 
+    /// The queue's head, unacknowledged, with its acker.
+    async fn get(&self, ch: &Channel, op: &'static str) -> Result<Option<(lapin::Acker, Message)>> {
+        let Some(got) = ch
+            .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .map_err(|e| map_err(op, e))?
+        else {
+            return Ok(None);
+        };
+        let d = got.delivery;
+        let fallback_id = d.delivery_tag.to_string();
+        Ok(Some((
+            d.acker,
+            core::decode(&d.properties, d.data, || fallback_id).message,
+        )))
+    }
+
     /// Publish a dead letter (confirmed) straight into the failing group's
     /// queue: other groups never see it.
     async fn redrive_one(&self, op: &'static str, dead: &Message) -> Result<()> {
@@ -58,16 +75,9 @@ impl RabbitDeadLetters {
         let ch = self.channel(op).await?;
         let mut done = 0;
         for _ in 0..depth {
-            let Some(got) = ch
-                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
-                .await
-                .map_err(|e| map_err(op, e))?
-            else {
+            let Some((acker, dead)) = self.get(&ch, op).await? else {
                 break;
             };
-            let d = got.delivery;
-            let fallback_id = d.delivery_tag.to_string();
-            let dead = core::decode(&d.properties, d.data, || fallback_id).message;
             let picked = selection.matches(&DeadLetter::from_message(dead.clone()));
             let moved = match (picked, redrive) {
                 (true, true) => self.redrive_one(op, &dead).await,
@@ -75,8 +85,7 @@ impl RabbitDeadLetters {
                 (false, _) => self.transport.publish_to(op, "", &self.queue, &dead, &[]).await,
             };
             if let Err(e) = moved {
-                let _ = d
-                    .acker
+                let _ = acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
@@ -85,7 +94,7 @@ impl RabbitDeadLetters {
                 let _ = ch.close(200, "failed".into()).await;
                 return Err(e);
             }
-            d.acker
+            acker
                 .ack(BasicAckOptions::default())
                 .await
                 .map_err(|e| map_err(op, e))?;
@@ -123,18 +132,10 @@ impl DeadLetterQueue for RabbitDeadLetters {
         let ch = self.channel("peek").await?;
         let mut out = Vec::new();
         while out.len() < n {
-            let Some(got) = ch
-                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
-                .await
-                .map_err(|e| map_err("peek", e))?
-            else {
+            let Some((_, dead)) = self.get(&ch, "peek").await? else {
                 break;
             };
-            let d = got.delivery;
-            let tag = d.delivery_tag.to_string();
-            out.push(DeadLetter::from_message(
-                core::decode(&d.properties, d.data, || tag).message,
-            ));
+            out.push(DeadLetter::from_message(dead));
         }
         // Closing the channel puts every fetched message back where it was.
         let _ = ch.close(200, "peeked".into()).await;
@@ -145,19 +146,11 @@ impl DeadLetterQueue for RabbitDeadLetters {
         let ch = self.channel("redrive").await?;
         let mut moved = 0;
         while moved < count.limit() {
-            let Some(got) = ch
-                .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
-                .await
-                .map_err(|e| map_err("redrive", e))?
-            else {
+            let Some((acker, dead)) = self.get(&ch, "redrive").await? else {
                 break;
             };
-            let d = got.delivery;
-            let fallback_id = d.delivery_tag.to_string();
-            let dead = core::decode(&d.properties, d.data, || fallback_id).message;
             if let Err(e) = self.redrive_one("redrive", &dead).await {
-                let _ = d
-                    .acker
+                let _ = acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..Default::default()
@@ -165,7 +158,7 @@ impl DeadLetterQueue for RabbitDeadLetters {
                     .await;
                 return Err(e);
             }
-            d.acker
+            acker
                 .ack(BasicAckOptions::default())
                 .await
                 .map_err(|e| map_err("redrive", e))?;

@@ -19,45 +19,15 @@
     feature = "kafka"
 ))]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{brokers, pid};
 use futures::StreamExt;
 use transport::{ErrorKind, Message, Redrive, SubscribeOptions, Transport};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The pid of a broker `scripts/brokers` started, if it runs.
-fn pid(name: &str) -> Option<u32> {
-    let file = match name {
-        "redis" => "redis/redis.pid",
-        "nats" => "nats/nats.pid",
-        "rabbitmq" => "rabbitmq/rabbit.pid",
-        "sqs" => "sqs/moto.pid",
-        "kafka" => "kafka/tansu.pid",
-        _ => return None,
-    };
-    let pid: u32 = std::fs::read_to_string(root().join(".brokers").join(file))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
-
-fn url(name: &str) -> Option<String> {
-    let out = Command::new(root().join("scripts/brokers"))
-        .args(["url", name])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
 
 /// Frozen while it lives; thawed on drop, whatever happened.
 struct Frozen(u32);
@@ -105,7 +75,7 @@ where
 /// and `bound` is what any operation may take with them.
 /// `recovery_not_proven` names a broker defect that rules out the last part.
 async fn goes_silent(name: &str, query: &str, bound: Duration, recovery_not_proven: Option<&str>) {
-    let (Some(pid), Some(base)) = (pid(name), url(name)) else {
+    let (Some(pid), Some(base)) = (pid(name), brokers(&["url", name])) else {
         if std::env::var("CI").is_ok() {
             panic!("{name} is not running (scripts/brokers up {name})");
         }

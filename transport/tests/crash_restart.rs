@@ -11,42 +11,16 @@
 
 #![cfg(any(feature = "redis", feature = "nats", feature = "rabbitmq", feature = "kafka"))]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{brokers, pid};
 use futures::StreamExt;
 use transport::{Message, SubscribeOptions, Transport};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn brokers(args: &[&str]) -> Option<String> {
-    let out = Command::new(root().join("scripts/brokers")).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// The pid of a broker `scripts/brokers` started, if it runs.
-fn pid(name: &str) -> Option<u32> {
-    let file = match name {
-        "redis" => "redis/redis.pid",
-        "nats" => "nats/nats.pid",
-        "rabbitmq" => "rabbitmq/rabbit.pid",
-        "kafka" => "kafka/tansu.pid",
-        _ => return None,
-    };
-    let pid: u32 = std::fs::read_to_string(root().join(".brokers").join(file))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
 
 async fn broker(name: &str) -> Option<(Arc<dyn Transport>, String)> {
     let running = pid(name).is_some();

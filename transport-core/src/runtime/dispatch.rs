@@ -152,11 +152,19 @@ fn process_span(shared: &Shared, delivery: &Delivery) -> tracing::Span {
         messaging.message.id = delivery.id(),
         messaging.message.delivery_attempt = info.attempt,
     );
+    in_message_trace(span, delivery)
+}
+
+/// `span`, made (feature `otel`) a child of the trace context the message
+/// carries, so the consumer's work joins the publisher's trace.
+fn in_message_trace(span: tracing::Span, delivery: &Delivery) -> tracing::Span {
     #[cfg(feature = "otel")]
     if let Some(parent) = crate::telemetry::propagation::extract(delivery.message()) {
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let _ = span.set_parent(parent);
     }
+    #[cfg(not(feature = "otel"))]
+    let _ = delivery;
     span
 }
 
@@ -180,12 +188,7 @@ fn settle_span(shared: &Shared, delivery: &Delivery, outcome: &Outcome) -> traci
         messaging.operation.name = name,
         messaging.message.id = delivery.id(),
     );
-    #[cfg(feature = "otel")]
-    if let Some(parent) = crate::telemetry::propagation::extract(delivery.message()) {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let _ = span.set_parent(parent);
-    }
-    span
+    in_message_trace(span, delivery)
 }
 
 /// Run `work` while serving the delivery's lease: extension requests from

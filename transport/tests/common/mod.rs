@@ -1,0 +1,37 @@
+//! What the live tests that stop, freeze or restart a broker share: the
+//! brokers `scripts/brokers` started, found by their pid files.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `scripts/brokers ARGS...`'s output, when it succeeds.
+pub fn brokers(args: &[&str]) -> Option<String> {
+    let out = Command::new(root().join("scripts/brokers")).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The pid of a broker `scripts/brokers` started, if it runs.
+pub fn pid(name: &str) -> Option<u32> {
+    let file = match name {
+        "redis" => "redis/redis.pid",
+        "nats" => "nats/nats.pid",
+        "rabbitmq" => "rabbitmq/rabbit.pid",
+        "sqs" => "sqs/moto.pid",
+        "kafka" => "kafka/tansu.pid",
+        _ => return None,
+    };
+    let pid: u32 = std::fs::read_to_string(root().join(".brokers").join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
