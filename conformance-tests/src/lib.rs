@@ -49,7 +49,7 @@ pub use edge_checks::*;
 pub use negative_checks::*;
 pub use ops_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
-pub use runner::{run, run_check, test_main, KnownDefect, RunOptions};
+pub use runner::{run, run_check, run_trials, test_main, Case, KnownDefect, RunOptions};
 pub use runtime_checks::*;
 pub use support::{timing, unique, within_bounds, CheckFailure, CheckResult, Timing};
 

@@ -231,9 +231,7 @@ where
     Fut: Future<Output = Result<Arc<dyn Transport>, E>>,
     E: fmt::Display,
 {
-    use libtest_mimic::{Arguments, Completion, Failed, Trial};
-
-    let args = Arguments::from_args();
+    let args = libtest_mimic::Arguments::from_args();
     let runtime = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -254,48 +252,73 @@ where
         std::process::exit(2);
     });
     eprintln!("conformance suite against {backend}");
+    let trials: Vec<Case> = checks()
+        .into_iter()
+        .map(|check| {
+            let (runtime, transport, options) = (runtime.clone(), transport.clone(), options.clone());
+            let run: Box<dyn FnOnce() -> CheckRecord + Send> =
+                Box::new(move || runtime.block_on(run_check(check, &transport, &options)));
+            (check.name, run)
+        })
+        .collect();
+    let report = std::env::var("CONFORMANCE_REPORT").unwrap_or_else(|_| backend.to_owned());
+    let conclusion = run_trials(&args, backend, &report, trials);
+    let _ = runtime.block_on(transport.close());
+    conclusion.exit();
+}
+
+/// A named case of [`run_trials`]: runs once and says how it went.
+pub type Case = (&'static str, Box<dyn FnOnce() -> CheckRecord + Send>);
+
+/// Run `cases` as the test trials of a `harness = false` test (filters,
+/// `--list`, `--test-threads` as with `cargo test`; skipped and not-proven
+/// cases show as ignored, never as passed), and write their report to
+/// `target/conformance/<report>.json` in the suite's format, in case order.
+/// [`test_main`] runs the suite with it; other suites (interop, stores) too.
+pub fn run_trials(
+    args: &libtest_mimic::Arguments,
+    backend: &str,
+    report: &str,
+    cases: Vec<Case>,
+) -> libtest_mimic::Conclusion {
+    use libtest_mimic::{Completion, Failed, Trial};
+
+    let order: Vec<&'static str> = cases.iter().map(|(name, _)| *name).collect();
     let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
-    let all = checks();
-    let trials = all
-        .iter()
-        .map(|&check| {
-            let (runtime, transport, records, options) =
-                (runtime.clone(), transport.clone(), records.clone(), options.clone());
-            Trial::ignorable_test(check.name, move || {
-                let record = runtime.block_on(run_check(check, &transport, &options));
+    let trials = cases
+        .into_iter()
+        .map(|(name, run)| {
+            let records = records.clone();
+            Trial::ignorable_test(name, move || {
+                let record = run();
+                let reason = record.reason.clone().unwrap_or_default();
                 let outcome = match record.status {
                     CheckStatus::Passed => Ok(Completion::Completed),
-                    CheckStatus::Failed => Err(Failed::from(record.reason.clone().unwrap_or_default())),
-                    CheckStatus::Skipped => Ok(Completion::ignored_with(record.reason.clone().unwrap_or_default())),
-                    CheckStatus::NotProven => Ok(Completion::ignored_with(format!(
-                        "NOT PROVEN: {}",
-                        record.reason.clone().unwrap_or_default()
-                    ))),
+                    CheckStatus::Failed => Err(Failed::from(reason)),
+                    CheckStatus::Skipped => Ok(Completion::ignored_with(reason)),
+                    CheckStatus::NotProven => Ok(Completion::ignored_with(format!("NOT PROVEN: {reason}"))),
                 };
-                records.lock().unwrap().push(record);
+                records.lock().unwrap_or_else(|e| e.into_inner()).push(record);
                 outcome
             })
             .with_kind(backend)
         })
         .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-
-    let mut ran = std::mem::take(&mut *records.lock().unwrap());
-    ran.sort_by_key(|r| all.iter().position(|c| c.name == r.name));
-    let report = Report {
-        backend: backend.to_owned(),
-        checks: ran,
-    };
-    if !args.list && !report.checks.is_empty() {
-        let name = std::env::var("CONFORMANCE_REPORT").unwrap_or_else(|_| backend.to_owned());
-        let path = Report::default_path(&name);
-        match report.write(&path) {
-            Ok(()) => eprintln!("{}\nreport: {}", report.summary(), path.display()),
+    let conclusion = libtest_mimic::run(args, trials);
+    let mut ran = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
+    ran.sort_by_key(|r| order.iter().position(|n| *n == r.name));
+    if !args.list && !ran.is_empty() {
+        let report_of_run = Report {
+            backend: backend.to_owned(),
+            checks: ran,
+        };
+        let path = Report::default_path(report);
+        match report_of_run.write(&path) {
+            Ok(()) => eprintln!("{}\nreport: {}", report_of_run.summary(), path.display()),
             Err(e) => eprintln!("could not write {}: {e}", path.display()),
         }
     }
-    let _ = runtime.block_on(transport.close());
-    conclusion.exit();
+    conclusion
 }
 
 /// A `main` for a `harness = false` test target that runs the conformance

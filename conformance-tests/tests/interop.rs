@@ -14,12 +14,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use conformance_tests::{unique, CheckFailure, CheckRecord, CheckStatus, Report};
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use conformance_tests::{run_trials, unique, CheckFailure, CheckRecord, CheckStatus};
+use libtest_mimic::Arguments;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use transport_core::{parse_time, Event, Message, StartFrom, SubscribeOptions, Subscription, Transport};
@@ -544,65 +544,35 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let records: Arc<Mutex<Vec<CheckRecord>>> = Arc::default();
-    let trials = cases()
+    let trials: Vec<conformance_tests::Case> = cases()
         .into_iter()
         .map(|(name, case)| {
-            let (runtime, transport, peer, records, missing) = (
-                runtime.clone(),
-                transport.clone(),
-                peer.clone(),
-                records.clone(),
-                missing.clone(),
-            );
-            Trial::ignorable_test(name, move || {
-                if let Some(why) = missing {
-                    records.lock().unwrap().push(CheckRecord {
-                        name: name.to_owned(),
-                        status: CheckStatus::Skipped,
-                        reason: Some(why.clone()),
-                        reproduction: None,
-                        millis: 0,
-                    });
-                    return Ok(Completion::ignored_with(why));
-                }
+            let (runtime, transport, peer, missing) =
+                (runtime.clone(), transport.clone(), peer.clone(), missing.clone());
+            let run: Box<dyn FnOnce() -> CheckRecord + Send> = Box::new(move || {
                 let start = Instant::now();
-                let result = runtime.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(180), case(transport.as_ref(), &peer))
-                        .await
-                        .unwrap_or_else(|_| Err(CheckFailure("did not finish within 180 s".into())))
-                });
-                records.lock().unwrap().push(CheckRecord {
-                    name: name.to_owned(),
-                    status: if result.is_ok() {
-                        CheckStatus::Passed
-                    } else {
-                        CheckStatus::Failed
+                let (status, reason) = match missing {
+                    Some(why) => (CheckStatus::Skipped, Some(why)),
+                    None => match runtime.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(180), case(transport.as_ref(), &peer)).await
+                    }) {
+                        Ok(Ok(())) => (CheckStatus::Passed, None),
+                        Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
+                        Err(_) => (CheckStatus::Failed, Some("did not finish within 180 s".into())),
                     },
-                    reason: result.as_ref().err().map(|e| e.0.clone()),
+                };
+                CheckRecord {
+                    name: name.to_owned(),
+                    status,
+                    reason,
                     reproduction: None,
                     millis: start.elapsed().as_millis() as u64,
-                });
-                result.map(|()| Completion::Completed).map_err(|e| Failed::from(e.0))
-            })
-            .with_kind(backend.clone())
+                }
+            });
+            (name, run)
         })
         .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    let mut checks = std::mem::take(&mut *records.lock().unwrap());
-    let order: Vec<&str> = cases().iter().map(|(n, _)| *n).collect();
-    checks.sort_by_key(|r| order.iter().position(|n| *n == r.name));
-    if !args.list && !checks.is_empty() {
-        let report = Report {
-            backend: backend.clone(),
-            checks,
-        };
-        let path = Report::default_path(&format!("interop-{backend}"));
-        match report.write(&path) {
-            Ok(()) => eprintln!("{}\nreport: {}", report.summary(), path.display()),
-            Err(e) => eprintln!("could not write {}: {e}", path.display()),
-        }
-    }
+    let conclusion = run_trials(&args, &backend, &format!("interop-{backend}"), trials);
     let _ = runtime.block_on(transport.close());
     conclusion.exit();
 }

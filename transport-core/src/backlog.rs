@@ -98,13 +98,4 @@ impl Backlog {
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .unwrap_or(Duration::ZERO)
     }
-
-    /// Messages the group still has to settle: waiting plus in flight,
-    /// where the backend can tell either.
-    pub fn unsettled(&self) -> Option<u64> {
-        match (self.waiting, self.in_flight) {
-            (None, None) => None,
-            (w, f) => Some(w.unwrap_or(0) + f.unwrap_or(0)),
-        }
-    }
 }
