@@ -6,12 +6,14 @@ mod backlog;
 mod config;
 mod core;
 mod dead_letters;
+mod idempotency;
 mod provision;
 mod publisher;
 mod subscriber;
 
 pub use backend::{RedisBuilder, RedisTransport};
 pub use config::RedisConfig;
+pub use idempotency::RedisIdempotencyStore;
 
 /// URL scheme and backend name (`rediss` is accepted for TLS).
 pub const SCHEME: &str = "redis";

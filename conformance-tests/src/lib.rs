@@ -36,6 +36,8 @@ mod ops_checks;
 mod report;
 mod runner;
 mod runtime_checks;
+#[cfg(feature = "stores")]
+pub mod stores;
 mod support;
 pub mod throughput;
 
@@ -49,7 +51,7 @@ pub use edge_checks::*;
 pub use negative_checks::*;
 pub use ops_checks::*;
 pub use report::{CheckRecord, CheckStatus, Report};
-pub use runner::{run, run_check, run_trials, test_main, Case, KnownDefect, RunOptions};
+pub use runner::{async_case, run, run_check, run_trials, test_main, Case, KnownDefect, RunOptions};
 pub use runtime_checks::*;
 pub use support::{timing, unique, within_bounds, CheckFailure, CheckResult, Timing};
 

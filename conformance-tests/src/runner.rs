@@ -12,7 +12,7 @@ use futures::StreamExt;
 use transport_core::Transport;
 
 use crate::report::{CheckRecord, CheckStatus, Report};
-use crate::{checks, Check};
+use crate::{checks, Check, CheckResult};
 
 /// A check that one broker (not the backend) gets wrong, shown by a
 /// reproduction outside this library. The check is not run and the report
@@ -269,6 +269,39 @@ where
 
 /// A named case of [`run_trials`]: runs once and says how it went.
 pub type Case = (&'static str, Box<dyn FnOnce() -> CheckRecord + Send>);
+
+/// A trial that runs `check` on `runtime`, failing it after `timeout`, or
+/// reports it skipped for `skip` (a server the check needs is absent).
+pub fn async_case<F>(
+    name: &'static str,
+    runtime: Arc<tokio::runtime::Runtime>,
+    timeout: Duration,
+    skip: Option<String>,
+    check: F,
+) -> Case
+where
+    F: FnOnce() -> futures::future::BoxFuture<'static, CheckResult> + Send + 'static,
+{
+    let run = move || {
+        let start = Instant::now();
+        let (status, reason) = match skip {
+            Some(why) => (CheckStatus::Skipped, Some(why)),
+            None => match runtime.block_on(async { tokio::time::timeout(timeout, check()).await }) {
+                Ok(Ok(())) => (CheckStatus::Passed, None),
+                Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
+                Err(_) => (CheckStatus::Failed, Some(format!("did not finish within {timeout:?}"))),
+            },
+        };
+        CheckRecord {
+            name: name.to_owned(),
+            status,
+            reason,
+            reproduction: None,
+            millis: start.elapsed().as_millis() as u64,
+        }
+    };
+    (name, Box::new(run))
+}
 
 /// Run `cases` as the test trials of a `harness = false` test (filters,
 /// `--list`, `--test-threads` as with `cargo test`; skipped and not-proven

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use conformance_tests::{run_trials, unique, CheckFailure, CheckRecord, CheckStatus};
+use conformance_tests::{async_case, run_trials, unique, CheckFailure};
 use libtest_mimic::Arguments;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -547,29 +547,14 @@ fn main() {
     let trials: Vec<conformance_tests::Case> = cases()
         .into_iter()
         .map(|(name, case)| {
-            let (runtime, transport, peer, missing) =
-                (runtime.clone(), transport.clone(), peer.clone(), missing.clone());
-            let run: Box<dyn FnOnce() -> CheckRecord + Send> = Box::new(move || {
-                let start = Instant::now();
-                let (status, reason) = match missing {
-                    Some(why) => (CheckStatus::Skipped, Some(why)),
-                    None => match runtime.block_on(async {
-                        tokio::time::timeout(Duration::from_secs(180), case(transport.as_ref(), &peer)).await
-                    }) {
-                        Ok(Ok(())) => (CheckStatus::Passed, None),
-                        Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
-                        Err(_) => (CheckStatus::Failed, Some("did not finish within 180 s".into())),
-                    },
-                };
-                CheckRecord {
-                    name: name.to_owned(),
-                    status,
-                    reason,
-                    reproduction: None,
-                    millis: start.elapsed().as_millis() as u64,
-                }
-            });
-            (name, run)
+            let (transport, peer) = (transport.clone(), peer.clone());
+            async_case(
+                name,
+                runtime.clone(),
+                Duration::from_secs(180),
+                missing.clone(),
+                move || Box::pin(async move { case(transport.as_ref(), &peer).await }),
+            )
         })
         .collect();
     let conclusion = run_trials(&args, &backend, &format!("interop-{backend}"), trials);

@@ -50,14 +50,21 @@ impl Selection {
 
     /// Whether `dead` is picked.
     pub fn matches(&self, dead: &DeadLetter) -> bool {
-        self.ids.as_ref().is_none_or(|ids| ids.contains(&dead.message.id))
+        self.picks(&dead.message.id, dead.reason.as_deref(), dead.last_failure)
+    }
+
+    /// Whether a failed message with this id, failure reason and last
+    /// failure time is picked (for stores of failed messages other than
+    /// dead-letter queues, such as an outbox's parked rows).
+    pub fn picks(&self, id: &str, reason: Option<&str>, last_failure: Option<SystemTime>) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.contains(id))
             && self
                 .reason_contains
                 .as_ref()
-                .is_none_or(|text| dead.reason.as_deref().is_some_and(|r| r.contains(text.as_str())))
+                .is_none_or(|text| reason.is_some_and(|r| r.contains(text.as_str())))
             && self
                 .failed_before
-                .is_none_or(|t| dead.last_failure.is_some_and(|last| last < t))
+                .is_none_or(|t| last_failure.is_some_and(|last| last < t))
     }
 }
 

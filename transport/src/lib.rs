@@ -67,6 +67,13 @@ pub mod nats {
     pub use backend_nats::*;
 }
 
+/// The transactional outbox, its relay and the durable idempotency store
+/// on PostgreSQL (feature `postgres`) and SQLite (feature `sqlite`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod sql {
+    pub use transport_sql::*;
+}
+
 /// The Redis Streams backend (feature `redis`).
 #[cfg(feature = "redis")]
 pub mod redis {

@@ -1,0 +1,857 @@
+//! The store suite: what every idempotency store and every outbox must do,
+//! as public check functions run against each real store (PostgreSQL,
+//! SQLite, Redis, memory) by `tests/stores.rs`, which writes
+//! `target/conformance/<suite>-<store>.json` like the conformance suite.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use backend_memory::MemoryTransport;
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+use transport_core::runtime::{Claim, IdempotencyStore};
+use transport_core::{
+    Backlog, Capabilities, DeadLetterQueue, Error, ErrorKind, Message, Publisher, Result, Selection, SubscribeOptions,
+    Subscriber, Subscription, Transport,
+};
+use transport_sql::{Dialect, Mark, Outbox, OutboxStatus, Relay, SqlIdempotencyStore};
+
+use crate::ensure;
+use crate::support::{expect_quiet_for, next, unique, within_bounds, CheckFailure, CheckResult};
+
+/// A check of an idempotency store.
+pub type StoreCheck = fn(Arc<dyn IdempotencyStore>) -> BoxFuture<'static, CheckResult>;
+/// A check of the SQL idempotency store's transactional marking.
+pub type SqlStoreCheck<DB> = fn(Arc<SqlIdempotencyStore<DB>>) -> BoxFuture<'static, CheckResult>;
+/// A check of an outbox; it gets a migrated-nowhere outbox on the database
+/// under test and picks its own table.
+pub type OutboxCheck<DB> = fn(Outbox<DB>) -> BoxFuture<'static, CheckResult>;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------ idempotency
+
+/// The idempotency-store contract, for every store.
+pub fn idempotency_checks() -> Vec<(&'static str, StoreCheck)> {
+    vec![
+        ("claim_complete_release", |s| Box::pin(claim_complete_release(s))),
+        ("groups_are_independent", |s| Box::pin(groups_are_independent(s))),
+        ("expired_claim_is_taken_over", |s| {
+            Box::pin(expired_claim_is_taken_over(s))
+        }),
+        ("done_keys_expire_after_ttl", |s| {
+            Box::pin(done_keys_expire_after_ttl(s))
+        }),
+        ("concurrent_claims_acquire_once", |s| {
+            Box::pin(concurrent_claims_acquire_once(s))
+        }),
+    ]
+}
+
+/// What the SQL store adds: marking inside the handler's transaction.
+pub fn sql_idempotency_checks<DB: Dialect>() -> Vec<(&'static str, SqlStoreCheck<DB>)> {
+    vec![
+        ("mark_in_transaction_is_exactly_once", |s| {
+            Box::pin(mark_in_transaction_is_exactly_once(s))
+        }),
+        ("rolled_back_mark_leaves_the_key_free", |s| {
+            Box::pin(rolled_back_mark_leaves_the_key_free(s))
+        }),
+    ]
+}
+
+async fn claim_complete_release(s: Arc<dyn IdempotencyStore>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Acquired,
+        "first claim not acquired"
+    );
+    match s.claim(&g, &id, LEASE).await? {
+        Claim::InProgress(left) => ensure!(left <= LEASE, "claim left {left:?}, longer than its lease {LEASE:?}"),
+        other => {
+            return Err(CheckFailure(format!(
+                "second claim of a held key: {other:?}, expected InProgress"
+            )))
+        }
+    }
+    s.release(&g, &id).await?;
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Acquired,
+        "released key not acquired again"
+    );
+    s.complete(&g, &id, Duration::from_secs(3600)).await?;
+    ensure!(s.claim(&g, &id, LEASE).await? == Claim::Done, "completed key not done");
+    s.release(&g, &id).await?;
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Done,
+        "release removed a done key"
+    );
+    // Complete twice is harmless (the layer completes after a handler's
+    // transaction may have marked the key already).
+    s.complete(&g, &id, Duration::from_secs(3600)).await?;
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Done,
+        "second complete changed the key"
+    );
+    Ok(())
+}
+
+async fn groups_are_independent(s: Arc<dyn IdempotencyStore>) -> CheckResult {
+    let (g1, g2, id) = (unique("g"), unique("g"), unique("m"));
+    s.claim(&g1, &id, LEASE).await?;
+    s.complete(&g1, &id, Duration::from_secs(3600)).await?;
+    ensure!(
+        s.claim(&g2, &id, LEASE).await? == Claim::Acquired,
+        "another group's done key blocked this group"
+    );
+    ensure!(
+        s.claim(&g1, &unique("m"), LEASE).await? == Claim::Acquired,
+        "another id of the group was not free"
+    );
+    Ok(())
+}
+
+async fn expired_claim_is_taken_over(s: Arc<dyn IdempotencyStore>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    let lease = Duration::from_millis(400);
+    let start = Instant::now();
+    ensure!(
+        s.claim(&g, &id, lease).await? == Claim::Acquired,
+        "first claim not acquired"
+    );
+    loop {
+        match s.claim(&g, &id, lease).await? {
+            Claim::Acquired => break,
+            Claim::InProgress(left) => ensure!(left <= lease, "claim left {left:?}, longer than its lease"),
+            Claim::Done => return Err(CheckFailure("an expired claim reads as done".into())),
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "claim not taken over 10 s after its lease ran out"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Stores round expiries to milliseconds (Redis, SQL) or better.
+    within_bounds(
+        "expired claim taken over",
+        start.elapsed(),
+        lease - Duration::from_millis(5),
+        lease + Duration::from_secs(3),
+    )
+}
+
+async fn done_keys_expire_after_ttl(s: Arc<dyn IdempotencyStore>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    let ttl = Duration::from_millis(400);
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Acquired,
+        "first claim not acquired"
+    );
+    let start = Instant::now();
+    s.complete(&g, &id, ttl).await?;
+    loop {
+        match s.claim(&g, &id, LEASE).await? {
+            Claim::Acquired => break,
+            Claim::Done => {}
+            other => return Err(CheckFailure(format!("done key read as {other:?}"))),
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "done key still there 10 s after its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    within_bounds(
+        "done key forgotten",
+        start.elapsed(),
+        ttl - Duration::from_millis(5),
+        ttl + Duration::from_secs(3),
+    )
+}
+
+async fn concurrent_claims_acquire_once(s: Arc<dyn IdempotencyStore>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    let claims = futures::future::join_all((0..16).map(|_| {
+        let (s, g, id) = (s.clone(), g.clone(), id.clone());
+        tokio::spawn(async move { s.claim(&g, &id, LEASE).await })
+    }))
+    .await;
+    let mut acquired = 0;
+    for c in claims {
+        match c.map_err(|e| CheckFailure(format!("claim task failed: {e}")))?? {
+            Claim::Acquired => acquired += 1,
+            Claim::InProgress(_) => {}
+            Claim::Done => return Err(CheckFailure("a claimed key read as done".into())),
+        }
+    }
+    ensure!(
+        acquired == 1,
+        "{acquired} of 16 concurrent claims acquired the key, expected 1"
+    );
+    Ok(())
+}
+
+async fn mark_in_transaction_is_exactly_once<DB: Dialect>(s: Arc<SqlIdempotencyStore<DB>>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    let pool = s.pool().clone();
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Acquired,
+        "claim before marking not acquired"
+    );
+    let mut first = pool.begin().await.map_err(sql)?;
+    ensure!(
+        s.mark_processed(&mut first, &g, &id).await? == Mark::Marked,
+        "first mark did not mark"
+    );
+    // A second transaction marks the same key while the first is open: it
+    // must wait for the first and then find the key processed.
+    let second = {
+        let (s, g, id) = (s.clone(), g.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut tx = s.pool().begin().await.map_err(sql)?;
+            let mark = s.mark_processed(&mut tx, &g, &id).await?;
+            tx.rollback().await.map_err(sql)?;
+            Ok::<Mark, CheckFailure>(mark)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ensure!(
+        !second.is_finished(),
+        "a second transaction marked a key another open transaction holds"
+    );
+    first.commit().await.map_err(sql)?;
+    let mark = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .map_err(|_| CheckFailure("the second mark still waits 10 s after the first committed".into()))?
+        .map_err(|e| CheckFailure(format!("second mark task failed: {e}")))??;
+    ensure!(
+        mark == Mark::AlreadyProcessed,
+        "second mark after the first committed: {mark:?}"
+    );
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Done,
+        "a key marked in a committed transaction is not done"
+    );
+    Ok(())
+}
+
+async fn rolled_back_mark_leaves_the_key_free<DB: Dialect>(s: Arc<SqlIdempotencyStore<DB>>) -> CheckResult {
+    let (g, id) = (unique("g"), unique("m"));
+    let mut tx = s.pool().begin().await.map_err(sql)?;
+    ensure!(
+        s.mark_processed(&mut tx, &g, &id).await? == Mark::Marked,
+        "mark did not mark"
+    );
+    tx.rollback().await.map_err(sql)?;
+    ensure!(
+        s.claim(&g, &id, LEASE).await? == Claim::Acquired,
+        "a mark whose transaction rolled back still holds the key"
+    );
+    let mut tx = s.pool().begin().await.map_err(sql)?;
+    ensure!(
+        s.mark_processed(&mut tx, &g, &id).await? == Mark::Marked,
+        "the claimed key could not be marked by its claimant's transaction"
+    );
+    tx.commit().await.map_err(sql)?;
+    Ok(())
+}
+
+fn sql(e: transport_sql::sqlx::Error) -> CheckFailure {
+    CheckFailure(format!("database error: {e}"))
+}
+
+// ------------------------------------------------------------ outbox
+
+/// The outbox and relay contract, for every database.
+pub fn outbox_checks<DB: Dialect>() -> Vec<(&'static str, OutboxCheck<DB>)> {
+    vec![
+        ("committed_rows_are_published", |o| {
+            Box::pin(committed_rows_are_published(o))
+        }),
+        ("two_relays_keep_key_order", |o| Box::pin(two_relays_keep_key_order(o))),
+        ("relay_killed_after_publish_loses_nothing", |o| {
+            Box::pin(relay_killed_after_publish_loses_nothing(o))
+        }),
+        ("failing_row_blocks_only_its_key", |o| {
+            Box::pin(failing_row_blocks_only_its_key(o))
+        }),
+        ("oversize_row_is_parked", |o| Box::pin(oversize_row_is_parked(o))),
+        ("retries_end_in_parking", |o| Box::pin(retries_end_in_parking(o))),
+        ("missing_migration_is_reported", |o| {
+            Box::pin(missing_migration_is_reported(o))
+        }),
+        ("status_tells_the_oldest_age", |o| {
+            Box::pin(status_tells_the_oldest_age(o))
+        }),
+        ("enqueue_rejects_bad_input", |o| Box::pin(enqueue_rejects_bad_input(o))),
+    ]
+}
+
+/// `outbox` on a table of its own, migrated.
+async fn fresh<DB: Dialect>(outbox: Outbox<DB>) -> Result<Outbox<DB>, CheckFailure> {
+    let table = unique("outbox").replace('-', "_");
+    let outbox = outbox.with_table(&table)?;
+    outbox.migrate().await?;
+    Ok(outbox)
+}
+
+/// Enqueue `messages` to `topic` in one transaction, committed or not.
+async fn enqueue<DB: Dialect>(outbox: &Outbox<DB>, topic: &str, messages: Vec<Message>, commit: bool) -> CheckResult {
+    let mut tx = outbox.pool().begin().await.map_err(sql)?;
+    for m in messages {
+        outbox.enqueue(&mut tx, topic, m).await?;
+    }
+    if commit {
+        tx.commit().await.map_err(sql)
+    } else {
+        tx.rollback().await.map_err(sql)
+    }
+}
+
+/// Run `relay` round by round until the outbox has nothing pending (or,
+/// with `parked_ok`, nothing that is not parked), within 30 s.
+async fn drain<DB: Dialect>(outbox: &Outbox<DB>, relay: &Relay<DB>) -> Result<OutboxStatus, CheckFailure> {
+    let start = Instant::now();
+    loop {
+        relay.run_once().await?;
+        let status = outbox.status().await?;
+        if status.pending == 0 {
+            return Ok(status);
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "outbox not drained within 30 s: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Receive `n` deliveries (acking them), as (id, key, payload).
+async fn receive(sub: &mut Subscription, n: usize) -> Result<Vec<Message>, CheckFailure> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let d = next(sub).await?;
+        got.push(d.message().clone());
+        d.ack().await?;
+    }
+    Ok(got)
+}
+
+fn memory() -> Arc<dyn Transport> {
+    Arc::new(MemoryTransport::new())
+}
+
+async fn subscribe(t: &Arc<dyn Transport>, topic: &str) -> Result<Subscription, CheckFailure> {
+    Ok(t.subscribe(topic, SubscribeOptions::new("g")).await?)
+}
+
+async fn committed_rows_are_published<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let sent = vec![
+        Message::new((0..=255u8).collect::<Vec<u8>>())
+            .with_key("k1")
+            .with_header("x-name", "Zoë \"q\" %41"),
+        Message::new("second").with_key("k1"),
+        Message::new(Vec::<u8>::new()),
+    ];
+    enqueue(&outbox, &topic, sent.clone(), true).await?;
+    enqueue(
+        &outbox,
+        &topic,
+        vec![Message::new("rolled back"), Message::new("rolled back too")],
+        false,
+    )
+    .await?;
+    ensure!(
+        outbox.status().await?.pending == 3,
+        "pending after 3 committed and 2 rolled back rows: {:?}",
+        outbox.status().await?
+    );
+    let status = drain(&outbox, &outbox.relay(t.clone())).await?;
+    ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
+    let mut got = receive(&mut sub, 3).await?;
+    // Order holds per key (k1); the keyless row may come anywhere.
+    let k1: Vec<&str> = got.iter().filter(|m| m.key.is_some()).map(|m| m.id.as_str()).collect();
+    ensure!(
+        k1 == [sent[0].id.as_str(), sent[1].id.as_str()],
+        "key k1 published out of order"
+    );
+    let mut sent = sent;
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    sent.sort_by(|a, b| a.id.cmp(&b.id));
+    ensure!(
+        got == sent,
+        "published {got:?}, enqueued {sent:?} (ids, keys, headers, payloads)"
+    );
+
+    expect_quiet_for(
+        &mut sub,
+        Duration::from_millis(500),
+        "rows of a rolled-back transaction",
+    )
+    .await
+}
+
+async fn two_relays_keep_key_order<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let keys = ["a", "b", "c", "d", "e", "f"];
+    let mut sent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for tx in 0..30 {
+        let batch: Vec<Message> = (0..10)
+            .map(|i| {
+                let key = keys[(tx * 10 + i) % keys.len()];
+                let m = Message::new(format!("{tx}-{i}")).with_key(key);
+                sent.entry(key.to_owned()).or_default().push(m.id.clone());
+                m
+            })
+            .collect();
+        enqueue(&outbox, &topic, batch, true).await?;
+    }
+    let relays: Vec<_> = (0..2)
+        .map(|_| {
+            let relay = outbox
+                .relay(t.clone())
+                .batch_size(16)
+                .poll_interval(Duration::from_millis(10));
+            let outbox = outbox.clone();
+            tokio::spawn(async move { drain(&outbox, &relay).await })
+        })
+        .collect();
+    for r in relays {
+        r.await.map_err(|e| CheckFailure(format!("relay task failed: {e}")))??;
+    }
+    let got = receive(&mut sub, 300).await?;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &got {
+        *seen.entry(m.id.as_str()).or_default() += 1;
+        per_key
+            .entry(m.key.clone().unwrap_or_default())
+            .or_default()
+            .push(m.id.clone());
+    }
+    ensure!(
+        seen.values().all(|n| *n == 1),
+        "a row was published twice by two relays in the normal case"
+    );
+    ensure!(per_key == sent, "per-key order not kept by two relays");
+    expect_quiet_for(
+        &mut sub,
+        Duration::from_millis(300),
+        "after every row was published once",
+    )
+    .await
+}
+
+async fn relay_killed_after_publish_loses_nothing<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    // Distinct keys: rows the killed relay does not hold are free at once.
+    let sent: Vec<Message> = (0..20)
+        .map(|i| Message::new(format!("m{i}")).with_key(format!("k{i}")))
+        .collect();
+    enqueue(&outbox, &topic, sent.clone(), true).await?;
+    // The first relay's transport publishes its first batch, then hangs
+    // forever: the relay is killed there, after publishing, before deleting.
+    let faulty = Faulty::new(t.clone());
+    faulty.halt_after_publish.store(true, Ordering::SeqCst);
+    let lease = Duration::from_millis(800);
+    let before_claim = Instant::now();
+    let first = outbox.relay(faulty.clone()).batch_size(5).lease(lease);
+    let task = tokio::spawn(async move { first.run_once().await });
+    tokio::time::timeout(Duration::from_secs(10), faulty.halted.notified())
+        .await
+        .map_err(|_| CheckFailure("the first relay did not publish within 10 s".into()))?;
+    let killed = Instant::now();
+    task.abort();
+    ensure!(
+        outbox.status().await?.pending == 20,
+        "rows deleted by a relay killed before it marked them"
+    );
+    let second = outbox
+        .relay(t.clone())
+        .batch_size(5)
+        .poll_interval(Duration::from_millis(10));
+    let mut first_republish = None;
+    let start = Instant::now();
+    while outbox.status().await?.pending > 0 {
+        let step = second.run_once().await?;
+        if step.published > 0 && first_republish.is_none() {
+            first_republish = Some(killed.elapsed());
+        }
+        ensure!(start.elapsed() < Duration::from_secs(30), "not drained within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = receive(&mut sub, 25).await?;
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for m in &got {
+        *count.entry(m.id.clone()).or_default() += 1;
+    }
+    ensure!(
+        sent.iter().all(|m| count.contains_key(&m.id)),
+        "a committed row was never published"
+    );
+    let twice = count.values().filter(|n| **n == 2).count();
+    ensure!(
+        twice == 5,
+        "{twice} rows published twice, expected the 5 of the killed relay's batch"
+    );
+    // The killed relay's rows wait for its lease; the rest go at once.
+    ensure!(
+        first_republish.is_some_and(|t| t < lease),
+        "the second relay waited for rows nobody held"
+    );
+    ensure!(
+        before_claim.elapsed() >= lease,
+        "the killed relay's rows were published again before its lease ran out"
+    );
+    expect_quiet_for(&mut sub, Duration::from_millis(300), "after the outbox drained").await
+}
+
+async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let a1 = Message::new("a1").with_key("a");
+    let sent = vec![
+        a1.clone(),
+        Message::new("a2").with_key("a"),
+        Message::new("b1").with_key("b"),
+        Message::new("b2").with_key("b"),
+    ];
+    enqueue(&outbox, &topic, sent.clone(), true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail(&a1.id, 2);
+    let backoff = Duration::from_millis(300);
+    let relay = outbox
+        .relay(faulty.clone())
+        .retry_backoff(backoff, backoff)
+        .poll_interval(Duration::from_millis(10));
+    let start = Instant::now();
+    let step = relay.run_once().await?;
+    ensure!(
+        step.retrying == 1 && step.published == 0,
+        "first round (a1 fails): {step:?}"
+    );
+    let status = outbox.status().await?;
+    ensure!(
+        status.retrying == 1 && status.pending == 4,
+        "status after a1 failed: {status:?}"
+    );
+    // Key b goes on while a1 backs off; a2 waits behind a1.
+    relay.run_once().await?;
+    let got = receive(&mut sub, 2).await?;
+    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
+    ensure!(
+        names == [b"b1".as_ref(), b"b2"],
+        "while a1 backs off, published {names:?}, expected b1 b2"
+    );
+    let status = drain(&outbox, &relay).await?;
+    ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
+    // a1 failed twice, each followed by a 300 ms backoff.
+    within_bounds(
+        "a1 published",
+        start.elapsed(),
+        backoff * 2 - Duration::from_millis(50),
+        Duration::from_secs(10),
+    )?;
+    let got = receive(&mut sub, 2).await?;
+    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
+    ensure!(
+        names == [b"a1".as_ref(), b"a2"],
+        "key a published as {names:?}, expected a1 a2"
+    );
+    Ok(())
+}
+
+async fn oversize_row_is_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let t: Arc<dyn Transport> = Arc::new(MemoryTransport::builder().max_message_size(1024).build());
+    let topic = unique("orders");
+    let mut sub = subscribe(&t, &topic).await?;
+    let big = Message::new(vec![7u8; 4096]).with_key("k");
+    enqueue(
+        &outbox,
+        &topic,
+        vec![
+            Message::new("before").with_key("k"),
+            big.clone(),
+            Message::new("after").with_key("k"),
+        ],
+        true,
+    )
+    .await?;
+    let relay = outbox.relay(t.clone());
+    let step = relay.run_once().await?;
+    ensure!(
+        step.parked == 1 && step.published == 2,
+        "round with an oversize row: {step:?}"
+    );
+    let got = receive(&mut sub, 2).await?;
+    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
+    ensure!(
+        names == [b"before".as_ref(), b"after"],
+        "published {names:?}, expected the two small rows"
+    );
+    let status = outbox.status().await?;
+    ensure!(status.parked == 1 && status.pending == 0, "status: {status:?}");
+    let parked = outbox.parked(10).await?;
+    ensure!(parked.len() == 1 && parked[0].id == big.id, "parked rows: {parked:?}");
+    ensure!(
+        parked[0].error_kind.as_deref() == Some(ErrorKind::MessageTooLarge.as_str()) && parked[0].attempts == 1,
+        "parked with {:?} after {} attempts, expected message too large after 1",
+        parked[0].error_kind,
+        parked[0].attempts
+    );
+    ensure!(
+        outbox.retry(&Selection::ids(["no-such-id"])).await? == 0,
+        "retry of an unknown id picked a row"
+    );
+    ensure!(
+        outbox.retry(&Selection::all().reason_contains("is 4")).await? == 1,
+        "retry by error text"
+    );
+    ensure!(outbox.status().await?.pending == 1, "a retried row is pending again");
+    let step = relay.run_once().await?;
+    ensure!(
+        step.parked == 1,
+        "the retried oversize row was not parked again: {step:?}"
+    );
+    ensure!(
+        outbox.discard(&Selection::ids([big.id.clone()])).await? == 1,
+        "discard by id"
+    );
+    ensure!(
+        outbox.status().await? == OutboxStatus::default(),
+        "status after discard: {:?}",
+        outbox.status().await?
+    );
+    expect_quiet_for(&mut sub, Duration::from_millis(300), "an oversize row").await
+}
+
+async fn retries_end_in_parking<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let doomed = Message::new("doomed");
+    enqueue(&outbox, &topic, vec![doomed.clone(), Message::new("fine")], true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail(&doomed.id, u32::MAX);
+    let relay = outbox
+        .relay(faulty)
+        .max_attempts(Some(3))
+        .retry_backoff(Duration::from_millis(50), Duration::from_millis(100));
+    let status = drain(&outbox, &relay).await?;
+    ensure!(status.parked == 1, "status after draining: {status:?}");
+    let parked = outbox.parked(10).await?;
+    ensure!(
+        parked.len() == 1 && parked[0].id == doomed.id && parked[0].attempts == 3,
+        "parked: {parked:?}, expected the failing row after 3 attempts"
+    );
+    ensure!(
+        parked[0].error_kind.as_deref() == Some(ErrorKind::Timeout.as_str()),
+        "error kind {:?}",
+        parked[0].error_kind
+    );
+    let got = receive(&mut sub, 1).await?;
+    ensure!(got[0].payload.as_ref() == b"fine", "the other row was not published");
+    Ok(())
+}
+
+async fn missing_migration_is_reported<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = outbox.with_table(&unique("never_migrated").replace('-', "_"))?;
+    let not_found = |what: &str, r: Result<()>| -> CheckResult {
+        match r {
+            Err(e) if e.kind() == ErrorKind::NotFound && !e.is_retryable() && e.message().contains("migrat") => Ok(()),
+            Err(e) => Err(CheckFailure(format!(
+                "{what} on a missing table: {e} (kind {:?}), expected NotFound naming the migration",
+                e.kind()
+            ))),
+            Ok(()) => Err(CheckFailure(format!("{what} on a missing table succeeded"))),
+        }
+    };
+    not_found("check", outbox.check().await)?;
+    not_found("status", outbox.status().await.map(drop))?;
+    let mut tx = outbox.pool().begin().await.map_err(sql)?;
+    not_found("enqueue", outbox.enqueue(&mut tx, "orders", Message::new("x")).await)?;
+    drop(tx);
+    let start = Instant::now();
+    let run = tokio::time::timeout(
+        Duration::from_secs(10),
+        outbox.relay(memory()).run(std::future::pending()),
+    )
+    .await
+    .map_err(|_| CheckFailure("a relay on a missing table still runs after 10 s".into()))?;
+    not_found("relay", run)?;
+    within_bounds("relay stopped", start.elapsed(), Duration::ZERO, Duration::from_secs(5))
+}
+
+async fn status_tells_the_oldest_age<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    ensure!(
+        outbox.status().await?.oldest_pending_age.is_none(),
+        "an empty outbox has an oldest age"
+    );
+    let start = Instant::now();
+    enqueue(&outbox, "orders", vec![Message::new("old")], true).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    enqueue(&outbox, "orders", vec![Message::new("new")], true).await?;
+    let age = outbox.status().await?.oldest_pending_age;
+    let high = start.elapsed() + Duration::from_millis(50);
+    within_bounds(
+        "oldest pending age",
+        age.unwrap_or_default(),
+        Duration::from_millis(350),
+        high,
+    )
+}
+
+async fn enqueue_rejects_bad_input<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let invalid = |what: &str, r: Result<()>| -> CheckResult {
+        match r {
+            Err(e) if e.kind() == ErrorKind::InvalidArgument && !e.is_retryable() => Ok(()),
+            Err(e) => Err(CheckFailure(format!(
+                "{what}: {e} (kind {:?}), expected InvalidArgument",
+                e.kind()
+            ))),
+            Ok(()) => Err(CheckFailure(format!("{what} was accepted"))),
+        }
+    };
+    let mut tx = outbox.pool().begin().await.map_err(sql)?;
+    invalid("empty topic", outbox.enqueue(&mut tx, "", Message::new("x")).await)?;
+    invalid(
+        "header name with a space",
+        outbox
+            .enqueue(&mut tx, "t", Message::new("x").with_header("a b", "v"))
+            .await,
+    )?;
+    drop(tx);
+    let m = Message::new("x");
+    enqueue(&outbox, "t", vec![m.clone()], true).await?;
+    let mut tx = outbox.pool().begin().await.map_err(sql)?;
+    invalid("duplicate id", outbox.enqueue(&mut tx, "t", m).await)?;
+    drop(tx);
+    ensure!(outbox.status().await?.pending == 1, "rejected rows were written");
+    Ok(())
+}
+
+// ------------------------------------------------------------ fault injection
+
+/// A transport that fails publishes of chosen message ids (a retryable
+/// `Timeout`, a set number of times), or hangs forever after its first
+/// successful batch (a relay killed between publishing and marking).
+pub struct Faulty {
+    inner: Arc<dyn Transport>,
+    failures: Mutex<HashMap<String, u32>>,
+    /// Hang after the next successful `publish_batch`.
+    pub halt_after_publish: AtomicBool,
+    /// Notified when it hangs.
+    pub halted: Notify,
+}
+
+impl std::fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faulty")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Faulty {
+    /// Around `inner`.
+    pub fn new(inner: Arc<dyn Transport>) -> Arc<Self> {
+        Arc::new(Faulty {
+            inner,
+            failures: Mutex::default(),
+            halt_after_publish: AtomicBool::new(false),
+            halted: Notify::new(),
+        })
+    }
+
+    /// Fail the next `times` publishes of message `id`.
+    pub fn fail(&self, id: &str, times: u32) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), times);
+    }
+
+    fn should_fail(&self, id: &str) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn failure(id: &str) -> Error {
+        Error::new(ErrorKind::Timeout, format!("injected publish failure of {id}"))
+    }
+}
+
+#[async_trait]
+impl Publisher for Faulty {
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        if self.should_fail(&message.id) {
+            return Err(Faulty::failure(&message.id));
+        }
+        self.inner.publish(topic, message).await
+    }
+
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let failing = {
+            let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            messages
+                .iter()
+                .find(|m| failures.get(&m.id).is_some_and(|n| *n > 0))
+                .map(|m| m.id.clone())
+        };
+        if let Some(id) = failing {
+            return Err(Faulty::failure(&id));
+        }
+        self.inner.publish_batch(topic, messages).await?;
+        if self.halt_after_publish.swap(false, Ordering::SeqCst) {
+            self.halted.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscriber for Faulty {
+    async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription> {
+        self.inner.subscribe(topic, options).await
+    }
+}
+
+#[async_trait]
+impl Transport for Faulty {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        self.inner.dead_letters(topic, options).await
+    }
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        self.inner.backlog(topic, options).await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}

@@ -1,0 +1,405 @@
+//! PostgreSQL statements. Times are the server's (`now()`), so relays on
+//! several hosts agree on leases and backoffs whatever their clocks say.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, Pool, Postgres};
+use transport_core::runtime::Claim;
+use transport_core::Result;
+
+use crate::dialect::sealed::{Claimed, Failure, NewRow, ParkedRow, Statements};
+use crate::dialect::{from_millis, lock_key, millis, Dialect};
+use crate::error::{db_error, enqueue_error};
+use crate::status::OutboxStatus;
+use crate::table::TableName;
+
+impl Dialect for Postgres {}
+
+type ClaimedRow = (i64, String, String, Option<String>, String, Vec<u8>, i32);
+type ParkedTuple = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i32,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
+
+#[async_trait]
+impl Statements for Postgres {
+    const SYSTEM: &'static str = "postgres";
+
+    async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Pool<Self>> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| db_error(e, "connect", ""))?;
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| db_error(e, "connect", ""))
+    }
+
+    fn outbox_migration(t: &TableName) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    msg_key TEXT,
+    headers TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lease_owner TEXT,
+    lease_until TIMESTAMPTZ,
+    error_kind TEXT,
+    last_error TEXT,
+    parked_at TIMESTAMPTZ
+)"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {t} (seq) WHERE parked_at IS NULL",
+                t.index("pending")
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {} ON {t} (msg_key, seq) WHERE msg_key IS NOT NULL AND parked_at IS NULL",
+                t.index("key")
+            ),
+        ]
+    }
+
+    fn idempotency_migration(t: &TableName) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+    consumer_group TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    done BOOLEAN NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (consumer_group, message_id)
+)"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {} ON {t} (expires_at)", t.index("expires")),
+        ]
+    }
+
+    async fn migrate(pool: &Pool<Self>, t: &TableName, statements: &[String]) -> Result<()> {
+        // Concurrent `CREATE TABLE IF NOT EXISTS` can still collide in
+        // PostgreSQL's catalog: an advisory lock makes migrations take turns.
+        let err = |e| db_error(e, "migrate", t.as_str());
+        let mut tx = pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(t.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        for statement in statements {
+            sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn check_outbox(pool: &Pool<Self>, t: &TableName) -> Result<()> {
+        sqlx::query(&format!(
+            "SELECT seq, id, topic, msg_key, headers, payload, created_at, attempts, next_attempt_at, \
+             lease_owner, lease_until, error_kind, last_error, parked_at FROM {t} LIMIT 0"
+        ))
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "check", t.as_str()))
+    }
+
+    async fn check_idempotency(pool: &Pool<Self>, t: &TableName) -> Result<()> {
+        sqlx::query(&format!(
+            "SELECT consumer_group, message_id, done, expires_at FROM {t} LIMIT 0"
+        ))
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "check", t.as_str()))
+    }
+
+    async fn enqueue(conn: &mut PgConnection, t: &TableName, row: NewRow<'_>) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {t} (id, topic, msg_key, headers, payload) VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .bind(row.id)
+        .bind(row.topic)
+        .bind(row.key)
+        .bind(&row.headers)
+        .bind(row.payload)
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| enqueue_error(e, t.as_str(), row.id))
+    }
+
+    async fn claim(pool: &Pool<Self>, t: &TableName, owner: &str, limit: i64, lease: Duration) -> Result<Vec<Claimed>> {
+        let err = |e| db_error(e, "claim", t.as_str());
+        // Claims take turns (a transaction-scoped advisory lock, held for
+        // one short statement): a relay's claim then sees every lease the
+        // previous claim took, which keeps a key's rows with one relay at a
+        // time. SKIP LOCKED still keeps a claim from waiting on rows another
+        // relay is deleting or releasing.
+        let mut tx = pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(t.as_str()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        // A row is publishable when no earlier row of its key is still
+        // unpublished and blocked (leased elsewhere or waiting for a retry);
+        // earlier publishable rows of its key come in the same claim, since
+        // the claim takes the lowest sequence numbers first.
+        let rows: Vec<ClaimedRow> = sqlx::query_as(&format!(
+            "WITH picked AS (
+                SELECT o.seq FROM {t} o
+                WHERE o.parked_at IS NULL AND o.next_attempt_at <= now()
+                  AND (o.lease_until IS NULL OR o.lease_until <= now())
+                  AND (o.msg_key IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM {t} p
+                      WHERE p.msg_key = o.msg_key AND p.seq < o.seq AND p.parked_at IS NULL
+                        AND (p.next_attempt_at > now() OR p.lease_until > now())))
+                ORDER BY o.seq LIMIT $1
+                FOR UPDATE SKIP LOCKED)
+             UPDATE {t} SET lease_owner = $2, lease_until = now() + $3 * interval '1 millisecond'
+             FROM picked WHERE {t}.seq = picked.seq
+             RETURNING {t}.seq, {t}.id, {t}.topic, {t}.msg_key, {t}.headers, {t}.payload, {t}.attempts"
+        ))
+        .bind(limit)
+        .bind(owner)
+        .bind(millis(lease))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        let mut claimed: Vec<Claimed> = rows.into_iter().map(claimed).collect();
+        claimed.sort_by_key(|c| c.seq);
+        Ok(claimed)
+    }
+
+    async fn delete(pool: &Pool<Self>, t: &TableName, seqs: &[i64]) -> Result<()> {
+        sqlx::query(&format!("DELETE FROM {t} WHERE seq = ANY($1)"))
+            .bind(seqs)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|e| db_error(e, "mark published", t.as_str()))
+    }
+
+    async fn release(pool: &Pool<Self>, t: &TableName, seqs: &[i64]) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {t} SET lease_owner = NULL, lease_until = NULL WHERE seq = ANY($1)"
+        ))
+        .bind(seqs)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "release", t.as_str()))
+    }
+
+    async fn fail(pool: &Pool<Self>, t: &TableName, f: &Failure<'_>) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE {t} SET attempts = $2, error_kind = $3, last_error = $4, lease_owner = NULL, lease_until = NULL,
+                 next_attempt_at = now() + $5 * interval '1 millisecond',
+                 parked_at = CASE WHEN $6 THEN now() ELSE NULL END
+             WHERE seq = $1"
+        ))
+        .bind(f.seq)
+        .bind(f.attempts)
+        .bind(f.kind)
+        .bind(f.error)
+        .bind(f.retry_in.map_or(0, millis))
+        .bind(f.retry_in.is_none())
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "record failure", t.as_str()))
+    }
+
+    async fn status(pool: &Pool<Self>, t: &TableName) -> Result<OutboxStatus> {
+        let (pending, retrying, parked, oldest): (i64, i64, i64, Option<f64>) = sqlx::query_as(&format!(
+            "SELECT count(*) FILTER (WHERE parked_at IS NULL),
+                    count(*) FILTER (WHERE parked_at IS NULL AND attempts > 0),
+                    count(*) FILTER (WHERE parked_at IS NOT NULL),
+                    (EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)) * 1000)::float8
+             FROM {t}"
+        ))
+        .fetch_one(pool)
+        .await
+        .map_err(|e| db_error(e, "status", t.as_str()))?;
+        Ok(OutboxStatus {
+            pending: pending as u64,
+            retrying: retrying as u64,
+            parked: parked as u64,
+            oldest_pending_age: oldest.map(|ms| Duration::from_millis(ms.max(0.0) as u64)),
+        })
+    }
+
+    async fn parked(pool: &Pool<Self>, t: &TableName, limit: i64) -> Result<Vec<ParkedRow>> {
+        let rows: Vec<ParkedTuple> = sqlx::query_as(&format!(
+            "SELECT seq, id, topic, msg_key, attempts, error_kind, last_error,
+                    (EXTRACT(EPOCH FROM created_at) * 1000)::int8, (EXTRACT(EPOCH FROM parked_at) * 1000)::int8
+             FROM {t} WHERE parked_at IS NOT NULL ORDER BY seq LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| db_error(e, "list parked", t.as_str()))?;
+        Ok(rows.into_iter().map(parked_row).collect())
+    }
+
+    async fn unpark(pool: &Pool<Self>, t: &TableName, seqs: &[i64]) -> Result<u64> {
+        sqlx::query(&format!(
+            "UPDATE {t} SET parked_at = NULL, attempts = 0, next_attempt_at = now(), lease_owner = NULL, lease_until = NULL
+             WHERE seq = ANY($1) AND parked_at IS NOT NULL"
+        ))
+        .bind(seqs)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| db_error(e, "retry", t.as_str()))
+    }
+
+    async fn discard(pool: &Pool<Self>, t: &TableName, seqs: &[i64]) -> Result<u64> {
+        sqlx::query(&format!(
+            "DELETE FROM {t} WHERE seq = ANY($1) AND parked_at IS NOT NULL"
+        ))
+        .bind(seqs)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| db_error(e, "discard", t.as_str()))
+    }
+
+    async fn claim_key(pool: &Pool<Self>, t: &TableName, group: &str, id: &str, lease: Duration) -> Result<Claim> {
+        let err = |e| db_error(e, "claim", t.as_str());
+        // The key may be released or expire between the two statements:
+        // then the next round inserts it.
+        for _ in 0..5 {
+            let acquired: Option<(i32,)> = sqlx::query_as(&format!(
+                "INSERT INTO {t} AS k (consumer_group, message_id, done, expires_at)
+                 VALUES ($1, $2, false, now() + $3 * interval '1 millisecond')
+                 ON CONFLICT (consumer_group, message_id) DO UPDATE
+                     SET done = false, expires_at = EXCLUDED.expires_at WHERE k.expires_at <= now()
+                 RETURNING 1"
+            ))
+            .bind(group)
+            .bind(id)
+            .bind(millis(lease))
+            .fetch_optional(pool)
+            .await
+            .map_err(err)?;
+            if acquired.is_some() {
+                return Ok(Claim::Acquired);
+            }
+            let held: Option<(bool, i64)> = sqlx::query_as(&format!(
+                "SELECT done, (EXTRACT(EPOCH FROM expires_at - now()) * 1000)::int8 FROM {t}
+                 WHERE consumer_group = $1 AND message_id = $2 AND expires_at > now()"
+            ))
+            .bind(group)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(err)?;
+            match held {
+                Some((true, _)) => return Ok(Claim::Done),
+                Some((false, left)) => return Ok(Claim::InProgress(Duration::from_millis(left.max(0) as u64))),
+                None => continue,
+            }
+        }
+        Ok(Claim::InProgress(Duration::from_millis(100)))
+    }
+
+    async fn complete_key(pool: &Pool<Self>, t: &TableName, group: &str, id: &str, ttl: Duration) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO {t} (consumer_group, message_id, done, expires_at)
+             VALUES ($1, $2, true, now() + $3 * interval '1 millisecond')
+             ON CONFLICT (consumer_group, message_id) DO UPDATE SET done = true, expires_at = EXCLUDED.expires_at"
+        ))
+        .bind(group)
+        .bind(id)
+        .bind(millis(ttl))
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "complete", t.as_str()))
+    }
+
+    async fn release_key(pool: &Pool<Self>, t: &TableName, group: &str, id: &str) -> Result<()> {
+        sqlx::query(&format!(
+            "DELETE FROM {t} WHERE consumer_group = $1 AND message_id = $2 AND NOT done"
+        ))
+        .bind(group)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| db_error(e, "release", t.as_str()))
+    }
+
+    async fn mark_done(conn: &mut PgConnection, t: &TableName, group: &str, id: &str, ttl: Duration) -> Result<bool> {
+        // ON CONFLICT DO UPDATE locks the key's row: a second transaction
+        // marking the same key waits for the first, then re-reads the row
+        // and finds it done (the WHERE fails, no row is affected).
+        sqlx::query(&format!(
+            "INSERT INTO {t} AS k (consumer_group, message_id, done, expires_at)
+             VALUES ($1, $2, true, now() + $3 * interval '1 millisecond')
+             ON CONFLICT (consumer_group, message_id) DO UPDATE
+                 SET done = true, expires_at = EXCLUDED.expires_at
+                 WHERE NOT k.done OR k.expires_at <= now()"
+        ))
+        .bind(group)
+        .bind(id)
+        .bind(millis(ttl))
+        .execute(conn)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(|e| db_error(e, "mark processed", t.as_str()))
+    }
+
+    async fn purge_expired(pool: &Pool<Self>, t: &TableName) -> Result<u64> {
+        sqlx::query(&format!(
+            "DELETE FROM {t} WHERE ctid IN (SELECT ctid FROM {t} WHERE expires_at <= now() LIMIT 1000)"
+        ))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| db_error(e, "purge", t.as_str()))
+    }
+}
+
+fn claimed((seq, id, topic, key, headers, payload, attempts): ClaimedRow) -> Claimed {
+    Claimed {
+        seq,
+        id,
+        topic,
+        key,
+        headers,
+        payload,
+        attempts,
+    }
+}
+
+fn parked_row((seq, id, topic, key, attempts, kind, error, created, parked): ParkedTuple) -> ParkedRow {
+    ParkedRow {
+        seq,
+        id,
+        topic,
+        key,
+        attempts,
+        kind,
+        error,
+        created_at: from_millis(created),
+        parked_at: from_millis(parked),
+    }
+}
