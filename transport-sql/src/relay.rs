@@ -264,7 +264,21 @@ impl<DB: Dialect> Relay<DB> {
             ..RelayStep::default()
         };
         if !round.published.is_empty() {
-            self.outbox.bounded(DB::delete(pool, table, &round.published)).await?;
+            // Published rows left undeleted go out again after the lease:
+            // worth a few quick retries (a pooled connection the database
+            // dropped fails once, the next one works).
+            let mut pause = Duration::from_millis(50);
+            loop {
+                match self.outbox.bounded(DB::delete(pool, table, &round.published)).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() && pause <= Duration::from_millis(400) => {
+                        tracing::debug!(error = %e, "deleting published outbox rows failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         for (row, error) in &round.failed {
             let attempts = row.attempts.saturating_add(1);
