@@ -414,10 +414,14 @@ async fn two_relays_keep_key_order<DB: Dialect>(outbox: Outbox<DB>) -> CheckResu
             .collect();
         enqueue(&outbox, &topic, batch, true).await?;
     }
+    // Publishes take a random 0-15 ms: a relay that took later rows of a
+    // key another relay holds would overtake it.
+    let slow = Faulty::new(t.clone());
+    slow.jitter(Duration::from_millis(15));
     let relays: Vec<_> = (0..2)
         .map(|_| {
             let relay = outbox
-                .relay(t.clone())
+                .relay(slow.clone())
                 .batch_size(16)
                 .poll_interval(Duration::from_millis(10));
             let outbox = outbox.clone();
@@ -752,6 +756,7 @@ async fn enqueue_rejects_bad_input<DB: Dialect>(outbox: Outbox<DB>) -> CheckResu
 pub struct Faulty {
     inner: Arc<dyn Transport>,
     failures: Mutex<HashMap<String, u32>>,
+    jitter: Mutex<Duration>,
     /// Hang after the next successful `publish_batch`.
     pub halt_after_publish: AtomicBool,
     /// Notified when it hangs.
@@ -772,6 +777,7 @@ impl Faulty {
         Arc::new(Faulty {
             inner,
             failures: Mutex::default(),
+            jitter: Mutex::default(),
             halt_after_publish: AtomicBool::new(false),
             halted: Notify::new(),
         })
@@ -783,6 +789,11 @@ impl Faulty {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_owned(), times);
+    }
+
+    /// Delay every `publish_batch` by a random time up to `max`.
+    pub fn jitter(&self, max: Duration) {
+        *self.jitter.lock().unwrap_or_else(|e| e.into_inner()) = max;
     }
 
     fn should_fail(&self, id: &str) -> bool {
@@ -820,6 +831,12 @@ impl Publisher for Faulty {
         };
         if let Some(id) = failing {
             return Err(Faulty::failure(&id));
+        }
+        let max = *self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        if !max.is_zero() {
+            // A UUIDv7's last bytes are random.
+            let random = u16::from_le_bytes([uuid::Uuid::now_v7().as_bytes()[14], uuid::Uuid::now_v7().as_bytes()[15]]);
+            tokio::time::sleep(max.mul_f64(f64::from(random) / f64::from(u16::MAX))).await;
         }
         self.inner.publish_batch(topic, messages).await?;
         if self.halt_after_publish.swap(false, Ordering::SeqCst) {

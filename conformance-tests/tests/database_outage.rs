@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend_memory::MemoryTransport;
-use futures::StreamExt;
 use conformance_tests::unique;
+use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use transport_core::runtime::IdempotencyStore;
@@ -102,7 +102,11 @@ async fn receive(sub: &mut Subscription, received: &mut Vec<String>, n: usize, w
     let deadline = Instant::now() + within;
     for _ in 0..n {
         let left = deadline.saturating_duration_since(Instant::now());
-        let d = tokio::time::timeout(left, sub.next()).await.expect("published in time").unwrap().unwrap();
+        let d = tokio::time::timeout(left, sub.next())
+            .await
+            .expect("published in time")
+            .unwrap()
+            .unwrap();
         received.push(String::from_utf8_lossy(d.payload()).into_owned());
         d.ack().await.unwrap();
     }
@@ -123,7 +127,11 @@ async fn relay_rides_out_a_database_outage() {
     let proxy = Proxy::start(upstream(&db)).await;
     let table = unique("outage").replace('-', "_");
     // The test's own connection goes straight to the database.
-    let direct = Outbox::<Postgres>::connect(db.as_str()).await.unwrap().with_table(&table).unwrap();
+    let direct = Outbox::<Postgres>::connect(db.as_str())
+        .await
+        .unwrap()
+        .with_table(&table)
+        .unwrap();
     direct.migrate().await.unwrap();
     let relayed = Outbox::<Postgres>::connect(&proxy.url(&db))
         .await
@@ -136,7 +144,13 @@ async fn relay_rides_out_a_database_outage() {
     let mut sub = broker.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
     let relay = relayed.relay(broker.clone()).poll_interval(Duration::from_millis(20));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move { relay.run(async { let _ = stopped.await; }).await });
+    let task = tokio::spawn(async move {
+        relay
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
 
     let enqueue = |n: usize, tag: &'static str| {
         let direct = direct.clone();
@@ -144,7 +158,10 @@ async fn relay_rides_out_a_database_outage() {
         async move {
             let mut tx = direct.pool().begin().await.unwrap();
             for i in 0..n {
-                direct.enqueue(&mut tx, &topic, Message::new(format!("{tag}-{i}"))).await.unwrap();
+                direct
+                    .enqueue(&mut tx, &topic, Message::new(format!("{tag}-{i}")))
+                    .await
+                    .unwrap();
             }
             tx.commit().await.unwrap();
         }
@@ -160,7 +177,11 @@ async fn relay_rides_out_a_database_outage() {
     // nothing, and does not give up.
     let quiet = tokio::time::timeout(Duration::from_secs(3), sub.next()).await;
     assert!(quiet.is_err(), "published while the database was unreachable");
-    assert!(!task.is_finished(), "the relay stopped during the outage: {:?}", task.await);
+    assert!(
+        !task.is_finished(),
+        "the relay stopped during the outage: {:?}",
+        task.await
+    );
     proxy.set(Mode::Open);
     let back = Instant::now();
     // Backoff is at most 10 s, plus a 5 s pool acquire timeout.
@@ -169,7 +190,10 @@ async fn relay_rides_out_a_database_outage() {
     settled(&direct).await;
     let _ = stop.send(());
     task.await.unwrap().expect("the relay ends cleanly");
-    let mut expected: Vec<String> = (0..10).map(|i| format!("before-{i}")).chain((0..10).map(|i| format!("during-{i}"))).collect();
+    let mut expected: Vec<String> = (0..10)
+        .map(|i| format!("before-{i}"))
+        .chain((0..10).map(|i| format!("during-{i}")))
+        .collect();
     expected.sort();
     received.sort();
     assert_eq!(received, expected, "rows lost or duplicated across the outage");
@@ -189,14 +213,20 @@ async fn a_database_that_never_answers_is_a_bounded_timeout() {
     store.migrate().await.unwrap();
     proxy.set(Mode::Silent);
     let start = Instant::now();
-    let err = store.claim("g", "m", Duration::from_secs(60)).await.expect_err("no answer, no claim");
+    let err = store
+        .claim("g", "m", Duration::from_secs(60))
+        .await
+        .expect_err("no answer, no claim");
     let took = start.elapsed();
     assert!(
         matches!(err.kind(), ErrorKind::Timeout | ErrorKind::ConnectionLost) && err.is_retryable(),
         "{err} ({:?})",
         err.kind()
     );
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "failed after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "failed after {took:?}"
+    );
     proxy.set(Mode::Open);
     // Back to normal once the database answers again (the cut connection is replaced).
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -204,7 +234,9 @@ async fn a_database_that_never_answers_is_a_bounded_timeout() {
         assert!(Instant::now() < deadline, "the store did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = transport_sql::sqlx::query(&format!("DROP TABLE {table}")).execute(store.pool()).await;
+    let _ = transport_sql::sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(store.pool())
+        .await;
 }
 
 #[tokio::test]
@@ -212,9 +244,14 @@ async fn an_unknown_database_is_not_retryable() {
     let Some(mut db) = live() else { return };
     db.set_path("/no_such_database_here");
     let start = Instant::now();
-    let err = Outbox::<Postgres>::connect(db.as_str()).await.expect_err("unknown database");
+    let err = Outbox::<Postgres>::connect(db.as_str())
+        .await
+        .expect_err("unknown database");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(!err.is_retryable(), "{err}");
     assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
-    assert!(!err.to_string().contains("postgres://"), "the URL (and its password) leaked: {err}");
+    assert!(
+        !err.to_string().contains("postgres://"),
+        "the URL (and its password) leaked: {err}"
+    );
 }

@@ -101,6 +101,24 @@ Checks a broker is known to get wrong (CONFORMANCE_SKIP) show as \"not proven\".
   transport bench redis://127.0.0.1:6379 --size 1024 --count 20000 --concurrency 4 --json")]
     Bench(BenchArgs),
 
+    /// Operate a transactional outbox table: run its relay, show its state,
+    /// retry or discard parked rows, create its table, measure it.
+    #[command(after_help = "EXAMPLES:
+  transport outbox --db postgres://app@db/orders migrate
+  transport outbox --db postgres://app@db/orders relay --to kafka://k1:9092
+  transport outbox --db sqlite://orders.db status
+  transport outbox --db sqlite://orders.db retry --reason 'too large'
+  transport outbox --db sqlite://orders.db discard --id 0191f3c2-8a4b-7c1d-9e2f-3a4b5c6d7e8f
+  transport outbox --db sqlite://bench.db bench --to memory:// --rows 20000
+
+The database URL may also come from TRANSPORT_OUTBOX_DB, the broker URL of
+relay and bench from TRANSPORT_URL. The relay runs until interrupted
+(Ctrl-C or SIGTERM finish the round in progress first); --once publishes
+what is pending and exits. Parked rows are those the relay gave up on
+(too large for the broker, refused, or out of attempts): status lists them
+with their errors.")]
+    Outbox(OutboxArgs),
+
     /// An order-processing flow on memory:// (no broker needed): retries,
     /// dead letters with reasons, a redrive and a summary.
     #[command(after_help = "EXAMPLES:
@@ -360,4 +378,87 @@ pub struct DemoArgs {
     /// Run on this broker instead of memory://.
     #[arg(long, default_value = "memory://")]
     pub url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OutboxArgs {
+    /// The database: postgres://… or sqlite://path.
+    #[arg(long, global = true, env = "TRANSPORT_OUTBOX_DB", value_name = "URL")]
+    pub db: Option<String>,
+    /// The outbox table.
+    #[arg(long, global = true, default_value = "transport_outbox")]
+    pub table: String,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub op: OutboxOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxOp {
+    /// Create the outbox table and its indexes if missing.
+    Migrate {
+        /// Print the SQL instead of running it (for your own migration tool).
+        #[arg(long)]
+        print: bool,
+    },
+    /// Publish committed rows to a broker until interrupted.
+    Relay {
+        /// Broker URL (or TRANSPORT_URL).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Rows per round.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Wait between rounds when idle.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        poll: std::time::Duration,
+        /// How long claimed rows stay with this relay.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        lease: std::time::Duration,
+        /// Park a row after this many failed publishes (0: never for retryable errors).
+        #[arg(long, default_value_t = 20)]
+        max_attempts: u32,
+        /// Publish what is pending now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Pending, retrying and parked rows, the oldest pending row's age, and the parked rows.
+    Status {
+        /// How many parked rows to list.
+        #[arg(long, default_value_t = 10)]
+        parked: usize,
+    },
+    /// Put parked rows back for the relay (by id, error text, parking time; --all for every one).
+    Retry {
+        /// Every parked row.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Delete parked rows (by id, error text, parking time; --all for every one).
+    Discard {
+        /// Every parked row.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        select: SelectArgs,
+    },
+    /// Rows per second through the relay into a broker, against the broker's own publish rate.
+    Bench {
+        /// Broker URL (or TRANSPORT_URL).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Rows to enqueue and relay.
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+        /// Rows per relay round and per publish_batch of the baseline.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Payload size in bytes.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
 }

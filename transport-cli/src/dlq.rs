@@ -130,7 +130,7 @@ pub async fn run(args: DlqArgs) -> CliResult {
 }
 
 /// The library's selection for `--id`, `--reason` and `--failed-before`.
-fn selection(select: &SelectArgs) -> Result<Selection, CliError> {
+pub(crate) fn selection(select: &SelectArgs) -> Result<Selection, CliError> {
     let mut s = if select.ids.is_empty() {
         Selection::all()
     } else {

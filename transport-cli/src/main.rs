@@ -7,6 +7,7 @@ mod consume;
 mod demo;
 mod dlq;
 mod monitor;
+mod outbox;
 mod publish;
 mod stats;
 mod target;
@@ -38,6 +39,7 @@ fn main() -> std::process::ExitCode {
             Command::Check(a) => check::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Outbox(a) => outbox::run(a).await,
         }
     });
     // Background tasks (reconnects, heartbeats) must not keep the process alive.
