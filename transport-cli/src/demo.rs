@@ -4,7 +4,8 @@
 //! is down for a while (the circuit breaker opens, holds the failed calls and
 //! burns no attempts), a duplicate acknowledged without charging twice,
 //! permanent failures dead-lettered with their reasons, a redrive after a
-//! "fix", and a summary.
+//! "fix", and a summary. Then a transactional outbox in SQLite feeding an
+//! exactly-once consumer (`demo_outbox.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,6 +207,7 @@ async fn flow(url: &str) -> transport::Result<()> {
     );
     println!("  redrive:    moved {moved}, then acked {}", second.acked);
     println!("  dead-letter queue now holds {}", dlq.depth().await?);
+    crate::demo_outbox::run(broker.clone()).await?;
     broker.close().await
 }
 

@@ -5,6 +5,7 @@ mod check;
 mod cli;
 mod consume;
 mod demo;
+mod demo_outbox;
 mod dlq;
 mod monitor;
 mod outbox;
