@@ -31,9 +31,14 @@
 //! outbox.enqueue(&mut tx, "orders", Message::new("order o-1 placed").with_key("o-1")).await?;
 //! tx.commit().await.expect("commit");
 //!
-//! // Elsewhere (or in the same process): publish what was committed.
+//! // In the same process (or as its own: `transport outbox relay`):
+//! // publish what was committed, until told to stop.
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let relay = outbox.relay(transport);
-//! relay.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! let relaying = tokio::spawn(async move { relay.run(async { let _ = stopped.await; }).await });
+//! // ... at shutdown:
+//! let _ = stop.send(());
+//! relaying.await.expect("relay task")?;
 //! # Ok(())
 //! # }
 //! ```

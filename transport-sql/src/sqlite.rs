@@ -36,7 +36,7 @@ type ParkedTuple = (
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| millis(d))
+        .map_or(0, millis)
 }
 
 /// Sequence numbers as a JSON array, for `IN (SELECT value FROM json_each(?))`.
