@@ -9,7 +9,8 @@
 //! second, a delayed retry (visibility changed on the first message), shows
 //! whether the lock holds during the delay; the third, 16 groups x 60
 //! messages and two receivers polling at once, shows later messages handed
-//! out while an earlier one is still held.
+//! out while an earlier one is still held, and messages handed to both
+//! receivers (moto marks a message received without a lock).
 //!
 //! ```sh
 //! scripts/brokers up sqs
@@ -119,9 +120,14 @@ async fn main() {
     // Per group: how many messages, from the first, had their deletion sent.
     let released = std::sync::Arc::new(std::sync::Mutex::new(vec![0usize; GROUPS]));
     let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Message ids received so far: one received twice while the visibility
+    // timeout (30 s) still hides it was handed to both receivers.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let twice = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let receivers = (0..2).map(|r| {
         let (sqs, url) = (sqs.clone(), url.clone());
         let (released, violations) = (released.clone(), violations.clone());
+        let (seen, twice) = (seen.clone(), twice.clone());
         tokio::spawn(async move {
             let mut empty = 0;
             while empty < 3 {
@@ -139,6 +145,15 @@ async fn main() {
                     continue;
                 }
                 empty = 0;
+                for m in &messages {
+                    let id = m.message_id().unwrap_or("").to_owned();
+                    if !seen.lock().unwrap().insert(id) {
+                        twice
+                            .lock()
+                            .unwrap()
+                            .push(format!("receiver {r} got {} again", m.body().unwrap_or("")));
+                    }
+                }
                 let parse = |m: &aws_sdk_sqs::types::Message| {
                     let (g, i) = m.body().unwrap_or("0:0").split_once(':').unwrap_or(("0", "0"));
                     (g.parse::<usize>().unwrap_or(0), i.parse::<usize>().unwrap_or(0))
@@ -188,6 +203,21 @@ async fn main() {
     }
     if !violations.is_empty() {
         println!("=> with concurrent receives the group order does not hold (AWS: none)");
+    }
+    // moto's receive_message checks each message's visibility and marks it
+    // received without a lock: two calls at once can both take it.
+    let twice = twice.lock().unwrap().clone();
+    println!(
+        "two receivers: {} messages handed out twice within their visibility timeout",
+        twice.len()
+    );
+    for t in twice.iter().take(5) {
+        println!("  {t}");
+    }
+    if !twice.is_empty() {
+        println!(
+            "=> with concurrent receives a FIFO message can go to two consumers at once (AWS: exactly-once processing)"
+        );
     }
     let _ = sqs.delete_queue().queue_url(&url).send().await;
 }

@@ -98,8 +98,10 @@ async fn run_on<DB: Dialect>(db: &str, args: OutboxArgs) -> CliResult {
                     println!("published {published}, failed and retrying {retrying}, parked {parked}");
                 }
             } else {
+                let stop = shutdown();
+                // Said once the signal handlers are in place.
                 eprintln!("relaying {table} to {} (Ctrl-C or SIGTERM to stop)", redact_url(&url));
-                relay.run(shutdown()).await.map_err(|e| fail("relaying", e))?;
+                relay.run(stop).await.map_err(|e| fail("relaying", e))?;
             }
             broker.close().await.map_err(|e| failed("closing", &url, &e))?;
         }
@@ -132,21 +134,30 @@ async fn run_on<DB: Dialect>(db: &str, args: OutboxArgs) -> CliResult {
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown() {
+/// Ctrl-C or SIGTERM. The handlers are installed now, not when the future
+/// is first polled (the relay polls it only between rounds): a signal that
+/// comes during the first round must not kill the process mid-round.
+fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let (int, term) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Retry and discard act on a selection, or on everything with --all; never by default.

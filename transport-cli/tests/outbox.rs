@@ -85,9 +85,21 @@ fn relay(db: &str, to: &str) -> Child {
             "outbox", "--db", db, "relay", "--to", to, "--batch", "7", "--lease", "1s", "--poll", "10ms",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Wait for the relay's first line on stderr, which it writes once its
+/// signal handlers are in place.
+fn ready(child: &mut Child) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("relaying"), "the relay said {line:?}");
+    // Keep reading, so the relay never writes into a closed pipe.
+    std::thread::spawn(move || stderr.lines().for_each(drop));
 }
 
 #[test]
@@ -125,6 +137,7 @@ fn a_relay_killed_anywhere_loses_nothing() {
     // A last relay finishes the job (after the killed ones' leases) and
     // stops cleanly on SIGTERM.
     let mut last = relay(&db, &redis);
+    ready(&mut last);
     let deadline = Instant::now() + Duration::from_secs(60);
     while rt.block_on(outbox.status()).unwrap().pending > 0 {
         assert!(
@@ -167,6 +180,21 @@ fn a_relay_killed_anywhere_loses_nothing() {
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     eprintln!("400 rows, each published at least once; {duplicates} published again after a kill");
     let _ = rt.block_on(broker.close());
+}
+
+/// `outbox status --json`'s pending and parked counts.
+fn pending_and_parked(db: &str) -> (u64, u64) {
+    let out = transport()
+        .args(["outbox", "--db", db, "status", "--json"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |field: &str| {
+        status[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {field} in {status}"))
+    };
+    (count("pending"), count("parked"))
 }
 
 #[test]
@@ -223,16 +251,7 @@ fn parked_rows_are_listed_retried_and_discarded() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1 parked row(s) back"));
-    let status = transport()
-        .args(["outbox", "--db", &db, "status", "--json"])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(
-        (status["pending"].as_u64(), status["parked"].as_u64()),
-        (Some(1), Some(0)),
-        "{status}"
-    );
+    assert_eq!(pending_and_parked(&db), (1, 0));
     transport()
         .args(["outbox", "--db", &db, "relay", "--once", "--to", to])
         .assert()
@@ -242,16 +261,7 @@ fn parked_rows_are_listed_retried_and_discarded() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1 parked row(s) discarded"));
-    let status = transport()
-        .args(["outbox", "--db", &db, "status", "--json"])
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(
-        (status["pending"].as_u64(), status["parked"].as_u64()),
-        (Some(0), Some(0)),
-        "{status}"
-    );
+    assert_eq!(pending_and_parked(&db), (0, 0));
     transport()
         .args(["outbox", "--db", "mysql://x", "status"])
         .assert()

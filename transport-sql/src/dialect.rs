@@ -78,9 +78,9 @@ pub(crate) mod sealed {
         fn idempotency_migration(t: &TableName) -> Vec<String>;
         /// Run `statements` once even when several processes migrate at once.
         async fn migrate(pool: &Pool<Self>, t: &TableName, statements: &[String]) -> Result<()>;
-        /// Fails with `NotFound` when the table or one of its columns is missing.
-        async fn check_outbox(pool: &Pool<Self>, t: &TableName) -> Result<()>;
-        async fn check_idempotency(pool: &Pool<Self>, t: &TableName) -> Result<()>;
+        /// Run `sql` (a probe of `t`'s columns); `NotFound` when the table
+        /// or one of its columns is missing.
+        async fn probe(pool: &Pool<Self>, t: &TableName, sql: &str) -> Result<()>;
 
         async fn enqueue(conn: &mut Self::Connection, t: &TableName, row: NewRow<'_>) -> Result<()>;
         /// Lease up to `limit` publishable rows to `owner`, in `seq` order.
@@ -114,6 +114,20 @@ pub(crate) mod sealed {
         /// Delete up to 1000 expired keys.
         async fn purge_expired(pool: &Pool<Self>, t: &TableName) -> Result<u64>;
     }
+}
+
+/// Selects every column of the outbox table and no row: fails when the
+/// migration has not run (or an older one did).
+pub(crate) fn outbox_probe(t: &TableName) -> String {
+    format!(
+        "SELECT seq, id, topic, msg_key, headers, payload, created_at, attempts, next_attempt_at, \
+         lease_owner, lease_until, error_kind, last_error, parked_at FROM {t} LIMIT 0"
+    )
+}
+
+/// The same for the table of processed ids.
+pub(crate) fn idempotency_probe(t: &TableName) -> String {
+    format!("SELECT consumer_group, message_id, done, expires_at FROM {t} LIMIT 0")
 }
 
 /// Milliseconds of a duration, saturating, for SQL parameters.

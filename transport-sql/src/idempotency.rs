@@ -11,7 +11,7 @@ use transport_core::async_trait;
 use transport_core::runtime::{Claim, Context, IdempotencyStore};
 use transport_core::Result;
 
-use crate::dialect::Dialect;
+use crate::dialect::{idempotency_probe, Dialect};
 use crate::outbox::bounded;
 use crate::table::TableName;
 
@@ -118,7 +118,11 @@ impl<DB: Dialect> SqlIdempotencyStore<DB> {
 
     /// `NotFound` when the migration has not run.
     pub async fn check(&self) -> Result<()> {
-        bounded(self.timeout, DB::check_idempotency(&self.pool, &self.table)).await
+        bounded(
+            self.timeout,
+            DB::probe(&self.pool, &self.table, &idempotency_probe(&self.table)),
+        )
+        .await
     }
 
     /// Record `(group, id)` as processed with `conn`, the handler's

@@ -11,7 +11,7 @@ use sqlx::Pool;
 use transport_core::{Error, ErrorKind, Headers, Message, Result, Selection, Transport};
 
 use crate::dialect::sealed::{Claimed, NewRow};
-use crate::dialect::Dialect;
+use crate::dialect::{outbox_probe, Dialect};
 use crate::relay::Relay;
 use crate::status::{OutboxStatus, Parked};
 use crate::table::TableName;
@@ -108,7 +108,8 @@ impl<DB: Dialect> Outbox<DB> {
     /// `NotFound` (not retryable) when the table or one of its columns is
     /// missing: the migration has not run.
     pub async fn check(&self) -> Result<()> {
-        self.bounded(DB::check_outbox(&self.pool, &self.table)).await
+        self.bounded(DB::probe(&self.pool, &self.table, &outbox_probe(&self.table)))
+            .await
     }
 
     /// Write `message` for `topic` with `conn`, the service's transaction

@@ -99,36 +99,19 @@ impl Statements for Postgres {
         // PostgreSQL's catalog: an advisory lock makes migrations take turns.
         let err = |e| db_error(e, "migrate", t.as_str());
         let mut tx = pool.begin().await.map_err(err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(t.as_str()))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        take_turn(&mut tx, t).await.map_err(err)?;
         for statement in statements {
             sqlx::query(statement).execute(&mut *tx).await.map_err(err)?;
         }
         tx.commit().await.map_err(err)
     }
 
-    async fn check_outbox(pool: &Pool<Self>, t: &TableName) -> Result<()> {
-        sqlx::query(&format!(
-            "SELECT seq, id, topic, msg_key, headers, payload, created_at, attempts, next_attempt_at, \
-             lease_owner, lease_until, error_kind, last_error, parked_at FROM {t} LIMIT 0"
-        ))
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(|e| db_error(e, "check", t.as_str()))
-    }
-
-    async fn check_idempotency(pool: &Pool<Self>, t: &TableName) -> Result<()> {
-        sqlx::query(&format!(
-            "SELECT consumer_group, message_id, done, expires_at FROM {t} LIMIT 0"
-        ))
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(|e| db_error(e, "check", t.as_str()))
+    async fn probe(pool: &Pool<Self>, t: &TableName, sql: &str) -> Result<()> {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|e| db_error(e, "check", t.as_str()))
     }
 
     async fn enqueue(conn: &mut PgConnection, t: &TableName, row: NewRow<'_>) -> Result<()> {
@@ -154,11 +137,7 @@ impl Statements for Postgres {
         // time. SKIP LOCKED still keeps a claim from waiting on rows another
         // relay is deleting or releasing.
         let mut tx = pool.begin().await.map_err(err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(t.as_str()))
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+        take_turn(&mut tx, t).await.map_err(err)?;
         // The planner overestimates the key subquery's cost and JIT-compiles
         // the claim, which then takes 50 ms instead of 2.
         sqlx::query("SET LOCAL jit = off")
@@ -388,6 +367,16 @@ impl Statements for Postgres {
         .map(|r| r.rows_affected())
         .map_err(|e| db_error(e, "purge", t.as_str()))
     }
+}
+
+/// Wait for the table's transaction-scoped advisory lock: migrations and
+/// claims on one table take turns.
+async fn take_turn(tx: &mut PgConnection, t: &TableName) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(t.as_str()))
+        .execute(tx)
+        .await
+        .map(drop)
 }
 
 fn claimed((seq, id, topic, key, headers, payload, attempts): ClaimedRow) -> Claimed {

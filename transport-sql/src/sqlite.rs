@@ -128,25 +128,12 @@ impl Statements for Sqlite {
         tx.commit().await.map_err(err)
     }
 
-    async fn check_outbox(pool: &Pool<Self>, t: &TableName) -> Result<()> {
-        sqlx::query(&format!(
-            "SELECT seq, id, topic, msg_key, headers, payload, created_at, attempts, next_attempt_at, \
-             lease_owner, lease_until, error_kind, last_error, parked_at FROM {t} LIMIT 0"
-        ))
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(|e| db_error(e, "check", t.as_str()))
-    }
-
-    async fn check_idempotency(pool: &Pool<Self>, t: &TableName) -> Result<()> {
-        sqlx::query(&format!(
-            "SELECT consumer_group, message_id, done, expires_at FROM {t} LIMIT 0"
-        ))
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(|e| db_error(e, "check", t.as_str()))
+    async fn probe(pool: &Pool<Self>, t: &TableName, sql: &str) -> Result<()> {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .map(drop)
+            .map_err(|e| db_error(e, "check", t.as_str()))
     }
 
     async fn enqueue(conn: &mut SqliteConnection, t: &TableName, row: NewRow<'_>) -> Result<()> {
