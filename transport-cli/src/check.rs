@@ -15,10 +15,21 @@ use crate::target::{connect, url_or_env, CliError, CliResult};
 /// Backends `--all` looks for, as `TRANSPORT_URL_<NAME>`.
 const BACKENDS: &[&str] = &["memory", "redis", "nats", "rabbitmq", "sqs", "kafka"];
 
+/// Report name prefixes of the store suite (`conformance-tests/tests/stores.rs`).
+const STORE_SUITES: &[&str] = &["outbox-", "idempotency-"];
+
 pub async fn run(args: CheckArgs) -> CliResult {
     if let Some(dir) = &args.from_reports {
-        let reports = read_reports(dir)?;
-        print_matrix(&reports);
+        // The store suite's reports (outbox-*, idempotency-*) are a matrix
+        // of their own: stores x store checks, not brokers x broker checks.
+        let (stores, brokers): (Vec<Report>, Vec<Report>) = read_reports(dir)?
+            .into_iter()
+            .partition(|r| STORE_SUITES.iter().any(|s| r.backend.starts_with(s)));
+        print_matrix(&brokers);
+        if !stores.is_empty() {
+            println!();
+            print_matrix(&stores);
+        }
         return Ok(());
     }
     let targets: Vec<String> = if args.all {
