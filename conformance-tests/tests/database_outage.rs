@@ -4,8 +4,9 @@
 //! answer fails within its statement timeout, typed and retryable; an
 //! unknown database is a typed, non-retryable error.
 //!
-//! Needs `POSTGRES_URL` (scripts/test sets it); skipped without it, a
-//! failure under `CI=true`.
+//! Needs `POSTGRES_URL` and `POSTGRES_AUTH_URL` (a role that logs in with
+//! its password; scripts/test sets both); skipped without them, a failure
+//! under `CI=true`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,11 +22,15 @@ use transport_sql::sqlx::Postgres;
 use transport_sql::{Outbox, SqlIdempotencyStore};
 
 fn live() -> Option<url::Url> {
-    match std::env::var("POSTGRES_URL") {
-        Ok(u) => Some(url::Url::parse(&u).expect("POSTGRES_URL is a URL")),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("POSTGRES_URL is not set"),
+    live_var("POSTGRES_URL")
+}
+
+fn live_var(var: &str) -> Option<url::Url> {
+    match std::env::var(var) {
+        Ok(u) => Some(url::Url::parse(&u).unwrap_or_else(|_| panic!("{var} is a URL"))),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{var} is not set"),
         Err(_) => {
-            eprintln!("skipped: POSTGRES_URL is not set");
+            eprintln!("skipped: {var} is not set");
             None
         }
     }
@@ -254,4 +259,31 @@ async fn an_unknown_database_is_not_retryable() {
         !err.to_string().contains("postgres://"),
         "the URL (and its password) leaked: {err}"
     );
+}
+
+#[tokio::test]
+async fn refused_credentials_are_unauthorized_and_not_shown() {
+    let Some(right) = live_var("POSTGRES_AUTH_URL") else {
+        return;
+    };
+    let password = right.password().expect("POSTGRES_AUTH_URL has a password").to_owned();
+    let mut wrong = right.clone();
+    wrong.set_password(Some("not-the-password")).unwrap();
+    let start = Instant::now();
+    let err = SqlIdempotencyStore::<Postgres>::connect(wrong.as_str())
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(6), "took {:?}", start.elapsed());
+    for shown in [format!("{err}"), format!("{err:?}")] {
+        assert!(
+            !shown.contains("not-the-password") && !shown.contains(&password),
+            "a password leaked: {shown}"
+        );
+    }
+    let store = SqlIdempotencyStore::<Postgres>::connect(right.as_str())
+        .await
+        .expect("the right password");
+    assert!(!format!("{store:?}").contains(&password), "{store:?}");
 }
