@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conformance_tests::stores::{idempotency_checks, outbox_checks, sql_idempotency_checks};
-use conformance_tests::{async_case, run_trials, Case};
+use conformance_tests::{async_case, run_trials, Case, CheckResult};
+use futures::future::BoxFuture;
 use libtest_mimic::Arguments;
 use transport::redis::RedisIdempotencyStore;
 use transport_core::runtime::{IdempotencyStore, MemoryIdempotencyStore};
@@ -21,50 +22,33 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Runtime = Arc<tokio::runtime::Runtime>;
 
-/// The idempotency trials against `store` (opened lazily so an absent
-/// server only skips), plus the SQL ones when it is a SQL store.
-fn idempotency_cases(rt: &Runtime, store: Result<Arc<dyn IdempotencyStore>, String>) -> Vec<Case> {
-    idempotency_checks()
+/// A trial per check, each run on `subject`, or all skipped with the reason
+/// `subject` could not be opened (its server is absent).
+fn cases<T: Clone + Send + 'static>(
+    rt: &Runtime,
+    subject: &Result<T, String>,
+    checks: Vec<(&'static str, fn(T) -> BoxFuture<'static, CheckResult>)>,
+) -> Vec<Case> {
+    checks
         .into_iter()
         .map(|(name, check)| {
-            let (skip, store) = match &store {
+            let (skip, subject) = match subject {
                 Ok(s) => (None, Some(s.clone())),
                 Err(why) => (Some(why.clone()), None),
             };
             async_case(name, rt.clone(), CHECK_TIMEOUT, skip, move || {
-                check(store.expect("a store when not skipped"))
+                check(subject.expect("opened when not skipped"))
             })
         })
         .collect()
 }
 
+/// The SQL stores: the contract of every store, then the transactional marks.
 fn sql_cases<DB: Dialect>(rt: &Runtime, store: Result<Arc<SqlIdempotencyStore<DB>>, String>) -> Vec<Case> {
-    let mut cases = idempotency_cases(rt, store.clone().map(|s| s as Arc<dyn IdempotencyStore>));
-    cases.extend(sql_idempotency_checks::<DB>().into_iter().map(|(name, check)| {
-        let (skip, store) = match &store {
-            Ok(s) => (None, Some(s.clone())),
-            Err(why) => (Some(why.clone()), None),
-        };
-        async_case(name, rt.clone(), CHECK_TIMEOUT, skip, move || {
-            check(store.expect("a store when not skipped"))
-        })
-    }));
-    cases
-}
-
-fn outbox_cases<DB: Dialect>(rt: &Runtime, outbox: Result<Outbox<DB>, String>) -> Vec<Case> {
-    outbox_checks::<DB>()
-        .into_iter()
-        .map(|(name, check)| {
-            let (skip, outbox) = match &outbox {
-                Ok(o) => (None, Some(o.clone())),
-                Err(why) => (Some(why.clone()), None),
-            };
-            async_case(name, rt.clone(), CHECK_TIMEOUT, skip, move || {
-                check(outbox.expect("an outbox when not skipped"))
-            })
-        })
-        .collect()
+    let shared = store.clone().map(|s| s as Arc<dyn IdempotencyStore>);
+    let mut all = cases(rt, &shared, idempotency_checks());
+    all.extend(cases(rt, &store, sql_idempotency_checks::<DB>()));
+    all
 }
 
 fn env_url(var: &str) -> Result<String, String> {
@@ -113,6 +97,7 @@ fn main() {
         Ok(Arc::new(s) as Arc<dyn IdempotencyStore>)
     });
 
+    let memory_store: Result<Arc<dyn IdempotencyStore>, String> = Ok(Arc::new(MemoryIdempotencyStore::new()));
     let absent: Vec<String> = [
         ("postgres", postgres_outbox.as_ref().err()),
         ("redis", redis_store.as_ref().err()),
@@ -125,13 +110,21 @@ fn main() {
         (
             "memory",
             "idempotency-memory",
-            idempotency_cases(&rt, Ok(Arc::new(MemoryIdempotencyStore::new()))),
+            cases(&rt, &memory_store, idempotency_checks()),
         ),
         ("sqlite", "idempotency-sqlite", sql_cases(&rt, sqlite_store)),
-        ("sqlite", "outbox-sqlite", outbox_cases(&rt, sqlite_outbox)),
+        ("sqlite", "outbox-sqlite", cases(&rt, &sqlite_outbox, outbox_checks())),
         ("postgres", "idempotency-postgres", sql_cases(&rt, postgres_store)),
-        ("postgres", "outbox-postgres", outbox_cases(&rt, postgres_outbox)),
-        ("redis", "idempotency-redis", idempotency_cases(&rt, redis_store)),
+        (
+            "postgres",
+            "outbox-postgres",
+            cases(&rt, &postgres_outbox, outbox_checks()),
+        ),
+        (
+            "redis",
+            "idempotency-redis",
+            cases(&rt, &redis_store, idempotency_checks()),
+        ),
     ];
     let mut failed = false;
     for (store, report, cases) in suites {
