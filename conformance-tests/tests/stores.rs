@@ -22,12 +22,15 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Runtime = Arc<tokio::runtime::Runtime>;
 
+/// A check of a store or outbox (the suite's `StoreCheck`, `OutboxCheck`, ...).
+type Check<T> = fn(T) -> BoxFuture<'static, CheckResult>;
+
 /// A trial per check, each run on `subject`, or all skipped with the reason
 /// `subject` could not be opened (its server is absent).
 fn cases<T: Clone + Send + 'static>(
     rt: &Runtime,
     subject: &Result<T, String>,
-    checks: Vec<(&'static str, fn(T) -> BoxFuture<'static, CheckResult>)>,
+    checks: Vec<(&'static str, Check<T>)>,
 ) -> Vec<Case> {
     checks
         .into_iter()
