@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Pool;
+use tracing::Instrument;
 use transport_core::{Error, ErrorKind, Headers, Message, Result, Selection, Transport};
 
 use crate::dialect::sealed::{Claimed, NewRow};
@@ -121,11 +122,38 @@ impl<DB: Dialect> Outbox<DB> {
     /// Messages of one key are published in the order their transactions
     /// inserted them; enqueue after the state change the message announces,
     /// so that the row lock on that state orders concurrent transactions.
+    ///
+    /// With the `otel` feature the message carries the trace context of a
+    /// `create <topic>` span, child of the caller's span: the consumer's
+    /// `process` span joins the request's trace, not the relay's.
     pub async fn enqueue(&self, conn: &mut DB::Connection, topic: &str, message: Message) -> Result<()> {
         if topic.is_empty() {
             return Err(Error::invalid("topic name must not be empty"));
         }
         message.validate()?;
+        let span = tracing::info_span!(
+            "create",
+            otel.name = format!("create {topic}"),
+            otel.kind = "producer",
+            messaging.operation.type = "create",
+            messaging.destination.name = topic,
+            messaging.message.id = message.id.as_str(),
+        );
+        #[cfg(feature = "otel")]
+        let message = {
+            let mut message = message;
+            if !message
+                .headers
+                .contains(transport_core::telemetry::propagation::TRACEPARENT)
+            {
+                transport_core::telemetry::propagation::inject(&span, &mut message);
+            }
+            message
+        };
+        self.insert(conn, topic, message).instrument(span).await
+    }
+
+    async fn insert(&self, conn: &mut DB::Connection, topic: &str, message: Message) -> Result<()> {
         let headers: BTreeMap<&str, &str> = message.headers.iter().collect();
         let row = NewRow {
             id: &message.id,

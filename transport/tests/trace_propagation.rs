@@ -152,3 +152,97 @@ async fn kafka() {
         one_trace(&url).await;
     }
 }
+
+/// Through a transactional outbox: the request enqueues in SQLite, a relay
+/// publishes later under its own span, and the handler's `process` span is
+/// the child of the enqueue's `create` span, in the request's trace.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn across_the_outbox() {
+    use transport::sql::{sqlx::Sqlite, Outbox};
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let t: Arc<dyn Transport> = transport::connect("memory://").await.expect("connect");
+    let topic = format!("trace-outbox-{}", uuid::Uuid::now_v7().simple());
+    let options = SubscribeOptions::new("g");
+    drop(t.subscribe(&topic, options.clone()).await.expect("subscribe"));
+    let file = std::env::temp_dir().join(format!("{topic}.db"));
+    let outbox = Outbox::<Sqlite>::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("sqlite");
+    outbox.migrate().await.expect("migrate");
+
+    async {
+        let mut tx = outbox.pool().begin().await.expect("begin");
+        outbox
+            .enqueue(&mut tx, &topic, Message::new("traced"))
+            .await
+            .expect("enqueue");
+        tx.commit().await.expect("commit");
+    }
+    .instrument(tracing::info_span!("checkout request"))
+    .await;
+    let step = outbox
+        .relay(t.clone())
+        .run_once()
+        .instrument(tracing::info_span!("relay round"))
+        .await
+        .expect("relay");
+    assert_eq!(step.published, 1);
+
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let consumer = Consumer::new(t.clone(), topic.clone(), options);
+    let service = handler_fn(move |_ctx: Context| {
+        let done = done_tx.clone();
+        async move {
+            let _ = done.send(());
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let stop = async move {
+        let _ = tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await;
+    };
+    consumer.run(service, stop).await.expect("consumer");
+    let _ = provider.force_flush();
+    let _ = std::fs::remove_file(&file);
+
+    let spans = exporter.get_finished_spans().expect("spans");
+    let named = |prefix: &str| -> &SpanData {
+        spans.iter().find(|s| s.name.starts_with(prefix)).unwrap_or_else(|| {
+            panic!(
+                "no span {prefix:?} among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let (root, create) = (named("checkout request"), named("create "));
+    let (relay, publish, process) = (named("relay round"), named("publish"), named("process "));
+    assert_eq!(
+        create.parent_span_id,
+        root.span_context.span_id(),
+        "create is inside the request"
+    );
+    assert_eq!(
+        process.span_context.trace_id(),
+        root.span_context.trace_id(),
+        "the handler is not in the request's trace"
+    );
+    assert_eq!(
+        process.parent_span_id,
+        create.span_context.span_id(),
+        "the handler is not the create span's child"
+    );
+    assert_eq!(
+        publish.span_context.trace_id(),
+        relay.span_context.trace_id(),
+        "the relay's publish is in the relay's own trace"
+    );
+    assert_ne!(relay.span_context.trace_id(), root.span_context.trace_id());
+}

@@ -51,8 +51,15 @@ impl Instrumented {
             error.type = tracing::field::Empty,
         );
         async {
+            // A message that already carries a trace context keeps it: that
+            // is where it was created (OpenTelemetry's "creation context"),
+            // e.g. the request that wrote it to an outbox the relay now
+            // publishes; the consumer's span joins that trace.
             #[cfg(feature = "otel")]
-            for m in &mut messages {
+            for m in messages
+                .iter_mut()
+                .filter(|m| !m.headers.contains(super::propagation::TRACEPARENT))
+            {
                 super::propagation::inject(&tracing::Span::current(), m);
             }
             #[cfg(not(feature = "otel"))]
