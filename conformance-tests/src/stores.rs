@@ -20,7 +20,7 @@ use transport_core::{
 use transport_sql::{Dialect, Mark, Outbox, OutboxStatus, Relay, SqlIdempotencyStore};
 
 use crate::ensure;
-use crate::support::{expect_quiet_for, next, unique, within_bounds, CheckFailure, CheckResult};
+use crate::support::{expect_quiet_for, next, receive_and_ack, unique, within_bounds, CheckFailure, CheckResult};
 
 /// A check of an idempotency store.
 pub type StoreCheck = fn(Arc<dyn IdempotencyStore>) -> BoxFuture<'static, CheckResult>;
@@ -329,8 +329,9 @@ async fn drain<DB: Dialect>(outbox: &Outbox<DB>, relay: &Relay<DB>) -> Result<Ou
     }
 }
 
-/// Receive `n` deliveries (acking them), as (id, key, payload).
-async fn receive(sub: &mut Subscription, n: usize) -> Result<Vec<Message>, CheckFailure> {
+/// Receive `n` deliveries (acking them) as whole messages (headers,
+/// binary payloads), to compare with what was enqueued.
+async fn receive_messages(sub: &mut Subscription, n: usize) -> Result<Vec<Message>, CheckFailure> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         let d = next(sub).await?;
@@ -374,7 +375,7 @@ async fn committed_rows_are_published<DB: Dialect>(outbox: Outbox<DB>) -> CheckR
     );
     let status = drain(&outbox, &outbox.relay(t.clone())).await?;
     ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
-    let mut got = receive(&mut sub, 3).await?;
+    let mut got = receive_messages(&mut sub, 3).await?;
     // Order holds per key (k1); the keyless row may come anywhere.
     let k1: Vec<&str> = got.iter().filter(|m| m.key.is_some()).map(|m| m.id.as_str()).collect();
     ensure!(
@@ -431,7 +432,7 @@ async fn two_relays_keep_key_order<DB: Dialect>(outbox: Outbox<DB>) -> CheckResu
     for r in relays {
         r.await.map_err(|e| CheckFailure(format!("relay task failed: {e}")))??;
     }
-    let got = receive(&mut sub, 300).await?;
+    let got = receive_and_ack(&mut sub, 300).await?;
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for m in &got {
@@ -494,7 +495,7 @@ async fn relay_killed_after_publish_loses_nothing<DB: Dialect>(outbox: Outbox<DB
         ensure!(start.elapsed() < Duration::from_secs(30), "not drained within 30 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let got = receive(&mut sub, 25).await?;
+    let got = receive_and_ack(&mut sub, 25).await?;
     let mut count: HashMap<String, usize> = HashMap::new();
     for m in &got {
         *count.entry(m.id.clone()).or_default() += 1;
@@ -552,10 +553,10 @@ async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> Che
     );
     // Key b goes on while a1 backs off; a2 waits behind a1.
     relay.run_once().await?;
-    let got = receive(&mut sub, 2).await?;
-    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     ensure!(
-        names == [b"b1".as_ref(), b"b2"],
+        names == ["b1", "b2"],
         "while a1 backs off, published {names:?}, expected b1 b2"
     );
     let status = drain(&outbox, &relay).await?;
@@ -567,12 +568,9 @@ async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> Che
         backoff * 2 - Duration::from_millis(50),
         Duration::from_secs(10),
     )?;
-    let got = receive(&mut sub, 2).await?;
-    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
-    ensure!(
-        names == [b"a1".as_ref(), b"a2"],
-        "key a published as {names:?}, expected a1 a2"
-    );
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    ensure!(names == ["a1", "a2"], "key a published as {names:?}, expected a1 a2");
     Ok(())
 }
 
@@ -599,10 +597,10 @@ async fn oversize_row_is_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult 
         step.parked == 1 && step.published == 2,
         "round with an oversize row: {step:?}"
     );
-    let got = receive(&mut sub, 2).await?;
-    let names: Vec<&[u8]> = got.iter().map(|m| m.payload.as_ref()).collect();
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     ensure!(
-        names == [b"before".as_ref(), b"after"],
+        names == ["before", "after"],
         "published {names:?}, expected the two small rows"
     );
     let status = outbox.status().await?;
@@ -665,8 +663,8 @@ async fn retries_end_in_parking<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult 
         "error kind {:?}",
         parked[0].error_kind
     );
-    let got = receive(&mut sub, 1).await?;
-    ensure!(got[0].payload.as_ref() == b"fine", "the other row was not published");
+    let got = receive_and_ack(&mut sub, 1).await?;
+    ensure!(got[0].text == "fine", "the other row was not published");
     Ok(())
 }
 

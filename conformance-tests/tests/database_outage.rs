@@ -147,15 +147,10 @@ async fn relay_rides_out_a_database_outage() {
     let broker: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
     let topic = unique("orders");
     let mut sub = broker.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
-    let relay = relayed.relay(broker.clone()).poll_interval(Duration::from_millis(20));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let relay = relayed
+        .relay(broker.clone())
+        .poll_interval(Duration::from_millis(20))
+        .spawn();
 
     let enqueue = |n: usize, tag: &'static str| {
         let direct = direct.clone();
@@ -183,9 +178,9 @@ async fn relay_rides_out_a_database_outage() {
     let quiet = tokio::time::timeout(Duration::from_secs(3), sub.next()).await;
     assert!(quiet.is_err(), "published while the database was unreachable");
     assert!(
-        !task.is_finished(),
+        !relay.is_finished(),
         "the relay stopped during the outage: {:?}",
-        task.await
+        relay.stop().await
     );
     proxy.set(Mode::Open);
     let back = Instant::now();
@@ -193,8 +188,7 @@ async fn relay_rides_out_a_database_outage() {
     receive(&mut sub, &mut received, 10, Duration::from_secs(30)).await;
     eprintln!("resumed {:?} after the database came back", back.elapsed());
     settled(&direct).await;
-    let _ = stop.send(());
-    task.await.unwrap().expect("the relay ends cleanly");
+    relay.stop().await.expect("the relay ends cleanly");
     let mut expected: Vec<String> = (0..10)
         .map(|i| format!("before-{i}"))
         .chain((0..10).map(|i| format!("during-{i}")))

@@ -104,15 +104,10 @@ async fn exactly_once(url: &str) {
         .await
         .expect("the first relay published its batch");
     killed.abort();
-    let relay = outbox.relay(broker.clone()).poll_interval(Duration::from_millis(20));
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = relay_stopped.await;
-            })
-            .await
-    });
+    let relay = outbox
+        .relay(broker.clone())
+        .poll_interval(Duration::from_millis(20))
+        .spawn();
 
     // The consumer: mark + effect in one transaction; a third of the first
     // attempts fail after committing.
@@ -190,9 +185,8 @@ async fn exactly_once(url: &str) {
     // arrive and must change nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop_consumer.send(());
-    let _ = stop_relay.send(());
     let stats = consumer_task.await.unwrap().expect("consumer");
-    relay_task.await.unwrap().expect("relay");
+    relay.stop().await.expect("relay");
 
     let applied_orders: Vec<String> = sqlx::query_scalar(&format!("SELECT order_id FROM {effects} ORDER BY order_id"))
         .fetch_all(&pool)

@@ -290,6 +290,17 @@ pub struct SelectArgs {
     pub failed_before: Option<String>,
 }
 
+/// What `discard` (and the outbox's `retry`) act on: a selection, or
+/// everything with --all; never everything by default.
+#[derive(Debug, Args, Default)]
+pub struct PickArgs {
+    /// All of them (alone: not with a selector).
+    #[arg(long, conflicts_with_all = ["ids", "reason", "failed_before"])]
+    pub all: bool,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
 impl SelectArgs {
     pub fn any(&self) -> bool {
         !self.ids.is_empty() || self.reason.is_some() || self.failed_before.is_some()
@@ -319,11 +330,8 @@ pub enum DlqOp {
     },
     /// Delete selected messages (by id, reason or failure time; --all for every one).
     Discard {
-        /// Every message (same as purge).
-        #[arg(long)]
-        all: bool,
         #[command(flatten)]
-        select: SelectArgs,
+        pick: PickArgs,
     },
     /// Delete every message.
     Purge,
@@ -432,19 +440,13 @@ pub enum OutboxOp {
     },
     /// Put parked rows back for the relay (by id, error text, parking time; --all for every one).
     Retry {
-        /// Every parked row.
-        #[arg(long)]
-        all: bool,
         #[command(flatten)]
-        select: SelectArgs,
+        pick: PickArgs,
     },
     /// Delete parked rows (by id, error text, parking time; --all for every one).
     Discard {
-        /// Every parked row.
-        #[arg(long)]
-        all: bool,
         #[command(flatten)]
-        select: SelectArgs,
+        pick: PickArgs,
     },
     /// Rows per second through the relay into a broker, against the broker's own publish rate.
     Bench {

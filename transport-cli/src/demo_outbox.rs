@@ -69,15 +69,10 @@ async fn warehouse(broker: Arc<dyn Transport>, db: &str) -> transport::Result<()
     }
     println!("  {committed} reservations committed with their events in the outbox");
 
-    let relay = outbox.relay(broker.clone()).poll_interval(Duration::from_millis(20));
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = relay_stopped.await;
-            })
-            .await
-    });
+    let relay = outbox
+        .relay(broker.clone())
+        .poll_interval(Duration::from_millis(20))
+        .spawn();
 
     // The first message handled fails after its commit; it is also the one
     // published again below.
@@ -148,13 +143,10 @@ async fn warehouse(broker: Arc<dyn Transport>, db: &str) -> transport::Result<()
     .await?;
 
     let _ = stop_consumer.send(());
-    let _ = stop_relay.send(());
     let stats = consumer_task
         .await
         .map_err(|e| Error::new(ErrorKind::Backend, e.to_string()))??;
-    relay_task
-        .await
-        .map_err(|e| Error::new(ErrorKind::Backend, e.to_string()))??;
+    relay.stop().await?;
     let shipments = shipped().await?;
     let status = outbox.status().await?;
     println!("\nsummary:");

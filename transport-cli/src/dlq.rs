@@ -4,7 +4,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use transport::{format_time, parse_time};
 use transport::{Redrive, Selection, SubscribeOptions};
 
-use crate::cli::{DlqArgs, DlqOp, SelectArgs};
+use crate::cli::{DlqArgs, DlqOp, PickArgs, SelectArgs};
 use crate::target::{connect, failed, split_url, CliError, CliResult};
 
 pub async fn run(args: DlqArgs) -> CliResult {
@@ -100,14 +100,9 @@ pub async fn run(args: DlqArgs) -> CliResult {
                 );
             }
         }
-        DlqOp::Discard { all, select } => {
-            if !all && !select.any() {
-                return Err(CliError::new(
-                    "say which messages: --id, --reason, --failed-before, or --all for every one",
-                ));
-            }
+        DlqOp::Discard { pick } => {
             let discarded = dlq
-                .discard(&selection(&select)?)
+                .discard(&picked(&pick)?)
                 .await
                 .map_err(|e| fail("discarding from", e))?;
             if args.json {
@@ -129,8 +124,19 @@ pub async fn run(args: DlqArgs) -> CliResult {
     Ok(())
 }
 
+/// The selection `--all` or the selectors give; an error when neither is
+/// given, so nothing is discarded by default.
+pub(crate) fn picked(pick: &PickArgs) -> Result<Selection, CliError> {
+    if !pick.all && !pick.select.any() {
+        return Err(CliError::new(
+            "say which ones: --id, --reason, --failed-before, or --all for every one",
+        ));
+    }
+    selection(&pick.select)
+}
+
 /// The library's selection for `--id`, `--reason` and `--failed-before`.
-pub(crate) fn selection(select: &SelectArgs) -> Result<Selection, CliError> {
+fn selection(select: &SelectArgs) -> Result<Selection, CliError> {
     let mut s = if select.ids.is_empty() {
         Selection::all()
     } else {

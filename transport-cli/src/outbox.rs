@@ -5,10 +5,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use transport::sql::sqlx::{Postgres, Sqlite};
 use transport::sql::{Dialect, Outbox, OutboxStatus, Parked};
-use transport::{format_time, redact_url, Message, Selection};
+use transport::{format_time, redact_url, Message};
 
-use crate::cli::{OutboxArgs, OutboxOp, SelectArgs};
-use crate::dlq::selection;
+use crate::cli::{OutboxArgs, OutboxOp};
+use crate::dlq::picked;
 use crate::target::{connect, failed, url_or_env, CliError, CliResult};
 
 pub async fn run(args: OutboxArgs) -> CliResult {
@@ -110,16 +110,16 @@ async fn run_on<DB: Dialect>(db: &str, args: OutboxArgs) -> CliResult {
             let rows = outbox.parked(parked).await.map_err(|e| fail("reading", e))?;
             print_status(&table, &status, &rows, args.json);
         }
-        OutboxOp::Retry { all, select } => {
-            let selection = chosen(all, &select)?;
+        OutboxOp::Retry { pick } => {
+            let selection = picked(&pick)?;
             let n = outbox
                 .retry(&selection)
                 .await
                 .map_err(|e| fail("retrying parked rows of", e))?;
             println!("{n} parked row(s) back for the relay");
         }
-        OutboxOp::Discard { all, select } => {
-            let selection = chosen(all, &select)?;
+        OutboxOp::Discard { pick } => {
+            let selection = picked(&pick)?;
             let n = outbox
                 .discard(&selection)
                 .await
@@ -157,18 +157,6 @@ fn shutdown() -> impl std::future::Future<Output = ()> {
     #[cfg(not(unix))]
     async {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Retry and discard act on a selection, or on everything with --all; never by default.
-fn chosen(all: bool, select: &SelectArgs) -> CliResult<Selection> {
-    match (all, select.any()) {
-        (true, true) => Err(CliError::new("--all picks every parked row: give it alone")),
-        (true, false) => Ok(Selection::all()),
-        (false, true) => selection(select),
-        (false, false) => Err(CliError::new(
-            "pick parked rows with --id, --reason or --failed-before, or all of them with --all",
-        )),
     }
 }
 

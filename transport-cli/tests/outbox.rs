@@ -242,6 +242,11 @@ fn parked_rows_are_listed_retried_and_discarded() {
         .failure()
         .stderr(predicate::str::contains("--all"));
     transport()
+        .args(["outbox", "--db", &db, "discard", "--all", "--id", &big.id])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
+    transport()
         .args(["outbox", "--db", &db, "retry", "--reason", "no such error"])
         .assert()
         .success()

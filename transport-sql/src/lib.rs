@@ -33,12 +33,9 @@
 //!
 //! // In the same process (or as its own: `transport outbox relay`):
 //! // publish what was committed, until told to stop.
-//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! let relay = outbox.relay(transport);
-//! let relaying = tokio::spawn(async move { relay.run(async { let _ = stopped.await; }).await });
-//! // ... at shutdown:
-//! let _ = stop.send(());
-//! relaying.await.expect("relay task")?;
+//! let relay = outbox.relay(transport).spawn();
+//! // ... at shutdown (the round in progress finishes first):
+//! relay.stop().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -65,7 +62,7 @@ mod table;
 pub use dialect::Dialect;
 pub use idempotency::{Mark, SqlIdempotencyStore, DEFAULT_PROCESSED_TABLE};
 pub use outbox::{Outbox, DEFAULT_OUTBOX_TABLE};
-pub use relay::{Relay, RelayStep};
+pub use relay::{Relay, RelayStep, RunningRelay};
 pub use status::{OutboxStatus, Parked};
 
 /// sqlx, as this crate uses it: pools and transactions for the service's

@@ -242,7 +242,8 @@ pub(crate) async fn bounded<T>(timeout: Duration, operation: impl Future<Output 
 
 /// A claimed row as the message it was enqueued as; `Decode` if its
 /// headers column was changed into something that is not a JSON map.
-pub(crate) fn message_of(row: &Claimed) -> Result<Message> {
+/// The payload moves out of the row (the relay keeps only its other fields).
+pub(crate) fn message_of(row: &mut Claimed) -> Result<Message> {
     let map: BTreeMap<String, String> = serde_json::from_str(&row.headers).map_err(|e| {
         Error::new(
             ErrorKind::Decode,
@@ -258,6 +259,6 @@ pub(crate) fn message_of(row: &Claimed) -> Result<Message> {
         id: row.id.clone(),
         key: row.key.clone(),
         headers,
-        payload: row.payload.clone().into(),
+        payload: std::mem::take(&mut row.payload).into(),
     })
 }

@@ -170,6 +170,21 @@ impl<DB: Dialect> Relay<DB> {
         }
     }
 
+    /// Run in a task of its own until [`RunningRelay::stop`].
+    pub fn spawn(self) -> RunningRelay
+    where
+        DB: 'static,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            self.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        RunningRelay { stop, task }
+    }
+
     /// One round: claim a batch, publish it (by topic, with
     /// `publish_batch`; one by one after a batch failed, to tell which row
     /// failed), delete what was published, record the failures.
@@ -195,8 +210,8 @@ impl<DB: Dialect> Relay<DB> {
         let max_size = self.transport.capabilities().max_message_size;
         // Per topic, in claim order (the batch is already in enqueue order).
         let mut topics: Vec<(String, Vec<(Claimed, Message)>)> = Vec::new();
-        for row in rows {
-            let checked = message_of(&row).and_then(|m| {
+        for mut row in rows {
+            let checked = message_of(&mut row).and_then(|m| {
                 m.validate()?;
                 if let Some(max) = max_size {
                     m.check_size(max)?;
@@ -331,6 +346,28 @@ impl<DB: Dialect> Relay<DB> {
         let (first, max) = self.retry_backoff;
         let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
         Some(first.saturating_mul(1 << doublings).min(max))
+    }
+}
+
+/// A relay running in its own task ([`Relay::spawn`]).
+#[derive(Debug)]
+pub struct RunningRelay {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningRelay {
+    /// Let the round in progress finish, then end; how the relay ended.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| Error::new(ErrorKind::Backend, format!("the outbox relay task failed: {e}")))?
+    }
+
+    /// Whether it ended by itself (on an error retrying cannot fix).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 

@@ -92,15 +92,7 @@ async fn main() -> transport::Result<()> {
     }
 
     // The relay: in the service, or as its own process (`transport outbox relay`).
-    let relay = outbox.relay(broker.clone());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let relay = outbox.relay(broker.clone()).spawn();
 
     let service = tower::ServiceBuilder::new()
         .layer(IdempotencyLayer::new(store.clone()))
@@ -118,8 +110,7 @@ async fn main() -> transport::Result<()> {
     let stats = tokio::time::timeout(Duration::from_secs(30), consumer.run(service, done))
         .await
         .map_err(|_| transport::Error::new(transport::ErrorKind::Timeout, "orders not billed within 30 s"))??;
-    let _ = stop.send(());
-    relay_task.await.expect("the relay task")?;
+    relay.stop().await?;
 
     let invoiced: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices")
         .fetch_one(&pool)
