@@ -2,12 +2,16 @@
 //! plus the messages that came back (nacked, timed out, dropped), the keys in
 //! flight and the in-flight table. One mutex per topic guards it all, which
 //! keeps every transition atomic and is cheap enough for millions of
-//! messages per second.
+//! messages per second as long as nothing slow happens under it: messages
+//! are wrapped before the lock is taken and freed after it is released, and
+//! wake-ups are sent only when a consumer sleeps.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 use transport_core::{Error, ErrorKind, Message, Result, StartFrom};
 
@@ -51,7 +55,9 @@ pub(crate) struct GroupState {
     blocked: HashMap<String, BTreeMap<u64, Pending>>,
     /// Keys with a message in flight or waiting out a nack delay.
     locked: HashSet<String>,
-    in_flight: HashMap<u64, InFlight>,
+    /// Keyed by log offset; offsets are not attacker-chosen, so a fast
+    /// non-keyed hash is safe here.
+    in_flight: FxHashMap<u64, InFlight>,
     /// Nacked with a delay: (due, seq).
     delayed: BTreeMap<(Instant, u64), Pending>,
     /// No in-flight deadline is earlier than this.
@@ -74,8 +80,30 @@ pub(crate) struct TopicState {
 #[derive(Debug)]
 pub(crate) struct Topic {
     state: Mutex<TopicState>,
-    /// Woken on publish, settle and requeue; consumers wait on it.
-    pub notify: Notify,
+    /// Woken on publish, settle and requeue when a consumer sleeps.
+    notify: Notify,
+    /// Consumers between "about to look" and "woke up" (see [`Topic::watch`]).
+    /// Publishing and settling skip the wake-up (a lock inside `Notify`)
+    /// when nobody can be waiting for it.
+    sleepers: AtomicUsize,
+}
+
+/// A consumer's registration for wake-ups; see [`Topic::watch`].
+pub(crate) struct Watch<'a> {
+    topic: &'a Topic,
+}
+
+impl Watch<'_> {
+    /// The notification future; enable it before looking at the state.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.topic.notify.notified()
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.topic.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Shared state of one named or private broker.
@@ -87,6 +115,10 @@ pub(crate) struct Broker {
 impl Broker {
     pub fn topic(&self, name: &str) -> Arc<Topic> {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before `entry`, which would copy the name on every publish.
+        if let Some(topic) = topics.get(name) {
+            return topic.clone();
+        }
         topics
             .entry(name.to_owned())
             .or_insert_with(|| {
@@ -99,6 +131,7 @@ impl Broker {
                         keep_all: false,
                     }),
                     notify: Notify::new(),
+                    sleepers: AtomicUsize::new(0),
                 })
             })
             .clone()
@@ -129,21 +162,45 @@ impl Topic {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Register for wake-ups. Call before looking at the state and keep
+    /// the registration until the wait is over: a publish or settle that
+    /// comes after the look then sees a sleeper and notifies.
+    pub fn watch(&self) -> Watch<'_> {
+        // SeqCst pairs with the load in `wake`: either the waker sees this
+        // increment or the consumer's look (under the topic lock, after it)
+        // sees what the waker changed.
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        Watch { topic: self }
+    }
+
+    /// Wake every consumer waiting on this topic, if any.
+    pub fn wake(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
     pub fn mark_dead_letter_topic(&self) {
         self.lock().keep_all = true;
     }
 
     pub fn append(&self, messages: impl IntoIterator<Item = Message>, replay_window: usize) {
-        {
+        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
+        self.append_shared(messages, replay_window);
+    }
+
+    /// Append already shared messages: the allocations happen before the
+    /// lock, and the messages the window lets go are freed after it.
+    fn append_shared(&self, messages: Vec<Arc<Message>>, replay_window: usize) {
+        let dropped = {
             let mut st = self.lock();
             let now = SystemTime::now();
-            for m in messages {
-                st.log.push_back(Arc::new(m));
-                st.published.push_back(now);
-            }
-            st.trim(replay_window);
-        }
-        self.notify.notify_waiters();
+            st.published.extend(std::iter::repeat_n(now, messages.len()));
+            st.log.extend(messages);
+            st.trim(replay_window)
+        };
+        self.wake();
+        drop(dropped);
     }
 
     /// Create the group if needed.
@@ -246,7 +303,7 @@ impl Topic {
             g.release(&flight.pending);
             flight.pending.message
         };
-        self.notify.notify_waiters();
+        self.wake();
         Ok(message)
     }
 
@@ -265,10 +322,10 @@ impl Topic {
             let mut st = self.lock();
             let g = st.groups.get_mut(group).ok_or_else(expired)?;
             let flight = g.take(seq, token)?;
-            dlq.append([dead], window);
+            dlq.append_shared(vec![Arc::new(dead)], window);
             g.release(&flight.pending);
         }
-        self.notify.notify_waiters();
+        self.wake();
         Ok(())
     }
 
@@ -289,7 +346,7 @@ impl Topic {
                 }
             }
         }
-        self.notify.notify_waiters();
+        self.wake();
         Ok(())
     }
 
@@ -367,27 +424,26 @@ fn expired() -> Error {
 }
 
 impl TopicState {
-    fn trim(&mut self, replay_window: usize) {
-        if self.keep_all || self.log.len() <= replay_window {
-            return;
+    /// Drop what the replay window no longer keeps, returning it so that
+    /// the caller frees it outside the lock. Trimming waits until a sixteenth
+    /// of the window (at least one message) can go, so that a publish does
+    /// not pay for it every time: up to `window + window / 16` are kept.
+    fn trim(&mut self, replay_window: usize) -> Vec<Arc<Message>> {
+        let slack = (replay_window / 16).max(1);
+        if self.keep_all || self.log.len() < replay_window + slack {
+            return Vec::new();
         }
         // A topic nobody subscribed to yet keeps everything (up to the window
         // a group starting at Earliest could ask for), others drop only what
         // every group has passed.
-        let Some(min_cursor) = self.groups.values().map(|g| g.cursor).min() else {
-            let excess = self.log.len() - replay_window;
-            self.log.drain(..excess);
-            self.published.drain(..excess);
-            self.base += excess as u64;
-            return;
+        let excess = self.log.len() - replay_window;
+        let excess = match self.groups.values().map(|g| g.cursor).min() {
+            None => excess,
+            Some(min_cursor) => excess.min(min_cursor.saturating_sub(self.base) as usize),
         };
-        let consumed = min_cursor.saturating_sub(self.base) as usize;
-        let excess = (self.log.len() - replay_window).min(consumed);
-        if excess > 0 {
-            self.log.drain(..excess);
-            self.published.drain(..excess);
-            self.base += excess as u64;
-        }
+        self.published.drain(..excess);
+        self.base += excess as u64;
+        self.log.drain(..excess).collect()
     }
 }
 

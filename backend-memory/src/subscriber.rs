@@ -70,7 +70,8 @@ impl Consumer {
                 return Some(self.delivery(f));
             }
             // Register for wake-ups before looking, so none is missed.
-            let notified = self.source.notify.notified();
+            let watch = self.source.watch();
+            let notified = watch.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let capacity = self
