@@ -37,7 +37,7 @@ fn main() {
     println!("in-memory backend, {n} messages of {PAYLOAD} bytes, publish -> receive -> ack, {rounds} rounds");
     for batch in [1usize, 100] {
         let mut results: Vec<Run> = (0..rounds).map(|_| rt.block_on(run(n, batch))).collect();
-        results.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+        results.sort_by_key(|r| r.elapsed);
         let (best, median) = (&results[0], &results[results.len() / 2]);
         println!(
             "  batch {batch:>3}: best {:>9.0} msg/s, median {:>9.0} msg/s; median round's latency p50 {:>8.1?} p99 {:>8.1?}",

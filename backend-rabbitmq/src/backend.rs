@@ -3,7 +3,7 @@
 //! exchanges are declared in `core`).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -13,6 +13,7 @@ use transport_core::{
     Transport,
 };
 
+use crate::acks::Outstanding;
 use crate::config::RabbitConfig;
 use crate::core::Conn;
 use crate::dead_letters::RabbitDeadLetters;
@@ -52,6 +53,12 @@ impl RabbitBuilder {
         self.config.single_active_consumer = on;
         self
     }
+    /// Most publishes in flight without a confirm (default 1024; see
+    /// [`RabbitConfig::publish_window`]).
+    pub fn publish_window(mut self, messages: usize) -> Self {
+        self.config.publish_window = messages.max(1);
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<RabbitTransport> {
         RabbitTransport::with_config(self.config).await
@@ -67,6 +74,20 @@ pub struct RabbitTransport {
 pub(crate) struct Inner {
     pub(crate) conn: Conn,
     pub(crate) lifecycle: Lifecycle,
+    /// Every subscription's batched acks, so that `close` sends them
+    /// before the connection goes.
+    pub(crate) acks: Mutex<Vec<Weak<Outstanding>>>,
+}
+
+impl RabbitTransport {
+    /// The ack table of a new subscription, registered for `close`.
+    pub(crate) fn outstanding(&self, prefetch: usize) -> Arc<Outstanding> {
+        let outstanding = Arc::new(Outstanding::new(prefetch));
+        let mut all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&outstanding));
+        outstanding
+    }
 }
 
 impl fmt::Debug for RabbitTransport {
@@ -113,6 +134,7 @@ impl RabbitTransport {
             inner: Arc::new(Inner {
                 conn: Conn::open(config).await?,
                 lifecycle: Lifecycle::new(SCHEME),
+                acks: Mutex::default(),
             }),
         })
     }
@@ -165,6 +187,13 @@ impl Transport for RabbitTransport {
 
     async fn close(&self) -> Result<()> {
         self.inner.lifecycle.close();
+        let acks: Vec<_> = {
+            let all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
+            all.iter().filter_map(Weak::upgrade).collect()
+        };
+        for outstanding in acks {
+            outstanding.flush(true).await;
+        }
         self.inner.conn.close().await;
         Ok(())
     }

@@ -33,6 +33,12 @@ pub struct RabbitConfig {
     /// then opened again, so a broker that died without closing its sockets
     /// cannot hang the transport.
     pub request_timeout: Duration,
+    /// Most publishes sent and not yet confirmed by the broker, across every
+    /// caller of the transport (default 1024). Publishing keeps this many in
+    /// flight instead of waiting for each confirm, and waits for the oldest
+    /// confirm when the window is full, which bounds the memory a slow broker
+    /// can make the client hold.
+    pub publish_window: usize,
 }
 
 impl Default for RabbitConfig {
@@ -48,6 +54,7 @@ impl Default for RabbitConfig {
             max_message_size: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            publish_window: 1024,
         }
     }
 }
@@ -56,7 +63,7 @@ impl RabbitConfig {
     /// Parse `amqp://[user:password@]host[:port][/vhost][?options]` or
     /// `amqps://` (TLS). The vhost is percent-encoded (`%2f` is `/`, the
     /// default). Options: `single_active_consumer=true`, `max_message_size`,
-    /// `connect_timeout_ms`, `request_timeout_ms`.
+    /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`.
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid AMQP URL: {e}")))?;
         let mut c = RabbitConfig::default();
@@ -108,6 +115,12 @@ impl RabbitConfig {
                         .map(Duration::from_millis)
                         .ok_or_else(|| {
                             Error::invalid(format!("request_timeout_ms must be a positive number, got {v:?}"))
+                        })?
+                }
+                "publish_window" => {
+                    c.publish_window =
+                        v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            Error::invalid(format!("publish_window must be a positive number, got {v:?}"))
                         })?
                 }
                 other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),

@@ -65,11 +65,14 @@ pub(crate) struct Conn {
     pub(crate) config: RabbitConfig,
     pub(crate) state: Mutex<Option<(Arc<Connection>, Channel)>>,
     pub(crate) declared: std::sync::Mutex<HashSet<String>>,
+    /// One permit per publish sent and not confirmed yet (`publish_window`).
+    pub(crate) window: tokio::sync::Semaphore,
 }
 
 impl Conn {
     pub async fn open(config: RabbitConfig) -> Result<Self, Error> {
         let conn = Conn {
+            window: tokio::sync::Semaphore::new(config.publish_window.max(1)),
             config,
             state: Mutex::new(None),
             declared: Default::default(),

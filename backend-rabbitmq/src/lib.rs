@@ -1,6 +1,7 @@
 #![doc = include_str!("../docs.md")]
 #![warn(missing_docs)]
 
+mod acks;
 mod backend;
 mod backlog;
 mod config;

@@ -1,11 +1,16 @@
 //! Publishing: persistent messages to the topic's exchange, `mandatory` so
 //! that a topic without a group is `NotFound` instead of lost, each one
-//! confirmed by the broker (publisher confirms).
+//! confirmed by the broker (publisher confirms). Confirms are pipelined: up
+//! to `publish_window` publishes of all callers are in flight at once, and a
+//! batch waits for its oldest confirm only when the window is full, so the
+//! broker's fsync round trip is paid once per window, not once per batch.
+
+use std::collections::VecDeque;
 
 use async_trait::async_trait;
 use lapin::options::BasicPublishOptions;
-use lapin::Confirmation;
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use tokio::sync::SemaphorePermit;
 use transport_core::{ErrorKind, Message, Publisher, Result};
 
 use crate::backend::RabbitTransport;
@@ -66,15 +71,49 @@ impl RabbitTransport {
         m: &Message,
         extra: &[(&str, String)],
     ) -> Result<()> {
+        let target = if exchange.is_empty() { routing_key } else { exchange };
         self.bounded(op, async {
             let ch = self.inner.conn.publisher().await?;
+            let slot = self.slot(&mut VecDeque::new(), op, target).await?;
             let confirm = self
                 .send(op, &ch, exchange, routing_key, m, core::properties(m, extra))
                 .await?;
-            let c = confirm.await.map_err(|e| map_err(op, e))?;
-            Self::confirmed(op, if exchange.is_empty() { routing_key } else { exchange }, &m.id, c)
+            Unconfirmed {
+                id: &m.id,
+                confirm,
+                _slot: slot,
+            }
+            .settle(op, target)
+            .await
         })
         .await
+    }
+
+    /// A slot in the publish window. When the window is full and `mine`
+    /// holds some of it, the oldest of `mine` is awaited to free one (a
+    /// batch makes room for itself); otherwise it waits for other callers'
+    /// confirms.
+    async fn slot<'a>(
+        &'a self,
+        mine: &mut VecDeque<Unconfirmed<'_>>,
+        op: &'static str,
+        target: &str,
+    ) -> Result<SemaphorePermit<'a>> {
+        let window = &self.inner.conn.window;
+        loop {
+            if let Ok(permit) = window.try_acquire() {
+                return Ok(permit);
+            }
+            match mine.pop_front() {
+                Some(oldest) => oldest.settle(op, target).await?,
+                None => {
+                    return window
+                        .acquire()
+                        .await
+                        .map_err(|_| err(ErrorKind::Closed, op, "the transport is closed"))
+                }
+            }
+        }
     }
 
     /// `work` within the request timeout; on timeout the connection is
@@ -123,20 +162,41 @@ impl RabbitTransport {
         self.bounded(op, async {
             let ch = self.inner.conn.publisher().await?;
             self.inner.conn.declare_exchange(&ch, topic, op).await?;
-            // Send all on one channel (in order), then wait for every confirm.
-            let mut confirms = Vec::with_capacity(messages.len());
+            // Sent in order on one channel, each taking a window slot; the
+            // confirms are collected as the window needs room and at the end.
+            let mut unconfirmed = VecDeque::with_capacity(messages.len().min(self.inner.conn.config().publish_window));
             for m in &messages {
+                let slot = self.slot(&mut unconfirmed, op, topic).await?;
                 let routing_key = m.key.as_deref().unwrap_or(topic);
-                let c = self
+                let confirm = self
                     .send(op, &ch, topic, routing_key, m, core::properties(m, &[]))
                     .await?;
-                confirms.push((m.id.as_str(), c));
+                unconfirmed.push_back(Unconfirmed {
+                    id: &m.id,
+                    confirm,
+                    _slot: slot,
+                });
             }
-            for (id, c) in confirms {
-                Self::confirmed(op, topic, id, c.await.map_err(|e| map_err(op, e))?)?;
+            while let Some(oldest) = unconfirmed.pop_front() {
+                oldest.settle(op, topic).await?;
             }
             Ok(())
         })
         .await
+    }
+}
+
+/// A publish waiting for its confirm; its window slot is freed when it is
+/// settled or dropped (a failed batch drops the rest).
+struct Unconfirmed<'a> {
+    id: &'a str,
+    confirm: PublisherConfirm,
+    _slot: SemaphorePermit<'a>,
+}
+
+impl Unconfirmed<'_> {
+    async fn settle(self, op: &'static str, target: &str) -> Result<()> {
+        let c = self.confirm.await.map_err(|e| map_err(op, e))?;
+        RabbitTransport::confirmed(op, target, self.id, c)
     }
 }

@@ -1,9 +1,8 @@
 //! Reading a group's work queue (`basic.consume` pumped into the
 //! subscription, reopened after a channel or connection loss) and settling
-//! deliveries: ack, nack through the TTL retry queues, dead-letter, the
-//! library's ack-timeout sweep.
+//! deliveries: ack (batched, see `acks`), nack through the TTL retry
+//! queues, dead-letter, the library's ack-timeout sweep.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -12,7 +11,6 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::Acker;
 use lapin::Channel;
 use tokio::sync::mpsc;
 use transport_core::backend::Settler;
@@ -21,6 +19,7 @@ use transport_core::{
     Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, SubscribeOptions, Subscriber, Subscription,
 };
 
+use crate::acks::{requeue, Outstanding, Single};
 use crate::backend::{dlq_queue, now_ms, tag, work_queue, RabbitTransport};
 use crate::core::{self, err, map_err, H_ATTEMPTS, H_FIRST_FAILURE};
 
@@ -32,22 +31,30 @@ pub(crate) struct Shared {
     pub(crate) queue: String,
     pub(crate) dlq_topic: String,
     pub(crate) options: SubscribeOptions,
-    /// Deliveries handed out or buffered and not settled: (channel generation,
-    /// delivery tag) -> deadline and acker. The sweeper nacks expired ones.
-    pub(crate) pending: Mutex<HashMap<(u64, u64), (Instant, Acker)>>,
+    /// Deliveries handed out and not settled, by (channel generation,
+    /// delivery tag), and acks waiting to be sent. The sweeper nacks expired
+    /// ones.
+    pub(crate) outstanding: Arc<Outstanding>,
     pub(crate) generation: AtomicU64,
     /// The consuming channel, kept open while any delivery of it may still
     /// be settled (dropping the last handle closes it, requeueing the rest).
     pub(crate) channel: Mutex<Option<Channel>>,
 }
 
-impl Shared {
-    fn take_pending(&self, key: (u64, u64)) -> Option<Acker> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key)
-            .map(|(_, a)| a)
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last delivery is settled: send the acks still waiting, on a
+        // channel kept open until they are out.
+        let (outstanding, channel) = (
+            self.outstanding.clone(),
+            self.channel.lock().ok().and_then(|mut c| c.take()),
+        );
+        if outstanding.has_acks() {
+            on_drop(async move {
+                outstanding.flush(true).await;
+                drop(channel);
+            });
+        }
     }
 }
 
@@ -74,7 +81,7 @@ impl Subscriber for RabbitTransport {
             queue,
             dlq_topic,
             options: options.clone(),
-            pending: Mutex::default(),
+            outstanding: self.outstanding(options.max_in_flight),
             generation: AtomicU64::new(0),
             channel: Mutex::default(),
         });
@@ -83,6 +90,7 @@ impl Subscriber for RabbitTransport {
         let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
         tokio::spawn(pump(shared.clone(), first, tx));
         tokio::spawn(sweep(Arc::downgrade(&shared)));
+        tokio::spawn(flusher(Arc::downgrade(&shared), shared.outstanding.clone()));
         let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|d| (d, rx)) });
         Ok(transport_core::backend::subscription(
             topic,
@@ -192,7 +200,9 @@ pub(crate) async fn pump(s: Arc<Shared>, first: Consuming, tx: mpsc::Sender<Resu
             }
         }
     }
-    // Stop consuming, and hand back what the channel prefetched but nobody took.
+    // Send the acks that wait, stop consuming, and hand back what the
+    // channel prefetched but nobody took.
+    s.outstanding.flush(true).await;
     if let Some(mut c) = current {
         let _ = c
             .channel
@@ -216,26 +226,10 @@ pub(crate) async fn sweep(weak: Weak<Shared>) {
     loop {
         let every = match weak.upgrade() {
             Some(s) => {
-                let now = Instant::now();
-                let expired: Vec<Acker> = {
-                    let mut pending = s.pending.lock().unwrap_or_else(|e| e.into_inner());
-                    let keys: Vec<_> = pending
-                        .iter()
-                        .filter(|(_, (d, _))| *d <= now)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    keys.into_iter()
-                        .filter_map(|k| pending.remove(&k).map(|(_, a)| a))
-                        .collect()
-                };
-                for acker in expired {
+                for single in s.outstanding.expired(Instant::now()) {
                     tracing::debug!(queue = %s.queue, "ack timeout passed; requeueing");
-                    let _ = acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
+                    requeue(single.acker()).await;
+                    single.done();
                 }
                 (s.options.ack_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
             }
@@ -245,12 +239,23 @@ pub(crate) async fn sweep(weak: Weak<Shared>) {
     }
 }
 
+/// Sends acks that waited [`crate::acks::FLUSH_AFTER`] without filling a
+/// batch. Ends with the subscription (whose drop sends the rest).
+pub(crate) async fn flusher(weak: Weak<Shared>, outstanding: Arc<Outstanding>) {
+    while weak.strong_count() > 0 {
+        if tokio::time::timeout(Duration::from_millis(500), outstanding.wait_for_acks())
+            .await
+            .is_ok()
+        {
+            outstanding.flush(true).await;
+        }
+    }
+}
+
 pub(crate) fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message::Delivery) -> Delivery {
     let key = (generation, d.delivery_tag);
-    s.pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, (Instant::now() + s.options.ack_timeout, d.acker.clone()));
+    s.outstanding
+        .handed(key, Instant::now() + s.options.ack_timeout, d.acker.clone());
     let tag_text = d.delivery_tag.to_string();
     // A producer that is not this library keys by routing key alone: on the
     // topic's exchange, a routing key other than the topic is the key (this
@@ -306,48 +311,47 @@ pub(crate) fn expired(op: &'static str) -> Error {
 /// Ack the original once its copy (retry or dead letter) is stored, so a
 /// crash in between duplicates and never loses; if storing failed, requeue
 /// it and return why.
-async fn ack_once_stored(acker: Acker, op: &'static str, stored: Result<()>) -> Result<()> {
-    match stored {
-        Ok(()) => acker
+async fn ack_once_stored(single: Single, op: &'static str, stored: Result<()>) -> Result<()> {
+    let result = match stored {
+        Ok(()) => single
+            .acker()
             .ack(BasicAckOptions::default())
             .await
             .map(drop)
             .map_err(|e| map_err(op, e)),
         Err(e) => {
-            let _ = acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(single.acker()).await;
             Err(e)
         }
-    }
+    };
+    single.done();
+    result
 }
 
 impl RabbitSettler {
-    fn acker(&mut self, op: &'static str) -> Result<Acker> {
+    /// Take the delivery to settle it with a frame of its own.
+    fn single(&mut self, op: &'static str) -> Result<Single> {
         self.settled = true;
-        self.shared.take_pending(self.key).ok_or_else(|| expired(op))
+        self.shared.outstanding.take(self.key).ok_or_else(|| expired(op))
     }
 }
 
 #[async_trait]
 impl Settler for RabbitSettler {
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        let acker = self.acker("ack")?;
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(|e| map_err("ack", e))
+        self.settled = true;
+        match self.shared.outstanding.ack(self.key).await {
+            true => Ok(()),
+            false => Err(expired("ack")),
+        }
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
-        let acker = self.acker("nack")?;
+        let single = self.single("nack")?;
         let delay = delay.filter(|d| !d.is_zero());
         let Some(delay) = delay else {
-            return acker
+            let result = single
+                .acker()
                 .nack(BasicNackOptions {
                     requeue: true,
                     ..Default::default()
@@ -355,6 +359,8 @@ impl Settler for RabbitSettler {
                 .await
                 .map(drop)
                 .map_err(|e| map_err("nack", e));
+            single.done();
+            return result;
         };
         // No delayed-message plugin: park a copy in a TTL queue that
         // dead-letters back to the work queue, then ack the original.
@@ -373,11 +379,11 @@ impl Settler for RabbitSettler {
             s.transport.publish_to("nack", "", &retry, &self.message, &extra).await
         }
         .await;
-        ack_once_stored(acker, "nack", result).await
+        ack_once_stored(single, "nack", result).await
     }
 
     async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
-        let acker = self.acker("dead_letter")?;
+        let single = self.single("dead_letter")?;
         let s = &self.shared;
         let conn = &s.transport.inner.conn;
         let stored = async {
@@ -395,17 +401,13 @@ impl Settler for RabbitSettler {
                 .await
         }
         .await;
-        ack_once_stored(acker, "dead_letter", stored).await
+        ack_once_stored(single, "dead_letter", stored).await
     }
 
     async fn extend(&self, by: Duration) -> Result<()> {
-        let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get_mut(&self.key) {
-            Some((deadline, _)) => {
-                *deadline = Instant::now() + by;
-                Ok(())
-            }
-            None => Err(expired("extend")),
+        match self.shared.outstanding.extend(self.key, Instant::now() + by) {
+            true => Ok(()),
+            false => Err(expired("extend")),
         }
     }
 }
@@ -418,15 +420,7 @@ impl Drop for RabbitSettler {
         // Dropped unsettled: requeue now rather than after the ack timeout.
         // Without a runtime the sweeper cannot run either; the message
         // returns when the channel closes.
-        if let Some(acker) = self.shared.take_pending(self.key) {
-            on_drop(async move {
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
-            });
-        }
+        // Taken and dropped unsent, a `Single` requeues it.
+        drop(self.shared.outstanding.take(self.key));
     }
 }

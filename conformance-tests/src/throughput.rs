@@ -47,6 +47,102 @@ pub async fn publish_consume_ack(
     elapsed
 }
 
+/// Like [`publish_consume_ack`], but publishing one message per `publish`
+/// call with `window` calls in flight at once (a service answering many
+/// requests, or a loader that pipelines): measures how well concurrent
+/// publishes share the connection instead of waiting for each other.
+pub async fn pipelined_consume_ack(
+    t: Arc<dyn Transport>,
+    n: usize,
+    size: usize,
+    window: usize,
+    max_in_flight: usize,
+) -> Duration {
+    let topic = crate::unique("bench");
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(max_in_flight))
+        .await
+        .expect("subscribe");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let publisher = {
+        let (t, topic) = (t.clone(), topic.clone());
+        tokio::spawn(async move {
+            futures::stream::iter(0..n)
+                .map(|_| t.publish(&topic, Message::new(payload.clone())))
+                .buffer_unordered(window.max(1))
+                .for_each(|r| {
+                    r.expect("publish");
+                    std::future::ready(())
+                })
+                .await
+        })
+    };
+    for _ in 0..n {
+        let d = sub.next().await.expect("subscription ended").expect("receive");
+        d.ack().await.expect("ack");
+    }
+    let elapsed = start.elapsed();
+    publisher.await.expect("publisher task");
+    elapsed
+}
+
+/// Publish `n` messages of `size` bytes, `window` `publish` calls in flight
+/// at once, to a topic with one group; the time until the last publish
+/// returned (confirmed, on backends with confirms). The messages are then
+/// consumed, untimed, so the broker is left as it was found.
+pub async fn pipelined_publish(t: Arc<dyn Transport>, n: usize, size: usize, window: usize) -> Duration {
+    let topic = crate::unique("bench");
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(1000))
+        .await
+        .expect("subscribe");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|_| t.publish(&topic, Message::new(payload.clone())))
+        .buffer_unordered(window.max(1))
+        .for_each(|r| {
+            r.expect("publish");
+            std::future::ready(())
+        })
+        .await;
+    let elapsed = start.elapsed();
+    drain(&mut sub, n).await;
+    elapsed
+}
+
+/// Publish `n` messages of `size` bytes in `publish_batch` calls of
+/// `batch`, one after the other, to a topic with one group; the time until
+/// the last call returned. Consumed afterwards, untimed.
+pub async fn batched_publish(t: Arc<dyn Transport>, n: usize, size: usize, batch: usize) -> Duration {
+    let topic = crate::unique("bench");
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(1000))
+        .await
+        .expect("subscribe");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let k = batch.max(1).min(n - sent);
+        let messages = (0..k).map(|_| Message::new(payload.clone())).collect();
+        t.publish_batch(&topic, messages).await.expect("publish");
+        sent += k;
+    }
+    let elapsed = start.elapsed();
+    drain(&mut sub, n).await;
+    elapsed
+}
+
+/// Receive and ack `n` deliveries.
+pub async fn drain(sub: &mut transport_core::Subscription, n: usize) {
+    for _ in 0..n {
+        let d = sub.next().await.expect("subscription ended").expect("receive");
+        d.ack().await.expect("ack");
+    }
+}
+
 /// Run a raw-client workload and the library workload side by side on a
 /// 2-thread runtime and print both and their ratio. `BENCH_MESSAGES`
 /// overrides `default_n`; `warm_up` messages go through each path first
