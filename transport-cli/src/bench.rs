@@ -1,16 +1,22 @@
-//! `transport bench`: publish -> consume -> ack throughput and latency.
+//! `transport bench`: publish -> consume -> ack throughput and latency of
+//! one workload (payload size, publishers, batch, consumers, keys), or a
+//! sweep over them (`sweep`).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use transport::{Bytes, Message, SubscribeOptions};
+use transport::{Bytes, Message, SubscribeOptions, Transport};
 
 use crate::cli::BenchArgs;
-use crate::target::{connect, failed, url_or_env, CliError, CliResult};
+use crate::target::{connect, url_or_env, CliError, CliResult};
 
 const SENT_AT: &str = "bench-sent-us";
+/// A run ends with an error when no delivery arrives for this long.
+const STALL: Duration = Duration::from_secs(30);
 
 fn now_us() -> u64 {
     SystemTime::now()
@@ -18,14 +24,226 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// One workload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Payload bytes.
+    pub size: usize,
+    /// Publishing tasks.
+    pub publishers: usize,
+    /// Messages per `publish_batch` (1: `publish`).
+    pub batch: usize,
+    /// Subscriptions of the one group, each receiving and acking.
+    pub consumers: usize,
+    /// Distinct ordering keys, round robin (0: no key).
+    pub keys: usize,
+}
+
+/// When publishing stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    Messages(u64),
+    /// Publish for this long (then let the consumers drain), at most `max`.
+    Seconds {
+        seconds: f64,
+        max: u64,
+    },
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub messages: u64,
+    /// From the first publish to the last ack.
+    pub seconds: f64,
+    /// Publish to receipt, milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Measurement {
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+}
+
+/// How far publishers may run ahead of the consumers: a producer with flow
+/// control. Enough to keep every publisher's batches in flight twice over,
+/// otherwise small (2048 messages, 16 MiB), so latency measures the path
+/// rather than a queue the bench built, and a slow consumer cannot make it
+/// hold gigabytes.
+fn lead(point: &Point) -> u64 {
+    let in_flight = 2 * point.batch.max(1) * point.publishers.max(1);
+    in_flight.max(((16 << 20) / point.size.max(1)).clamp(1, 2048)) as u64
+}
+
+/// Run `point` on a fresh topic of `broker`.
+pub async fn measure(
+    broker: &Arc<dyn Transport>,
+    point: Point,
+    limit: Limit,
+    bar: Option<&ProgressBar>,
+) -> CliResult<Measurement> {
+    let topic = format!("bench-{}", transport::new_id().replace('-', ""));
+    let mut subs = Vec::new();
+    for _ in 0..point.consumers.max(1) {
+        let sub = broker
+            .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(512))
+            .await
+            .map_err(|e| CliError::new(format!("bench on {}: subscribing failed: {e}", broker.backend())))?;
+        subs.push(sub);
+    }
+    // Sequence numbers handed to publishers, and messages published.
+    let claimed = Arc::new(AtomicU64::new(0));
+    let published = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let done_publishing = Arc::new(AtomicBool::new(false));
+    let payload = Bytes::from(vec![b'x'; point.size]);
+    // One permit per message the publishers may have ahead of the acks.
+    let window = Arc::new(tokio::sync::Semaphore::new(lead(&point) as usize));
+    let (most, seconds) = match limit {
+        Limit::Messages(n) => (n, f64::INFINITY),
+        Limit::Seconds { seconds, max } => (max, seconds),
+    };
+    let batch = point.batch.max(1) as u64;
+    let start = Instant::now();
+    let publishers: Vec<_> = (0..point.publishers.max(1))
+        .map(|_| {
+            let (broker, topic, payload) = (broker.clone(), topic.clone(), payload.clone());
+            let (claimed, published, window) = (claimed.clone(), published.clone(), window.clone());
+            tokio::spawn(async move {
+                while start.elapsed().as_secs_f64() < seconds {
+                    let first = claimed.fetch_add(batch, Ordering::SeqCst);
+                    if first >= most {
+                        break;
+                    }
+                    let k = batch.min(most - first);
+                    window.acquire_many(k as u32).await.expect("never closed").forget();
+                    let mut msgs: Vec<Message> = (first..first + k)
+                        .map(|i| {
+                            let m = Message::new(payload.clone()).with_header(SENT_AT, now_us().to_string());
+                            match point.keys {
+                                0 => m,
+                                keys => m.with_key(format!("k{}", i % keys as u64)),
+                            }
+                        })
+                        .collect();
+                    if k == 1 {
+                        broker.publish(&topic, msgs.pop().expect("one")).await?;
+                    } else {
+                        broker.publish_batch(&topic, msgs).await?;
+                    }
+                    published.fetch_add(k, Ordering::SeqCst);
+                }
+                Ok::<_, transport::Error>(())
+            })
+        })
+        .collect();
+
+    // Consumers: each receives and acks until everything published arrived.
+    let consumers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            let (published, received, done) = (published.clone(), received.clone(), done_publishing.clone());
+            let window = window.clone();
+            let bar = bar.cloned();
+            tokio::spawn(async move {
+                let mut latency = Histogram::<u64>::new(3).expect("histogram");
+                let mut last = start;
+                loop {
+                    if done.load(Ordering::SeqCst)
+                        && received.load(Ordering::SeqCst) >= published.load(Ordering::SeqCst)
+                    {
+                        return Ok((latency, last));
+                    }
+                    let d = match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                        Err(_) => {
+                            if last.elapsed() > STALL && start.elapsed() > STALL {
+                                return Err(format!(
+                                    "only {} of {} messages arrived (nothing for {}s)",
+                                    received.load(Ordering::SeqCst),
+                                    published.load(Ordering::SeqCst),
+                                    STALL.as_secs()
+                                ));
+                            }
+                            continue;
+                        }
+                        Ok(Some(Ok(d))) => d,
+                        Ok(Some(Err(e))) if e.is_retryable() => continue,
+                        Ok(Some(Err(e))) => return Err(format!("receiving failed: {e}")),
+                        Ok(None) => return Err("the subscription ended".into()),
+                    };
+                    if let Some(sent) = d.headers().get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
+                        let _ = latency.record(now_us().saturating_sub(sent));
+                    }
+                    d.ack().await.map_err(|e| format!("acking failed: {e}"))?;
+                    received.fetch_add(1, Ordering::SeqCst);
+                    window.add_permits(1);
+                    last = Instant::now();
+                    if let Some(bar) = &bar {
+                        bar.inc(1);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut errors = Vec::new();
+    for p in publishers {
+        match p.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("publishing failed: {e}")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    done_publishing.store(true, Ordering::SeqCst);
+    if let Some(bar) = bar {
+        bar.set_length(published.load(Ordering::SeqCst));
+    }
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut end = start;
+    for c in consumers {
+        match c.await {
+            Ok(Ok((h, last))) => {
+                let _ = latency.add(h);
+                end = end.max(last);
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if let Some(e) = errors.first() {
+        return Err(CliError::new(format!("bench on {}: {e}", broker.backend())));
+    }
+    let ms = |v: u64| v as f64 / 1000.0;
+    Ok(Measurement {
+        messages: published.load(Ordering::SeqCst),
+        seconds: (end - start).as_secs_f64().max(1e-9),
+        p50_ms: ms(latency.value_at_quantile(0.5)),
+        p99_ms: ms(latency.value_at_quantile(0.99)),
+        max_ms: ms(latency.max()),
+    })
+}
+
 pub async fn run(args: BenchArgs) -> CliResult {
+    if !args.plot.is_empty() {
+        return crate::sweep::redraw(&args.plot, &args.out);
+    }
     let url = url_or_env(args.url.clone())?;
     let broker = connect(&url).await?;
-    let topic = format!("bench-{}", transport::new_id().replace('-', ""));
-    let mut sub = broker
-        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(512))
-        .await
-        .map_err(|e| failed("subscribing", &url, &e))?;
+    let point = Point {
+        size: args.size,
+        publishers: args.concurrency.max(1),
+        batch: args.batch.max(1),
+        consumers: args.consumers.max(1),
+        keys: args.keys,
+    };
+    if args.sweep {
+        let result = crate::sweep::run(&broker, point, &args).await;
+        let _ = broker.close().await;
+        return result;
+    }
     let count = args.count.max(1);
     let bar = ProgressBar::new(count);
     bar.set_style(
@@ -33,103 +251,41 @@ pub async fn run(args: BenchArgs) -> CliResult {
             .expect("valid template")
             .progress_chars("=> "),
     );
-
-    let payload = Bytes::from(vec![b'x'; args.size]);
-    let start = Instant::now();
-    let publishers: Vec<_> = (0..args.concurrency.max(1))
-        .map(|p| {
-            let (broker, topic, payload) = (broker.clone(), topic.clone(), payload.clone());
-            let share =
-                count / args.concurrency.max(1) as u64 + u64::from((p as u64) < count % args.concurrency.max(1) as u64);
-            let batch = args.batch.max(1) as u64;
-            tokio::spawn(async move {
-                let mut sent = 0;
-                while sent < share {
-                    let k = batch.min(share - sent);
-                    let msgs: Vec<Message> = (0..k)
-                        .map(|_| Message::new(payload.clone()).with_header(SENT_AT, now_us().to_string()))
-                        .collect();
-                    if k == 1 {
-                        broker.publish(&topic, msgs.into_iter().next().expect("one")).await?;
-                    } else {
-                        broker.publish_batch(&topic, msgs).await?;
-                    }
-                    sent += k;
-                }
-                Ok::<_, transport::Error>(())
-            })
-        })
-        .collect();
-
-    let mut latency = Histogram::<u64>::new(3).expect("histogram");
-    let mut received = 0u64;
-    while received < count {
-        let d = match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-            Ok(Some(Ok(d))) => d,
-            Ok(Some(Err(e))) if e.is_retryable() => continue,
-            Ok(Some(Err(e))) => return Err(failed("receiving", &url, &e)),
-            Ok(None) | Err(_) => {
-                return Err(CliError::new(format!(
-                    "bench on {}: only {received} of {count} messages arrived (nothing for 30s)",
-                    broker.backend()
-                )))
-            }
-        };
-        if let Some(sent) = d.headers().get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
-            let _ = latency.record(now_us().saturating_sub(sent));
-        }
-        d.ack().await.map_err(|e| failed("acking", &url, &e))?;
-        received += 1;
-        bar.inc(1);
-    }
-    let elapsed = start.elapsed();
+    let result = measure(&broker, point, Limit::Messages(count), Some(&bar)).await;
     bar.finish_and_clear();
-    let mut publish_errors = Vec::new();
-    for p in publishers {
-        match p.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => publish_errors.push(e.to_string()),
-            Err(e) => publish_errors.push(e.to_string()),
-        }
-    }
     let _ = broker.close().await;
-    if let Some(e) = publish_errors.first() {
-        return Err(CliError::new(format!(
-            "bench on {}: publishing failed: {e}",
-            broker.backend()
-        )));
-    }
-    let rate = count as f64 / elapsed.as_secs_f64();
-    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    let m = result.map_err(|e| CliError::new(format!("{e} ({url})")))?;
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "backend": broker.backend(),
-                "size": args.size,
-                "count": count,
-                "concurrency": args.concurrency,
-                "batch": args.batch,
-                "seconds": elapsed.as_secs_f64(),
-                "messages_per_second": rate,
-                "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": latency.max() as f64 / 1000.0},
+                "size": point.size,
+                "count": m.messages,
+                "concurrency": point.publishers,
+                "batch": point.batch,
+                "consumers": point.consumers,
+                "keys": point.keys,
+                "seconds": m.seconds,
+                "messages_per_second": m.rate(),
+                "latency_ms": {"p50": m.p50_ms, "p99": m.p99_ms, "max": m.max_ms},
             })
         );
     } else {
         println!(
-            "{}: {count} messages of {} bytes, {} publisher(s), batch {}",
+            "{}: {} messages of {} bytes, {} publisher(s), batch {}, {} consumer(s), {} key(s)",
             broker.backend(),
-            args.size,
-            args.concurrency,
-            args.batch
+            m.messages,
+            point.size,
+            point.publishers,
+            point.batch,
+            point.consumers,
+            point.keys
         );
-        println!("  end to end: {rate:.0} msg/s ({:.2}s)", elapsed.as_secs_f64());
+        println!("  end to end: {:.0} msg/s ({:.2}s)", m.rate(), m.seconds);
         println!(
-            "  latency:    p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            latency.max() as f64 / 1000.0
+            "  latency:    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            m.p50_ms, m.p99_ms, m.max_ms
         );
     }
     Ok(())

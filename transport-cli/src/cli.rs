@@ -95,10 +95,12 @@ existing reports (those scripts/test wrote) without running anything.
 Checks a broker is known to get wrong (CONFORMANCE_SKIP) show as \"not proven\".")]
     Check(CheckArgs),
 
-    /// Measure publish -> consume -> ack throughput and latency.
+    /// Measure publish -> consume -> ack throughput and latency, or sweep the cost curve.
     #[command(after_help = "EXAMPLES:
   transport bench memory:// --count 200000
-  transport bench redis://127.0.0.1:6379 --size 1024 --count 20000 --concurrency 4 --json")]
+  transport bench redis://127.0.0.1:6379 --size 1024 --count 20000 --concurrency 4 --json
+  transport bench nats://127.0.0.1:4222 --sweep --batch 100 --out target/bench
+  transport bench --plot target/bench/sweep-memory.csv --plot target/bench/sweep-redis.csv")]
     Bench(BenchArgs),
 
     /// Operate a transactional outbox table: run its relay, show its state,
@@ -376,9 +378,57 @@ pub struct BenchArgs {
     /// Messages per publish_batch call (1 = single publishes).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Subscriptions of the one group, each receiving and acking.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Distinct ordering keys, given round robin (0 = messages without a key).
+    #[arg(long, default_value_t = 0)]
+    pub keys: usize,
     /// Print the result as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sweep")]
     pub json: bool,
+    /// Measure the cost curve instead: vary payload size, consumers, keys and
+    /// batch one at a time around the workload the other flags give, write
+    /// `<out>/sweep-<backend>.csv` and draw it as `<out>/sweep-<backend>.svg`.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Seconds of publishing per sweep point (the consumers then drain).
+    #[arg(long, default_value_t = 2.0, requires = "sweep")]
+    pub seconds: f64,
+    /// Where the sweep's CSV and SVG go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Payload sizes the sweep tries (sizes over the backend's message limit
+    /// are left out; 1 MB fits the 1 MiB limits with headers).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000,10000,100000,1000000",
+        requires = "sweep"
+    )]
+    pub sizes: Vec<usize>,
+    /// Consumer counts the sweep tries.
+    #[arg(
+        long = "consumer-counts",
+        value_delimiter = ',',
+        default_value = "1,2,4,8,16",
+        requires = "sweep"
+    )]
+    pub consumer_counts: Vec<usize>,
+    /// Key counts the sweep tries (0 = no key).
+    #[arg(
+        long = "key-counts",
+        value_delimiter = ',',
+        default_value = "0,1,16,256",
+        requires = "sweep"
+    )]
+    pub key_counts: Vec<usize>,
+    /// Batch sizes the sweep tries.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000", requires = "sweep")]
+    pub batches: Vec<usize>,
+    /// Redraw the SVG from this sweep CSV (several: one line each), run nothing.
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["url", "sweep", "json"])]
+    pub plot: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,8 +9,10 @@ mod demo_outbox;
 mod dlq;
 mod monitor;
 mod outbox;
+mod plot;
 mod publish;
 mod stats;
+mod sweep;
 mod target;
 
 use clap::Parser;

@@ -115,6 +115,76 @@ fn bench_on_memory_reports_json() {
     assert!(v["latency_ms"]["p99"].as_f64().unwrap() >= v["latency_ms"]["p50"].as_f64().unwrap());
 }
 
+/// The sweep writes one CSV row per point (the size over the message limit
+/// is left out), draws it, and `--plot` redraws from the CSV.
+#[test]
+fn bench_sweep_writes_csv_and_svg() {
+    let dir = std::env::temp_dir().join(format!("sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().unwrap();
+    transport()
+        .args([
+            "bench",
+            "memory://",
+            "--sweep",
+            "--seconds",
+            "0.1",
+            "--batch",
+            "10",
+            "--out",
+            out,
+        ])
+        .args([
+            "--sizes",
+            "100,4000000",
+            "--consumer-counts",
+            "1,4",
+            "--key-counts",
+            "0,8",
+            "--batches",
+            "1,10",
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("left out, over memory's message limit"));
+    let csv = std::fs::read_to_string(dir.join("sweep-memory.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let points: Vec<(&str, &str)> = rows.iter().map(|r| (r[1], r[2])).collect();
+    assert_eq!(
+        points,
+        [
+            ("size", "100"),
+            ("consumers", "1"),
+            ("consumers", "4"),
+            ("keys", "0"),
+            ("keys", "8"),
+            ("batch", "1"),
+            ("batch", "10")
+        ]
+    );
+    for r in &rows {
+        assert!(r[8].parse::<u64>().unwrap() > 0, "no messages: {r:?}");
+        let (p50, p99): (f64, f64) = (r[12].parse().unwrap(), r[13].parse().unwrap());
+        assert!(p50 <= p99, "{r:?}");
+    }
+    let svg = std::fs::read_to_string(dir.join("sweep-memory.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("throughput by keys"));
+    std::fs::remove_file(dir.join("sweep-memory.svg")).unwrap();
+    transport()
+        .args([
+            "bench",
+            "--plot",
+            dir.join("sweep-memory.csv").to_str().unwrap(),
+            "--out",
+            out,
+        ])
+        .assert()
+        .success();
+    assert!(dir.join("sweep-memory.svg").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn publish_on_memory_prints_the_id() {
     transport()

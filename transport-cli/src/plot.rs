@@ -1,0 +1,224 @@
+//! The sweep's chart: one column per varied dimension, throughput on top and
+//! p50/p99 latency below, both on log scales so backends a thousand times
+//! apart share a chart; one colour per backend. SVG, so no font or image
+//! library is needed and the README shows it as is.
+
+use std::path::Path;
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use crate::bench::Point;
+use crate::sweep::{Dimension, Row};
+use crate::target::{CliError, CliResult};
+
+const FONT: &str = "sans-serif";
+
+pub fn draw(path: &Path, rows: &[Row]) -> CliResult {
+    let fail = |e: &dyn std::fmt::Display| CliError::new(format!("drawing {}: {e}", path.display()));
+    let mut backends: Vec<&str> = Vec::new();
+    for r in rows {
+        if !backends.contains(&r.backend.as_str()) {
+            backends.push(&r.backend);
+        }
+    }
+    let root = SVGBackend::new(path, (1800, 900)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let title = match baseline(rows) {
+        Some(p) => format!(
+            "publish -> receive -> ack, one dimension varied at a time around {} B, {} publisher(s), batch {}, {} consumer(s), {} key(s)",
+            p.size, p.publishers, p.batch, p.consumers, p.keys
+        ),
+        None => "no measurements".into(),
+    };
+    let root = root.titled(&title, (FONT, 20)).map_err(|e| fail(&e))?;
+    let panels = root.split_evenly((2, Dimension::ALL.len()));
+    for (column, dimension) in Dimension::ALL.into_iter().enumerate() {
+        let mut values: Vec<usize> = rows
+            .iter()
+            .filter(|r| r.dimension == dimension)
+            .map(|r| r.value)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        if values.is_empty() {
+            continue;
+        }
+        let at = |v: usize| SegmentValue::CenterOf(values.iter().position(|x| *x == v).unwrap_or(0) as i32);
+        let label = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) => values.get(*i as usize).map_or(String::new(), |v| short(*v as f64)),
+            _ => String::new(),
+        };
+        let of = |b: &str| {
+            rows.iter()
+                .filter(move |r| r.dimension == dimension && r.backend == b)
+                .collect::<Vec<_>>()
+        };
+        // A segmented range of a..b has a segment for b as well.
+        let x = (0..values.len() as i32 - 1).into_segmented();
+
+        // Throughput.
+        let rates: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.dimension == dimension)
+            .map(|r| r.measured.rate())
+            .collect();
+        let mut chart = ChartBuilder::on(&panels[column])
+            .margin(12)
+            .caption(format!("throughput by {}", dimension.name()), (FONT, 16))
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x.clone(), span(&rates).log_scale())
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(dimension.title())
+            .y_desc("messages/s")
+            .x_label_formatter(&label)
+            .y_label_formatter(&|y| short(*y))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        for (i, b) in backends.iter().enumerate() {
+            let color = Palette99::pick(i).mix(1.0);
+            let points: Vec<_> = of(b).iter().map(|r| (at(r.value), r.measured.rate())).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| fail(&e))?
+                .label(*b)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| fail(&e))?;
+        }
+        if column == 0 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| fail(&e))?;
+        }
+
+        // Latency: p50 thin, p99 thick.
+        let latencies: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.dimension == dimension)
+            .flat_map(|r| [r.measured.p50_ms, r.measured.p99_ms])
+            .map(|ms| ms.max(0.001))
+            .collect();
+        let mut chart = ChartBuilder::on(&panels[Dimension::ALL.len() + column])
+            .margin(12)
+            .caption(
+                format!("latency by {} (p50 thin, p99 thick)", dimension.name()),
+                (FONT, 16),
+            )
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x, span(&latencies).log_scale())
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(dimension.title())
+            .y_desc("milliseconds")
+            .x_label_formatter(&label)
+            .y_label_formatter(&|y| short(*y))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        for (i, b) in backends.iter().enumerate() {
+            let color = Palette99::pick(i).mix(1.0);
+            for (width, pick) in [(1, 0usize), (3, 1)] {
+                let points: Vec<_> = of(b)
+                    .iter()
+                    .map(|r| {
+                        let ms = if pick == 0 {
+                            r.measured.p50_ms
+                        } else {
+                            r.measured.p99_ms
+                        };
+                        (at(r.value), ms.max(0.001))
+                    })
+                    .collect();
+                let series = chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(width)))
+                    .map_err(|e| fail(&e))?;
+                if column == 0 {
+                    series
+                        .label(format!("{b} p{}", if pick == 0 { 50 } else { 99 }))
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+                }
+            }
+        }
+        if column == 0 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| fail(&e))?;
+        }
+    }
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// The workload the sweep varied around: each dimension's value in the
+/// rows that varied another one.
+fn baseline(rows: &[Row]) -> Option<Point> {
+    let other = |d: Dimension| rows.iter().find(|r| r.dimension != d).map(|r| r.point);
+    Some(Point {
+        size: other(Dimension::Size)?.size,
+        publishers: rows.first()?.point.publishers,
+        batch: other(Dimension::Batch)?.batch,
+        consumers: other(Dimension::Consumers)?.consumers,
+        keys: other(Dimension::Keys)?.keys,
+    })
+}
+
+/// A log axis range around `values`, padded to whole decades' neighbours.
+fn span(values: &[f64]) -> std::ops::Range<f64> {
+    let lo = values
+        .iter()
+        .copied()
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(0.0, f64::max);
+    if !lo.is_finite() || hi <= 0.0 {
+        return 0.1..10.0;
+    }
+    (lo / 2.0)..(hi * 2.0)
+}
+
+/// 1.5M, 250k, 12, 0.25: short tick labels.
+fn short(v: f64) -> String {
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            s
+        }
+    };
+    match v {
+        v if v >= 1e6 => format!("{}M", trim(format!("{:.1}", v / 1e6))),
+        v if v >= 1e3 => format!("{}k", trim(format!("{:.1}", v / 1e3))),
+        v if v >= 1.0 => trim(format!("{v:.1}")),
+        v => trim(format!("{v:.3}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(short(1_048_576.0), "1M");
+        assert_eq!(short(1_500_000.0), "1.5M");
+        assert_eq!(short(10_240.0), "10.2k");
+        assert_eq!(short(100.0), "100");
+        assert_eq!(short(0.25), "0.25");
+    }
+}
