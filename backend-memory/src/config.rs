@@ -13,8 +13,8 @@ pub struct MemoryConfig {
     /// Largest message (payload, headers, id and key) in bytes.
     pub max_message_size: usize,
     /// Messages every group has consumed that a topic keeps for new groups
-    /// starting at `Earliest`. Messages some group has not consumed yet are
-    /// never dropped.
+    /// starting at `Earliest` (up to a sixteenth more between trims).
+    /// Messages some group has not consumed yet are never dropped.
     pub replay_window: usize,
 }
 

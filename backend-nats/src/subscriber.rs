@@ -134,8 +134,8 @@ impl NatsFetch {
         };
         // A message from another producer without `transport-id`: its
         // stream sequence, as the dead-letter operations name it too.
-        let fallback = sequence.map(|s| s.to_string()).unwrap_or_default();
-        let message = core::decode(msg.headers.as_ref(), msg.payload.clone(), || fallback);
+        let sequence = sequence.map(|s| s.to_string()).unwrap_or_default();
+        let message = core::decode(msg.headers.as_ref(), msg.payload.clone(), || sequence.clone());
         let info = DeliveryInfo {
             topic: s.topic.clone(),
             group: s.group.clone(),
@@ -145,7 +145,6 @@ impl NatsFetch {
             // JetStream keeps no failure time; the publish time bounds it.
             first_failure: None,
         };
-        let sequence = msg.info().map(|i| i.stream_sequence.to_string()).unwrap_or_default();
         let settler = NatsSettler {
             shared: s.clone(),
             msg: Some(msg),

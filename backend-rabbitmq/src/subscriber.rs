@@ -1,4 +1,4 @@
-//! Reading a group's work queue (`basic.consume` pumped into the
+//! Reading a group's work queue (`basic.consume` read by the
 //! subscription, reopened after a channel or connection loss) and settling
 //! deliveries: ack (batched, see `acks`), nack through the TTL retry
 //! queues, dead-letter, the library's ack-timeout sweep.
@@ -12,7 +12,6 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use tokio::sync::mpsc;
 use transport_core::backend::Settler;
 use transport_core::backend::{on_drop, Backoff};
 use transport_core::{
@@ -23,7 +22,7 @@ use crate::acks::{requeue, Outstanding, Single};
 use crate::backend::{dlq_queue, now_ms, tag, work_queue, RabbitTransport};
 use crate::core::{self, err, map_err, H_ATTEMPTS, H_FIRST_FAILURE};
 
-/// What a subscription, its pump task and its deliveries share.
+/// What a subscription, its background tasks and its deliveries share.
 pub(crate) struct Shared {
     pub(crate) transport: RabbitTransport,
     pub(crate) topic: Arc<str>,
@@ -87,11 +86,10 @@ impl Subscriber for RabbitTransport {
         });
         // Declare and start consuming before returning, so the group exists.
         let first = open_consumer(&shared).await?;
-        let (tx, rx) = mpsc::channel(options.max_in_flight.max(1));
-        tokio::spawn(pump(shared.clone(), first, tx));
         tokio::spawn(sweep(Arc::downgrade(&shared)));
         tokio::spawn(flusher(Arc::downgrade(&shared), shared.outstanding.clone()));
-        let deliveries = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|d| (d, rx)) });
+        let reader = Reader::new(shared, first);
+        let deliveries = futures::stream::unfold(reader, |mut r| async move { r.next().await.map(|d| (d, r)) });
         Ok(transport_core::backend::subscription(
             topic,
             options.group,
@@ -156,67 +154,82 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
     })
 }
 
-/// Moves deliveries from the AMQP consumer to the subscription, registering
-/// each with its deadline; reconnects when the channel or connection drops.
-pub(crate) async fn pump(s: Arc<Shared>, first: Consuming, tx: mpsc::Sender<Result<Delivery>>) {
-    let mut current = Some(first);
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
-    loop {
-        if s.transport.inner.lifecycle.is_closed() || tx.is_closed() {
-            break;
+/// The subscription's stream: reads the AMQP consumer directly (no task
+/// in between, so a delivery costs no extra hop), registering each
+/// delivery when it is handed out; reopens the consumer when the channel or
+/// connection drops.
+pub(crate) struct Reader {
+    s: Arc<Shared>,
+    current: Option<Consuming>,
+    backoff: Backoff,
+    /// Wait this long before reopening (set after a failed reopen).
+    pause: Option<Duration>,
+}
+
+impl Reader {
+    pub(crate) fn new(s: Arc<Shared>, first: Consuming) -> Self {
+        Reader {
+            s,
+            current: Some(first),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(6)),
+            pause: None,
         }
-        let Some(c) = current.as_mut() else {
-            match open_consumer(&s).await {
-                Ok(c) => {
-                    backoff.reset();
-                    current = Some(c);
-                }
-                Err(e) => {
-                    let pause = backoff.next_pause();
-                    if backoff.failures() == 1 && tx.send(Err(e.with_retryable(true))).await.is_err() {
-                        break;
-                    }
+    }
+
+    pub(crate) async fn next(&mut self) -> Option<Result<Delivery>> {
+        loop {
+            if self.s.transport.inner.lifecycle.is_closed() {
+                return None;
+            }
+            let Some(c) = self.current.as_mut() else {
+                if let Some(pause) = self.pause.take() {
                     tokio::time::sleep(pause).await;
                 }
-            }
-            continue;
-        };
-        tokio::select! {
-            _ = tx.closed() => break,
-            next = c.consumer.next() => match next {
-                Some(Ok(d)) => {
-                    let delivery = make_delivery(&s, c.generation, d);
-                    // When the subscription is gone the delivery is dropped,
-                    // which hands it back to the queue.
-                    if tx.send(Ok(delivery)).await.is_err() {
-                        break;
+                match open_consumer(&self.s).await {
+                    Ok(c) => {
+                        self.backoff.reset();
+                        self.current = Some(c);
+                    }
+                    Err(e) => {
+                        self.pause = Some(self.backoff.next_pause());
+                        // The first failure of a streak is the caller's to
+                        // see; later ones only pace the retries.
+                        if self.backoff.failures() == 1 {
+                            return Some(Err(e.with_retryable(true)));
+                        }
                     }
                 }
+                continue;
+            };
+            match c.consumer.next().await {
+                Some(Ok(d)) => return Some(Ok(make_delivery(&self.s, c.generation, d))),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, queue = %s.queue, "consumer failed; reconnecting");
-                    current = None;
+                    tracing::warn!(error = %e, queue = %self.s.queue, "consumer failed; reconnecting");
+                    self.current = None;
                 }
-                None => current = None,
+                None => self.current = None,
             }
         }
     }
-    // Send the acks that wait, stop consuming, and hand back what the
-    // channel prefetched but nobody took.
-    s.outstanding.flush(true).await;
-    if let Some(mut c) = current {
-        let _ = c
-            .channel
-            .basic_cancel(c.tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), c.consumer.next()).await {
-            let _ = d
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
-        }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Send the acks that wait, stop consuming, and hand back what the
+        // channel prefetched but nobody took.
+        let (s, current) = (self.s.clone(), self.current.take());
+        on_drop(async move {
+            s.outstanding.flush(true).await;
+            if let Some(mut c) = current {
+                let _ = c
+                    .channel
+                    .basic_cancel(c.tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), c.consumer.next()).await {
+                    requeue(&d.acker).await;
+                }
+            }
+        });
     }
 }
 

@@ -147,9 +147,12 @@ pub async fn drain(sub: &mut transport_core::Subscription, n: usize) {
 /// 2-thread runtime and print both and their ratio. `BENCH_MESSAGES`
 /// overrides `default_n`; `warm_up` messages go through each path first
 /// (connections, scripts) when non-zero. `BENCH_ROUNDS` (default 1) runs the
-/// pair that many times, alternating which goes first (raw, library, library,
-/// raw, ...), and compares the totals: with an even count, a broker that
-/// slows steadily as it fills favours neither side.
+/// pair that many times (default 6), alternating which goes first (raw,
+/// library, library, raw, ...), and compares the totals: with an even
+/// count, a broker that slows steadily as it fills favours neither side.
+/// The spread of the per-round ratios is printed too: on one machine the
+/// broker shares the cores with the bench, and a single round can be off by
+/// 10-20 %, so a ratio means something only beside its spread.
 pub fn compare<R, RF, L, LF>(what: &str, default_n: usize, warm_up: usize, raw: R, library: L)
 where
     R: Fn(usize) -> RF,
@@ -159,7 +162,7 @@ where
 {
     let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let n = env("BENCH_MESSAGES", default_n);
-    let rounds = env("BENCH_ROUNDS", 1).max(1);
+    let rounds = env("BENCH_ROUNDS", 6).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -198,6 +201,21 @@ where
         };
         let total = |ts: &[Duration]| ts.iter().sum::<Duration>();
         print_comparison(&label, n * rounds, total(&raw_ts), total(&lib_ts));
+        if rounds > 2 {
+            // Library rate over raw rate in each round = raw time over library time.
+            let mut ratios: Vec<f64> = raw_ts
+                .iter()
+                .zip(&lib_ts)
+                .map(|(r, l)| r.as_secs_f64() / l.as_secs_f64())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let median = (ratios[(rounds - 1) / 2] + ratios[rounds / 2]) / 2.0;
+            println!(
+                "  per round:  median {median:.2}x, from {:.2}x to {:.2}x",
+                ratios[0],
+                ratios[rounds - 1]
+            );
+        }
     });
 }
 
