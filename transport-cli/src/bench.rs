@@ -43,10 +43,12 @@ pub struct Point {
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
     Messages(u64),
-    /// Publish for this long (then let the consumers drain), at most `max`.
+    /// Publish for this long (then let the consumers drain), at most
+    /// `max` messages, at most `rate` per second when given.
     Seconds {
         seconds: f64,
         max: u64,
+        rate: Option<f64>,
     },
 }
 
@@ -56,6 +58,9 @@ pub struct Measurement {
     pub messages: u64,
     /// From the first publish to the last ack.
     pub seconds: f64,
+    /// The rate the latency figures were measured at (in a sweep, a second
+    /// run paced at half the throughput; otherwise this run's rate).
+    pub latency_rate: f64,
     /// Publish to receipt, milliseconds.
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -102,9 +107,9 @@ pub async fn measure(
     let payload = Bytes::from(vec![b'x'; point.size]);
     // One permit per message the publishers may have ahead of the acks.
     let window = Arc::new(tokio::sync::Semaphore::new(lead(&point) as usize));
-    let (most, seconds) = match limit {
-        Limit::Messages(n) => (n, f64::INFINITY),
-        Limit::Seconds { seconds, max } => (max, seconds),
+    let (most, seconds, rate) = match limit {
+        Limit::Messages(n) => (n, f64::INFINITY, None),
+        Limit::Seconds { seconds, max, rate } => (max, seconds, rate),
     };
     let batch = point.batch.max(1) as u64;
     let start = Instant::now();
@@ -119,6 +124,10 @@ pub async fn measure(
                         break;
                     }
                     let k = batch.min(most - first);
+                    if let Some(rate) = rate {
+                        // Paced: message `first` is due at first / rate.
+                        tokio::time::sleep_until((start + Duration::from_secs_f64(first as f64 / rate)).into()).await;
+                    }
                     window.acquire_many(k as u32).await.expect("never closed").forget();
                     let mut msgs: Vec<Message> = (first..first + k)
                         .map(|i| {
@@ -217,9 +226,12 @@ pub async fn measure(
         return Err(CliError::new(format!("bench on {}: {e}", broker.backend())));
     }
     let ms = |v: u64| v as f64 / 1000.0;
+    let messages = published.load(Ordering::SeqCst);
+    let seconds = (end - start).as_secs_f64().max(1e-9);
     Ok(Measurement {
-        messages: published.load(Ordering::SeqCst),
-        seconds: (end - start).as_secs_f64().max(1e-9),
+        messages,
+        seconds,
+        latency_rate: messages as f64 / seconds,
         p50_ms: ms(latency.value_at_quantile(0.5)),
         p99_ms: ms(latency.value_at_quantile(0.99)),
         max_ms: ms(latency.max()),

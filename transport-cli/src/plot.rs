@@ -111,7 +111,10 @@ pub fn draw(path: &Path, rows: &[Row]) -> CliResult {
         let mut chart = ChartBuilder::on(&panels[Dimension::ALL.len() + column])
             .margin(12)
             .caption(
-                format!("latency by {} (p50 thin, p99 thick)", dimension.name()),
+                format!(
+                    "latency at half that rate, by {} (p50 thin, p99 thick)",
+                    dimension.name()
+                ),
                 (FONT, 16),
             )
             .x_label_area_size(40)

@@ -1,8 +1,11 @@
 //! `transport bench --sweep`: the cost curve. Payload size, consumer count,
 //! key count and batch size are varied one at a time around the workload
-//! the other flags give; each point publishes for `--seconds` (publishers
-//! held at most a bounded lead ahead of the consumers) and is measured end
-//! to end. The rows go to a CSV, which `plot` draws.
+//! the other flags give. Each point runs twice for `--seconds` of
+//! publishing: flat out (publishers held at most a bounded lead ahead of the
+//! consumers) for the throughput, then paced at half that rate for the
+//! latency. Latency at full speed only measures the queue the bench itself
+//! builds (lead / rate), which is why broker benchmarks measure latency at
+//! a set rate. The rows go to a CSV, which `plot` draws.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -71,7 +74,7 @@ pub struct Row {
 }
 
 const HEADER: &str = "backend,dimension,value,size,publishers,batch,consumers,keys,messages,seconds,\
-                      messages_per_second,mib_per_second,p50_ms,p99_ms,max_ms";
+                      messages_per_second,mib_per_second,latency_at_messages_per_second,p50_ms,p99_ms,max_ms";
 
 /// Most messages one point may publish: bounds the bytes a fast backend
 /// moves per point (4 GiB) and its run time.
@@ -119,17 +122,27 @@ pub async fn run(broker: &Arc<dyn Transport>, base: Point, args: &BenchArgs) -> 
                     continue;
                 }
             }
-            let limit = Limit::Seconds {
+            let flat_out = Limit::Seconds {
                 seconds: args.seconds,
                 max: most(point.size),
+                rate: None,
             };
-            let measured = measure(broker, point, limit, None).await?;
+            let mut measured = measure(broker, point, flat_out, None).await?;
+            let paced = Limit::Seconds {
+                seconds: args.seconds,
+                max: most(point.size),
+                rate: Some(measured.rate() / 2.0),
+            };
+            let latency = measure(broker, point, paced, None).await?;
+            measured.latency_rate = latency.rate();
+            (measured.p50_ms, measured.p99_ms, measured.max_ms) = (latency.p50_ms, latency.p99_ms, latency.max_ms);
             eprintln!(
-                "  {:>9} {:>8}: {:>10.0} msg/s {:>9.1} MiB/s  p50 {:>9.3} ms  p99 {:>9.3} ms",
+                "  {:>9} {:>8}: {:>10.0} msg/s {:>9.1} MiB/s; at {:>9.0} msg/s p50 {:>9.3} ms  p99 {:>9.3} ms",
                 dimension.name(),
                 value,
                 measured.rate(),
                 measured.rate() * point.size as f64 / (1 << 20) as f64,
+                measured.latency_rate,
                 measured.p50_ms,
                 measured.p99_ms
             );
@@ -174,7 +187,7 @@ fn write_csv(path: &Path, rows: &[Row]) -> CliResult {
         let (p, m) = (&r.point, &r.measured);
         let _ = writeln!(
             text,
-            "{},{},{},{},{},{},{},{},{},{:.6},{:.1},{:.3},{:.4},{:.4},{:.4}",
+            "{},{},{},{},{},{},{},{},{},{:.6},{:.1},{:.3},{:.1},{:.4},{:.4},{:.4}",
             r.backend,
             r.dimension.name(),
             r.value,
@@ -187,6 +200,7 @@ fn write_csv(path: &Path, rows: &[Row]) -> CliResult {
             m.seconds,
             m.rate(),
             m.rate() * p.size as f64 / (1 << 20) as f64,
+            m.latency_rate,
             m.p50_ms,
             m.p99_ms,
             m.max_ms
@@ -226,9 +240,10 @@ fn read_csv(path: &Path) -> CliResult<Vec<Row>> {
             measured: Measurement {
                 messages: int(8)? as u64,
                 seconds: real(9)?,
-                p50_ms: real(12)?,
-                p99_ms: real(13)?,
-                max_ms: real(14)?,
+                latency_rate: real(12)?,
+                p50_ms: real(13)?,
+                p99_ms: real(14)?,
+                max_ms: real(15)?,
             },
         });
     }
@@ -255,6 +270,7 @@ mod tests {
             measured: Measurement {
                 messages: 5000,
                 seconds: 0.5,
+                latency_rate: 5000.0,
                 p50_ms: 0.25,
                 p99_ms: 1.5,
                 max_ms: 3.0,
