@@ -557,5 +557,23 @@ mod tests {
         let mut out = Vec::new();
         dlq.fetch("reader", 1, Duration::from_secs(30), &mut out);
         assert_eq!(out[0].seq, 0, "offsets survive a remove and restore");
+
+        // A larger window is trimmed a sixteenth at a time: between the
+        // window and window + window / 16 consumed messages stay.
+        let big = broker.topic("big");
+        big.join("g", StartFrom::Latest);
+        for n in 0..200u32 {
+            publish(&big, n..n + 1, 64);
+            let mut out = Vec::new();
+            big.fetch("g", 1, Duration::from_secs(30), &mut out);
+            big.complete("g", out[0].seq, out[0].token).unwrap();
+            let kept = big.len();
+            assert!(kept <= 64 + 4, "{kept} kept after {} published", n + 1);
+            assert!(
+                kept >= (n as usize + 1).min(64),
+                "{kept} kept after {} published",
+                n + 1
+            );
+        }
     }
 }
