@@ -1,21 +1,18 @@
-//! The same publish -> consume -> ack workload (1 KiB messages) through this
-//! backend and through `lapin` directly, side by side, twice: confirmed
-//! batches of 100 (each batch waits for its confirms), and pipelined
-//! publishes (a window of unconfirmed publishes: the raw publisher keeps
-//! `WINDOW` in flight and waits for the oldest confirm when full; the
-//! library gets `WINDOW` concurrent `publish` calls).
+//! The same workloads (1 KiB messages) through this backend and through
+//! `lapin` directly, side by side: confirmed batches of 100 (each batch
+//! waits for its confirms) and pipelined publishes (the raw publisher keeps
+//! `WINDOW` unconfirmed and waits for the oldest confirm when full; the
+//! library gets `WINDOW` concurrent `publish` calls), each timed end to end
+//! (publish -> consume -> ack) and publishing alone.
 //!
 //! `scripts/brokers up rabbitmq && cargo bench -p backend-rabbitmq --bench rabbitmq_vs_raw`
 //! (`RABBITMQ_URL`, `BENCH_MESSAGES` to change the defaults).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
-
-use conformance_tests::throughput::{
-    batched_publish, compare, pipelined_consume_ack, pipelined_publish, publish_consume_ack,
-};
+use conformance_tests::throughput::{compare, measure, Publishing, Timed};
 
 use backend_rabbitmq::RabbitTransport;
 use futures::StreamExt;
@@ -31,55 +28,27 @@ const WINDOW: usize = 1024;
 
 fn main() {
     let url = std::env::var("RABBITMQ_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    compare(
-        &format!(
-            "rabbitmq: {SIZE}-byte messages, confirmed batches of {BATCH}, publish -> consume -> ack (raw: lapin)"
-        ),
-        30_000,
-        1_000,
-        |n| raw(&url, n, Publishing::Batches),
-        |n| library(&url, n, Publishing::Batches),
-    );
-    compare(
-        &format!("rabbitmq: {SIZE}-byte messages, pipelined confirms (window {WINDOW}), publish -> consume -> ack (raw: lapin)"),
-        30_000,
-        1_000,
-        |n| raw(&url, n, Publishing::Pipelined),
-        |n| library(&url, n, Publishing::Pipelined),
-    );
-    // On one machine the broker's CPU bounds the end-to-end figures above;
+    // On one machine the broker's CPU bounds the end-to-end figures;
     // publishing alone shows what pipelining the confirms buys.
-    compare(
-        &format!("rabbitmq: {SIZE}-byte messages, publishing only, batches of {BATCH} (raw: lapin)"),
-        30_000,
-        1_000,
-        |n| raw(&url, n, Publishing::BatchesOnly),
-        |n| library(&url, n, Publishing::BatchesOnly),
-    );
-    compare(
-        &format!("rabbitmq: {SIZE}-byte messages, publishing only, pipelined confirms (window {WINDOW}) (raw: lapin)"),
-        30_000,
-        1_000,
-        |n| raw(&url, n, Publishing::PipelinedOnly),
-        |n| library(&url, n, Publishing::PipelinedOnly),
-    );
-}
-
-#[derive(Clone, Copy)]
-enum Publishing {
-    /// Batches of `BATCH`, each waiting for all its confirms.
-    Batches,
-    /// Up to `WINDOW` unconfirmed publishes at any time.
-    Pipelined,
-    /// `Batches`, timed until the last confirm; consumed afterwards, untimed.
-    BatchesOnly,
-    /// `Pipelined`, timed until the last confirm; consumed afterwards, untimed.
-    PipelinedOnly,
-}
-
-impl Publishing {
-    fn timed_consumer(self) -> bool {
-        matches!(self, Publishing::Batches | Publishing::Pipelined)
+    for (timed, what) in [
+        (Timed::EndToEnd, "publish -> consume -> ack"),
+        (Timed::PublishingOnly, "publishing only"),
+    ] {
+        for (publishing, how) in [
+            (Publishing::Batches(BATCH), format!("confirmed batches of {BATCH}")),
+            (
+                Publishing::Window(WINDOW),
+                format!("pipelined confirms (window {WINDOW})"),
+            ),
+        ] {
+            compare(
+                &format!("rabbitmq: {SIZE}-byte messages, {how}, {what} (raw: lapin)"),
+                30_000,
+                1_000,
+                |n| raw(&url, n, publishing, timed),
+                |n| library(&url, n, publishing, timed),
+            );
+        }
     }
 }
 
@@ -87,17 +56,12 @@ fn topic(what: &str) -> String {
     format!("bench-{what}-{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn library(url: &str, n: usize, publishing: Publishing) -> Duration {
+async fn library(url: &str, n: usize, publishing: Publishing, timed: Timed) -> Duration {
     let t: Arc<dyn Transport> = Arc::new(RabbitTransport::connect(url).await.unwrap());
-    match publishing {
-        Publishing::Batches => publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await,
-        Publishing::Pipelined => pipelined_consume_ack(t, n, SIZE, WINDOW, MAX_IN_FLIGHT).await,
-        Publishing::BatchesOnly => batched_publish(t, n, SIZE, BATCH).await,
-        Publishing::PipelinedOnly => pipelined_publish(t, n, SIZE, WINDOW).await,
-    }
+    measure(t, n, SIZE, publishing, timed, MAX_IN_FLIGHT).await
 }
 
-async fn raw(url: &str, n: usize, publishing: Publishing) -> Duration {
+async fn raw(url: &str, n: usize, publishing: Publishing, timed: Timed) -> Duration {
     let conn = Connection::connect(url, ConnectionProperties::default()).await.unwrap();
     let pub_ch = conn.create_channel().await.unwrap();
     pub_ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -180,12 +144,12 @@ async fn raw(url: &str, n: usize, publishing: Publishing) -> Duration {
                         .unwrap(),
                 );
                 match publishing {
-                    Publishing::Batches | Publishing::BatchesOnly if (i + 1) % BATCH == 0 => {
+                    Publishing::Batches(batch) if (i + 1) % batch == 0 => {
                         for c in confirms.drain(..) {
                             c.await.unwrap();
                         }
                     }
-                    Publishing::Pipelined | Publishing::PipelinedOnly if confirms.len() == WINDOW => {
+                    Publishing::Window(window) if confirms.len() == window => {
                         confirms.pop_front().unwrap().await.unwrap();
                     }
                     _ => {}
@@ -196,21 +160,23 @@ async fn raw(url: &str, n: usize, publishing: Publishing) -> Duration {
             }
         })
     };
-    let mut elapsed = None;
-    let mut publisher = Some(publisher);
-    if !publishing.timed_consumer() {
-        publisher.take().unwrap().await.unwrap();
-        elapsed = Some(start.elapsed());
-    }
-    for _ in 0..n {
-        let d = consumer.next().await.unwrap().unwrap();
-        d.acker.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    match elapsed {
-        Some(elapsed) => elapsed,
-        None => {
+    let drain = async {
+        for _ in 0..n {
+            let d = consumer.next().await.unwrap().unwrap();
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    };
+    match timed {
+        Timed::EndToEnd => {
+            drain.await;
             let elapsed = start.elapsed();
-            publisher.take().unwrap().await.unwrap();
+            publisher.await.unwrap();
+            elapsed
+        }
+        Timed::PublishingOnly => {
+            publisher.await.unwrap();
+            let elapsed = start.elapsed();
+            drain.await;
             elapsed
         }
     }

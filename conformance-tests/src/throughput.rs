@@ -1,17 +1,75 @@
-//! The workload the backend benchmarks share: publish `n` messages in
-//! batches while one subscription receives and acks each, measured end to
-//! end. Each backend's bench runs it next to the same workload written
-//! against its raw client.
+//! The workloads the backend benchmarks share: publish `n` messages while
+//! one subscription receives and acks each, measured end to end, or the
+//! publishing alone. Each backend's bench runs them next to the same
+//! workload written against its raw client.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use transport_core::{Bytes, Message, SubscribeOptions, Transport};
+use transport_core::{Bytes, Message, SubscribeOptions, Subscription, Transport};
 
-/// Publish `n` messages of `size` bytes in batches of `batch` to a fresh
-/// topic while one subscription (prefetch `max_in_flight`) receives and acks
-/// them; the time from the first publish to the last ack.
+/// How the publisher sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Publishing {
+    /// `publish_batch` calls of this many messages, one after the other
+    /// (each waits for its confirms where the backend has them).
+    Batches(usize),
+    /// One `publish` per message, this many calls in flight at once (a
+    /// service answering many requests, or a loader that pipelines): shows
+    /// how well concurrent publishes share the connection.
+    Window(usize),
+}
+
+/// What is timed.
+#[derive(Debug, Clone, Copy)]
+pub enum Timed {
+    /// From the first publish to the last ack, the subscription consuming
+    /// while the publisher publishes.
+    EndToEnd,
+    /// Until the last publish returned (confirmed, on backends with
+    /// confirms); the messages are consumed afterwards, untimed, so the
+    /// broker is left as it was found.
+    PublishingOnly,
+}
+
+/// Publish `n` messages of `size` bytes to a fresh topic with one group
+/// (prefetch `max_in_flight`) as `publishing` says, and time what `timed`
+/// says.
+pub async fn measure(
+    t: Arc<dyn Transport>,
+    n: usize,
+    size: usize,
+    publishing: Publishing,
+    timed: Timed,
+    max_in_flight: usize,
+) -> Duration {
+    let topic = crate::unique("bench");
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(max_in_flight))
+        .await
+        .expect("subscribe");
+    let payload = Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    let publisher = tokio::spawn(publish_all(t, topic, n, payload, publishing));
+    match timed {
+        Timed::EndToEnd => {
+            drain(&mut sub, n).await;
+            let elapsed = start.elapsed();
+            publisher.await.expect("publisher task");
+            elapsed
+        }
+        Timed::PublishingOnly => {
+            publisher.await.expect("publisher task");
+            let elapsed = start.elapsed();
+            drain(&mut sub, n).await;
+            elapsed
+        }
+    }
+}
+
+/// [`measure`] end to end with batches: the workload every backend's bench
+/// compares with its raw client.
 pub async fn publish_consume_ack(
     t: Arc<dyn Transport>,
     n: usize,
@@ -19,16 +77,12 @@ pub async fn publish_consume_ack(
     batch: usize,
     max_in_flight: usize,
 ) -> Duration {
-    let topic = crate::unique("bench");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(max_in_flight))
-        .await
-        .expect("subscribe");
-    let payload = Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    let publisher = {
-        let (t, topic) = (t.clone(), topic.clone());
-        tokio::spawn(async move {
+    measure(t, n, size, Publishing::Batches(batch), Timed::EndToEnd, max_in_flight).await
+}
+
+async fn publish_all(t: Arc<dyn Transport>, topic: String, n: usize, payload: Bytes, publishing: Publishing) {
+    match publishing {
+        Publishing::Batches(batch) => {
             let mut sent = 0;
             while sent < n {
                 let k = batch.max(1).min(n - sent);
@@ -36,38 +90,8 @@ pub async fn publish_consume_ack(
                 t.publish_batch(&topic, messages).await.expect("publish");
                 sent += k;
             }
-        })
-    };
-    for _ in 0..n {
-        let d = sub.next().await.expect("subscription ended").expect("receive");
-        d.ack().await.expect("ack");
-    }
-    let elapsed = start.elapsed();
-    publisher.await.expect("publisher task");
-    elapsed
-}
-
-/// Like [`publish_consume_ack`], but publishing one message per `publish`
-/// call with `window` calls in flight at once (a service answering many
-/// requests, or a loader that pipelines): measures how well concurrent
-/// publishes share the connection instead of waiting for each other.
-pub async fn pipelined_consume_ack(
-    t: Arc<dyn Transport>,
-    n: usize,
-    size: usize,
-    window: usize,
-    max_in_flight: usize,
-) -> Duration {
-    let topic = crate::unique("bench");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(max_in_flight))
-        .await
-        .expect("subscribe");
-    let payload = Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    let publisher = {
-        let (t, topic) = (t.clone(), topic.clone());
-        tokio::spawn(async move {
+        }
+        Publishing::Window(window) => {
             futures::stream::iter(0..n)
                 .map(|_| t.publish(&topic, Message::new(payload.clone())))
                 .buffer_unordered(window.max(1))
@@ -76,67 +100,12 @@ pub async fn pipelined_consume_ack(
                     std::future::ready(())
                 })
                 .await
-        })
-    };
-    for _ in 0..n {
-        let d = sub.next().await.expect("subscription ended").expect("receive");
-        d.ack().await.expect("ack");
+        }
     }
-    let elapsed = start.elapsed();
-    publisher.await.expect("publisher task");
-    elapsed
-}
-
-/// Publish `n` messages of `size` bytes, `window` `publish` calls in flight
-/// at once, to a topic with one group; the time until the last publish
-/// returned (confirmed, on backends with confirms). The messages are then
-/// consumed, untimed, so the broker is left as it was found.
-pub async fn pipelined_publish(t: Arc<dyn Transport>, n: usize, size: usize, window: usize) -> Duration {
-    let topic = crate::unique("bench");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(1000))
-        .await
-        .expect("subscribe");
-    let payload = Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|_| t.publish(&topic, Message::new(payload.clone())))
-        .buffer_unordered(window.max(1))
-        .for_each(|r| {
-            r.expect("publish");
-            std::future::ready(())
-        })
-        .await;
-    let elapsed = start.elapsed();
-    drain(&mut sub, n).await;
-    elapsed
-}
-
-/// Publish `n` messages of `size` bytes in `publish_batch` calls of
-/// `batch`, one after the other, to a topic with one group; the time until
-/// the last call returned. Consumed afterwards, untimed.
-pub async fn batched_publish(t: Arc<dyn Transport>, n: usize, size: usize, batch: usize) -> Duration {
-    let topic = crate::unique("bench");
-    let mut sub = t
-        .subscribe(&topic, SubscribeOptions::new("bench").max_in_flight(1000))
-        .await
-        .expect("subscribe");
-    let payload = Bytes::from(vec![b'x'; size]);
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < n {
-        let k = batch.max(1).min(n - sent);
-        let messages = (0..k).map(|_| Message::new(payload.clone())).collect();
-        t.publish_batch(&topic, messages).await.expect("publish");
-        sent += k;
-    }
-    let elapsed = start.elapsed();
-    drain(&mut sub, n).await;
-    elapsed
 }
 
 /// Receive and ack `n` deliveries.
-pub async fn drain(sub: &mut transport_core::Subscription, n: usize) {
+pub async fn drain(sub: &mut Subscription, n: usize) {
     for _ in 0..n {
         let d = sub.next().await.expect("subscription ended").expect("receive");
         d.ack().await.expect("ack");

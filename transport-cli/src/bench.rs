@@ -83,6 +83,28 @@ fn lead(point: &Point) -> u64 {
     in_flight.max(((16 << 20) / point.size.max(1)).clamp(1, 2048)) as u64
 }
 
+/// What the publishers and consumers of one run share.
+struct Shared {
+    broker: Arc<dyn Transport>,
+    topic: String,
+    point: Point,
+    payload: Bytes,
+    start: Instant,
+    /// Publish at most this many messages, for at most this long, at most
+    /// this many per second.
+    most: u64,
+    seconds: f64,
+    rate: Option<f64>,
+    /// Sequence numbers handed to publishers; messages published; received.
+    claimed: AtomicU64,
+    published: AtomicU64,
+    received: AtomicU64,
+    done_publishing: AtomicBool,
+    /// One permit per message the publishers may have ahead of the acks;
+    /// closed when a consumer gives up, so that no publisher waits forever.
+    window: tokio::sync::Semaphore,
+}
+
 /// Run `point` on a fresh topic of `broker`.
 pub async fn measure(
     broker: &Arc<dyn Transport>,
@@ -99,103 +121,31 @@ pub async fn measure(
             .map_err(|e| CliError::new(format!("bench on {}: subscribing failed: {e}", broker.backend())))?;
         subs.push(sub);
     }
-    // Sequence numbers handed to publishers, and messages published.
-    let claimed = Arc::new(AtomicU64::new(0));
-    let published = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let done_publishing = Arc::new(AtomicBool::new(false));
-    let payload = Bytes::from(vec![b'x'; point.size]);
-    // One permit per message the publishers may have ahead of the acks.
-    let window = Arc::new(tokio::sync::Semaphore::new(lead(&point) as usize));
     let (most, seconds, rate) = match limit {
         Limit::Messages(n) => (n, f64::INFINITY, None),
         Limit::Seconds { seconds, max, rate } => (max, seconds, rate),
     };
-    let batch = point.batch.max(1) as u64;
-    let start = Instant::now();
+    let run = Arc::new(Shared {
+        broker: broker.clone(),
+        topic,
+        point,
+        payload: Bytes::from(vec![b'x'; point.size]),
+        start: Instant::now(),
+        most,
+        seconds,
+        rate,
+        claimed: AtomicU64::new(0),
+        published: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        done_publishing: AtomicBool::new(false),
+        window: tokio::sync::Semaphore::new(lead(&point) as usize),
+    });
     let publishers: Vec<_> = (0..point.publishers.max(1))
-        .map(|_| {
-            let (broker, topic, payload) = (broker.clone(), topic.clone(), payload.clone());
-            let (claimed, published, window) = (claimed.clone(), published.clone(), window.clone());
-            tokio::spawn(async move {
-                while start.elapsed().as_secs_f64() < seconds {
-                    let first = claimed.fetch_add(batch, Ordering::SeqCst);
-                    if first >= most {
-                        break;
-                    }
-                    let k = batch.min(most - first);
-                    if let Some(rate) = rate {
-                        // Paced: message `first` is due at first / rate.
-                        tokio::time::sleep_until((start + Duration::from_secs_f64(first as f64 / rate)).into()).await;
-                    }
-                    window.acquire_many(k as u32).await.expect("never closed").forget();
-                    let mut msgs: Vec<Message> = (first..first + k)
-                        .map(|i| {
-                            let m = Message::new(payload.clone()).with_header(SENT_AT, now_us().to_string());
-                            match point.keys {
-                                0 => m,
-                                keys => m.with_key(format!("k{}", i % keys as u64)),
-                            }
-                        })
-                        .collect();
-                    if k == 1 {
-                        broker.publish(&topic, msgs.pop().expect("one")).await?;
-                    } else {
-                        broker.publish_batch(&topic, msgs).await?;
-                    }
-                    published.fetch_add(k, Ordering::SeqCst);
-                }
-                Ok::<_, transport::Error>(())
-            })
-        })
+        .map(|_| tokio::spawn(publisher(run.clone())))
         .collect();
-
-    // Consumers: each receives and acks until everything published arrived.
     let consumers: Vec<_> = subs
         .into_iter()
-        .map(|mut sub| {
-            let (published, received, done) = (published.clone(), received.clone(), done_publishing.clone());
-            let window = window.clone();
-            let bar = bar.cloned();
-            tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new(3).expect("histogram");
-                let mut last = start;
-                loop {
-                    if done.load(Ordering::SeqCst)
-                        && received.load(Ordering::SeqCst) >= published.load(Ordering::SeqCst)
-                    {
-                        return Ok((latency, last));
-                    }
-                    let d = match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-                        Err(_) => {
-                            if last.elapsed() > STALL && start.elapsed() > STALL {
-                                return Err(format!(
-                                    "only {} of {} messages arrived (nothing for {}s)",
-                                    received.load(Ordering::SeqCst),
-                                    published.load(Ordering::SeqCst),
-                                    STALL.as_secs()
-                                ));
-                            }
-                            continue;
-                        }
-                        Ok(Some(Ok(d))) => d,
-                        Ok(Some(Err(e))) if e.is_retryable() => continue,
-                        Ok(Some(Err(e))) => return Err(format!("receiving failed: {e}")),
-                        Ok(None) => return Err("the subscription ended".into()),
-                    };
-                    if let Some(sent) = d.headers().get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
-                        let _ = latency.record(now_us().saturating_sub(sent));
-                    }
-                    d.ack().await.map_err(|e| format!("acking failed: {e}"))?;
-                    received.fetch_add(1, Ordering::SeqCst);
-                    window.add_permits(1);
-                    last = Instant::now();
-                    if let Some(bar) = &bar {
-                        bar.inc(1);
-                    }
-                }
-            })
-        })
+        .map(|sub| tokio::spawn(consumer(run.clone(), sub, bar.cloned())))
         .collect();
 
     let mut errors = Vec::new();
@@ -206,12 +156,12 @@ pub async fn measure(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    done_publishing.store(true, Ordering::SeqCst);
+    run.done_publishing.store(true, Ordering::SeqCst);
     if let Some(bar) = bar {
-        bar.set_length(published.load(Ordering::SeqCst));
+        bar.set_length(run.published.load(Ordering::SeqCst));
     }
     let mut latency = Histogram::<u64>::new(3).expect("histogram");
-    let mut end = start;
+    let mut end = run.start;
     for c in consumers {
         match c.await {
             Ok(Ok((h, last))) => {
@@ -222,12 +172,14 @@ pub async fn measure(
             Err(e) => errors.push(e.to_string()),
         }
     }
+    // A consumer's failure is the cause; the publishers' "stopped" follows.
+    errors.sort_by_key(|e| e.starts_with("publishing failed"));
     if let Some(e) = errors.first() {
         return Err(CliError::new(format!("bench on {}: {e}", broker.backend())));
     }
     let ms = |v: u64| v as f64 / 1000.0;
-    let messages = published.load(Ordering::SeqCst);
-    let seconds = (end - start).as_secs_f64().max(1e-9);
+    let messages = run.published.load(Ordering::SeqCst);
+    let seconds = (end - run.start).as_secs_f64().max(1e-9);
     Ok(Measurement {
         messages,
         seconds,
@@ -236,6 +188,100 @@ pub async fn measure(
         p99_ms: ms(latency.value_at_quantile(0.99)),
         max_ms: ms(latency.max()),
     })
+}
+
+/// Claims batches of sequence numbers and publishes them until the limit.
+async fn publisher(run: Arc<Shared>) -> Result<(), String> {
+    let batch = run.point.batch.max(1) as u64;
+    while run.start.elapsed().as_secs_f64() < run.seconds {
+        let first = run.claimed.fetch_add(batch, Ordering::SeqCst);
+        if first >= run.most {
+            break;
+        }
+        let k = batch.min(run.most - first);
+        if let Some(rate) = run.rate {
+            // Paced: message `first` is due at first / rate.
+            tokio::time::sleep_until((run.start + Duration::from_secs_f64(first as f64 / rate)).into()).await;
+        }
+        match run.window.acquire_many(k as u32).await {
+            Ok(permits) => permits.forget(),
+            Err(_) => return Err("stopped: a consumer failed".into()),
+        }
+        let mut msgs: Vec<Message> = (first..first + k)
+            .map(|i| {
+                let m = Message::new(run.payload.clone()).with_header(SENT_AT, now_us().to_string());
+                match run.point.keys {
+                    0 => m,
+                    keys => m.with_key(format!("k{}", i % keys as u64)),
+                }
+            })
+            .collect();
+        let sent = if k == 1 {
+            run.broker.publish(&run.topic, msgs.pop().expect("one")).await
+        } else {
+            run.broker.publish_batch(&run.topic, msgs).await
+        };
+        sent.map_err(|e| e.to_string())?;
+        run.published.fetch_add(k, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Receives and acks until everything published arrived; the latencies
+/// and when the last one arrived.
+async fn consumer(
+    run: Arc<Shared>,
+    sub: transport::Subscription,
+    bar: Option<ProgressBar>,
+) -> Result<(Histogram<u64>, Instant), String> {
+    let result = receive(&run, sub, bar).await;
+    if result.is_err() {
+        run.window.close();
+    }
+    result
+}
+
+async fn receive(
+    run: &Shared,
+    mut sub: transport::Subscription,
+    bar: Option<ProgressBar>,
+) -> Result<(Histogram<u64>, Instant), String> {
+    let mut latency = Histogram::<u64>::new(3).expect("histogram");
+    let mut last = run.start;
+    loop {
+        if run.done_publishing.load(Ordering::SeqCst)
+            && run.received.load(Ordering::SeqCst) >= run.published.load(Ordering::SeqCst)
+        {
+            return Ok((latency, last));
+        }
+        let d = match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            Err(_) => {
+                if last.elapsed() > STALL && run.start.elapsed() > STALL {
+                    return Err(format!(
+                        "only {} of {} messages arrived (nothing for {}s)",
+                        run.received.load(Ordering::SeqCst),
+                        run.published.load(Ordering::SeqCst),
+                        STALL.as_secs()
+                    ));
+                }
+                continue;
+            }
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(e))) if e.is_retryable() => continue,
+            Ok(Some(Err(e))) => return Err(format!("receiving failed: {e}")),
+            Ok(None) => return Err("the subscription ended".into()),
+        };
+        if let Some(sent) = d.headers().get(SENT_AT).and_then(|s| s.parse::<u64>().ok()) {
+            let _ = latency.record(now_us().saturating_sub(sent));
+        }
+        d.ack().await.map_err(|e| format!("acking failed: {e}"))?;
+        run.received.fetch_add(1, Ordering::SeqCst);
+        run.window.add_permits(1);
+        last = Instant::now();
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
 }
 
 pub async fn run(args: BenchArgs) -> CliResult {

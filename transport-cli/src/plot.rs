@@ -34,137 +34,121 @@ pub fn draw(path: &Path, rows: &[Row]) -> CliResult {
     let root = root.titled(&title, (FONT, 20)).map_err(|e| fail(&e))?;
     let panels = root.split_evenly((2, Dimension::ALL.len()));
     for (column, dimension) in Dimension::ALL.into_iter().enumerate() {
-        let mut values: Vec<usize> = rows
-            .iter()
-            .filter(|r| r.dimension == dimension)
-            .map(|r| r.value)
-            .collect();
-        values.sort_unstable();
-        values.dedup();
-        if values.is_empty() {
-            continue;
-        }
-        let at = |v: usize| SegmentValue::CenterOf(values.iter().position(|x| *x == v).unwrap_or(0) as i32);
-        let label = |v: &SegmentValue<i32>| match v {
-            SegmentValue::CenterOf(i) => values.get(*i as usize).map_or(String::new(), |v| short(*v as f64)),
-            _ => String::new(),
-        };
         let of = |b: &str| {
             rows.iter()
                 .filter(move |r| r.dimension == dimension && r.backend == b)
                 .collect::<Vec<_>>()
         };
-        // A segmented range of a..b has a segment for b as well.
-        let x = (0..values.len() as i32 - 1).into_segmented();
-
-        // Throughput.
-        let rates: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.dimension == dimension)
-            .map(|r| r.measured.rate())
-            .collect();
-        let mut chart = ChartBuilder::on(&panels[column])
-            .margin(12)
-            .caption(format!("throughput by {}", dimension.name()), (FONT, 16))
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x.clone(), span(&rates).log_scale())
-            .map_err(|e| fail(&e))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(dimension.title())
-            .y_desc("messages/s")
-            .x_label_formatter(&label)
-            .y_label_formatter(&|y| short(*y))
-            .draw()
-            .map_err(|e| fail(&e))?;
+        let mut throughput = Vec::new();
+        let mut latency = Vec::new();
         for (i, b) in backends.iter().enumerate() {
             let color = Palette99::pick(i).mix(1.0);
-            let points: Vec<_> = of(b).iter().map(|r| (at(r.value), r.measured.rate())).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| fail(&e))?
-                .label(*b)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-            chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| fail(&e))?;
+            let line = |label: String, width: u32, markers: bool, y: fn(&Row) -> f64| Line {
+                label,
+                color,
+                width,
+                markers,
+                points: of(b).iter().map(|r| (r.value, y(r))).collect(),
+            };
+            throughput.push(line(b.to_string(), 2, true, |r| r.measured.rate()));
+            latency.push(line(format!("{b} p50"), 1, false, |r| r.measured.p50_ms.max(0.001)));
+            latency.push(line(format!("{b} p99"), 3, false, |r| r.measured.p99_ms.max(0.001)));
         }
-        if column == 0 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| fail(&e))?;
-        }
-
-        // Latency: p50 thin, p99 thick.
-        let latencies: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.dimension == dimension)
-            .flat_map(|r| [r.measured.p50_ms, r.measured.p99_ms])
-            .map(|ms| ms.max(0.001))
-            .collect();
-        let mut chart = ChartBuilder::on(&panels[Dimension::ALL.len() + column])
-            .margin(12)
-            .caption(
-                format!(
-                    "latency at half that rate, by {} (p50 thin, p99 thick)",
-                    dimension.name()
-                ),
-                (FONT, 16),
-            )
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x, span(&latencies).log_scale())
-            .map_err(|e| fail(&e))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc(dimension.title())
-            .y_desc("milliseconds")
-            .x_label_formatter(&label)
-            .y_label_formatter(&|y| short(*y))
-            .draw()
-            .map_err(|e| fail(&e))?;
-        for (i, b) in backends.iter().enumerate() {
-            let color = Palette99::pick(i).mix(1.0);
-            for (width, pick) in [(1, 0usize), (3, 1)] {
-                let points: Vec<_> = of(b)
-                    .iter()
-                    .map(|r| {
-                        let ms = if pick == 0 {
-                            r.measured.p50_ms
-                        } else {
-                            r.measured.p99_ms
-                        };
-                        (at(r.value), ms.max(0.001))
-                    })
-                    .collect();
-                let series = chart
-                    .draw_series(LineSeries::new(points, color.stroke_width(width)))
-                    .map_err(|e| fail(&e))?;
-                if column == 0 {
-                    series
-                        .label(format!("{b} p{}", if pick == 0 { 50 } else { 99 }))
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
-                }
-            }
-        }
-        if column == 0 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| fail(&e))?;
-        }
+        let name = dimension.name();
+        let legend = column == 0;
+        panel(
+            &panels[column],
+            &format!("throughput by {name}"),
+            "messages/s",
+            dimension,
+            &throughput,
+            legend,
+        )
+        .map_err(|e| fail(&e))?;
+        let caption = format!("latency at half that rate, by {name} (p50 thin, p99 thick)");
+        panel(
+            &panels[Dimension::ALL.len() + column],
+            &caption,
+            "milliseconds",
+            dimension,
+            &latency,
+            legend,
+        )
+        .map_err(|e| fail(&e))?;
     }
     root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// One line of a panel: (dimension value, y) points.
+struct Line {
+    label: String,
+    color: RGBAColor,
+    width: u32,
+    markers: bool,
+    points: Vec<(usize, f64)>,
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type PanelResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// A chart of `lines` over the values of `dimension` (evenly spaced, since
+/// they grow geometrically or include 0), y on a log scale.
+fn panel(
+    area: &Area<'_>,
+    caption: &str,
+    y_desc: &str,
+    dimension: Dimension,
+    lines: &[Line],
+    legend: bool,
+) -> PanelResult {
+    let mut values: Vec<usize> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let at = |v: usize| SegmentValue::CenterOf(values.iter().position(|x| *x == v).unwrap_or(0) as i32);
+    let label = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) => values.get(*i as usize).map_or(String::new(), |v| short(*v as f64)),
+        _ => String::new(),
+    };
+    let ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).collect();
+    // A segmented range of a..b has a segment for b as well.
+    let x = (0..values.len() as i32 - 1).into_segmented();
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .caption(caption, (FONT, 16))
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, span(&ys).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc(dimension.title())
+        .y_desc(y_desc)
+        .x_label_formatter(&label)
+        .y_label_formatter(&|y| short(*y))
+        .draw()?;
+    for line in lines {
+        let points: Vec<_> = line.points.iter().map(|(v, y)| (at(*v), *y)).collect();
+        let style = line.color.stroke_width(line.width);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))?
+            .label(line.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        if line.markers {
+            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, line.color.filled())))?;
+        }
+    }
+    if legend {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
     Ok(())
 }
 
