@@ -105,7 +105,7 @@ async fn publish_all(t: Arc<dyn Transport>, topic: String, n: usize, payload: By
 }
 
 /// Receive and ack `n` deliveries.
-pub async fn drain(sub: &mut Subscription, n: usize) {
+async fn drain(sub: &mut Subscription, n: usize) {
     for _ in 0..n {
         let d = sub.next().await.expect("subscription ended").expect("receive");
         d.ack().await.expect("ack");

@@ -22,7 +22,7 @@ use conformance_tests::unique;
 use transport::runtime::{handler_fn, Consumer, Context, HandlerError, IdempotencyLayer};
 use transport::{Message, SubscribeOptions};
 use transport_sql::sqlx::{self, PgPool, Postgres};
-use transport_sql::{Mark, Outbox, SqlIdempotencyStore};
+use transport_sql::{Outbox, SqlIdempotencyStore};
 
 const N: usize = 30;
 
@@ -113,25 +113,14 @@ async fn exactly_once(url: &str) {
     // attempts fail after committing.
     let failed_after_commit = Arc::new(Mutex::new(HashSet::new()));
     let handler = {
-        let (pool, store, effects, failed) = (
-            pool.clone(),
-            store.clone(),
-            effects.clone(),
-            failed_after_commit.clone(),
-        );
+        let (store, effects, failed) = (store.clone(), effects.clone(), failed_after_commit.clone());
         handler_fn(move |ctx: Context| {
-            let (pool, store, effects, failed) = (pool.clone(), store.clone(), effects.clone(), failed.clone());
+            let (store, effects, failed) = (store.clone(), effects.clone(), failed.clone());
             async move {
                 let order = String::from_utf8_lossy(ctx.payload()).into_owned();
-                let mut tx = pool.begin().await.map_err(HandlerError::transient)?;
-                if store
-                    .mark_context(&mut tx, &ctx)
-                    .await
-                    .map_err(HandlerError::transient)?
-                    == Mark::AlreadyProcessed
-                {
+                let Some(mut tx) = store.begin_once(&ctx).await? else {
                     return Ok(());
-                }
+                };
                 sqlx::query(&format!("INSERT INTO {effects} (order_id) VALUES ($1)"))
                     .bind(&order)
                     .execute(&mut *tx)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use transport::runtime::{handler_fn, Consumer, Context, HandlerError, IdempotencyLayer};
 use transport::sql::sqlx::{self, Sqlite};
-use transport::sql::{Mark, Outbox, SqlIdempotencyStore};
+use transport::sql::{Outbox, SqlIdempotencyStore};
 use transport::{Error, ErrorKind, Message, SubscribeOptions, Transport};
 
 fn sql(e: sqlx::Error) -> Error {
@@ -78,21 +78,15 @@ async fn warehouse(broker: Arc<dyn Transport>, db: &str) -> transport::Result<()
     // published again below.
     let first: Arc<Mutex<Option<(String, String)>>> = Arc::default();
     let handler = {
-        let (pool, store, first) = (pool.clone(), store.clone(), first.clone());
+        let (store, first) = (store.clone(), first.clone());
         handler_fn(move |ctx: Context| {
-            let (pool, store, first) = (pool.clone(), store.clone(), first.clone());
+            let (store, first) = (store.clone(), first.clone());
             async move {
                 let order = String::from_utf8_lossy(ctx.payload()).into_owned();
-                let mut tx = pool.begin().await.map_err(HandlerError::transient)?;
-                if store
-                    .mark_context(&mut tx, &ctx)
-                    .await
-                    .map_err(HandlerError::transient)?
-                    == Mark::AlreadyProcessed
-                {
+                let Some(mut tx) = store.begin_once(&ctx).await? else {
                     println!("  {order}: shipped already; acknowledged without shipping again");
                     return Ok(());
-                }
+                };
                 sqlx::query("INSERT INTO shipments (order_id) VALUES (?)")
                     .bind(&order)
                     .execute(&mut *tx)

@@ -6,12 +6,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::Pool;
+use sqlx::{Pool, Transaction};
 use transport_core::async_trait;
 use transport_core::runtime::{Claim, Context, IdempotencyStore};
 use transport_core::Result;
 
 use crate::dialect::{idempotency_probe, Dialect};
+use crate::error::db_error;
 use crate::outbox::bounded;
 use crate::table::TableName;
 
@@ -140,6 +141,20 @@ impl<DB: Dialect> SqlIdempotencyStore<DB> {
     /// the layer derives keys with `key_with`).
     pub async fn mark_context(&self, conn: &mut DB::Connection, ctx: &Context) -> Result<Mark> {
         self.mark_processed(conn, ctx.group(), ctx.id()).await
+    }
+
+    /// A transaction on the store's pool with the message being handled
+    /// already marked in it: `Some(tx)` the first time (write the effect in
+    /// `tx`, then commit), `None` when it was processed before (acknowledge
+    /// and write nothing). [`mark_context`](Self::mark_context) in one call,
+    /// for handlers whose effect lives in the store's database.
+    pub async fn begin_once(&self, ctx: &Context) -> Result<Option<Transaction<'static, DB>>> {
+        let begin = async { (self.pool.begin().await).map_err(|e| db_error(e, "begin", self.table.as_str())) };
+        let mut tx = bounded(self.timeout, begin).await?;
+        Ok(match self.mark_context(&mut tx, ctx).await? {
+            Mark::Marked => Some(tx),
+            Mark::AlreadyProcessed => None,
+        })
     }
 
     /// Delete up to 1000 expired keys; how many. Claims run it every 1024

@@ -9,9 +9,10 @@
 //!   failing rows retried with backoff and then parked for an operator.
 //! - **Idempotency**: [`SqlIdempotencyStore`] is an
 //!   [`IdempotencyStore`](transport_core::runtime::IdempotencyStore) for the
-//!   runtime's `IdempotencyLayer`; with
-//!   [`mark_processed`](SqlIdempotencyStore::mark_processed) in the
-//!   handler's transaction, a handler's effect happens exactly once.
+//!   runtime's `IdempotencyLayer`; with the handler's writes in the
+//!   transaction [`begin_once`](SqlIdempotencyStore::begin_once) opens (or
+//!   [`mark_processed`](SqlIdempotencyStore::mark_processed) in its own),
+//!   a handler's effect happens exactly once.
 //!
 //! ```no_run
 //! # #[cfg(feature = "sqlite")]

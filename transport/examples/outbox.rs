@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use transport::runtime::{handler_fn, Consumer, Context, HandlerError, IdempotencyLayer};
-use transport::sql::sqlx::{self, Sqlite, SqlitePool};
-use transport::sql::{Mark, Outbox, SqlIdempotencyStore};
+use transport::sql::sqlx::{self, Sqlite};
+use transport::sql::{Outbox, SqlIdempotencyStore};
 use transport::{Message, SubscribeOptions};
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -44,17 +44,11 @@ async fn place_order(outbox: &Outbox<Sqlite>, order: &str, cents: i64) -> transp
 }
 
 /// The billing handler: the processed mark and the invoice in one transaction.
-async fn bill(pool: SqlitePool, store: Arc<SqlIdempotencyStore<Sqlite>>, ctx: Context) -> Result<(), HandlerError> {
+async fn bill(store: Arc<SqlIdempotencyStore<Sqlite>>, ctx: Context) -> Result<(), HandlerError> {
     let placed: OrderPlaced = ctx.message().decode_json().map_err(HandlerError::permanent)?;
-    let mut tx = pool.begin().await.map_err(HandlerError::transient)?;
-    if store
-        .mark_context(&mut tx, &ctx)
-        .await
-        .map_err(HandlerError::transient)?
-        == Mark::AlreadyProcessed
-    {
-        return Ok(()); // invoiced by an earlier delivery; the transaction rolls back
-    }
+    let Some(mut tx) = store.begin_once(&ctx).await? else {
+        return Ok(()); // invoiced by an earlier delivery: nothing to write
+    };
     sqlx::query("INSERT INTO invoices (order_id, cents) VALUES (?, ?)")
         .bind(&placed.order)
         .bind(placed.cents)
@@ -97,8 +91,8 @@ async fn main() -> transport::Result<()> {
     let service = tower::ServiceBuilder::new()
         .layer(IdempotencyLayer::new(store.clone()))
         .service(handler_fn({
-            let (pool, store) = (pool.clone(), store.clone());
-            move |ctx| bill(pool.clone(), store.clone(), ctx)
+            let store = store.clone();
+            move |ctx| bill(store.clone(), ctx)
         }));
     let consumer = Consumer::new(broker.clone(), "orders", options);
     let stats = consumer.stats_handle();
