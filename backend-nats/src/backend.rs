@@ -69,6 +69,12 @@ impl NatsBuilder {
         self.config.request_timeout = timeout;
         self
     }
+    /// Replicas of the streams this backend creates (1 to 5, default 1;
+    /// 3 on a three-node cluster, so a stream survives losing a node).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.config.replicas = replicas;
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<NatsTransport> {
         NatsTransport::with_config(self.config).await
@@ -116,6 +122,12 @@ impl NatsTransport {
 
     /// Connect with a configuration.
     pub async fn with_config(config: NatsConfig) -> Result<Self> {
+        if !(1..=5).contains(&config.replicas) {
+            return Err(tag("connect")(Error::invalid(format!(
+                "replicas must be 1 to 5, got {}",
+                config.replicas
+            ))));
+        }
         let client = core::connect(&config).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.request_timeout);

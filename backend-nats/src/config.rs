@@ -138,7 +138,14 @@ impl NatsConfig {
                         other => return Err(Error::invalid(format!("storage must be file or memory, got {other:?}"))),
                     }
                 }
-                "replicas" => c.replicas = num("replicas")? as usize,
+                "replicas" => {
+                    c.replicas = num("replicas")? as usize;
+                    // JetStream's own limit; checked here so a typo is a
+                    // configuration error, not a failed stream creation later.
+                    if !(1..=5).contains(&c.replicas) {
+                        return Err(Error::invalid(format!("replicas must be 1 to 5, got {v}")));
+                    }
+                }
                 "max_age_ms" => c.max_age = Some(Duration::from_millis(num("max_age_ms")?)),
                 "duplicate_window_ms" => c.duplicate_window = Duration::from_millis(num("duplicate_window_ms")?),
                 "double_ack" => c.double_ack = v == "true",
@@ -172,5 +179,9 @@ mod tests {
         assert!(!format!("{t:?}").contains("s3cr3t"));
         assert!(NatsConfig::from_url("nats://h?bogus=1").is_err());
         assert!(NatsConfig::from_url("http://h").is_err());
+        for bad in ["0", "6", "three"] {
+            let e = NatsConfig::from_url(&format!("nats://h?replicas={bad}")).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+        }
     }
 }

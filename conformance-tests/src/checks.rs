@@ -758,10 +758,13 @@ pub async fn offline_group_catches_up(t: &Arc<dyn Transport>) -> CheckResult {
         t.publish(&topic, m.clone()).await?;
     }
     let mut sub = t.subscribe(&topic, opts("g")).await?;
-    let got: HashSet<String> = receive_and_ack(&mut sub, 5).await?.into_iter().map(|r| r.id).collect();
+    let got = receive_and_ack(&mut sub, 5).await?;
+    let ids: HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
     ensure!(
-        got == sent.iter().map(|m| m.id.clone()).collect(),
-        "missed messages published while offline"
+        ids == sent.iter().map(|m| m.id.as_str()).collect(),
+        "missed messages published while offline: received {:?} (attempts {:?})",
+        got.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        got.iter().map(|r| r.attempt).collect::<Vec<_>>()
     );
     expect_quiet(&mut sub, "after catching up").await
 }

@@ -35,3 +35,15 @@ pub fn pid(name: &str) -> Option<u32> {
         .ok()?;
     std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
+
+/// The pid of one node of a cluster `scripts/brokers up <cluster>` started
+/// (`.brokers/<cluster>/<node>/*.pid`), if it runs.
+pub fn node_pid(cluster: &str, node: &str) -> Option<u32> {
+    let dir = root().join(".brokers").join(cluster).join(node);
+    let file = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "pid"))?;
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}

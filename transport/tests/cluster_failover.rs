@@ -1,0 +1,296 @@
+//! Losing the node that leads a topic: against the three-node clusters
+//! `scripts/brokers up <broker>-cluster` starts, one task publishes and
+//! another consumes while the node leading the topic's stream is killed
+//! with `kill -9`. Afterwards every publish that returned `Ok` must have
+//! been consumed (duplicates are counted, not failed), and both sides must
+//! have carried on by themselves: the longest pause between two successful
+//! publishes, and between two deliveries, stays under the bound the
+//! backend's docs state ("Running on a cluster"). The killed node is then
+//! started again on its data and rejoins.
+//!
+//! Skipped with a message when the cluster is not running; a failure under
+//! `CI`.
+
+#![cfg(any(feature = "nats"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{brokers, node_pid};
+use futures::StreamExt;
+use tokio::sync::watch;
+use transport::{Message, SubscribeOptions, Transport};
+
+/// What one side saw, in time order.
+#[derive(Default)]
+struct Log {
+    /// When each successful publish (or delivery) happened.
+    times: Vec<Instant>,
+    /// Acknowledged publishes (or deliveries) by message id.
+    ids: HashMap<String, usize>,
+    /// Failed publishes (or stream errors).
+    errors: usize,
+    last_error: String,
+}
+
+impl Log {
+    fn record(&mut self, id: String) {
+        self.times.push(Instant::now());
+        *self.ids.entry(id).or_default() += 1;
+    }
+    fn failed(&mut self, e: &transport::Error) {
+        self.errors += 1;
+        self.last_error = e.to_string();
+    }
+    /// The longest pause between two consecutive events within `window`.
+    fn longest_pause(&self, window: (Instant, Instant)) -> Duration {
+        let times: Vec<Instant> = self
+            .times
+            .iter()
+            .copied()
+            .filter(|t| *t >= window.0 && *t <= window.1)
+            .collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(window.1 - window.0)
+    }
+}
+
+fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !done() {
+        assert!(Instant::now() < until, "{what} (waited {deadline:?})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A cluster `scripts/brokers` runs: its URL, and how to find the node
+/// leading a topic.
+struct Cluster {
+    name: &'static str,
+    nodes: &'static [&'static str],
+    /// The node (one of `nodes`) that leads `topic`'s stream or queue.
+    leader: fn(&str) -> Option<String>,
+    /// The longest pause publishers and consumers may see (the docs' bound).
+    bound: Duration,
+}
+
+impl Cluster {
+    async fn connect(&self) -> Option<(Arc<dyn Transport>, String)> {
+        let running = self.nodes.iter().all(|n| node_pid(self.name, n).is_some());
+        let url = brokers(&["url", self.name]);
+        let connected = match (&url, running) {
+            (Some(url), true) => transport::connect(url).await.ok(),
+            _ => None,
+        };
+        match (connected, url) {
+            (Some(t), Some(url)) => Some((t, url)),
+            _ if std::env::var("CI").is_ok() => {
+                panic!("{} is not running (scripts/brokers up {})", self.name, self.name)
+            }
+            _ => {
+                eprintln!("skipped: {} is not running (scripts/brokers up {})", self.name, self.name);
+                None
+            }
+        }
+    }
+}
+
+async fn kill_the_leader_while_busy(cluster: &Cluster) {
+    let Some((t, url)) = cluster.connect().await else { return };
+    let name = cluster.name;
+    let topic = format!("failover-{}", uuid::Uuid::now_v7().simple());
+    let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(10));
+    let mut sub = t.subscribe(&topic, options.clone()).await.expect("subscribe");
+
+    let published = Arc::new(Mutex::new(Log::default()));
+    let delivered = Arc::new(Mutex::new(Log::default()));
+    let (stop, stopped) = watch::channel(false);
+
+    let publisher = tokio::spawn({
+        let (t, topic, log, mut stopped) = (t.clone(), topic.clone(), published.clone(), stopped.clone());
+        async move {
+            let mut i = 0u64;
+            while !*stopped.borrow_and_update() {
+                let m = Message::new(format!("m{i}")).with_key(format!("k{}", i % 8));
+                i += 1;
+                // The transport bounds every publish; this only keeps a
+                // hanging one from hanging the test.
+                match tokio::time::timeout(Duration::from_secs(60), t.publish(&topic, m.clone())).await {
+                    Ok(Ok(())) => lock(&log).record(m.id),
+                    Ok(Err(e)) => {
+                        assert!(e.is_retryable(), "a node loss gave a final error: {e}");
+                        lock(&log).failed(&e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => panic!("a publish hung for 60 s"),
+                }
+            }
+        }
+    });
+    let consumer = tokio::spawn({
+        let (log, mut stopped) = (delivered.clone(), stopped.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return sub,
+                    next = sub.next() => match next {
+                        Some(Ok(d)) => {
+                            lock(&log).record(d.id().to_owned());
+                            // An ack lost with the node is a redelivery, counted below.
+                            let _ = d.ack().await;
+                        }
+                        Some(Err(e)) => {
+                            assert!(e.is_retryable(), "a node loss ended the stream with a final error: {e}");
+                            lock(&log).failed(&e);
+                        }
+                        None => panic!("the subscription ended"),
+                    },
+                }
+            }
+        }
+    });
+
+    wait_until("publishes before the kill", Duration::from_secs(30), || {
+        lock(&published).ids.len() >= 200
+    })
+    .await;
+    let leader = (cluster.leader)(&topic).expect("the topic's leader");
+    let pid = node_pid(name, &leader).expect("the leader's pid");
+    let before = lock(&published).ids.len();
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let killed = Instant::now();
+    let _rejoin = Rejoin(name);
+    eprintln!("{name}: killed {leader} (pid {pid}), the leader of {topic}, after {before} publishes");
+
+    // Both sides carry on without the node.
+    wait_until("publishes after the kill", cluster.bound * 2, || {
+        lock(&published).ids.len() >= before + 200
+    })
+    .await;
+    wait_until("deliveries after the kill", cluster.bound * 2, || {
+        lock(&delivered).times.last().is_some_and(|t| *t > killed + Duration::from_millis(500))
+    })
+    .await;
+    stop.send(true).unwrap();
+    publisher.await.expect("publisher");
+    let now = Instant::now();
+    let window = (killed - Duration::from_secs(1), now);
+    let publish_pause = lock(&published).longest_pause(window);
+    let delivery_pause = lock(&delivered).longest_pause(window);
+
+    // Then everything acknowledged arrives.
+    let mut sub = consumer.await.expect("consumer");
+    let acked: Vec<String> = lock(&published).ids.keys().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = acked.iter().filter(|id| !lock(&delivered).ids.contains_key(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {missing} of {} acknowledged publishes never arrived",
+            acked.len()
+        );
+        match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            Ok(Some(Ok(d))) => {
+                lock(&delivered).record(d.id().to_owned());
+                let _ = d.ack().await;
+            }
+            Ok(Some(Err(e))) => assert!(e.is_retryable(), "{name}: {e}"),
+            Ok(None) => panic!("{name}: the subscription ended"),
+            Err(_) => {}
+        }
+    }
+    let (p, d) = (lock(&published), lock(&delivered));
+    let duplicates: usize = d.ids.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{name}: {} acknowledged publishes all consumed; {} publishes failed ({}), {} stream errors, \
+         {duplicates} duplicates; longest pause {publish_pause:?} publishing, {delivery_pause:?} consuming",
+        p.ids.len(),
+        p.errors,
+        p.last_error,
+        d.errors
+    );
+    assert!(
+        publish_pause <= cluster.bound,
+        "{name}: publishing paused {publish_pause:?} (bound {:?})",
+        cluster.bound
+    );
+    assert!(
+        delivery_pause <= cluster.bound,
+        "{name}: consuming paused {delivery_pause:?} (bound {:?})",
+        cluster.bound
+    );
+    drop((p, d));
+    let _ = t.close().await;
+
+    // The node comes back on its data and the cluster is whole again.
+    let rejoining = Instant::now();
+    drop(_rejoin);
+    let t = transport::connect(&url).await.expect("connect after the rejoin");
+    t.publish(&topic, Message::new("after")).await.expect("publish after the rejoin");
+    let _ = t.close().await;
+    eprintln!("{name}: {} rejoined within {:?}", leader, rejoining.elapsed());
+}
+
+/// Starts the killed node again however the test ends, so the next test
+/// (and the conformance run against the cluster) find it whole.
+struct Rejoin(&'static str);
+
+impl Drop for Rejoin {
+    fn drop(&mut self) {
+        if brokers(&["up", self.0]).is_none() {
+            eprintln!("scripts/brokers up {} failed", self.0);
+        }
+    }
+}
+
+/// The JetStream stream leader, from the monitoring endpoint of any live
+/// node; the stream must be replicated to the two other nodes.
+#[cfg(feature = "nats")]
+fn nats_stream_leader(topic: &str) -> Option<String> {
+    (0..3).find_map(|i| {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{}/jsz?streams=true", 8231 + i)])
+            .output()
+            .ok()?;
+        let jsz: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let cluster = jsz["account_details"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["name"].as_str().is_some_and(|n| n.ends_with(topic)))?["cluster"]
+            .clone();
+        let replicas = cluster["replicas"].as_array().map_or(0, Vec::len);
+        assert_eq!(replicas, 2, "the stream of {topic} is not on three nodes: {cluster}");
+        cluster["leader"].as_str().map(str::to_owned)
+    })
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cluster_survives_losing_the_stream_leader() {
+    kill_the_leader_while_busy(&Cluster {
+        name: "nats-cluster",
+        nodes: &["n1", "n2", "n3"],
+        leader: nats_stream_leader,
+        bound: Duration::from_secs(15),
+    })
+    .await;
+}
