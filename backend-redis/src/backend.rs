@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use transport_core::backend::Lifecycle;
 use transport_core::{
     Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, Secret, SubscribeOptions,
@@ -13,7 +13,7 @@ use transport_core::{
 };
 
 use crate::config::RedisConfig;
-use crate::core::{self};
+use crate::connection;
 use crate::dead_letters::RedisDeadLetters;
 use crate::SCHEME;
 
@@ -28,6 +28,11 @@ impl RedisBuilder {
     pub fn host(mut self, host: impl Into<String>, port: u16) -> Self {
         self.config.host = host.into();
         self.config.port = port;
+        self
+    }
+    /// Seed nodes (`host:port`) of a Redis Cluster: switches to cluster mode.
+    pub fn cluster(mut self, nodes: Vec<String>) -> Self {
+        self.config.cluster_nodes = nodes;
         self
     }
     /// Database number.
@@ -75,7 +80,7 @@ pub struct RedisTransport {
 
 pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
@@ -104,7 +109,8 @@ impl RedisTransport {
 
     /// Connect with a configuration.
     pub async fn with_config(config: RedisConfig) -> Result<Self> {
-        let conn = core::connect(&config, config.command_timeout).await?;
+        config.check_cluster().map_err(tag("connect"))?;
+        let conn = connection::connect(&config, config.command_timeout).await?;
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 config,

@@ -18,14 +18,19 @@ const OP: &str = "backlog";
 
 impl RedisTransport {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let keys = Keys::new(&self.inner.config.key_prefix, topic, options);
+        let keys = Keys::new(&self.inner.config, topic, options);
         let mut conn = self.inner.conn.clone();
-        let (exists, delayed, dead, (secs, micros)): (bool, u64, u64, (u64, u64)) = redis::pipe()
+        // The dead-letter stream is a topic of its own (another slot on a
+        // cluster): read apart from the pipeline on the stream's node.
+        let (exists, delayed, (secs, micros)): (bool, u64, (u64, u64)) = redis::pipe()
             .exists(&keys.stream)
             .zcard(&keys.delayed)
-            .cmd("XLEN")
-            .arg(&keys.dlq)
             .cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(OP, e))?;
+        let dead: u64 = redis::cmd("XLEN")
+            .arg(&keys.dlq)
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(OP, e))?;

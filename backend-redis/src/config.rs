@@ -22,6 +22,11 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// Connect with TLS (`rediss://`).
     pub tls: bool,
+    /// Seed nodes (`host:port`) of a Redis Cluster (`redis+cluster://`); any
+    /// one of them is enough to find the others. Empty: one server at
+    /// `host`:`port`. In cluster mode every key of a topic and group lives in
+    /// the stream's hash slot (see "Running on a cluster" in the docs).
+    pub cluster_nodes: Vec<String>,
     /// Prefix of every stream and helper key, to share a database.
     pub key_prefix: String,
     /// Approximate maximum entries per stream (`XADD MAXLEN ~`); `None` keeps all.
@@ -43,6 +48,7 @@ impl Default for RedisConfig {
             username: None,
             password: None,
             tls: false,
+            cluster_nodes: Vec::new(),
             key_prefix: String::new(),
             max_len: None,
             max_message_size: 8 * 1024 * 1024,
@@ -53,20 +59,77 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// Parse `redis://[user[:password]@]host[:port][/db][?options]` or
-    /// `rediss://` (TLS). Options: `key_prefix`, `max_len`,
-    /// `max_message_size`, `connect_timeout_ms`, `command_timeout_ms`.
+    /// Parse `redis://[user[:password]@]host[:port][/db][?options]`,
+    /// `rediss://` (TLS), or for a Redis Cluster
+    /// `redis+cluster://[user[:password]@]host:port[,host:port...][?options]`
+    /// (`rediss+cluster://` with TLS; no database number). Options:
+    /// `key_prefix`, `max_len`, `max_message_size`, `connect_timeout_ms`,
+    /// `command_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid Redis URL: {e}")))?;
-        let mut c = RedisConfig::default();
-        match parsed.scheme() {
-            "redis" => {}
-            "rediss" => c.tls = true,
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| Error::invalid("a Redis URL looks like redis://host:6379"))?;
+        let (single, cluster) = match scheme {
+            "redis+cluster" => ("redis", true),
+            "rediss+cluster" => ("rediss", true),
+            "redis" | "rediss" => (scheme, false),
             other => {
                 return Err(Error::invalid(format!(
-                    "expected redis:// or rediss://, got {other}://"
+                    "expected redis://, rediss:// or redis+cluster://, got {other}://"
                 )))
             }
+        };
+        if !cluster {
+            return Self::from_single_url(url);
+        }
+        // Seeds are a comma-separated list, which URL parsers refuse: parse
+        // the URL as if it named the first seed, then keep them all.
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        let seeds: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+        let Some(first) = seeds.first() else {
+            return Err(Error::invalid("a redis+cluster:// URL needs at least one host:port"));
+        };
+        let mut c = Self::from_single_url(&format!("{single}://{userinfo}{first}{tail}"))?;
+        if c.db != 0 {
+            return Err(Error::invalid("Redis Cluster has only database 0; drop the /db from the URL"));
+        }
+        c.cluster_nodes = seeds
+            .iter()
+            .map(|h| if h.contains(':') { (*h).to_owned() } else { format!("{h}:6379") })
+            .collect();
+        c.check_cluster()?;
+        Ok(c)
+    }
+
+    /// What cluster mode needs of the rest of the configuration.
+    pub(crate) fn check_cluster(&self) -> Result<()> {
+        if self.cluster_nodes.is_empty() {
+            return Ok(());
+        }
+        if self.db != 0 {
+            return Err(Error::invalid("Redis Cluster has only database 0"));
+        }
+        // The backend places hash tags itself (`{<prefix><topic>}`); a brace
+        // in the prefix would move keys of one topic to different slots.
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(Error::invalid(format!(
+                "key_prefix {:?} contains a brace; in cluster mode the backend sets the hash tags itself",
+                self.key_prefix
+            )));
+        }
+        Ok(())
+    }
+
+    fn from_single_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid Redis URL: {e}")))?;
+        let mut c = RedisConfig::default();
+        if parsed.scheme() == "rediss" {
+            c.tls = true;
         }
         if let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) {
             c.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
@@ -103,6 +166,19 @@ impl RedisConfig {
             }
         }
         Ok(c)
+    }
+
+    /// The connection URL of each cluster seed (credentials included: never log them).
+    pub(crate) fn cluster_urls(&self) -> Vec<String> {
+        let single = self.client_url();
+        let (head, _) = single.rsplit_once('@').unwrap_or(("", ""));
+        let scheme = if self.tls { "rediss://" } else { "redis://" };
+        let auth = if head.is_empty() {
+            String::new()
+        } else {
+            format!("{}@", head.trim_start_matches(scheme))
+        };
+        self.cluster_nodes.iter().map(|n| format!("{scheme}{auth}{n}")).collect()
     }
 
     /// The connection URL for the redis client (credentials included: never log it).
@@ -146,5 +222,29 @@ mod tests {
         assert!(RedisConfig::from_url("redis://h/notanumber").is_err());
         assert!(RedisConfig::from_url("redis://h?nope=1").is_err());
         assert!(RedisConfig::from_url("http://h").is_err());
+    }
+
+    #[test]
+    fn parses_cluster_seeds() {
+        let c = RedisConfig::from_url("redis+cluster://u:p%40ss@a:7001,b:7002,c?command_timeout_ms=3000").unwrap();
+        assert_eq!(c.cluster_nodes, ["a:7001", "b:7002", "c:6379"]);
+        assert_eq!(c.command_timeout, Duration::from_millis(3000));
+        assert_eq!(
+            c.cluster_urls(),
+            ["redis://u:p%40ss@a:7001", "redis://u:p%40ss@b:7002", "redis://u:p%40ss@c:6379"]
+        );
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let t = RedisConfig::from_url("rediss+cluster://h:7000/").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.cluster_urls(), ["rediss://h:7000"]);
+        for bad in [
+            "redis+cluster://h:7000/2",
+            "redis+cluster://",
+            "redis+cluster://h:7000?key_prefix=%7Bx%7D",
+            "redis+cluster://h:7000?bogus=1",
+        ] {
+            let e = RedisConfig::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
     }
 }

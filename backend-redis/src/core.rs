@@ -1,16 +1,14 @@
-//! Everything that talks to Redis: connections, error mapping, the entry
-//! encoding and the Lua scripts that make settlement transitions atomic.
+//! Error mapping, the entry encoding and the Lua scripts that make
+//! settlement transitions atomic.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use transport_core::backend::cloudevents::Binding;
 use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message};
 
-use crate::config::RedisConfig;
 use crate::SCHEME;
 
 /// Map a redis error to the library's error, tagged with the operation.
@@ -37,38 +35,6 @@ pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
         .with_backend(SCHEME)
         .with_operation(op)
         .with_retryable(retryable)
-}
-
-/// Open a self-healing connection (reconnects with backoff after a drop).
-pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) -> Result<ConnectionManager, Error> {
-    if config.tls {
-        install_crypto_provider();
-    }
-    let client = redis::Client::open(config.client_url()).map_err(|e| map_err("connect", e))?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    let mut conn = client
-        .get_connection_manager_with_config(manager_config)
-        .await
-        .map_err(|e| map_err("connect", e))?;
-    // Credentials are checked on the first command; do it now so a wrong
-    // password fails here, quickly, as Unauthorized.
-    redis::cmd("PING")
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| map_err("connect", e))?;
-    Ok(conn)
-}
-
-fn install_crypto_provider() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // Fails only when the application installed one already: keep theirs.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -254,6 +220,9 @@ pub(crate) struct Scripts {
     pub extend: Script,
     /// KEYS: dlq, target. ARGV: dlq entry id, fields...
     pub redrive: Script,
+    /// KEYS: stream. ARGV: group, entry id, delivery count. 1 while the
+    /// handle is current (the entry pending with that count), else 0.
+    pub current: Script,
 }
 
 pub(crate) fn scripts() -> &'static Scripts {
@@ -334,6 +303,12 @@ local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
 local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'IDLE', tonumber(ARGV[5]), 'JUSTID')
 return #c",
+        ),
+        current: Script::new(
+            r"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
+return 1",
         ),
         redrive: Script::new(
             r"

@@ -1,7 +1,7 @@
 //! A group's dead-letter stream: depth, peek, redrive and purge.
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::Value;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;
@@ -18,7 +18,7 @@ pub(crate) struct RedisDeadLetters {
 }
 
 impl RedisDeadLetters {
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.transport.inner.conn.clone()
     }
 
@@ -41,6 +41,9 @@ impl RedisDeadLetters {
         let (topic, message) = redrive_message(dead).map_err(tag(op))?;
         validate_topic(&topic).map_err(tag(op))?;
         let target = format!("{}{topic}", self.transport.inner.config.key_prefix);
+        if !self.transport.inner.config.cluster_nodes.is_empty() {
+            return self.redrive_apart(op, entry_id, &target, &message).await;
+        }
         let mut invocation = scripts().redrive.prepare_invoke();
         invocation.key(&self.key).key(&target).arg(entry_id);
         for (f, v) in core::encode(&message) {
@@ -51,6 +54,36 @@ impl RedisDeadLetters {
             .await
             .map_err(|e| map_err(op, e))?;
         Ok(done as u64)
+    }
+
+    /// Redrive when the topic's stream is in another slot (a cluster): add
+    /// to the topic, then delete here. A crash in between, or two redrives
+    /// of one entry at once, leave a copy in both places, never in neither.
+    async fn redrive_apart(&self, op: &'static str, entry_id: &str, target: &str, message: &Message) -> Result<u64> {
+        let mut conn = self.conn();
+        let exists: Vec<Value> = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg(entry_id)
+            .arg(entry_id)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(op, e))?;
+        if exists.is_empty() {
+            return Ok(0);
+        }
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(target).arg("*");
+        for (f, v) in core::encode(message) {
+            xadd.arg(f).arg(v);
+        }
+        xadd.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e))?;
+        redis::cmd("XDEL")
+            .arg(&self.key)
+            .arg(entry_id)
+            .query_async::<u64>(&mut conn)
+            .await
+            .map_err(|e| map_err(op, e))?;
+        Ok(1)
     }
 
     /// Redrive or delete the entries `selection` picks, the others untouched.

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::Script;
 use transport_core::async_trait;
 use transport_core::runtime::{Claim, IdempotencyStore};
@@ -16,13 +16,14 @@ use transport_core::Result;
 
 use crate::backend::tag;
 use crate::config::RedisConfig;
-use crate::core::{connect, map_err};
+use crate::connection::connect;
+use crate::core::map_err;
 
 /// Idempotency keys in Redis, under `<key_prefix>idem:` (the URL's
 /// `key_prefix` option), each expiring with its lease or TTL.
 #[derive(Clone)]
 pub struct RedisIdempotencyStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
 }
 

@@ -4,6 +4,7 @@
 mod backend;
 mod backlog;
 mod config;
+mod connection;
 mod core;
 mod dead_letters;
 mod idempotency;

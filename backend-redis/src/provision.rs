@@ -1,9 +1,10 @@
 //! The keys of a topic and group, and creating the consumer group
 //! (`XGROUP CREATE ... MKSTREAM`).
 
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use transport_core::{Result, StartFrom, SubscribeOptions};
 
+use crate::config::RedisConfig;
 use crate::core::map_err;
 
 /// The keys of one topic and group.
@@ -13,22 +14,38 @@ pub(crate) struct Keys {
     pub(crate) delayed: String,
     pub(crate) failures: String,
     pub(crate) dlq: String,
+    /// On a cluster the dead-letter stream (a topic of its own) hashes to
+    /// another slot than the stream, so no script may touch both.
+    pub(crate) dlq_apart: bool,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str, topic: &str, options: &SubscribeOptions) -> Self {
-        // ':' is not allowed in topic names, so these never collide with a stream.
+    pub(crate) fn new(config: &RedisConfig, topic: &str, options: &SubscribeOptions) -> Self {
+        let prefix = &config.key_prefix;
+        let stream = format!("{prefix}{topic}");
+        // ':' is not allowed in topic names, so these never collide with a
+        // stream. On a cluster the helper keys carry the stream's name as
+        // their hash tag: `{orders}:g:delayed` hashes like `orders` itself,
+        // so the stream keeps its plain name (what other producers XADD to)
+        // and every script's keys share one slot. A single server keeps the
+        // names it always had, so existing deployments need no migration.
+        let helper = if config.cluster_nodes.is_empty() {
+            stream.clone()
+        } else {
+            format!("{{{stream}}}")
+        };
         Keys {
-            stream: format!("{prefix}{topic}"),
-            delayed: format!("{prefix}{topic}:{}:delayed", options.group),
-            failures: format!("{prefix}{topic}:{}:failures", options.group),
+            delayed: format!("{helper}:{}:delayed", options.group),
+            failures: format!("{helper}:{}:failures", options.group),
             dlq: format!("{prefix}{}", options.dlq_topic(topic)),
+            dlq_apart: !config.cluster_nodes.is_empty(),
+            stream,
         }
     }
 }
 
 pub(crate) async fn create_group(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     group: &str,
     start: StartFrom,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::Value;
 use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
 use transport_core::{
@@ -30,11 +30,11 @@ impl Subscriber for RedisTransport {
     async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription> {
         self.check_open("subscribe")?;
         options.validate(topic).map_err(tag("subscribe"))?;
-        let keys = Keys::new(&self.inner.config.key_prefix, topic, &options);
+        let keys = Keys::new(&self.inner.config, topic, &options);
         let mut control = self.inner.conn.clone();
         create_group(&mut control, &keys, &options.group, options.start).await?;
         // XREADGROUP BLOCK holds its connection: each subscription gets its own.
-        let reader = core::connect(&self.inner.config, BLOCK + self.inner.config.command_timeout).await?;
+        let reader = crate::connection::connect(&self.inner.config, BLOCK + self.inner.config.command_timeout).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let consumer = Arc::new(ConsumerShared {
             control,
@@ -64,7 +64,7 @@ impl Subscriber for RedisTransport {
 /// What a subscription and its deliveries share.
 pub(crate) struct ConsumerShared {
     /// Connection for settlement (not the blocking reader).
-    pub(crate) control: ConnectionManager,
+    pub(crate) control: Conn,
     pub(crate) keys: Keys,
     pub(crate) topic: Arc<str>,
     pub(crate) group: Arc<str>,
@@ -76,7 +76,7 @@ pub(crate) struct ConsumerShared {
 /// One read: due nacks, timed-out deliveries, then new entries.
 pub(crate) struct RedisFetch {
     pub(crate) shared: Arc<ConsumerShared>,
-    pub(crate) reader: ConnectionManager,
+    pub(crate) reader: Conn,
     pub(crate) last_due: Option<Instant>,
     pub(crate) last_reclaim: Instant,
 }
@@ -263,6 +263,9 @@ impl Settler for RedisSettler {
     async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
         let (s, id, count) = self.begin();
         let k = &s.keys;
+        if k.dlq_apart {
+            return dead_letter_apart(&s, &id, count, &dead).await;
+        }
         let mut invocation = scripts().dead_letter.prepare_invoke();
         invocation
             .key(&k.stream)
@@ -311,6 +314,51 @@ impl Settler for RedisSettler {
         }
         Ok(())
     }
+}
+
+/// Dead-lettering when the dead-letter stream is in another slot (a
+/// cluster): no script can move the entry in one step, so it is copied to
+/// the dead-letter stream first and acked after. A crash in between, or a
+/// redelivery that overtakes the copy, leaves it in both places (a
+/// duplicate in the dead-letter stream), never in neither.
+async fn dead_letter_apart(s: &ConsumerShared, id: &str, count: u32, dead: &Message) -> Result<()> {
+    let k = &s.keys;
+    let mut conn = s.control.clone();
+    let current: i64 = scripts()
+        .current
+        .key(&k.stream)
+        .arg(&*s.group)
+        .arg(id)
+        .arg(count)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| map_err("dead_letter", e))?;
+    if current == 0 {
+        return Err(expired("dead_letter"));
+    }
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(&k.dlq).arg("*");
+    for (f, v) in core::encode(dead) {
+        xadd.arg(f).arg(v);
+    }
+    xadd.query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| map_err("dead_letter", e))?;
+    let acked: i64 = scripts()
+        .ack
+        .key(&k.stream)
+        .key(&k.delayed)
+        .key(&k.failures)
+        .arg(&*s.group)
+        .arg(id)
+        .arg(count)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| map_err("dead_letter", e))?;
+    if acked == 0 {
+        return Err(expired("dead_letter"));
+    }
+    Ok(())
 }
 
 impl Drop for RedisSettler {

@@ -16,6 +16,8 @@ const KNOWN: &[(&str, &str)] = &[
     ("memory", "(always on)"),
     ("redis", "redis"),
     ("rediss", "redis"),
+    ("redis+cluster", "redis"),
+    ("rediss+cluster", "redis"),
     ("nats", "nats"),
     ("tls", "nats"),
     ("amqp", "rabbitmq"),
@@ -46,7 +48,7 @@ fn builtin() -> Vec<(String, Factory)> {
         factory(|url: String| async move { backend_memory::MemoryTransport::from_url(&url) }),
     )];
     #[cfg(feature = "redis")]
-    for scheme in ["redis", "rediss"] {
+    for scheme in ["redis", "rediss", "redis+cluster", "rediss+cluster"] {
         table.push((
             scheme,
             factory(|url: String| async move { backend_redis::RedisTransport::connect(&url).await }),

@@ -6,7 +6,7 @@
 //! | scheme | feature | backend |
 //! |---|---|---|
 //! | `memory://` | (always) | `memory` |
-//! | `redis://`, `rediss://` | `redis` | `redis` |
+//! | `redis://`, `rediss://`, `redis+cluster://` | `redis` | `redis` |
 //! | `nats://`, `tls://` | `nats` | `nats` |
 //! | `amqp://`, `amqps://` | `rabbitmq` | `rabbitmq` |
 //! | `sqs://` | `sqs` | `sqs` |
