@@ -4,8 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use crate::connection::Conn;
+use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
 use transport_core::{
     Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, Secret, SubscribeOptions,
@@ -59,6 +59,13 @@ impl RedisBuilder {
     /// Approximate stream length cap (`XADD MAXLEN ~`).
     pub fn max_len(mut self, entries: u64) -> Self {
         self.config.max_len = Some(entries);
+        self
+    }
+    /// Replicas that must hold a publish before it returns (`WAIT`), and
+    /// how long to wait for them.
+    pub fn wait_replicas(mut self, replicas: u32, timeout: std::time::Duration) -> Self {
+        self.config.wait_replicas = replicas;
+        self.config.wait_timeout = timeout;
         self
     }
     /// Largest message in bytes.

@@ -33,6 +33,15 @@ pub struct RedisConfig {
     pub max_len: Option<u64>,
     /// Largest message in bytes.
     pub max_message_size: usize,
+    /// Replicas that must hold a publish before it returns `Ok` (`WAIT`);
+    /// 0 (the default) returns once the primary has it. Redis replicates
+    /// asynchronously: without this, a publish acknowledged just before its
+    /// primary dies can be missing on the replica promoted in its place.
+    pub wait_replicas: u32,
+    /// How long a publish waits for `wait_replicas`; then it fails with a
+    /// retryable `Timeout` (the message is on the primary, so a retry may
+    /// store it twice).
+    pub wait_timeout: Duration,
     /// How long to wait for the server to accept a connection.
     pub connect_timeout: Duration,
     /// How long one command may take.
@@ -52,6 +61,8 @@ impl Default for RedisConfig {
             key_prefix: String::new(),
             max_len: None,
             max_message_size: 8 * 1024 * 1024,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
         }
@@ -64,7 +75,7 @@ impl RedisConfig {
     /// `redis+cluster://[user[:password]@]host:port[,host:port...][?options]`
     /// (`rediss+cluster://` with TLS; no database number). Options:
     /// `key_prefix`, `max_len`, `max_message_size`, `connect_timeout_ms`,
-    /// `command_timeout_ms`.
+    /// `command_timeout_ms`, `wait_replicas`, `wait_timeout_ms`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
@@ -96,11 +107,19 @@ impl RedisConfig {
         };
         let mut c = Self::from_single_url(&format!("{single}://{userinfo}{first}{tail}"))?;
         if c.db != 0 {
-            return Err(Error::invalid("Redis Cluster has only database 0; drop the /db from the URL"));
+            return Err(Error::invalid(
+                "Redis Cluster has only database 0; drop the /db from the URL",
+            ));
         }
         c.cluster_nodes = seeds
             .iter()
-            .map(|h| if h.contains(':') { (*h).to_owned() } else { format!("{h}:6379") })
+            .map(|h| {
+                if h.contains(':') {
+                    (*h).to_owned()
+                } else {
+                    format!("{h}:6379")
+                }
+            })
             .collect();
         c.check_cluster()?;
         Ok(c)
@@ -162,6 +181,8 @@ impl RedisConfig {
                 "max_message_size" => c.max_message_size = num("max_message_size")? as usize,
                 "connect_timeout_ms" => c.connect_timeout = Duration::from_millis(num("connect_timeout_ms")?),
                 "command_timeout_ms" => c.command_timeout = Duration::from_millis(num("command_timeout_ms")?),
+                "wait_replicas" => c.wait_replicas = num("wait_replicas")? as u32,
+                "wait_timeout_ms" => c.wait_timeout = Duration::from_millis(num("wait_timeout_ms")?),
                 other => return Err(Error::invalid(format!("unknown Redis URL option {other:?}"))),
             }
         }
@@ -178,7 +199,10 @@ impl RedisConfig {
         } else {
             format!("{}@", head.trim_start_matches(scheme))
         };
-        self.cluster_nodes.iter().map(|n| format!("{scheme}{auth}{n}")).collect()
+        self.cluster_nodes
+            .iter()
+            .map(|n| format!("{scheme}{auth}{n}"))
+            .collect()
     }
 
     /// The connection URL for the redis client (credentials included: never log it).
@@ -226,12 +250,20 @@ mod tests {
 
     #[test]
     fn parses_cluster_seeds() {
-        let c = RedisConfig::from_url("redis+cluster://u:p%40ss@a:7001,b:7002,c?command_timeout_ms=3000").unwrap();
+        let c = RedisConfig::from_url(
+            "redis+cluster://u:p%40ss@a:7001,b:7002,c?command_timeout_ms=3000&wait_replicas=1&wait_timeout_ms=200",
+        )
+        .unwrap();
         assert_eq!(c.cluster_nodes, ["a:7001", "b:7002", "c:6379"]);
+        assert_eq!((c.wait_replicas, c.wait_timeout), (1, Duration::from_millis(200)));
         assert_eq!(c.command_timeout, Duration::from_millis(3000));
         assert_eq!(
             c.cluster_urls(),
-            ["redis://u:p%40ss@a:7001", "redis://u:p%40ss@b:7002", "redis://u:p%40ss@c:6379"]
+            [
+                "redis://u:p%40ss@a:7001",
+                "redis://u:p%40ss@b:7002",
+                "redis://u:p%40ss@c:6379"
+            ]
         );
         assert!(!format!("{c:?}").contains("p@ss"));
         let t = RedisConfig::from_url("rediss+cluster://h:7000/").unwrap();

@@ -25,7 +25,13 @@ pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
         K::InvalidClientConfig => ErrorKind::InvalidArgument,
         _ => ErrorKind::Backend,
     };
-    let retryable = kind.default_retryable() || matches!(e.kind(), K::Server(S::BusyLoading | S::TryAgain));
+    // A cluster in a failover answers CLUSTERDOWN, MASTERDOWN, READONLY
+    // (a demoted primary) or TRYAGAIN until a replica takes over: passing.
+    let retryable = kind.default_retryable()
+        || matches!(
+            e.kind(),
+            K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly | S::Moved | S::Ask)
+        );
     let hint = match kind {
         ErrorKind::Unauthorized => "; check the user name and password in the URL",
         ErrorKind::ConnectionLost => "; check that Redis is running and reachable",

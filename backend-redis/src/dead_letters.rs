@@ -1,7 +1,7 @@
 //! A group's dead-letter stream: depth, peek, redrive and purge.
 
-use async_trait::async_trait;
 use crate::connection::Conn;
+use async_trait::async_trait;
 use redis::Value;
 use transport_core::backend::redrive_message;
 use transport_core::backend::validate_topic;

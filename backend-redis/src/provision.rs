@@ -44,12 +44,7 @@ impl Keys {
     }
 }
 
-pub(crate) async fn create_group(
-    conn: &mut Conn,
-    keys: &Keys,
-    group: &str,
-    start: StartFrom,
-) -> Result<()> {
+pub(crate) async fn create_group(conn: &mut Conn, keys: &Keys, group: &str, start: StartFrom) -> Result<()> {
     let id = match start {
         StartFrom::Earliest => "0",
         StartFrom::Latest => "$",

@@ -1,10 +1,13 @@
-//! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all).
+//! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all),
+//! then `WAIT` for replicas when `wait_replicas` asks for them.
 
 use async_trait::async_trait;
-use transport_core::{Message, Publisher, Result};
+use redis::Value;
+use transport_core::{Error, ErrorKind, Message, Publisher, Result};
 
 use crate::backend::RedisTransport;
 use crate::core::{self, map_err};
+use crate::SCHEME;
 
 impl RedisTransport {
     pub(crate) fn xadd(&self, pipe: &mut redis::Pipeline, stream: &str, message: &Message) {
@@ -45,16 +48,59 @@ impl RedisTransport {
             return Ok(());
         }
         let stream = format!("{}{topic}", self.inner.config.key_prefix);
-        // MULTI/EXEC: a batch is stored whole or not at all, in order.
+        let c = &self.inner.config;
+        let mut conn = self.inner.conn.clone();
+        let batch = messages.len() > 1;
         let mut pipe = redis::pipe();
-        if messages.len() > 1 {
-            pipe.atomic();
+        if c.wait_replicas == 0 {
+            // MULTI/EXEC: a batch is stored whole or not at all, in order.
+            if batch {
+                pipe.atomic();
+            }
+            for m in &messages {
+                self.xadd(&mut pipe, &stream, m);
+                pipe.ignore();
+            }
+            return pipe.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e));
+        }
+        // WAIT counts the replicas holding what was written before it on
+        // the same connection, so it rides in the same pipeline: on a
+        // cluster the pipeline goes (and is redirected) as a whole to the
+        // stream's primary. It cannot go inside MULTI, hence the
+        // transaction spelled out around the XADDs.
+        if batch {
+            pipe.cmd("MULTI").ignore();
         }
         for m in &messages {
             self.xadd(&mut pipe, &stream, m);
             pipe.ignore();
         }
-        let mut conn = self.inner.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e))
+        if batch {
+            pipe.cmd("EXEC");
+        }
+        pipe.cmd("WAIT")
+            .arg(c.wait_replicas)
+            .arg(c.wait_timeout.as_millis() as u64);
+        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| map_err(op, e))?;
+        let held = replies.pop().unwrap_or(Value::Nil);
+        if let Some(exec) = replies.pop() {
+            // An XADD refused at EXEC time is an error inside EXEC's reply.
+            exec.extract_error().map_err(|e| map_err(op, e))?;
+        }
+        let held: u32 = redis::from_redis_value(held).map_err(|e| map_err(op, e.into()))?;
+        if held < c.wait_replicas {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "stored on the primary, but only {held} of {} replicas had it within {:?} \
+                     (wait_replicas); a retry may store it twice",
+                    c.wait_replicas, c.wait_timeout
+                ),
+            )
+            .with_backend(SCHEME)
+            .with_operation(op)
+            .with_retryable(true));
+        }
+        Ok(())
     }
 }

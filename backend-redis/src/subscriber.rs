@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use crate::connection::Conn;
+use async_trait::async_trait;
 use redis::Value;
 use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
 use transport_core::{

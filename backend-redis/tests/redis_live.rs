@@ -169,3 +169,36 @@ async fn foreign_entries_are_delivered_with_their_fields() {
         ErrorKind::Closed
     );
 }
+
+/// `wait_replicas` on a server without replicas: the publish is stored on
+/// the primary but fails, retryable, after `wait_timeout_ms` (not before,
+/// and not much after); batches report the same and stay whole.
+#[tokio::test]
+async fn waiting_for_missing_replicas_times_out_retryably() {
+    let Some(_t) = server().await else { return };
+    let t = RedisTransport::connect(&format!("{}?wait_replicas=1&wait_timeout_ms=300", url()))
+        .await
+        .unwrap();
+    let topic = unique("wait");
+    for batch in [vec![Message::new("one")], vec![Message::new("a"), Message::new("b")]] {
+        let start = Instant::now();
+        let err = t.publish_batch(&topic, batch).await.unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+    }
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&topic)
+        .query_async(&mut raw().await)
+        .await
+        .unwrap();
+    assert_eq!(len, 3, "what was published is on the primary");
+    // Waiting for no replica is the default: the same server publishes fine.
+    let plain = RedisTransport::connect(&url()).await.unwrap();
+    plain.publish(&topic, Message::new("plain")).await.unwrap();
+}

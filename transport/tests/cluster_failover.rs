@@ -11,7 +11,7 @@
 //! Skipped with a message when the cluster is not running; a failure under
 //! `CI`.
 
-#![cfg(any(feature = "nats"))]
+#![cfg(any(feature = "redis", feature = "nats"))]
 
 mod common;
 
@@ -99,15 +99,25 @@ impl Cluster {
                 panic!("{} is not running (scripts/brokers up {})", self.name, self.name)
             }
             _ => {
-                eprintln!("skipped: {} is not running (scripts/brokers up {})", self.name, self.name);
+                eprintln!(
+                    "skipped: {} is not running (scripts/brokers up {})",
+                    self.name, self.name
+                );
                 None
             }
         }
     }
 }
 
+// One cluster at a time: the pauses measured are the cluster's, not the
+// host's CPU shared with another failover.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn kill_the_leader_while_busy(cluster: &Cluster) {
-    let Some((t, url)) = cluster.connect().await else { return };
+    let _one = SERIAL.lock().await;
+    let Some((t, url)) = cluster.connect().await else {
+        return;
+    };
     let name = cluster.name;
     let topic = format!("failover-{}", uuid::Uuid::now_v7().simple());
     let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(10));
@@ -183,7 +193,10 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
     })
     .await;
     wait_until("deliveries after the kill", cluster.bound * 2, || {
-        lock(&delivered).times.last().is_some_and(|t| *t > killed + Duration::from_millis(500))
+        lock(&delivered)
+            .times
+            .last()
+            .is_some_and(|t| *t > killed + Duration::from_millis(500))
     })
     .await;
     stop.send(true).unwrap();
@@ -198,7 +211,10 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
     let acked: Vec<String> = lock(&published).ids.keys().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let missing = acked.iter().filter(|id| !lock(&delivered).ids.contains_key(*id)).count();
+        let missing = acked
+            .iter()
+            .filter(|id| !lock(&delivered).ids.contains_key(*id))
+            .count();
         if missing == 0 {
             break;
         }
@@ -244,7 +260,9 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
     let rejoining = Instant::now();
     drop(_rejoin);
     let t = transport::connect(&url).await.expect("connect after the rejoin");
-    t.publish(&topic, Message::new("after")).await.expect("publish after the rejoin");
+    t.publish(&topic, Message::new("after"))
+        .await
+        .expect("publish after the rejoin");
     let _ = t.close().await;
     eprintln!("{name}: {} rejoined within {:?}", leader, rejoining.elapsed());
 }
@@ -259,6 +277,51 @@ impl Drop for Rejoin {
             eprintln!("scripts/brokers up {} failed", self.0);
         }
     }
+}
+
+/// The primary that owns the stream's hash slot (the stream's key is the
+/// topic: no key prefix in the cluster's URL), from any live node.
+#[cfg(feature = "redis")]
+fn redis_slot_primary(topic: &str) -> Option<String> {
+    let cli = |port: u16, args: &[&str]| -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    (7001..=7009).find_map(|port| {
+        let slot: u16 = cli(port, &["cluster", "keyslot", topic])?.trim().parse().ok()?;
+        let nodes = cli(port, &["cluster", "nodes"])?;
+        nodes.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, flags) = (f.get(1)?, f.get(2)?);
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let owns = f.iter().skip(8).any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            let port: u16 = addr.split(['@', ':']).nth(1)?.parse().ok()?;
+            owns.then(|| format!("n{}", port - 7000))
+        })
+    })
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_survives_losing_the_slot_primary() {
+    kill_the_leader_while_busy(&Cluster {
+        name: "redis-cluster",
+        nodes: &["n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"],
+        leader: redis_slot_primary,
+        bound: Duration::from_secs(15),
+    })
+    .await;
 }
 
 /// The JetStream stream leader, from the monitoring endpoint of any live
