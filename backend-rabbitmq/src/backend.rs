@@ -59,6 +59,18 @@ impl RabbitBuilder {
         self.config.publish_window = messages.max(1);
         self
     }
+    /// The nodes of a cluster (`host:port`), tried in turn: every queue is
+    /// then a replicated quorum queue.
+    pub fn nodes(mut self, nodes: Vec<String>) -> Self {
+        self.config.nodes = nodes;
+        self
+    }
+    /// Members of each quorum queue declared (default: the broker's, every
+    /// node of the cluster).
+    pub fn quorum_group_size(mut self, members: u32) -> Self {
+        self.config.quorum_group_size = Some(members.max(1));
+        self
+    }
     /// Connect.
     pub async fn connect(self) -> Result<RabbitTransport> {
         RabbitTransport::with_config(self.config).await

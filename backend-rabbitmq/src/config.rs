@@ -39,6 +39,15 @@ pub struct RabbitConfig {
     /// confirm when the window is full, which bounds the memory a slow broker
     /// can make the client hold.
     pub publish_window: usize,
+    /// Nodes of a cluster (`host:port`), tried in turn when connecting and
+    /// after a connection is lost; empty: `host`:`port` only. With more than
+    /// one, every queue the backend declares is a replicated quorum queue.
+    pub nodes: Vec<String>,
+    /// Members of each quorum queue the backend declares
+    /// (`x-quorum-initial-group-size`); `None`: the broker's default (every
+    /// node of the cluster). Setting it also makes the dead-letter and
+    /// delay queues quorum queues.
+    pub quorum_group_size: Option<u32>,
 }
 
 impl Default for RabbitConfig {
@@ -55,16 +64,68 @@ impl Default for RabbitConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             publish_window: 1024,
+            nodes: Vec::new(),
+            quorum_group_size: None,
         }
     }
 }
 
 impl RabbitConfig {
-    /// Parse `amqp://[user:password@]host[:port][/vhost][?options]` or
-    /// `amqps://` (TLS). The vhost is percent-encoded (`%2f` is `/`, the
-    /// default). Options: `single_active_consumer=true`, `max_message_size`,
-    /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`.
+    /// Parse `amqp://[user:password@]host[:port][,host:port...][/vhost][?options]`
+    /// or `amqps://` (TLS); several hosts are the nodes of a cluster. The
+    /// vhost is percent-encoded (`%2f` is `/`, the default). Options:
+    /// `single_active_consumer=true`, `max_message_size`,
+    /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`,
+    /// `quorum_group_size`.
     pub fn from_url(url: &str) -> Result<Self> {
+        // Several hosts are a comma-separated list, which URL parsers
+        // refuse: parse the URL as if it named the first, then keep them all.
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((u, h)) => (format!("{u}@"), h),
+            None => (String::new(), authority),
+        };
+        if !hosts.contains(',') {
+            return Self::from_single_url(url);
+        }
+        let hosts: Vec<&str> = hosts.split(',').collect();
+        if hosts.iter().any(|h| h.is_empty()) {
+            return Err(Error::invalid(format!(
+                "empty host in the AMQP URL's host list {:?}",
+                hosts.join(",")
+            )));
+        }
+        let mut c = Self::from_single_url(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
+        c.nodes = hosts
+            .iter()
+            .map(|h| {
+                if h.contains(':') {
+                    (*h).to_owned()
+                } else {
+                    format!("{h}:{}", c.port)
+                }
+            })
+            .collect();
+        Ok(c)
+    }
+
+    /// Whether every queue is declared as a quorum queue (a cluster).
+    pub(crate) fn replicated(&self) -> bool {
+        self.nodes.len() > 1 || self.quorum_group_size.is_some()
+    }
+
+    /// The nodes to connect to, in order.
+    pub(crate) fn addresses(&self) -> Vec<String> {
+        if self.nodes.is_empty() {
+            vec![format!("{}:{}", self.host, self.port)]
+        } else {
+            self.nodes.clone()
+        }
+    }
+
+    fn from_single_url(url: &str) -> Result<Self> {
         let parsed = url::Url::parse(url).map_err(|e| Error::invalid(format!("invalid AMQP URL: {e}")))?;
         let mut c = RabbitConfig::default();
         match parsed.scheme() {
@@ -123,6 +184,11 @@ impl RabbitConfig {
                             Error::invalid(format!("publish_window must be a positive number, got {v:?}"))
                         })?
                 }
+                "quorum_group_size" => {
+                    c.quorum_group_size = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::invalid(format!("quorum_group_size must be a positive number, got {v:?}"))
+                    })?)
+                }
                 other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),
             }
         }
@@ -130,15 +196,15 @@ impl RabbitConfig {
     }
 
     /// The URI for the client (credentials included: never log it).
-    pub(crate) fn client_uri(&self) -> String {
+    /// The URI for the client to reach `address` (`host:port`, one of
+    /// [`Self::addresses`]).
+    pub(crate) fn client_uri(&self, address: &str) -> String {
         let enc = transport_core::backend::encode_userinfo;
         let scheme = if self.tls { "amqps" } else { "amqp" };
         format!(
-            "{scheme}://{}:{}@{}:{}/{}?connection_timeout={}",
+            "{scheme}://{}:{}@{address}/{}?connection_timeout={}",
             enc(&self.user),
             enc(self.password.expose()),
-            self.host,
-            self.port,
             enc(&self.vhost),
             self.connect_timeout.as_millis()
         )
@@ -163,5 +229,24 @@ mod tests {
         let d = RabbitConfig::from_url("amqp://127.0.0.1:5672/%2f").unwrap();
         assert_eq!(d.vhost, "/");
         assert!(RabbitConfig::from_url("amqp://h?x=1").is_err());
+        assert_eq!(d.addresses(), ["127.0.0.1:5672"]);
+        assert!(!d.replicated());
+    }
+
+    #[test]
+    fn parses_cluster_nodes() {
+        let c = RabbitConfig::from_url("amqp://app:p%40ss@a:5681,b,c:5683/prod?quorum_group_size=3").unwrap();
+        assert_eq!(c.addresses(), ["a:5681", "b:5672", "c:5683"]);
+        assert_eq!((c.vhost.as_str(), c.quorum_group_size), ("prod", Some(3)));
+        assert!(c.replicated());
+        assert_eq!(
+            c.client_uri("b:5672"),
+            "amqp://app:p%40ss@b:5672/prod?connection_timeout=5000"
+        );
+        assert!(!format!("{c:?}").contains("p@ss"));
+        for bad in ["amqp://a,,b/", "amqp://a,b/?quorum_group_size=0", "http://a,b"] {
+            let e = RabbitConfig::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! mapping, names, topology declarations and the message encoding.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use lapin::options::ConfirmSelectOptions;
@@ -67,6 +68,8 @@ pub(crate) struct Conn {
     pub(crate) declared: std::sync::Mutex<HashSet<String>>,
     /// One permit per publish sent and not confirmed yet (`publish_window`).
     pub(crate) window: tokio::sync::Semaphore,
+    /// Where the next connection attempt starts in the node list.
+    pub(crate) next_node: std::sync::atomic::AtomicUsize,
 }
 
 impl Conn {
@@ -76,6 +79,7 @@ impl Conn {
             config,
             state: Mutex::new(None),
             declared: Default::default(),
+            next_node: Default::default(),
         };
         conn.publisher().await?;
         Ok(conn)
@@ -102,16 +106,15 @@ impl Conn {
             Some((c, _)) if c.status().connected() => c,
             _ => {
                 self.declared.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                let c = tokio::time::timeout(
-                    self.config.connect_timeout,
-                    Connection::connect(&self.config.client_uri(), ConnectionProperties::default()),
-                )
-                .await
-                .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not answer in time"))?
-                .map_err(|e| map_err("connect", e))?;
-                Arc::new(c)
+                Arc::new(self.connect_any().await?)
             }
         };
+        let channel = self.confirm_channel(&connection).await?;
+        *state = Some((connection.clone(), channel.clone()));
+        Ok((connection, channel))
+    }
+
+    async fn confirm_channel(&self, connection: &Connection) -> Result<Channel, Error> {
         let open_channel = async {
             let channel = connection.create_channel().await.map_err(|e| map_err("connect", e))?;
             channel
@@ -120,15 +123,75 @@ impl Conn {
                 .map_err(|e| map_err("connect", e))?;
             Ok::<_, Error>(channel)
         };
-        let channel = tokio::time::timeout(self.config.connect_timeout, open_channel)
+        tokio::time::timeout(self.config.connect_timeout, open_channel)
             .await
-            .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not open a channel in time"))??;
-        *state = Some((connection.clone(), channel.clone()));
-        Ok((connection, channel))
+            .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not open a channel in time"))?
+    }
+
+    /// Publish on a new channel from now on, closing the old one. After a
+    /// publish was refused (nack): RabbitMQ 3.10 keeps refusing every
+    /// publish of a channel that was opened while a quorum queue it routes
+    /// to had no leader, long after a new leader was elected; a new channel
+    /// finds the leader.
+    pub async fn renew_publisher(&self) {
+        let mut state = self.state.lock().await;
+        let Some((connection, old)) = state.as_ref() else {
+            return;
+        };
+        if !connection.status().connected() {
+            return;
+        }
+        let (connection, old) = (connection.clone(), old.clone());
+        if let Ok(channel) = self.confirm_channel(&connection).await {
+            *state = Some((connection, channel));
+            drop(state);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), old.close(200, "renewed".into())).await;
+        }
     }
 }
 
 impl Conn {
+    /// Open a connection to the first node that takes it, starting after
+    /// the one used last, so a lost node is skipped and load spreads over a
+    /// cluster. A refused credential or vhost is final: every node would
+    /// answer the same.
+    async fn connect_any(&self) -> Result<Connection, Error> {
+        let addresses = self.config.addresses();
+        let start = self.next_node.load(AtomicOrdering::Relaxed);
+        let mut last = None;
+        for i in 0..addresses.len() {
+            let at = (start + i) % addresses.len();
+            let attempt = tokio::time::timeout(
+                self.config.connect_timeout,
+                Connection::connect(&self.config.client_uri(&addresses[at]), ConnectionProperties::default()),
+            )
+            .await
+            .map_err(|_| {
+                err(
+                    ErrorKind::Timeout,
+                    "connect",
+                    format!("RabbitMQ at {} did not answer in time", addresses[at]),
+                )
+            })
+            .and_then(|r| r.map_err(|e| map_err("connect", e)));
+            match attempt {
+                Ok(c) => {
+                    self.next_node.store(at + 1, AtomicOrdering::Relaxed);
+                    return Ok(c);
+                }
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => {
+                    if addresses.len() > 1 {
+                        tracing::warn!(node = %addresses[at], error = %e, "connecting failed; trying the next node");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        self.next_node.store(start + 1, AtomicOrdering::Relaxed);
+        Err(last.unwrap_or_else(|| err(ErrorKind::InvalidArgument, "connect", "no RabbitMQ node configured")))
+    }
+
     pub fn config(&self) -> &RabbitConfig {
         &self.config
     }

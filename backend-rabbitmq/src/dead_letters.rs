@@ -29,8 +29,14 @@ impl RabbitDeadLetters {
             .await
             .map_err(|e| map_err(op, e))?;
         let publisher = conn.publisher().await?;
-        conn.declare_queue(&publisher, &self.topic, &self.queue, FieldTable::default(), op)
-            .await?;
+        conn.declare_queue(
+            &publisher,
+            &self.topic,
+            &self.queue,
+            crate::provision::side_queue_args(conn.config()),
+            op,
+        )
+        .await?;
         Ok(ch)
     }
 

@@ -84,7 +84,7 @@ impl Conn {
         if self.known(&tag) {
             return Ok(());
         }
-        let mut args = FieldTable::default();
+        let mut args = side_queue_args(&self.config);
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
         args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
@@ -107,9 +107,28 @@ impl Conn {
 /// replicated), optionally with a single active consumer.
 pub(crate) fn work_queue_args(config: &RabbitConfig) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    quorum(config, &mut args);
     if config.single_active_consumer {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     args
+}
+
+/// Arguments of a dead-letter or delay queue: on a cluster quorum queues
+/// too, so losing the node a classic queue lives on cannot strand dead
+/// letters or delayed retries; on a single node classic queues, as they
+/// always were (a queue's type cannot change once declared).
+pub(crate) fn side_queue_args(config: &RabbitConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    if config.replicated() {
+        quorum(config, &mut args);
+    }
+    args
+}
+
+fn quorum(config: &RabbitConfig, args: &mut FieldTable) {
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    if let Some(n) = config.quorum_group_size {
+        args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongUInt(n));
+    }
 }

@@ -125,6 +125,13 @@ impl RabbitTransport {
     ) -> Result<T> {
         let limit = self.inner.conn.config().request_timeout;
         match tokio::time::timeout(limit, work).await {
+            Ok(Err(e)) if e.kind() == ErrorKind::Backend && e.is_retryable() => {
+                // Refused (nack): see `renew_publisher`. In the background,
+                // like the reset below.
+                let inner = self.inner.clone();
+                tokio::spawn(async move { inner.conn.renew_publisher().await });
+                Err(e)
+            }
             Ok(result) => result,
             Err(_) => {
                 // In the background: a reconnect elsewhere may hold the

@@ -123,7 +123,7 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
         &publisher,
         &s.dlq_topic,
         &dlq_queue(&s.dlq_topic),
-        FieldTable::default(),
+        crate::provision::side_queue_args(conn.config()),
         op,
     )
     .await?;
@@ -405,7 +405,7 @@ impl Settler for RabbitSettler {
                 &ch,
                 &s.dlq_topic,
                 &dlq_queue(&s.dlq_topic),
-                FieldTable::default(),
+                crate::provision::side_queue_args(conn.config()),
                 "dead_letter",
             )
             .await?;
