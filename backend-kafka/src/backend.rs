@@ -73,6 +73,12 @@ impl KafkaBuilder {
         self.config.replication = n;
         self
     }
+    /// `min.insync.replicas` of topics created on demand (see
+    /// [`KafkaConfig::min_insync_replicas`]).
+    pub fn min_insync_replicas(mut self, n: i32) -> Self {
+        self.config.min_insync_replicas = Some(n);
+        self
+    }
     /// Largest message accepted (at most the broker's `message.max.bytes`).
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.config.max_message_bytes = n;

@@ -64,6 +64,13 @@ pub struct KafkaConfig {
     pub dlq_partitions: i32,
     /// Replication factor of topics created on demand.
     pub replication: i32,
+    /// `min.insync.replicas` of topics created on demand: how many replicas
+    /// must have a publish (the producer asks for `acks=all`) before it
+    /// returns. `None`: one less than `replication` when that is 3 or more
+    /// (a topic keeps taking publishes with one broker down, and no
+    /// acknowledged publish rests on one broker alone), else the broker's
+    /// default.
+    pub min_insync_replicas: Option<i32>,
     /// Largest message accepted by `publish` (payload, headers, id and key).
     /// Must not exceed the broker's `message.max.bytes`.
     pub max_message_bytes: usize,
@@ -104,6 +111,7 @@ impl Default for KafkaConfig {
             partitions: 4,
             dlq_partitions: 1,
             replication: 1,
+            min_insync_replicas: None,
             max_message_bytes: 1_000_000,
             publish_timeout: Duration::from_secs(30),
             session_timeout: Duration::from_secs(10),
@@ -120,7 +128,7 @@ impl KafkaConfig {
     /// Parse `kafka://[user:password@]host[:port][,host2:port][?options]` or
     /// `kafka+ssl://...` (TLS). Options: `sasl` (`plain`, `scram-sha-256`,
     /// `scram-sha-512`), `ca_file`, `create` (`true`|`false`), `partitions`,
-    /// `dlq_partitions`, `replication`, `max_message_bytes`,
+    /// `dlq_partitions`, `replication`, `min_insync_replicas`, `max_message_bytes`,
     /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
     /// `dlq_group`, `client_id`, `delete_records` (`false`: `purge` only
     /// moves the dead-letter group's offset), `scoped_groups` (`false`: the
@@ -182,6 +190,7 @@ impl KafkaConfig {
                 "partitions" => c.partitions = num("partitions")? as i32,
                 "dlq_partitions" => c.dlq_partitions = num("dlq_partitions")? as i32,
                 "replication" => c.replication = num("replication")? as i32,
+                "min_insync_replicas" => c.min_insync_replicas = Some(num("min_insync_replicas")? as i32),
                 "max_message_bytes" => c.max_message_bytes = num("max_message_bytes")? as usize,
                 "publish_timeout_ms" => c.publish_timeout = Duration::from_millis(num("publish_timeout_ms")?),
                 "session_timeout_ms" => c.session_timeout = Duration::from_millis(num("session_timeout_ms")?),
@@ -216,6 +225,12 @@ impl KafkaConfig {
         }
     }
 
+    /// The `min.insync.replicas` to create topics with, if any.
+    pub(crate) fn topic_min_insync(&self) -> Option<i32> {
+        self.min_insync_replicas
+            .or((self.replication >= 3).then_some(self.replication - 1))
+    }
+
     /// Check the numbers and combinations.
     pub fn validate(&self) -> Result<()> {
         if self.brokers.is_empty() {
@@ -225,6 +240,14 @@ impl KafkaConfig {
             return Err(Error::invalid(
                 "partitions, dlq_partitions and replication must be at least 1",
             ));
+        }
+        if let Some(n) = self.min_insync_replicas {
+            if n < 1 || n > self.replication {
+                return Err(Error::invalid(format!(
+                    "min_insync_replicas must be 1 to replication ({}), got {n}",
+                    self.replication
+                )));
+            }
         }
         if self.sasl.is_some() && (self.user.is_none() || self.password.is_none()) {
             return Err(Error::invalid("SASL needs a user and a password"));
@@ -264,6 +287,15 @@ mod tests {
         assert_eq!(d.sasl, Some(SaslMechanism::ScramSha512));
         assert!(KafkaConfig::from_url("kafka://h?bogus=1").is_err());
         assert!(KafkaConfig::from_url("kafka://h?partitions=0").is_err());
+        let three = KafkaConfig::from_url("kafka://a,b,c?replication=3").unwrap();
+        assert_eq!(three.topic_min_insync(), Some(2));
+        let set = KafkaConfig::from_url("kafka://a,b,c?replication=3&min_insync_replicas=3").unwrap();
+        assert_eq!(set.topic_min_insync(), Some(3));
+        assert_eq!(KafkaConfig::from_url("kafka://a").unwrap().topic_min_insync(), None);
+        for bad in ["kafka://a?replication=3&min_insync_replicas=4", "kafka://a?min_insync_replicas=0"] {
+            let e = KafkaConfig::from_url(bad).and_then(|c| c.validate().map(|_| c)).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
         assert!(KafkaConfig::from_url("kafka://h?sasl=plain").is_err());
         assert!(KafkaConfig::from_url("http://h").is_err());
         assert_eq!(KafkaConfig::from_url("kafka://").unwrap().brokers, ["127.0.0.1:9092"]);

@@ -47,7 +47,11 @@ impl KafkaTransport {
         }
         let c = &self.inner.config;
         if c.create_topics {
-            let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(c.replication));
+            let min_insync = c.topic_min_insync().map(|n| n.to_string());
+            let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(c.replication));
+            if let Some(n) = &min_insync {
+                new = new.set("min.insync.replicas", n);
+            }
             let options = core::admin_options(c);
             let results = self
                 .inner
