@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 const URLS: &str = "URLS:
   memory://                         in-process broker (only useful for `demo`, `check`, `bench`)
   redis://[user:pass@]host:6379/0   Redis Streams (rediss:// for TLS)
+  redis+cluster://h1:7001,h2:7002   Redis Cluster (several seeds)
   nats://[user:pass@]host:4222      NATS JetStream (tls:// for TLS)
   amqp://user:pass@host:5672/%2f    RabbitMQ (amqps:// for TLS; the path is the vhost)
   sqs://?region=us-east-1[&endpoint=http://127.0.0.1:4566][&fifo=true]   SQS + SNS
