@@ -262,16 +262,18 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
             Err(_) => {}
         }
     }
-    let (p, d) = (lock(&published), lock(&delivered));
-    let duplicates: usize = d.ids.values().map(|n| n - 1).sum();
-    eprintln!(
-        "{name}: {} acknowledged publishes all consumed; {} publishes failed ({}), {} stream errors, \
-         {duplicates} duplicates; longest pause {publish_pause:?} publishing, {delivery_pause:?} consuming",
-        p.ids.len(),
-        p.errors,
-        p.last_error,
-        d.errors
-    );
+    {
+        let (p, d) = (lock(&published), lock(&delivered));
+        let duplicates: usize = d.ids.values().map(|n| n - 1).sum();
+        eprintln!(
+            "{name}: {} acknowledged publishes all consumed; {} publishes failed ({}), {} stream errors, \
+             {duplicates} duplicates; longest pause {publish_pause:?} publishing, {delivery_pause:?} consuming",
+            p.ids.len(),
+            p.errors,
+            p.last_error,
+            d.errors
+        );
+    }
     assert!(
         publish_pause <= cluster.bound,
         "{name}: publishing paused {publish_pause:?} (bound {:?})",
@@ -282,7 +284,6 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
         "{name}: consuming paused {delivery_pause:?} (bound {:?})",
         cluster.bound
     );
-    drop((p, d));
     let _ = t.close().await;
 
     // The node comes back on its data and the cluster is whole again.
