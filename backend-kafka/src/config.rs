@@ -292,8 +292,13 @@ mod tests {
         let set = KafkaConfig::from_url("kafka://a,b,c?replication=3&min_insync_replicas=3").unwrap();
         assert_eq!(set.topic_min_insync(), Some(3));
         assert_eq!(KafkaConfig::from_url("kafka://a").unwrap().topic_min_insync(), None);
-        for bad in ["kafka://a?replication=3&min_insync_replicas=4", "kafka://a?min_insync_replicas=0"] {
-            let e = KafkaConfig::from_url(bad).and_then(|c| c.validate().map(|_| c)).unwrap_err();
+        for bad in [
+            "kafka://a?replication=3&min_insync_replicas=4",
+            "kafka://a?min_insync_replicas=0",
+        ] {
+            let e = KafkaConfig::from_url(bad)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_err();
             assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
         }
         assert!(KafkaConfig::from_url("kafka://h?sasl=plain").is_err());

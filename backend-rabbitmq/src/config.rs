@@ -78,33 +78,17 @@ impl RabbitConfig {
     /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`,
     /// `quorum_group_size`.
     pub fn from_url(url: &str) -> Result<Self> {
-        // Several hosts are a comma-separated list, which URL parsers
-        // refuse: parse the URL as if it named the first, then keep them all.
-        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (format!("{u}@"), h),
-            None => (String::new(), authority),
-        };
-        if !hosts.contains(',') {
+        let Some((first, hosts)) = transport_core::backend::split_hosts(url)? else {
             return Self::from_single_url(url);
-        }
-        let hosts: Vec<&str> = hosts.split(',').collect();
-        if hosts.iter().any(|h| h.is_empty()) {
-            return Err(Error::invalid(format!(
-                "empty host in the AMQP URL's host list {:?}",
-                hosts.join(",")
-            )));
-        }
-        let mut c = Self::from_single_url(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
+        };
+        let mut c = Self::from_single_url(&first)?;
         c.nodes = hosts
-            .iter()
+            .into_iter()
             .map(|h| {
                 if h.contains(':') {
-                    (*h).to_owned()
+                    h
                 } else {
-                    format!("{h}:{}", c.port)
+                    format!("{h}:{}", if c.tls { 5671 } else { 5672 })
                 }
             })
             .collect();

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::connection::Conn;
 use async_trait::async_trait;
 use transport_core::backend::Lifecycle;
 use transport_core::{
@@ -13,7 +12,7 @@ use transport_core::{
 };
 
 use crate::config::RedisConfig;
-use crate::connection;
+use crate::core::{self, Conn};
 use crate::dead_letters::RedisDeadLetters;
 use crate::SCHEME;
 
@@ -117,7 +116,7 @@ impl RedisTransport {
     /// Connect with a configuration.
     pub async fn with_config(config: RedisConfig) -> Result<Self> {
         config.check_cluster().map_err(tag("connect"))?;
-        let conn = connection::connect(&config, config.command_timeout).await?;
+        let conn = core::connect(&config, config.command_timeout).await?;
         Ok(RedisTransport {
             inner: Arc::new(Inner {
                 config,

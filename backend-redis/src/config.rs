@@ -93,33 +93,27 @@ impl RedisConfig {
         if !cluster {
             return Self::from_single_url(url);
         }
-        // Seeds are a comma-separated list, which URL parsers refuse: parse
-        // the URL as if it named the first seed, then keep them all.
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (format!("{u}@"), h),
-            None => (String::new(), authority),
-        };
-        let seeds: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
-        let Some(first) = seeds.first() else {
+        if rest.starts_with(['/', '?']) || rest.is_empty() {
             return Err(Error::invalid("a redis+cluster:// URL needs at least one host:port"));
+        }
+        // Several seeds are a host list (`split_hosts`); one parses as is.
+        let single_url = url.replacen(scheme, single, 1);
+        let (first, seeds) = match transport_core::backend::split_hosts(&single_url)? {
+            Some(split) => split,
+            None => {
+                let c = Self::from_single_url(&single_url)?;
+                (single_url, vec![format!("{}:{}", c.host, c.port)])
+            }
         };
-        let mut c = Self::from_single_url(&format!("{single}://{userinfo}{first}{tail}"))?;
+        let mut c = Self::from_single_url(&first)?;
         if c.db != 0 {
             return Err(Error::invalid(
                 "Redis Cluster has only database 0; drop the /db from the URL",
             ));
         }
         c.cluster_nodes = seeds
-            .iter()
-            .map(|h| {
-                if h.contains(':') {
-                    (*h).to_owned()
-                } else {
-                    format!("{h}:6379")
-                }
-            })
+            .into_iter()
+            .map(|h| if h.contains(':') { h } else { format!("{h}:6379") })
             .collect();
         c.check_cluster()?;
         Ok(c)

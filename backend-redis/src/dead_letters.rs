@@ -1,6 +1,5 @@
 //! A group's dead-letter stream: depth, peek, redrive and purge.
 
-use crate::connection::Conn;
 use async_trait::async_trait;
 use redis::Value;
 use transport_core::backend::redrive_message;
@@ -8,7 +7,7 @@ use transport_core::backend::validate_topic;
 use transport_core::{DeadLetter, DeadLetterQueue, Message, Redrive, Result, Selection};
 
 use crate::backend::{tag, RedisTransport};
-use crate::core::{self, map_err, scripts};
+use crate::core::{self, map_err, scripts, Conn};
 
 /// A group's dead-letter stream.
 pub(crate) struct RedisDeadLetters {
@@ -71,12 +70,10 @@ impl RedisDeadLetters {
         if exists.is_empty() {
             return Ok(0);
         }
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(target).arg("*");
-        for (f, v) in core::encode(message) {
-            xadd.arg(f).arg(v);
-        }
-        xadd.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e))?;
+        core::xadd(target, None, message)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| map_err(op, e))?;
         redis::cmd("XDEL")
             .arg(&self.key)
             .arg(entry_id)

@@ -8,7 +8,6 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::connection::Conn;
 use redis::Script;
 use transport_core::async_trait;
 use transport_core::runtime::{Claim, IdempotencyStore};
@@ -16,8 +15,7 @@ use transport_core::Result;
 
 use crate::backend::tag;
 use crate::config::RedisConfig;
-use crate::connection::connect;
-use crate::core::map_err;
+use crate::core::{connect, map_err, Conn};
 
 /// Idempotency keys in Redis, under `<key_prefix>idem:` (the URL's
 /// `key_prefix` option), each expiring with its lease or TTL.

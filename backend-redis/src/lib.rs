@@ -4,7 +4,6 @@
 mod backend;
 mod backlog;
 mod config;
-mod connection;
 mod core;
 mod dead_letters;
 mod idempotency;

@@ -1,11 +1,10 @@
 //! The keys of a topic and group, and creating the consumer group
 //! (`XGROUP CREATE ... MKSTREAM`).
 
-use crate::connection::Conn;
 use transport_core::{Result, StartFrom, SubscribeOptions};
 
 use crate::config::RedisConfig;
-use crate::core::map_err;
+use crate::core::{map_err, Conn};
 
 /// The keys of one topic and group.
 #[derive(Clone)]

@@ -10,17 +10,6 @@ use crate::core::{self, map_err};
 use crate::SCHEME;
 
 impl RedisTransport {
-    pub(crate) fn xadd(&self, pipe: &mut redis::Pipeline, stream: &str, message: &Message) {
-        let cmd = pipe.cmd("XADD").arg(stream);
-        if let Some(n) = self.inner.config.max_len {
-            cmd.arg("MAXLEN").arg("~").arg(n);
-        }
-        cmd.arg("*");
-        for (k, v) in core::encode(message) {
-            cmd.arg(k).arg(v);
-        }
-    }
-
     /// Everything a publish checks before it reaches the broker.
     pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
         self.inner
@@ -51,29 +40,25 @@ impl RedisTransport {
         let c = &self.inner.config;
         let mut conn = self.inner.conn.clone();
         let batch = messages.len() > 1;
-        let mut pipe = redis::pipe();
-        if c.wait_replicas == 0 {
-            // MULTI/EXEC: a batch is stored whole or not at all, in order.
-            if batch {
-                pipe.atomic();
-            }
-            for m in &messages {
-                self.xadd(&mut pipe, &stream, m);
-                pipe.ignore();
-            }
-            return pipe.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e));
-        }
+        let wait = c.wait_replicas > 0;
+        // MULTI/EXEC: a batch is stored whole or not at all, in order.
         // WAIT counts the replicas holding what was written before it on
-        // the same connection, so it rides in the same pipeline: on a
-        // cluster the pipeline goes (and is redirected) as a whole to the
-        // stream's primary. It cannot go inside MULTI, hence the
-        // transaction spelled out around the XADDs.
-        if batch {
+        // the same connection, so it rides in the same pipeline (on a
+        // cluster the pipeline goes, and is redirected, as a whole to the
+        // stream's primary); it cannot go inside MULTI, hence the
+        // transaction spelled out around the XADDs then.
+        let mut pipe = redis::pipe();
+        if batch && !wait {
+            pipe.atomic();
+        }
+        if batch && wait {
             pipe.cmd("MULTI").ignore();
         }
         for m in &messages {
-            self.xadd(&mut pipe, &stream, m);
-            pipe.ignore();
+            pipe.add_command(core::xadd(&stream, c.max_len, m)).ignore();
+        }
+        if !wait {
+            return pipe.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e));
         }
         if batch {
             pipe.cmd("EXEC");

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connection::Conn;
 use async_trait::async_trait;
 use redis::Value;
 use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
@@ -14,7 +13,7 @@ use transport_core::{
 };
 
 use crate::backend::{tag, RedisTransport};
-use crate::core::{self, map_err, scripts, Entry};
+use crate::core::{self, map_err, scripts, Conn, Entry};
 use crate::provision::{create_group, Keys};
 use crate::SCHEME;
 
@@ -34,7 +33,7 @@ impl Subscriber for RedisTransport {
         let mut control = self.inner.conn.clone();
         create_group(&mut control, &keys, &options.group, options.start).await?;
         // XREADGROUP BLOCK holds its connection: each subscription gets its own.
-        let reader = crate::connection::connect(&self.inner.config, BLOCK + self.inner.config.command_timeout).await?;
+        let reader = core::connect(&self.inner.config, BLOCK + self.inner.config.command_timeout).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let consumer = Arc::new(ConsumerShared {
             control,
@@ -232,27 +231,32 @@ pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, count: u32, d
     Ok(())
 }
 
+/// Ack the entry if the handle is current (its delivery count unchanged),
+/// clearing its delay and first failure; `DeliveryExpired` otherwise.
+async fn ack_entry(s: &ConsumerShared, op: &'static str, entry_id: &str, count: u32) -> Result<()> {
+    let k = &s.keys;
+    let done: i64 = scripts()
+        .ack
+        .key(&k.stream)
+        .key(&k.delayed)
+        .key(&k.failures)
+        .arg(&*s.group)
+        .arg(entry_id)
+        .arg(count)
+        .invoke_async(&mut s.control.clone())
+        .await
+        .map_err(|e| map_err(op, e))?;
+    if done == 0 {
+        return Err(expired(op));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Settler for RedisSettler {
     async fn ack(mut self: Box<Self>) -> Result<()> {
         let (s, id, count) = self.begin();
-        let k = &s.keys;
-        let mut conn = s.control.clone();
-        let done: i64 = scripts()
-            .ack
-            .key(&k.stream)
-            .key(&k.delayed)
-            .key(&k.failures)
-            .arg(&*s.group)
-            .arg(&id)
-            .arg(count)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| map_err("ack", e))?;
-        if done == 0 {
-            return Err(expired("ack"));
-        }
-        Ok(())
+        ack_entry(&s, "ack", &id, count).await
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
@@ -336,29 +340,11 @@ async fn dead_letter_apart(s: &ConsumerShared, id: &str, count: u32, dead: &Mess
     if current == 0 {
         return Err(expired("dead_letter"));
     }
-    let mut xadd = redis::cmd("XADD");
-    xadd.arg(&k.dlq).arg("*");
-    for (f, v) in core::encode(dead) {
-        xadd.arg(f).arg(v);
-    }
-    xadd.query_async::<()>(&mut conn)
+    core::xadd(&k.dlq, None, dead)
+        .query_async::<()>(&mut conn)
         .await
         .map_err(|e| map_err("dead_letter", e))?;
-    let acked: i64 = scripts()
-        .ack
-        .key(&k.stream)
-        .key(&k.delayed)
-        .key(&k.failures)
-        .arg(&*s.group)
-        .arg(id)
-        .arg(count)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| map_err("dead_letter", e))?;
-    if acked == 0 {
-        return Err(expired("dead_letter"));
-    }
-    Ok(())
+    ack_entry(s, "dead_letter", id, count).await
 }
 
 impl Drop for RedisSettler {

@@ -93,8 +93,45 @@ pub fn encode_userinfo(part: &str) -> String {
     percent_encoding::utf8_percent_encode(part, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A URL that names several hosts, `scheme://[userinfo@]h1:p1,h2:p2[/path][?query]`
+/// (the seeds of a cluster), which URL parsers refuse: returns the same URL
+/// naming only the first host, to parse as usual, and every host as
+/// written. `None` when the URL names one host. An empty entry in the list
+/// is `InvalidArgument`.
+pub fn split_hosts(url: &str) -> Result<Option<(String, Vec<String>)>> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(None);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    if !hosts.contains(',') {
+        return Ok(None);
+    }
+    let hosts: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    if hosts.iter().any(String::is_empty) {
+        return Err(Error::invalid(format!(
+            "empty host in the URL's host list {:?}",
+            hosts.join(",")
+        )));
+    }
+    Ok(Some((format!("{scheme}://{userinfo}{}{tail}", hosts[0]), hosts)))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_lists_are_split() {
+        let (first, hosts) = super::split_hosts("x://u:p%40@a:1,b,c:3/v?q=1").unwrap().unwrap();
+        assert_eq!(first, "x://u:p%40@a:1/v?q=1");
+        assert_eq!(hosts, ["a:1", "b", "c:3"]);
+        assert_eq!(super::split_hosts("x://u@a:1/v?q=a,b").unwrap(), None);
+        assert!(super::split_hosts("x://a,,b").is_err());
+    }
+
     #[test]
     fn userinfo_is_percent_decoded_not_form_decoded() {
         assert_eq!(super::decode_userinfo("p+ss%40w%2Brd%20x").unwrap(), "p+ss@w+rd x");
