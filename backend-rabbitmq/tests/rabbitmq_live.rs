@@ -253,3 +253,42 @@ async fn a_held_delivery_does_not_stall_the_others() {
     first.ack().await.unwrap();
     t.close().await.unwrap();
 }
+
+/// A node list whose first node is down: the connection goes to the next
+/// one, quickly; with every node down the connect fails, retryably, within
+/// the connect timeout per node.
+#[tokio::test]
+async fn a_dead_node_in_the_list_is_skipped() {
+    let Some(_t) = server().await else { return };
+    let live = url();
+    let rest = live.strip_prefix("amqp://guest:guest@").expect("a guest URL");
+    // Port 1 on loopback refuses at once.
+    let listed = format!("amqp://guest:guest@127.0.0.1:1,{rest}");
+    let start = Instant::now();
+    let t = RabbitTransport::connect(&listed)
+        .await
+        .expect("connect past the dead node");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let topic = unique("nodes");
+    let mut sub = t.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
+    t.publish(&topic, Message::new("via the second node")).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.message().payload.as_ref(), b"via the second node");
+    d.ack().await.unwrap();
+
+    let start = Instant::now();
+    let err = RabbitTransport::connect("amqp://guest:guest@127.0.0.1:1,127.0.0.1:2/%2f?connect_timeout_ms=1000")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    // A wrong password is final at the first node that answers.
+    let err = RabbitTransport::connect(&format!("amqp://guest:wrong@127.0.0.1:1,{}", rest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+}

@@ -61,3 +61,39 @@ pub(crate) async fn create_group(conn: &mut Conn, keys: &Keys, group: &str, star
         other => other.map_err(|e| map_err("subscribe", e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn cluster_keys_share_the_stream_slot_and_single_names_stay() {
+        let options = SubscribeOptions::new("billing");
+        let single = Keys::new(&RedisConfig::default(), "orders", &options);
+        assert_eq!(
+            (
+                single.stream.as_str(),
+                single.delayed.as_str(),
+                single.failures.as_str()
+            ),
+            ("orders", "orders:billing:delayed", "orders:billing:failures")
+        );
+        assert!(!single.dlq_apart);
+        let cluster = RedisConfig {
+            cluster_nodes: vec!["h:7001".into()],
+            key_prefix: "shop:".into(),
+            ..RedisConfig::default()
+        };
+        let k = Keys::new(&cluster, "orders.eu", &options);
+        assert_eq!(
+            k.stream, "shop:orders.eu",
+            "the stream keeps the name other producers use"
+        );
+        assert_eq!(k.delayed, "{shop:orders.eu}:billing:delayed");
+        let slot = |key: &str| Slot::for_key(key);
+        assert_eq!(slot(&k.delayed), slot(&k.stream));
+        assert_eq!(slot(&k.failures), slot(&k.stream));
+        assert!(k.dlq_apart);
+    }
+}

@@ -202,3 +202,16 @@ async fn waiting_for_missing_replicas_times_out_retryably() {
     let plain = RedisTransport::connect(&url()).await.unwrap();
     plain.publish(&topic, Message::new("plain")).await.unwrap();
 }
+
+/// A cluster whose seeds do not answer: the connect fails, retryably, within
+/// the connect timeout, naming no password. Needs no server.
+#[tokio::test]
+async fn a_cluster_without_live_seeds_fails_quickly() {
+    let start = Instant::now();
+    let err = RedisTransport::connect("redis+cluster://u:s3cret@127.0.0.1:1,127.0.0.1:2?connect_timeout_ms=500")
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(err.is_retryable(), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+}
