@@ -12,7 +12,8 @@ use transport_core::{DeadLetter, DeadLetterQueue, Message, Publisher, Redrive, R
 use crate::backend::{tag, work_queue, RabbitTransport};
 use crate::core::{self, map_err};
 
-/// A group's dead-letter queue: the classic queue bound to the DLQ topic.
+/// A group's dead-letter queue: the queue bound to the DLQ topic (classic
+/// on a single node, quorum on a cluster).
 pub(crate) struct RabbitDeadLetters {
     pub(crate) transport: RabbitTransport,
     pub(crate) topic: String,
@@ -29,14 +30,7 @@ impl RabbitDeadLetters {
             .await
             .map_err(|e| map_err(op, e))?;
         let publisher = conn.publisher().await?;
-        conn.declare_queue(
-            &publisher,
-            &self.topic,
-            &self.queue,
-            crate::provision::side_queue_args(conn.config()),
-            op,
-        )
-        .await?;
+        conn.declare_dead_letter_queue(&publisher, &self.topic, op).await?;
         Ok(ch)
     }
 

@@ -78,6 +78,19 @@ impl Conn {
         Ok(())
     }
 
+    /// The dead-letter queue of a dead-letter topic, bound to its exchange
+    /// (a quorum queue when replicated, see [`side_queue_args`]).
+    pub async fn declare_dead_letter_queue(
+        &self,
+        ch: &Channel,
+        dlq_topic: &str,
+        op: &'static str,
+    ) -> Result<(), Error> {
+        let queue = crate::backend::dlq_queue(dlq_topic);
+        self.declare_queue(ch, dlq_topic, &queue, side_queue_args(&self.config), op)
+            .await
+    }
+
     /// A retry queue: messages wait `ttl_ms` and then dead-letter to `target`.
     pub async fn declare_retry_queue(&self, ch: &Channel, name: &str, target: &str, ttl_ms: u64) -> Result<(), Error> {
         let tag = format!("q:{name}");

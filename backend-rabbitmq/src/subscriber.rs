@@ -119,14 +119,7 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
         op,
     )
     .await?;
-    conn.declare_queue(
-        &publisher,
-        &s.dlq_topic,
-        &dlq_queue(&s.dlq_topic),
-        crate::provision::side_queue_args(conn.config()),
-        op,
-    )
-    .await?;
+    conn.declare_dead_letter_queue(&publisher, &s.dlq_topic, op).await?;
     channel
         .basic_qos(
             s.options.max_in_flight.min(u16::MAX as usize) as u16,
@@ -401,14 +394,7 @@ impl Settler for RabbitSettler {
         let conn = &s.transport.inner.conn;
         let stored = async {
             let ch = conn.publisher().await?;
-            conn.declare_queue(
-                &ch,
-                &s.dlq_topic,
-                &dlq_queue(&s.dlq_topic),
-                crate::provision::side_queue_args(conn.config()),
-                "dead_letter",
-            )
-            .await?;
+            conn.declare_dead_letter_queue(&ch, &s.dlq_topic, "dead_letter").await?;
             s.transport
                 .publish_to("dead_letter", &s.dlq_topic, &s.dlq_topic, &dead, &[])
                 .await

@@ -328,12 +328,14 @@ pub(crate) struct Scripts {
     pub ack: Script,
     /// KEYS: stream, delayed, failures, dlq. ARGV: group, entry id, delivery count, fields...
     pub dead_letter: Script,
-    /// KEYS: stream. ARGV: group, entry id, delivery count, consumer, idle_ms.
+    /// KEYS: stream (delayed, failures unused). ARGV: group, entry id,
+    /// delivery count, consumer, idle_ms.
     pub extend: Script,
     /// KEYS: dlq, target. ARGV: dlq entry id, fields...
     pub redrive: Script,
-    /// KEYS: stream. ARGV: group, entry id, delivery count. 1 while the
-    /// handle is current (the entry pending with that count), else 0.
+    /// KEYS: stream (delayed, failures unused). ARGV: group, entry id,
+    /// delivery count. 1 while the handle is current (the entry pending
+    /// with that count), else 0.
     pub current: Script,
 }
 

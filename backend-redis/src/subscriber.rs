@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::Value;
+use redis::{Script, ScriptInvocation, Value};
 use transport_core::backend::{on_drop, pull_subscription, Fetch, InFlightLimit, Settler};
 use transport_core::{
     Delivery, DeliveryInfo, Error, ErrorKind, Message, Result, StartFrom, SubscribeOptions, Subscriber, Subscription,
@@ -208,41 +208,26 @@ pub(crate) fn expired(op: &'static str) -> Error {
     .with_operation(op)
 }
 
-pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, count: u32, delay: Duration) -> Result<()> {
-    let now = core::now_ms();
-    let mut conn = s.control.clone();
+/// A settling script on an entry: KEYS stream, delayed, failures; ARGV
+/// group, entry id and the handle's delivery count (each script settles
+/// nothing when the count grew: a stale handle), then what the caller adds.
+fn settling<'a>(script: &'a Script, s: &ConsumerShared, entry_id: &str, count: u32) -> ScriptInvocation<'a> {
     let k = &s.keys;
-    let done: i64 = scripts()
-        .nack
+    let mut invocation = script.prepare_invoke();
+    invocation
         .key(&k.stream)
         .key(&k.delayed)
         .key(&k.failures)
         .arg(&*s.group)
         .arg(entry_id)
-        .arg(count)
-        .arg(now + delay.as_millis() as u64)
-        .arg(now)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| map_err("nack", e))?;
-    if done == 0 {
-        return Err(expired("nack"));
-    }
-    Ok(())
+        .arg(count);
+    invocation
 }
 
-/// Ack the entry if the handle is current (its delivery count unchanged),
-/// clearing its delay and first failure; `DeliveryExpired` otherwise.
-async fn ack_entry(s: &ConsumerShared, op: &'static str, entry_id: &str, count: u32) -> Result<()> {
-    let k = &s.keys;
-    let done: i64 = scripts()
-        .ack
-        .key(&k.stream)
-        .key(&k.delayed)
-        .key(&k.failures)
-        .arg(&*s.group)
-        .arg(entry_id)
-        .arg(count)
+/// Run a settling script; its 0 (stale handle, or the entry no longer
+/// pending) is `DeliveryExpired`.
+async fn settle(invocation: ScriptInvocation<'_>, s: &ConsumerShared, op: &'static str) -> Result<()> {
+    let done: i64 = invocation
         .invoke_async(&mut s.control.clone())
         .await
         .map_err(|e| map_err(op, e))?;
@@ -250,6 +235,19 @@ async fn ack_entry(s: &ConsumerShared, op: &'static str, entry_id: &str, count: 
         return Err(expired(op));
     }
     Ok(())
+}
+
+pub(crate) async fn nack_entry(s: &ConsumerShared, entry_id: &str, count: u32, delay: Duration) -> Result<()> {
+    let now = core::now_ms();
+    let mut invocation = settling(&scripts().nack, s, entry_id, count);
+    invocation.arg(now + delay.as_millis() as u64).arg(now);
+    settle(invocation, s, "nack").await
+}
+
+/// Ack the entry if the handle is current, clearing its delay and first
+/// failure.
+async fn ack_entry(s: &ConsumerShared, op: &'static str, entry_id: &str, count: u32) -> Result<()> {
+    settle(settling(&scripts().ack, s, entry_id, count), s, op).await
 }
 
 #[async_trait]
@@ -270,27 +268,12 @@ impl Settler for RedisSettler {
         if k.dlq_apart {
             return dead_letter_apart(&s, &id, count, &dead).await;
         }
-        let mut invocation = scripts().dead_letter.prepare_invoke();
-        invocation
-            .key(&k.stream)
-            .key(&k.delayed)
-            .key(&k.failures)
-            .key(&k.dlq)
-            .arg(&*s.group)
-            .arg(&id)
-            .arg(count);
+        let mut invocation = settling(&scripts().dead_letter, &s, &id, count);
+        invocation.key(&k.dlq);
         for (f, v) in core::encode(&dead) {
             invocation.arg(f).arg(v);
         }
-        let mut conn = s.control.clone();
-        let done: i64 = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| map_err("dead_letter", e))?;
-        if done == 0 {
-            return Err(expired("dead_letter"));
-        }
-        Ok(())
+        settle(invocation, &s, "dead_letter").await
     }
 
     async fn extend(&self, by: Duration) -> Result<()> {
@@ -299,24 +282,11 @@ impl Settler for RedisSettler {
         // exactly `by` from now. JUSTID leaves the delivery count alone.
         let s = &self.shared;
         let idle = s.options.ack_timeout.saturating_sub(by);
-        let mut conn = s.control.clone();
-        let claimed: i64 = scripts()
-            .extend
-            .key(&s.keys.stream)
-            .arg(&*s.group)
-            .arg(&self.entry_id)
-            .arg(self.count)
-            .arg(&s.name)
-            .arg(idle.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| map_err("extend", e))?;
-        if claimed == 0 {
-            // No longer pending (acked, dead-lettered or trimmed meanwhile),
-            // or redelivered since this handle was handed out.
-            return Err(expired("extend"));
-        }
-        Ok(())
+        // 0: no longer pending (acked, dead-lettered or trimmed meanwhile),
+        // or redelivered since this handle was handed out.
+        let mut invocation = settling(&scripts().extend, s, &self.entry_id, self.count);
+        invocation.arg(&s.name).arg(idle.as_millis() as u64);
+        settle(invocation, s, "extend").await
     }
 }
 
@@ -326,22 +296,9 @@ impl Settler for RedisSettler {
 /// redelivery that overtakes the copy, leaves it in both places (a
 /// duplicate in the dead-letter stream), never in neither.
 async fn dead_letter_apart(s: &ConsumerShared, id: &str, count: u32, dead: &Message) -> Result<()> {
-    let k = &s.keys;
-    let mut conn = s.control.clone();
-    let current: i64 = scripts()
-        .current
-        .key(&k.stream)
-        .arg(&*s.group)
-        .arg(id)
-        .arg(count)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| map_err("dead_letter", e))?;
-    if current == 0 {
-        return Err(expired("dead_letter"));
-    }
-    core::xadd(&k.dlq, None, dead)
-        .query_async::<()>(&mut conn)
+    settle(settling(&scripts().current, s, id, count), s, "dead_letter").await?;
+    core::xadd(&s.keys.dlq, None, dead)
+        .query_async::<()>(&mut s.control.clone())
         .await
         .map_err(|e| map_err("dead_letter", e))?;
     ack_entry(s, "dead_letter", id, count).await
