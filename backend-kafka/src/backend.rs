@@ -68,6 +68,16 @@ impl KafkaBuilder {
         self.config.session_timeout = timeout;
         self
     }
+    /// The partition assignment strategies this member offers its group
+    /// (see [`KafkaConfig::assignment`]): `range`, `roundrobin`.
+    pub fn assignment<I, S>(mut self, strategies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.assignment = strategies.into_iter().map(Into::into).collect();
+        self
+    }
     /// Replication factor of topics created on demand.
     pub fn replication(mut self, n: i32) -> Self {
         self.config.replication = n;

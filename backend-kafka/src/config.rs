@@ -92,6 +92,14 @@ pub struct KafkaConfig {
     /// members of one group on different topics then never rebalance each
     /// other. Off: the group name is used as is.
     pub scoped_groups: bool,
+    /// The partition assignment strategies this member offers the group
+    /// (librdkafka `partition.assignment.strategy`), in preference order:
+    /// `range` and `roundrobin`. Every member of a group must share one, so
+    /// foreign members (kafkajs, the Java client, ...) must offer one of
+    /// these; a member that offers none of them makes joining fail with
+    /// `InvalidArgument`. Cooperative rebalancing (`cooperative-sticky`) is
+    /// not supported: the library takes over partitions whole.
+    pub assignment: Vec<String>,
     /// `purge` also asks the broker to `DeleteRecords` up to the purged
     /// offset (off for brokers without it, such as Tansu 0.6 on SQLite,
     /// where the request crashes the broker's storage).
@@ -120,6 +128,7 @@ impl Default for KafkaConfig {
             client_id: "transport".into(),
             purge_deletes_records: true,
             scoped_groups: true,
+            assignment: vec!["range".into(), "roundrobin".into()],
         }
     }
 }
@@ -132,7 +141,9 @@ impl KafkaConfig {
     /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
     /// `dlq_group`, `client_id`, `delete_records` (`false`: `purge` only
     /// moves the dead-letter group's offset), `scoped_groups` (`false`: the
-    /// Kafka group id is the group name, not `<topic>.<group>`). User and password without `sasl` mean
+    /// Kafka group id is the group name, not `<topic>.<group>`), `assignment`
+    /// (`range`, `roundrobin` or both, comma-separated: the strategies this
+    /// member offers its group). User and password without `sasl` mean
     /// `scram-sha-512`.
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
@@ -199,6 +210,7 @@ impl KafkaConfig {
                 "client_id" => c.client_id = v.into_owned(),
                 "delete_records" => c.purge_deletes_records = v != "false",
                 "scoped_groups" => c.scoped_groups = v != "false",
+                "assignment" => c.assignment = v.split(',').map(|s| s.trim().to_owned()).collect(),
                 other => return Err(Error::invalid(format!("unknown Kafka URL option {other:?}"))),
             }
         }
@@ -255,6 +267,25 @@ impl KafkaConfig {
         if self.session_timeout < Duration::from_secs(1) {
             return Err(Error::invalid("session_timeout must be at least 1 s"));
         }
+        if self.assignment.is_empty() || self.assignment.iter().any(String::is_empty) {
+            return Err(Error::invalid("assignment needs at least one strategy: range, roundrobin"));
+        }
+        for strategy in &self.assignment {
+            match strategy.as_str() {
+                "range" | "roundrobin" => {}
+                "cooperative-sticky" => {
+                    return Err(Error::invalid(
+                        "assignment cooperative-sticky is not supported: the library takes over partitions whole \
+                         (eager rebalancing); use range or roundrobin, and have the group's other members offer one of them",
+                    ))
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown assignment strategy {other:?}: range or roundrobin"
+                    )))
+                }
+            }
+        }
         // librdkafka's socket.connection.setup.timeout.ms floor.
         if self.request_timeout < Duration::from_secs(1) {
             return Err(Error::invalid("request_timeout_ms must be at least 1000"));
@@ -308,5 +339,21 @@ mod tests {
         let e = KafkaConfig::from_url("kafka://h?scoped_groups=false&delete_records=false").unwrap();
         assert_eq!(e.group_id("orders", "billing"), "billing");
         assert!(!e.purge_deletes_records);
+    }
+
+    #[test]
+    fn assignment_strategies_are_checked() {
+        assert_eq!(KafkaConfig::default().assignment, ["range", "roundrobin"]);
+        let c = KafkaConfig::from_url("kafka://h?assignment=roundrobin").unwrap();
+        assert_eq!(c.assignment, ["roundrobin"]);
+        let both = KafkaConfig::from_url("kafka://h?assignment=roundrobin,%20range").unwrap();
+        assert_eq!(both.assignment, ["roundrobin", "range"]);
+        for bad in ["cooperative-sticky", "sticky", "", "range,"] {
+            let e = KafkaConfig::from_url(&format!("kafka://h?assignment={bad}")).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
+            assert!(!e.is_retryable());
+        }
+        let e = KafkaConfig::from_url("kafka://h?assignment=cooperative-sticky").unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
     }
 }

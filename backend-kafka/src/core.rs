@@ -11,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::Message as _;
 use transport_core::backend::cloudevents::Binding;
+use transport_core::headers::{header_text, repeated_header_text};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::KafkaConfig;
@@ -182,27 +183,33 @@ pub(crate) fn encode_headers(message: &Message) -> OwnedHeaders {
 pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     let mut headers = Headers::new();
     let mut id = None;
+    // In arrival order; a name a foreign producer repeated keeps every
+    // value (see `repeated_header_text`).
+    let mut received: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(h) = record.headers() {
         for header in h.iter() {
-            let value = header
-                .value
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-                .into_owned();
+            let value = header.value.map(header_text).unwrap_or_default().into_owned();
             if header.key == H_ID {
                 id = Some(value);
             } else {
                 let (name, value) = Binding::Kafka.decode(header.key, &value);
-                headers.insert(name, value);
+                let name = name.into_owned();
+                match received.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, values)) => values.push(value.into_owned()),
+                    None => received.push((name, vec![value.into_owned()])),
+                }
             }
         }
+    }
+    for (name, values) in received {
+        headers.insert(name, repeated_header_text(&values));
     }
     if record.payload().is_none() {
         headers.insert(TOMBSTONE, "true");
     }
     Message {
         id: id.unwrap_or_else(|| format!("{}-{}-{}", record.topic(), record.partition(), record.offset())),
-        key: record.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        key: record.key().map(|k| header_text(k).into_owned()),
         headers,
         payload: record.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
     }

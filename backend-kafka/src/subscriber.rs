@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use futures::stream::{self as fstream, StreamExt};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::Message as _;
@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     /// The application is waiting in the stream for a delivery.
     app_waiting: AtomicBool,
     /// `Some(Ok)` once the first assignment is done, `Some(Err)` when joining failed.
-    joined: watch::Sender<Option<std::result::Result<(), String>>>,
+    joined: watch::Sender<Option<std::result::Result<(), (ErrorKind, String)>>>,
 }
 
 struct State {
@@ -123,7 +123,7 @@ impl rdkafka::client::ClientContext for GroupContext {
             let _ = self
                 .shared
                 .joined
-                .send(Some(Err(format!("authentication failed: {reason}"))));
+                .send(Some(Err((ErrorKind::Unauthorized, format!("authentication failed: {reason}")))));
         }
     }
 }
@@ -322,7 +322,8 @@ pub(crate) async fn subscribe(
         .set("heartbeat.interval.ms", (session / 4).max(100).to_string())
         .set("max.poll.interval.ms", session.max(300_000).to_string())
         .set("fetch.wait.max.ms", "100")
-        .set("topic.metadata.refresh.interval.ms", "10000");
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        .set("partition.assignment.strategy", config.assignment.join(","));
     let context = GroupContext {
         base: transport.context(),
         shared: shared.clone(),
@@ -343,9 +344,9 @@ pub(crate) async fn subscribe(
     };
     match outcome {
         Some(Ok(())) => {}
-        Some(Err(why)) => {
+        Some(Err((kind, why))) => {
             shared.stop.store(true, AtomicOrdering::Release);
-            return Err(err(ErrorKind::Unauthorized, op, why));
+            return Err(err(kind, op, why));
         }
         None => {
             shared.stop.store(true, AtomicOrdering::Release);
@@ -372,6 +373,24 @@ pub(crate) async fn subscribe(
         options.group,
         deliveries.boxed(),
     ))
+}
+
+/// Why the group refuses this member, when `e` says it does for good: its
+/// other members offer no assignment strategy in common with this one
+/// (`INCONSISTENT_GROUP_PROTOCOL`), as a kafkajs member with its default
+/// `RoundRobinAssigner` does.
+fn join_refused(e: &KafkaError, s: &Shared) -> Option<String> {
+    let code = e.rdkafka_error_code()?;
+    (code == RDKafkaErrorCode::InconsistentGroupProtocol).then(|| {
+        let config = s.transport.config();
+        format!(
+            "consumer group {} refused this member: its other members use a partition assignment strategy \
+             this one does not offer ({}); set the URL option assignment= (range, roundrobin) to one they \
+             offer, or configure them to offer range or roundrobin (kafkajs: an assigner named \"roundrobin\")",
+            config.group_id(&s.topic, &s.group),
+            config.assignment.join(",")
+        )
+    })
 }
 
 /// The member's thread: poll, and every poll interval expire, pause/resume,
@@ -405,7 +424,15 @@ fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
                 }
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, topic = %s.topic, group = %s.group, "receive failed");
+                if let Some(why) = join_refused(&e, &s) {
+                    // Nothing to wait for: the group will not take this
+                    // member until its other members change.
+                    tracing::error!(topic = %s.topic, group = %s.group, "{why}");
+                    let _ = s.joined.send(Some(Err((ErrorKind::InvalidArgument, why))));
+                    s.stop.store(true, AtomicOrdering::Release);
+                } else {
+                    tracing::warn!(error = %e, topic = %s.topic, group = %s.group, "receive failed");
+                }
             }
             None => {}
         }

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::headers::CONTENT_TYPE;
+use transport_core::headers::{header_text, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::RabbitConfig;
@@ -255,12 +255,24 @@ pub(crate) struct Decoded {
     /// Deliveries before this one (broker count plus earlier delayed retries).
     pub previous_attempts: u32,
     pub first_failure_ms: Option<u64>,
+    /// Whether the id came with the message (`message_id`), so every
+    /// redelivery carries it.
+    pub stable_id: bool,
 }
 
+/// A header value as text, in the form backend-rabbitmq/docs.md documents
+/// for foreign producers' typed values, lossless for every AMQP type:
+/// strings and bytes as themselves when UTF-8 (else `base64:` and their
+/// base64), booleans `true`/`false`, integers and timestamps in decimal,
+/// floats in Rust's shortest round-trip form (`1.5`, `NaN`, `inf`),
+/// decimals as `<digits>` with the point at their scale (`123.45`), void
+/// as the empty string, arrays and tables as JSON (bytes and decimals in
+/// them as strings of those forms).
 pub(crate) fn value_text(v: &AMQPValue) -> String {
     match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::LongString(s) => header_text(s.as_bytes()).into_owned(),
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::ByteArray(b) => header_text(b.as_slice()).into_owned(),
         AMQPValue::Boolean(b) => b.to_string(),
         AMQPValue::ShortShortInt(i) => i.to_string(),
         AMQPValue::ShortShortUInt(i) => i.to_string(),
@@ -270,11 +282,61 @@ pub(crate) fn value_text(v: &AMQPValue) -> String {
         AMQPValue::LongUInt(i) => i.to_string(),
         AMQPValue::LongLongInt(i) => i.to_string(),
         AMQPValue::Timestamp(t) => t.to_string(),
-        other => format!("{other:?}"),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(d) => d.to_string(),
+        AMQPValue::DecimalValue(d) => decimal_text(d.scale, d.value),
+        AMQPValue::Void => String::new(),
+        AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_) => json_of(v).to_string(),
     }
 }
 
-pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>, fallback_id: impl FnOnce() -> String) -> Decoded {
+/// `value` × 10^-`scale` in decimal, every digit kept (`12345`, 2 -> `123.45`).
+fn decimal_text(scale: u8, value: u32) -> String {
+    let digits = value.to_string();
+    let scale = scale as usize;
+    if scale == 0 {
+        return digits;
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{whole}.{fraction}")
+}
+
+/// A value inside an array or table, as JSON.
+fn json_of(v: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(i) => (*i).into(),
+        AMQPValue::ShortShortUInt(i) => (*i).into(),
+        AMQPValue::ShortInt(i) => (*i).into(),
+        AMQPValue::ShortUInt(i) => (*i).into(),
+        AMQPValue::LongInt(i) => (*i).into(),
+        AMQPValue::LongUInt(i) => (*i).into(),
+        AMQPValue::LongLongInt(i) => (*i).into(),
+        AMQPValue::Timestamp(t) => (*t).into(),
+        // JSON has no NaN or infinity: those stay strings.
+        AMQPValue::Float(f) => serde_json::Number::from_f64(f64::from(*f)).map_or_else(|| Value::String(f.to_string()), Value::Number),
+        AMQPValue::Double(d) => serde_json::Number::from_f64(*d).map_or_else(|| Value::String(d.to_string()), Value::Number),
+        AMQPValue::Void => Value::Null,
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(json_of).collect()),
+        AMQPValue::FieldTable(t) => Value::Object(
+            t.inner()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), json_of(v)))
+                .collect(),
+        ),
+        other => Value::String(value_text(other)),
+    }
+}
+
+/// The message a delivery carries. A foreign message without `message_id`
+/// (amqplib's and pika's default) gets a fresh id, unique to this delivery:
+/// AMQP 0-9-1 gives a queued message no id of its own that survives a
+/// redelivery (the delivery tag is a per-channel counter, reused by every
+/// channel and changed by every redelivery), so `Decoded::stable_id` says
+/// the id cannot deduplicate.
+pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>) -> Decoded {
     let mut headers = Headers::new();
     let mut key = None;
     let mut broker_count = 0u32;
@@ -304,13 +366,14 @@ pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>, fallback_id
     let id = properties.message_id().as_ref().map(|s| s.as_str().to_owned());
     Decoded {
         message: Message {
-            id: id.unwrap_or_else(fallback_id),
+            id: id.clone().unwrap_or_else(|| format!("amqp-unidentified-{}", uuid::Uuid::now_v7())),
             key,
             headers,
             payload: Bytes::from(payload),
         },
         previous_attempts: broker_count + earlier,
         first_failure_ms,
+        stable_id: id.is_some(),
     }
 }
 
@@ -342,14 +405,63 @@ mod tests {
     }
 
     #[test]
+    fn typed_header_values_have_a_lossless_text_form() {
+        use lapin::types::{ByteArray, DecimalValue, FieldArray};
+        let cases: Vec<(AMQPValue, &str)> = vec![
+            (AMQPValue::Double(1.5), "1.5"),
+            (AMQPValue::Float(0.1), "0.1"),
+            (AMQPValue::Double(f64::NAN), "NaN"),
+            (AMQPValue::Boolean(false), "false"),
+            (AMQPValue::LongLongInt(-9_007_199_254_740_993), "-9007199254740993"),
+            (AMQPValue::Timestamp(1_700_000_000), "1700000000"),
+            (AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 12345 }), "123.45"),
+            (AMQPValue::DecimalValue(DecimalValue { scale: 3, value: 5 }), "0.005"),
+            (AMQPValue::DecimalValue(DecimalValue { scale: 0, value: 7 }), "7"),
+            (AMQPValue::ByteArray(ByteArray::from(vec![255u8, 0])), "base64:/wA="),
+            (AMQPValue::ByteArray(ByteArray::from(b"text".to_vec())), "text"),
+            (AMQPValue::LongString(LongString::from(vec![0xc3u8, 0x28])), "base64:wyg="),
+            (AMQPValue::Void, ""),
+            (
+                AMQPValue::FieldArray(FieldArray::from(vec![
+                    AMQPValue::LongInt(1),
+                    AMQPValue::LongString("a".into()),
+                    AMQPValue::ByteArray(ByteArray::from(vec![255u8])),
+                    AMQPValue::Void,
+                ])),
+                r#"[1,"a","base64:/w==",null]"#,
+            ),
+        ];
+        for (value, text) in cases {
+            assert_eq!(value_text(&value), text, "{value:?}");
+        }
+        let mut table = FieldTable::default();
+        table.insert("n".into(), AMQPValue::Double(2.25));
+        table.insert("t".into(), AMQPValue::FieldTable(FieldTable::default()));
+        assert_eq!(value_text(&AMQPValue::FieldTable(table)), r#"{"n":2.25,"t":{}}"#);
+    }
+
+    #[test]
     fn properties_round_trip() {
         let m = Message::new(vec![0u8, 255])
             .with_key("k")
             .with_header("h", "✓")
             .with_header("e", "");
         let p = properties(&m, &[(H_ATTEMPTS, "2".into())]);
-        let d = decode(&p, m.payload.to_vec(), || "x".into());
+        let d = decode(&p, m.payload.to_vec());
         assert_eq!(d.message, m);
         assert_eq!(d.previous_attempts, 2);
+        assert!(d.stable_id);
+    }
+
+    /// A foreign message without `message_id` gets an id unique to the
+    /// delivery (not the channel's delivery tag, which every channel
+    /// reuses), marked as not stable.
+    #[test]
+    fn a_message_without_message_id_gets_a_unique_unstable_id() {
+        let first = decode(&BasicProperties::default(), b"a".to_vec());
+        let second = decode(&BasicProperties::default(), b"a".to_vec());
+        assert!(!first.stable_id && !second.stable_id);
+        assert_ne!(first.message.id, second.message.id);
+        assert!(first.message.id.starts_with("amqp-unidentified-"), "{}", first.message.id);
     }
 }

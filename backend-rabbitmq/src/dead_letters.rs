@@ -44,10 +44,9 @@ impl RabbitDeadLetters {
             return Ok(None);
         };
         let d = got.delivery;
-        let fallback_id = d.delivery_tag.to_string();
         Ok(Some((
             d.acker,
-            core::decode(&d.properties, d.data, || fallback_id).message,
+            core::decode(&d.properties, d.data).message,
         )))
     }
 

@@ -5,7 +5,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use transport_core::Error;
 
 use crate::config::RabbitConfig;
@@ -78,6 +78,42 @@ impl Conn {
         Ok(())
     }
 
+    /// A group's work queue, bound to the topic's exchange. Declared on a
+    /// channel of its own: a refused declaration closes its channel, and
+    /// the publishing channel must not go with it. A queue an earlier
+    /// version created without the delivery limit is used as it is, with a
+    /// warning: on RabbitMQ 4.0 and later the broker's default limit (20
+    /// deliveries) then applies to it until a policy lifts it.
+    pub async fn declare_work_queue(
+        &self,
+        connection: &Connection,
+        topic: &str,
+        queue: &str,
+        op: &'static str,
+    ) -> Result<(), Error> {
+        let declare = |args: FieldTable| async move {
+            let ch = connection.create_channel().await.map_err(|e| map_err(op, e))?;
+            let declared = self.declare_queue(&ch, topic, queue, args, op).await;
+            if ch.status().connected() {
+                let _ = ch.close(200, "declared".into()).await;
+            }
+            declared
+        };
+        match declare(work_queue_args(&self.config)).await {
+            Err(e) if is_legacy_work_queue(&e) => {
+                tracing::warn!(
+                    queue,
+                    "queue {queue} was declared without x-delivery-limit by an earlier version; on RabbitMQ 4.0 \
+                     and later the broker removes its messages after 20 deliveries, before max_attempts can \
+                     dead-letter them. Lift the limit with a policy: rabbitmqctl set_policy --apply-to queues \
+                     transport-delivery-limit '^{queue}$' '{{\"delivery-limit\":-1}}' (see the backend's docs)"
+                );
+                declare(legacy_work_queue_args(&self.config)).await
+            }
+            other => other,
+        }
+    }
+
     /// The dead-letter queue of a dead-letter topic, bound to its exchange
     /// (a quorum queue when replicated, see [`side_queue_args`]).
     pub async fn declare_dead_letter_queue(
@@ -116,15 +152,41 @@ impl Conn {
     }
 }
 
+/// The broker's own delivery limit on work queues: none that matters. The
+/// library counts attempts and dead-letters at `max_attempts` into its own
+/// dead-letter queue, so the broker must never remove a message first.
+/// RabbitMQ 4.0 gives a quorum queue declared without `x-delivery-limit` a
+/// limit of 20 and, with no dead-letter exchange, deletes a message
+/// delivered more often; `-1` (unlimited on 4.0) is refused by 3.x, so the
+/// largest signed 32-bit value, which both accept, stands for "unlimited".
+pub(crate) const BROKER_DELIVERY_LIMIT: i32 = i32::MAX;
+
 /// Arguments of a group's work queue: a quorum queue (delivery counts,
-/// replicated), optionally with a single active consumer.
+/// replicated) with the broker's delivery limit out of the way, optionally
+/// with a single active consumer.
 pub(crate) fn work_queue_args(config: &RabbitConfig) -> FieldTable {
+    let mut args = legacy_work_queue_args(config);
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(BROKER_DELIVERY_LIMIT));
+    args
+}
+
+/// The work queue's arguments before the delivery limit was declared: what
+/// a queue created by an earlier version of this library was declared with.
+fn legacy_work_queue_args(config: &RabbitConfig) -> FieldTable {
     let mut args = FieldTable::default();
     quorum(config, &mut args);
     if config.single_active_consumer {
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     args
+}
+
+/// Whether `e` is the broker refusing a declaration because the queue
+/// already exists without the delivery limit (created by an earlier
+/// version of this library).
+fn is_legacy_work_queue(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("PRECONDITION_FAILED") && text.contains("x-delivery-limit")
 }
 
 /// Arguments of a dead-letter or delay queue: on a cluster quorum queues

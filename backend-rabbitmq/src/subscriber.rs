@@ -110,15 +110,8 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
     let conn = &s.transport.inner.conn;
     let connection = conn.connection().await?;
     let channel = connection.create_channel().await.map_err(|e| map_err(op, e))?;
+    conn.declare_work_queue(&connection, &s.topic, &s.queue, op).await?;
     let publisher = conn.publisher().await?;
-    conn.declare_queue(
-        &publisher,
-        &s.topic,
-        &s.queue,
-        crate::provision::work_queue_args(conn.config()),
-        op,
-    )
-    .await?;
     conn.declare_dead_letter_queue(&publisher, &s.dlq_topic, op).await?;
     channel
         .basic_qos(
@@ -262,14 +255,13 @@ pub(crate) fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message:
     let key = (generation, d.delivery_tag);
     s.outstanding
         .handed(key, Instant::now() + s.options.ack_timeout, d.acker.clone());
-    let tag_text = d.delivery_tag.to_string();
     // A producer that is not this library keys by routing key alone: on the
     // topic's exchange, a routing key other than the topic is the key (this
     // library also sends the `transport-key` header, which wins).
     let routing_key =
         (d.exchange.as_str() == &*s.topic && !d.routing_key.as_str().is_empty() && d.routing_key.as_str() != &*s.topic)
             .then(|| d.routing_key.as_str().to_owned());
-    let mut decoded = core::decode(&d.properties, d.data, || tag_text);
+    let mut decoded = core::decode(&d.properties, d.data);
     if decoded.message.key.is_none() {
         decoded.message.key = routing_key;
     }

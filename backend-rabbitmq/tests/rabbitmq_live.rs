@@ -292,3 +292,86 @@ async fn a_dead_node_in_the_list_is_skipped() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
 }
+
+/// The work queue is declared with the broker's delivery limit lifted
+/// (RabbitMQ 4.0 would otherwise delete a message after 20 deliveries);
+/// the broker's own listing shows the argument.
+#[tokio::test]
+async fn work_queues_lift_the_broker_delivery_limit() {
+    let Some(t) = server().await else { return };
+    let topic = unique("limit");
+    drop(t.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers");
+    let listed = Command::new(script)
+        .args(["ctl", "rabbitmq", "list_queues", "name", "arguments", "--no-table-headers"])
+        .output();
+    let Ok(listed) = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
+        assert!(std::env::var("CI").is_err(), "rabbitmqctl list_queues failed");
+        eprintln!("skipped: cannot run rabbitmqctl");
+        return;
+    };
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{topic}/g")))
+        .unwrap_or_else(|| panic!("queue {topic}/g not listed:\n{listed}"));
+    assert!(
+        line.contains("x-delivery-limit") && line.contains("2147483647"),
+        "the work queue lacks the lifted delivery limit: {line}"
+    );
+}
+
+/// A work queue an earlier version declared without the delivery limit is
+/// used as it is (a declaration with other arguments would be refused), with
+/// a warning naming the policy that lifts the limit.
+#[tokio::test]
+async fn a_work_queue_declared_without_the_limit_is_still_used() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{Connection, ConnectionProperties, ExchangeKind};
+    let Some(t) = server().await else { return };
+    let topic = unique("legacy");
+    let queue = format!("{topic}/g");
+    let conn = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(topic.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let queue_options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), queue_options, args).await.unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        topic.as_str().into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut sub = tokio::time::timeout(Duration::from_secs(10), t.subscribe(&topic, SubscribeOptions::new("g")))
+        .await
+        .expect("subscribe within 10 s")
+        .expect("a queue from an earlier version is used");
+    let m = Message::new("through the old queue");
+    t.publish(&topic, m.clone()).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.id(), m.id);
+    d.ack().await.unwrap();
+    // Publishing still works after the refused declaration (its channel
+    // was not the publishing one).
+    t.publish(&topic, Message::new("after")).await.unwrap();
+}

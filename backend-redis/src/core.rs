@@ -11,6 +11,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use transport_core::backend::cloudevents::Binding;
+use transport_core::headers::header_text;
 use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message};
 
@@ -197,8 +198,8 @@ pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
             _ => Vec::new(),
         };
         match name.as_slice() {
-            b"id" => id = Some(String::from_utf8_lossy(&value).into_owned()),
-            b"key" => key = Some(String::from_utf8_lossy(&value).into_owned()),
+            b"id" => id = Some(header_text(&value).into_owned()),
+            b"key" => key = Some(header_text(&value).into_owned()),
             b"payload" => payload = Bytes::from(value),
             n => {
                 let name = match n.strip_prefix(F_HEADER.as_bytes()) {
@@ -208,7 +209,8 @@ pub(crate) fn decode(entry_id: &str, fields: &[Value]) -> Message {
                         n
                     }
                 };
-                let (name, value) = (String::from_utf8_lossy(name), String::from_utf8_lossy(&value));
+                // Bytes that are not UTF-8 arrive in the lossless `base64:` form.
+                let (name, value) = (header_text(name), header_text(&value));
                 let (name, value) = Binding::Http.decode(&name, &value);
                 headers.insert(name, value);
             }

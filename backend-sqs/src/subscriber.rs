@@ -126,7 +126,17 @@ pub(crate) fn attributes_of(m: &aws_sdk_sqs::types::Message) -> HashMap<String, 
     m.message_attributes()
         .map(|a| {
             a.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_owned())))
+                // String and Number attributes as their text; a foreign
+                // producer's Binary attribute in the lossless `base64:`
+                // form (text bytes stay text).
+                .filter_map(|(k, v)| {
+                    let text = match (v.string_value(), v.binary_value()) {
+                        (Some(text), _) => text.to_owned(),
+                        (None, Some(bytes)) => transport_core::headers::header_text(bytes.as_ref()).into_owned(),
+                        (None, None) => return None,
+                    };
+                    Some((k.clone(), text))
+                })
                 .collect()
         })
         .unwrap_or_default()

@@ -394,13 +394,109 @@ def kafka_consume(spec):
     return out
 
 
+# ------------------------------------------- What only foreign clients send
+#
+# `produce_awkward`: values this library never writes itself, in each
+# broker's own types, each message with an `x-case` header. The library
+# side (interop.rs, `awkward_from_foreign_producer`) checks the text form
+# each backend's docs.md promises for them.
+
+
+def rabbitmq_produce_awkward(spec):
+    from decimal import Decimal
+
+    import pika
+
+    conn, ch = rabbit_channel(spec)
+    ch.confirm_delivery()
+    for case in ("typed-1", "typed-2"):
+        # No message_id (pika's and amqplib's default) and typed header values.
+        headers = {
+            "x-case": case,
+            "x-float": 1.5,
+            "x-int": 7,
+            "x-bool": True,
+            "x-bytes": b"\xff\x00",
+            "x-decimal": Decimal("123.45"),
+            "x-array": [1, "a"],
+            "x-table": {"n": 2},
+        }
+        ch.basic_publish(
+            exchange=spec["topic"],
+            routing_key=spec["topic"],
+            body=b"typed",
+            properties=pika.BasicProperties(headers=headers, delivery_mode=2),
+            mandatory=True,
+        )
+    conn.close()
+
+
+def redis_produce_awkward(spec):
+    r = redis_client(spec)
+    r.xadd(spec["topic"], {"payload": b"binary header", "x-case": "binary", "x-bin": b"\xff\x00", "key": b"\xfe"})
+
+
+def kafka_produce_awkward(spec):
+    from confluent_kafka import Producer
+
+    p = Producer({**kafka_config(spec), "partitioner": "murmur2_random"})
+    headers = [("x-case", b"binary"), ("x-bin", b"\xff\x00"), ("x-rep", b"a"), ("x-rep", b"b,c")]
+    p.produce(spec["topic"], value=b"binary header", key=b"\xfe", headers=headers)
+    if p.flush(30) != 0:
+        raise SystemExit("kafka: messages not delivered within 30 s")
+
+
+def sqs_produce_awkward(spec):
+    sns = aws(spec, "sns")
+    arn = sns.create_topic(Name=spec["topic"])["TopicArn"]
+    sns.publish(
+        TopicArn=arn,
+        Message="binary header",
+        MessageAttributes={
+            "x-case": {"DataType": "String", "StringValue": "binary"},
+            "x-bin": {"DataType": "Binary", "BinaryValue": b"\xff\x00"},
+            "x-num": {"DataType": "Number", "StringValue": "12.5"},
+        },
+    )
+
+
+def kafka_hold_group(spec):
+    # A foreign member of the library's consumer group (`<topic>.<group>`),
+    # offering spec["strategy"]: prints {"joined": [...]} once it has its
+    # assignment, then stays in the group for spec["hold_s"] seconds.
+    from confluent_kafka import Consumer
+
+    assigned = []
+    c = Consumer(
+        {
+            **kafka_config(spec),
+            "group.id": f"{spec['topic']}.{spec['group']}",
+            "partition.assignment.strategy": spec["strategy"],
+            "session.timeout.ms": 6000,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([spec["topic"]], on_assign=lambda _c, parts: assigned.extend(p.partition for p in parts))
+    deadline = time.time() + 60
+    while not assigned and time.time() < deadline:
+        c.poll(0.2)
+    print(json.dumps({"joined": sorted(assigned)}), flush=True)
+    end = time.time() + spec["hold_s"]
+    while time.time() < end:
+        c.poll(0.2)
+    c.close()
+    return None
+
+
 def main():
     command = sys.argv[1]
     spec = json.load(sys.stdin)
     broker = spec["broker"]
     fn = globals()[f"{broker}_{command}"]
     result = fn(spec)
-    json.dump(result if result is not None else [], sys.stdout)
+    if command != "hold_group":
+        json.dump(result if result is not None else [], sys.stdout)
 
 
 if __name__ == "__main__":

@@ -400,3 +400,97 @@ pub async fn max_in_flight_respected(t: &Arc<dyn Transport>) -> CheckResult {
     ensure!(rest.len() == 2, "the last two did not arrive");
     expect_quiet(&mut sub, "after all six").await
 }
+
+/// Attempts the library counts, not the broker: a message redelivered more
+/// often than any broker's own default limit (RabbitMQ 4.0 removes a quorum
+/// queue's message after 20 deliveries unless told otherwise) is handed out
+/// exactly `max_attempts` (30) times and then dead-lettered, never removed
+/// unseen and never dead-lettered early. Once by nacks without delay, once
+/// (where the backend redelivers on ack timeout) by deliveries never settled,
+/// on topics of their own at the same time.
+pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResult {
+    const LIMIT: u32 = 30;
+    let t: &dyn Transport = t.as_ref();
+    let by_nack = async {
+        let options = opts("g").max_attempts(LIMIT);
+        let (topic, mut sub) = fresh(t, "manynacks", options.clone()).await?;
+        let m = Message::new("nacked thirty times");
+        t.publish(&topic, m.clone()).await?;
+        for attempt in 1..=LIMIT {
+            let d = next(&mut sub).await?;
+            ensure!(
+                d.id() == m.id && d.attempt() == attempt,
+                "by nack: expected attempt {attempt} of {}, got {} attempt {} (was it removed or dead-lettered early?)",
+                m.id,
+                d.id(),
+                d.attempt()
+            );
+            ensure!(
+                d.is_last_attempt() == (attempt == LIMIT),
+                "by nack: is_last_attempt wrong on attempt {attempt}"
+            );
+            d.nack(None).await?;
+        }
+        expect_quiet(&mut sub, "by nack, after the last attempt").await?;
+        dlq_depth(t, &topic, &options, 1).await?;
+        let dlq = t.dead_letters(&topic, &options).await?;
+        let dead = dlq
+            .peek(1)
+            .await?
+            .pop()
+            .ok_or_else(|| CheckFailure("by nack: peek returned nothing".into()))?;
+        ensure!(dead.message.id == m.id, "by nack: dead-lettered {}", dead.message.id);
+        ensure!(
+            dead.attempts == Some(LIMIT),
+            "by nack: the dead letter records {:?} attempts, expected {LIMIT}",
+            dead.attempts
+        );
+        dlq.purge().await?;
+        Ok::<(), CheckFailure>(())
+    };
+    let by_timeout = async {
+        if !t.capabilities().ack_timeout_redelivery {
+            return Ok(());
+        }
+        let ack = timing().short_ack;
+        // Room for every forgotten delivery: a slot held by one must not be
+        // what stops the redeliveries.
+        let options = short("g").max_attempts(LIMIT).max_in_flight(64);
+        let (topic, mut sub) = fresh(t, "manytimeouts", options.clone()).await?;
+        let m = Message::new("never settled");
+        t.publish(&topic, m.clone()).await?;
+        for attempt in 1..=LIMIT {
+            let d = next_within(&mut sub, ack * 2 + timing().receive).await?;
+            ensure!(
+                d.id() == m.id && d.attempt() == attempt,
+                "by ack timeout: expected attempt {attempt} of {}, got {} attempt {} (was it removed or dead-lettered early?)",
+                m.id,
+                d.id(),
+                d.attempt()
+            );
+            // A handler that hangs settles nothing.
+            std::mem::forget(d);
+        }
+        expect_quiet_for(&mut sub, ack * 2 + timing().quiet, "by ack timeout, after the last attempt").await?;
+        dlq_depth(t, &topic, &options, 1).await?;
+        let dlq = t.dead_letters(&topic, &options).await?;
+        let dead = dlq
+            .peek(1)
+            .await?
+            .pop()
+            .ok_or_else(|| CheckFailure("by ack timeout: peek returned nothing".into()))?;
+        ensure!(dead.message.id == m.id, "by ack timeout: dead-lettered {}", dead.message.id);
+        // The 31st arrival is the one that finds the message exhausted; a
+        // backend may count it, so 30 or 31, never fewer.
+        ensure!(
+            matches!(dead.attempts, Some(n) if n == LIMIT || n == LIMIT + 1),
+            "by ack timeout: the dead letter records {:?} attempts, expected {LIMIT} (or {} counting the arrival that found it exhausted)",
+            dead.attempts,
+            LIMIT + 1
+        );
+        dlq.purge().await?;
+        Ok(())
+    };
+    let (nacked, timed_out) = futures::join!(by_nack, by_timeout);
+    nacked.and(timed_out)
+}

@@ -168,14 +168,9 @@ pub async fn run_check(check: Check, transport: &Arc<dyn Transport>, options: &R
             Some(defect.reproduction.clone()),
         )
     } else {
-        match tokio::time::timeout(options.check_timeout, (check.run)(transport)).await {
-            Ok(Ok(())) => (CheckStatus::Passed, None, None),
-            Ok(Err(e)) => (CheckStatus::Failed, Some(e.0), None),
-            Err(_) => (
-                CheckStatus::Failed,
-                Some(format!("did not finish within {:?}", options.check_timeout)),
-                None,
-            ),
+        match run_with_deadline(check, transport.clone(), options.check_timeout).await {
+            Ok(()) => (CheckStatus::Passed, None, None),
+            Err(e) => (CheckStatus::Failed, Some(e), None),
         }
     };
     let record = CheckRecord {
@@ -189,6 +184,39 @@ pub async fn run_check(check: Check, transport: &Arc<dyn Transport>, options: &R
         f(&record);
     }
     record
+}
+
+/// Run `check` with its deadline, whatever the backend does. The check runs
+/// on a thread of its own (`block_on` on a blocking-pool thread), so a check
+/// or backend that never yields (a stream that is always ready, a busy loop)
+/// cannot also starve the timer that ends it: the deadline is watched from
+/// the runtime's workers. A panic in the check is a failure naming it.
+async fn run_with_deadline(check: Check, transport: Arc<dyn Transport>, deadline: Duration) -> Result<(), String> {
+    let handle = tokio::runtime::Handle::current();
+    let running = tokio::task::spawn_blocking(move || handle.block_on((check.run)(&transport)));
+    let abort = running.abort_handle();
+    match tokio::time::timeout(deadline, running).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.0),
+        Ok(Err(e)) => Err(format!("the check panicked: {}", panic_text(e))),
+        Err(_) => {
+            // A blocking task cannot be cancelled; the thread is left to
+            // finish (or spin) on its own, and the run goes on.
+            abort.abort();
+            Err(format!("did not finish within {deadline:?}"))
+        }
+    }
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Run the selected checks against `transport`, `parallel` at a time, and
@@ -256,8 +284,26 @@ where
         .into_iter()
         .map(|check| {
             let (runtime, transport, options) = (runtime.clone(), transport.clone(), options.clone());
-            let run: Box<dyn FnOnce() -> CheckRecord + Send> =
-                Box::new(move || runtime.block_on(run_check(check, &transport, &options)));
+            let run: Box<dyn FnOnce() -> CheckRecord + Send> = Box::new(move || {
+                // The trial thread keeps a deadline of its own, outside the
+                // runtime: should every worker be stuck in code that never
+                // yields, the check's own timer could not fire, and this
+                // one still ends the trial.
+                let (done, record) = std::sync::mpsc::channel();
+                let outer = options.check_timeout + Duration::from_secs(10);
+                runtime.spawn(async move {
+                    let _ = done.send(run_check(check, &transport, &options).await);
+                });
+                record.recv_timeout(outer).unwrap_or_else(|_| CheckRecord {
+                    name: check.name.to_owned(),
+                    status: CheckStatus::Failed,
+                    reason: Some(format!(
+                        "did not finish within {outer:?}, and the runtime stopped answering (a task that never yields?)"
+                    )),
+                    reproduction: None,
+                    millis: outer.as_millis() as u64,
+                })
+            });
             (check.name, run)
         })
         .collect();
@@ -286,11 +332,25 @@ where
         let start = Instant::now();
         let (status, reason) = match skip {
             Some(why) => (CheckStatus::Skipped, Some(why)),
-            None => match runtime.block_on(async { tokio::time::timeout(timeout, check()).await }) {
-                Ok(Ok(())) => (CheckStatus::Passed, None),
-                Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
-                Err(_) => (CheckStatus::Failed, Some(format!("did not finish within {timeout:?}"))),
-            },
+            None => {
+                // On a thread of its own, watched from this one: the
+                // deadline holds even if the check never yields.
+                let (done, result) = std::sync::mpsc::channel();
+                let handle = runtime.handle().clone();
+                runtime.spawn_blocking(move || {
+                    let _ = done.send(handle.block_on(check()));
+                });
+                match result.recv_timeout(timeout) {
+                    Ok(Ok(())) => (CheckStatus::Passed, None),
+                    Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        (CheckStatus::Failed, Some("the check panicked (see its output)".to_owned()))
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        (CheckStatus::Failed, Some(format!("did not finish within {timeout:?}")))
+                    }
+                }
+            }
         };
         CheckRecord {
             name: name.to_owned(),
