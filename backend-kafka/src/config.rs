@@ -268,7 +268,9 @@ impl KafkaConfig {
             return Err(Error::invalid("session_timeout must be at least 1 s"));
         }
         if self.assignment.is_empty() || self.assignment.iter().any(String::is_empty) {
-            return Err(Error::invalid("assignment needs at least one strategy: range, roundrobin"));
+            return Err(Error::invalid(
+                "assignment needs at least one strategy: range, roundrobin",
+            ));
         }
         for strategy in &self.assignment {
             match strategy.as_str() {

@@ -120,10 +120,10 @@ impl rdkafka::client::ClientContext for GroupContext {
             state.error = Some(err(ErrorKind::Unauthorized, "receive", reason));
             drop(state);
             self.shared.wake.notify_one();
-            let _ = self
-                .shared
-                .joined
-                .send(Some(Err((ErrorKind::Unauthorized, format!("authentication failed: {reason}")))));
+            let _ = self.shared.joined.send(Some(Err((
+                ErrorKind::Unauthorized,
+                format!("authentication failed: {reason}"),
+            ))));
         }
     }
 }
@@ -565,6 +565,7 @@ impl ReadLoop {
                                 max_attempts: s.options.dead_letter.max_attempts,
                                 ack_timeout: s.options.ack_timeout,
                                 first_failure: taken.first_failure,
+                                stable_id: true,
                             };
                             let settler = KafkaSettler {
                                 shared: s.clone(),

@@ -104,3 +104,56 @@ impl DeadLetterQueue for MemoryDeadLetters {
         self.take_selected("discard", selection, false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use transport_core::{Message, Publisher, Redrive, Selection, SubscribeOptions, Subscriber, Transport};
+
+    use crate::MemoryTransport;
+
+    /// A redrive that cannot move one of the messages it picked (a stray
+    /// message without dead-letter headers, put into the queue by hand)
+    /// fails as a whole: every message stays in the queue, none goes back.
+    #[tokio::test]
+    async fn a_failed_redrive_changes_nothing() {
+        let t = MemoryTransport::new();
+        let options = SubscribeOptions::new("g");
+        let mut sub = t.subscribe("orders", options.clone()).await.unwrap();
+        t.publish("orders", Message::new("a")).await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("a delivery within 5 s")
+            .expect("open")
+            .expect("delivery");
+        d.dead_letter("bad input").await.unwrap();
+        let dlq = t.dead_letters("orders", &options).await.unwrap();
+        t.publish(dlq.topic(), Message::new("stray")).await.unwrap();
+        assert_eq!(dlq.depth().await.unwrap(), 2);
+
+        assert!(dlq.redrive_selected(&Selection::all()).await.is_err());
+        assert_eq!(dlq.depth().await.unwrap(), 2, "redrive_selected lost messages");
+        assert!(dlq.redrive(Redrive::All).await.is_err());
+        assert_eq!(dlq.depth().await.unwrap(), 2, "redrive lost messages");
+        let order: Vec<String> = dlq
+            .peek(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.message.payload).into_owned())
+            .collect();
+        assert_eq!(order, ["a", "stray"], "the queue's order changed");
+        let again = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
+        assert!(again.is_err(), "a failed redrive republished: {again:?}");
+        // What can move still does, once picked alone.
+        assert_eq!(
+            dlq.redrive_selected(&Selection::all().reason_contains("bad"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(dlq.depth().await.unwrap(), 1);
+    }
+}

@@ -107,6 +107,7 @@ impl Consumer {
             max_attempts: self.options.dead_letter.max_attempts,
             ack_timeout: self.options.ack_timeout,
             first_failure: f.first_failure,
+            stable_id: true,
         };
         let settler = MemorySettler {
             consumer: self.clone(),

@@ -144,6 +144,7 @@ impl NatsFetch {
             ack_timeout: s.options.ack_timeout,
             // JetStream keeps no failure time; the publish time bounds it.
             first_failure: None,
+            stable_id: true,
         };
         let settler = NatsSettler {
             shared: s.clone(),

@@ -316,8 +316,12 @@ fn json_of(v: &AMQPValue) -> serde_json::Value {
         AMQPValue::LongLongInt(i) => (*i).into(),
         AMQPValue::Timestamp(t) => (*t).into(),
         // JSON has no NaN or infinity: those stay strings.
-        AMQPValue::Float(f) => serde_json::Number::from_f64(f64::from(*f)).map_or_else(|| Value::String(f.to_string()), Value::Number),
-        AMQPValue::Double(d) => serde_json::Number::from_f64(*d).map_or_else(|| Value::String(d.to_string()), Value::Number),
+        AMQPValue::Float(f) => {
+            serde_json::Number::from_f64(f64::from(*f)).map_or_else(|| Value::String(f.to_string()), Value::Number)
+        }
+        AMQPValue::Double(d) => {
+            serde_json::Number::from_f64(*d).map_or_else(|| Value::String(d.to_string()), Value::Number)
+        }
         AMQPValue::Void => Value::Null,
         AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(json_of).collect()),
         AMQPValue::FieldTable(t) => Value::Object(
@@ -366,7 +370,9 @@ pub(crate) fn decode(properties: &BasicProperties, payload: Vec<u8>) -> Decoded 
     let id = properties.message_id().as_ref().map(|s| s.as_str().to_owned());
     Decoded {
         message: Message {
-            id: id.clone().unwrap_or_else(|| format!("amqp-unidentified-{}", uuid::Uuid::now_v7())),
+            id: id
+                .clone()
+                .unwrap_or_else(|| format!("amqp-unidentified-{}", uuid::Uuid::now_v7())),
             key,
             headers,
             payload: Bytes::from(payload),
@@ -414,12 +420,18 @@ mod tests {
             (AMQPValue::Boolean(false), "false"),
             (AMQPValue::LongLongInt(-9_007_199_254_740_993), "-9007199254740993"),
             (AMQPValue::Timestamp(1_700_000_000), "1700000000"),
-            (AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 12345 }), "123.45"),
+            (
+                AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 12345 }),
+                "123.45",
+            ),
             (AMQPValue::DecimalValue(DecimalValue { scale: 3, value: 5 }), "0.005"),
             (AMQPValue::DecimalValue(DecimalValue { scale: 0, value: 7 }), "7"),
             (AMQPValue::ByteArray(ByteArray::from(vec![255u8, 0])), "base64:/wA="),
             (AMQPValue::ByteArray(ByteArray::from(b"text".to_vec())), "text"),
-            (AMQPValue::LongString(LongString::from(vec![0xc3u8, 0x28])), "base64:wyg="),
+            (
+                AMQPValue::LongString(LongString::from(vec![0xc3u8, 0x28])),
+                "base64:wyg=",
+            ),
             (AMQPValue::Void, ""),
             (
                 AMQPValue::FieldArray(FieldArray::from(vec![
@@ -462,6 +474,10 @@ mod tests {
         let second = decode(&BasicProperties::default(), b"a".to_vec());
         assert!(!first.stable_id && !second.stable_id);
         assert_ne!(first.message.id, second.message.id);
-        assert!(first.message.id.starts_with("amqp-unidentified-"), "{}", first.message.id);
+        assert!(
+            first.message.id.starts_with("amqp-unidentified-"),
+            "{}",
+            first.message.id
+        );
     }
 }

@@ -44,10 +44,7 @@ impl RabbitDeadLetters {
             return Ok(None);
         };
         let d = got.delivery;
-        Ok(Some((
-            d.acker,
-            core::decode(&d.properties, d.data).message,
-        )))
+        Ok(Some((d.acker, core::decode(&d.properties, d.data).message)))
     }
 
     /// Publish a dead letter (confirmed) straight into the failing group's

@@ -277,6 +277,7 @@ pub(crate) fn make_delivery(s: &Arc<Shared>, generation: u64, d: lapin::message:
         max_attempts: s.options.dead_letter.max_attempts,
         ack_timeout: s.options.ack_timeout,
         first_failure,
+        stable_id: decoded.stable_id,
     };
     let settler = RabbitSettler {
         shared: s.clone(),

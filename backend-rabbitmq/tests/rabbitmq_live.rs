@@ -303,7 +303,14 @@ async fn work_queues_lift_the_broker_delivery_limit() {
     drop(t.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/brokers");
     let listed = Command::new(script)
-        .args(["ctl", "rabbitmq", "list_queues", "name", "arguments", "--no-table-headers"])
+        .args([
+            "ctl",
+            "rabbitmq",
+            "list_queues",
+            "name",
+            "arguments",
+            "--no-table-headers",
+        ])
         .output();
     let Ok(listed) = listed.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
         assert!(std::env::var("CI").is_err(), "rabbitmqctl list_queues failed");
@@ -339,16 +346,23 @@ async fn a_work_queue_declared_without_the_limit_is_still_used() {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(topic.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
-        .await
-        .unwrap();
+    ch.exchange_declare(
+        topic.as_str().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     let queue_options = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.queue_declare(queue.as_str().into(), queue_options, args).await.unwrap();
+    ch.queue_declare(queue.as_str().into(), queue_options, args)
+        .await
+        .unwrap();
     ch.queue_bind(
         queue.as_str().into(),
         topic.as_str().into(),
@@ -374,4 +388,82 @@ async fn a_work_queue_declared_without_the_limit_is_still_used() {
     // Publishing still works after the refused declaration (its channel
     // was not the publishing one).
     t.publish(&topic, Message::new("after")).await.unwrap();
+}
+
+/// A foreign message without `message_id` has an id unique to its delivery
+/// (marked not stable), so an idempotency layer keyed by id refuses it with
+/// a reason naming `message_id` instead of processing each redelivery as a
+/// new message; keyed by a business header, the same layer handles it.
+#[tokio::test]
+async fn idempotency_refuses_ids_that_do_not_survive_a_redelivery() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use transport_core::runtime::{handler_fn, Consumer, Context, IdempotencyLayer, MemoryIdempotencyStore};
+
+    let Some(t) = server().await else { return };
+    let t: Arc<dyn Transport> = Arc::new(t);
+    let topic = unique("noid");
+    let options = SubscribeOptions::new("g");
+    drop(t.subscribe(&topic, options.clone()).await.unwrap());
+    let conn = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut headers = FieldTable::default();
+    headers.insert("order".into(), AMQPValue::LongString("o-1".into()));
+    ch.basic_publish(
+        topic.as_str().into(),
+        topic.as_str().into(),
+        BasicPublishOptions::default(),
+        b"no id",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let calls = calls.clone();
+        handler_fn(move |_ctx: Context| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), transport_core::runtime::HandlerError>(())
+            }
+        })
+    };
+    let by_id = tower::ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+        .service(handler.clone());
+    let consumer = Consumer::new(t.clone(), &topic, options.clone());
+    let stats = consumer.stats_handle();
+    let running = tokio::spawn(consumer.run(by_id, async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }));
+    let dlq = t.dead_letters(&topic, &options).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dlq.depth().await.unwrap() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "not dead-lettered within 20 s: {:?}",
+            stats.get()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.abort();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler ran for an id that cannot deduplicate"
+    );
+    let dead = dlq.peek(1).await.unwrap().pop().unwrap();
+    let reason = dead.reason.unwrap_or_default();
+    assert!(reason.contains("message_id"), "reason: {reason}");
+    assert!(dead.message.id.starts_with("amqp-unidentified-"), "{}", dead.message.id);
 }

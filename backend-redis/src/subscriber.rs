@@ -170,6 +170,7 @@ impl RedisFetch {
             max_attempts: s.options.dead_letter.max_attempts,
             ack_timeout: s.options.ack_timeout,
             first_failure: entry.first_failure,
+            stable_id: true,
         };
         let settler = RedisSettler {
             shared: s.clone(),

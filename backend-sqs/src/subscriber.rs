@@ -158,6 +158,7 @@ pub(crate) fn delivery(s: &Arc<Shared>, m: aws_sdk_sqs::types::Message) -> Deliv
         max_attempts: s.options.dead_letter.max_attempts,
         ack_timeout: s.options.ack_timeout,
         first_failure: None,
+        stable_id: true,
     };
     let settler = SqsSettler {
         shared: s.clone(),

@@ -471,7 +471,12 @@ pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResu
             // A handler that hangs settles nothing.
             std::mem::forget(d);
         }
-        expect_quiet_for(&mut sub, ack * 2 + timing().quiet, "by ack timeout, after the last attempt").await?;
+        expect_quiet_for(
+            &mut sub,
+            ack * 2 + timing().quiet,
+            "by ack timeout, after the last attempt",
+        )
+        .await?;
         dlq_depth(t, &topic, &options, 1).await?;
         let dlq = t.dead_letters(&topic, &options).await?;
         let dead = dlq
@@ -479,7 +484,11 @@ pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResu
             .await?
             .pop()
             .ok_or_else(|| CheckFailure("by ack timeout: peek returned nothing".into()))?;
-        ensure!(dead.message.id == m.id, "by ack timeout: dead-lettered {}", dead.message.id);
+        ensure!(
+            dead.message.id == m.id,
+            "by ack timeout: dead-lettered {}",
+            dead.message.id
+        );
         // The 31st arrival is the one that finds the message exhausted; a
         // backend may count it, so 30 or 31, never fewer.
         ensure!(

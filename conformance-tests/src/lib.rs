@@ -166,6 +166,8 @@ pub fn checks() -> Vec<Check> {
         check!(unsettled_exhaustion_dead_letters, |c| (!(c.dead_letter_ops
             && c.ack_timeout_redelivery))
             .then_some("needs dead-letter operations and ack-timeout redelivery")),
+        check!(redelivered_past_broker_limits, |c| (!c.dead_letter_ops)
+            .then_some(NO_DLQ)),
         check!(explicit_dead_letter, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
         check!(dead_letter_operations, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
         check!(dead_letter_queue_counts_many, |c| (!c.dead_letter_ops)
@@ -175,6 +177,8 @@ pub fn checks() -> Vec<Check> {
             "the backend has dead-letter operations (the dead-letter checks prove them)"
         )),
         check!(backlog_tracks_the_group, |c| (c.backlog == Default::default())
+            .then_some("the backend reads no backlog from the broker")),
+        check!(backlog_tells_held_from_waiting, |c| (c.backlog == Default::default())
             .then_some("the backend reads no backlog from the broker")),
         check!(offline_group_catches_up),
         check!(replay_for_new_group, |c| (!c.replay).then_some(
@@ -204,6 +208,33 @@ pub fn checks() -> Vec<Check> {
         check!(runtime_layers_pass_readiness_through),
         check!(runtime_timeout_and_panic_are_transient),
         check!(runtime_follow_up_is_linked),
+        check!(runtime_keys_run_one_at_a_time_in_order),
+        check!(runtime_concurrency_is_bounded),
+        check!(runtime_waiting_deliveries_keep_their_lease, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_waited_delivery_starts_with_a_fresh_lease, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_lease_gives_up_after_max_total, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_retry_delays_follow_the_policy),
+        check!(runtime_timeout_cuts_off_at_its_limit),
+        check!(runtime_panic_in_call_is_caught_and_counted),
+        check!(runtime_breaker_ignores_permanent_failures, |c| (!c.dead_letter_ops)
+            .then_some(NO_DLQ)),
+        check!(runtime_idempotency_releases_a_failed_claim),
+        check!(runtime_shutdown_leaves_queued_deliveries, |c| (!c
+            .ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(runtime_redelivered_key_waits_for_the_running_call, |c| (!c
+            .ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(runtime_breaker_held_call_lets_shutdown_go),
+        check!(runtime_idempotency_groups_are_independent, |c| c
+            .single_group
+            .then_some("point-to-point: a topic has one group")),
         check!(close_and_reopen_continues),
     ]
 }

@@ -176,3 +176,55 @@ pub async fn dead_letters_by_selection(t: &Arc<dyn Transport>) -> CheckResult {
     ensure!(rest == 1, "discarding by failure time took {rest}");
     dlq_depth(t, &topic, &options, 0).await
 }
+
+/// A delivery a consumer holds is in flight, not waiting, and the oldest
+/// waiting age is that of the oldest message still waiting, not the
+/// newest's: with one message held, one published and then, 2.5 s later,
+/// another, a backend that tells both counts reads 2 waiting and 1 in
+/// flight, and the age is at least the 2.5 s the older one demonstrably
+/// waited (1 s slack for brokers that count in seconds) and at most the
+/// time since the held one was published.
+pub async fn backlog_tells_held_from_waiting(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let accuracy = t.capabilities().backlog;
+    // One in flight at most, so the held delivery is all a subscription has.
+    let options = opts("g").max_in_flight(1);
+    let (topic, mut sub) = fresh(t, "backlog-held", options.clone()).await?;
+    let first_published = Instant::now();
+    t.publish(&topic, Message::new("held")).await?;
+    let held = next(&mut sub).await?;
+    t.publish(&topic, Message::new("older")).await?;
+    let older_published = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    t.publish(&topic, Message::new("newer")).await?;
+    let exact = accuracy.waiting == Accuracy::Exact && accuracy.in_flight == Accuracy::Exact;
+    // Taken before the reading: the older message had waited this long by then.
+    let waited = older_published.elapsed();
+    let b = settles(t, &topic, &options, "one held, two waiting", |b| {
+        if exact {
+            b.waiting == Some(2) && b.in_flight == Some(1)
+        } else {
+            left_is(b, 3, 1)
+        }
+    })
+    .await?;
+    if let Some(age) = b.oldest_waiting_age {
+        let floor = waited.saturating_sub(Duration::from_secs(1));
+        let ceiling = first_published.elapsed() + Duration::from_secs(1);
+        ensure!(
+            age >= floor && age <= ceiling,
+            "oldest waiting age {age:?} with the older message waiting 2.5 s; expected between {floor:?} and {ceiling:?}"
+        );
+    }
+    held.ack().await?;
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let texts: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    let mut sorted = texts.clone();
+    sorted.sort_unstable();
+    ensure!(sorted == ["newer", "older"], "received {texts:?}");
+    settles(t, &topic, &options, "after every message was settled", |b| {
+        left_is(b, 0, 0)
+    })
+    .await?;
+    expect_quiet(&mut sub, "after the last ack").await
+}

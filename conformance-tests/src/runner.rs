@@ -343,9 +343,10 @@ where
                 match result.recv_timeout(timeout) {
                     Ok(Ok(())) => (CheckStatus::Passed, None),
                     Ok(Err(e)) => (CheckStatus::Failed, Some(e.0)),
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                        (CheckStatus::Failed, Some("the check panicked (see its output)".to_owned()))
-                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (
+                        CheckStatus::Failed,
+                        Some("the check panicked (see its output)".to_owned()),
+                    ),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                         (CheckStatus::Failed, Some(format!("did not finish within {timeout:?}")))
                     }

@@ -704,3 +704,723 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
     );
     expect_quiet(&mut next_sub, "after the follow-ups").await
 }
+
+/// Each call's attempt, the outcome the services inside returned, and how
+/// long the call took.
+type Outcomes = Arc<Mutex<Vec<(u32, Outcome, Duration)>>>;
+
+/// Records what the services inside it return: the outcome as the runtime
+/// settles it, seen from outside the layers under test.
+#[derive(Clone)]
+struct RecordOutcomes<S> {
+    inner: S,
+    seen: Outcomes,
+}
+
+impl<S> Service<Context> for RecordOutcomes<S>
+where
+    S: Service<Context, Response = Outcome> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outcome;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, ctx: Context) -> Self::Future {
+        let (attempt, seen, started) = (ctx.attempt(), self.seen.clone(), Instant::now());
+        let call = self.inner.call(ctx);
+        async move {
+            let outcome = outcome_of(call.await);
+            seen.lock().unwrap().push((attempt, outcome.clone(), started.elapsed()));
+            Ok(outcome)
+        }
+        .boxed()
+    }
+}
+
+fn record_outcomes<S>(seen: &Outcomes) -> impl tower::Layer<S, Service = RecordOutcomes<S>> + Clone {
+    let seen = seen.clone();
+    tower::layer::layer_fn(move |inner| RecordOutcomes {
+        inner,
+        seen: seen.clone(),
+    })
+}
+
+/// Messages of one key are handled one at a time and in order, the next
+/// one only after the one before it is settled. Two deliveries held at a
+/// time: the second of a key waits behind the first, and every settlement
+/// lets the next one in while one of its key is still held (a key forgotten
+/// too early shows as two of it running at once).
+pub async fn runtime_keys_run_one_at_a_time_in_order(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_in_flight(2);
+    let (topic, consumer) = consumer(t, "keys", &options, 4).await?;
+    let caps = t.capabilities();
+    let per_key = 5;
+    let mut sent = Vec::new();
+    for key in ["a", "b"] {
+        for seq in 0..per_key {
+            sent.push(
+                Message::new(format!("{key}{seq}"))
+                    .with_key(key)
+                    .with_header("seq", seq.to_string()),
+            );
+        }
+        sent.push(Message::new(format!("{key}-unkeyed")));
+    }
+    t.publish_batch(&topic, sent.clone()).await?;
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let overlaps: Arc<Mutex<Vec<String>>> = Arc::default();
+    let order: Arc<Mutex<HashMap<String, Vec<u32>>>> = Arc::default();
+    let service = handler_fn({
+        let (running, overlaps, order) = (running.clone(), overlaps.clone(), order.clone());
+        move |ctx: Context| {
+            let (running, overlaps, order) = (running.clone(), overlaps.clone(), order.clone());
+            async move {
+                let key = ctx.key().map(str::to_owned);
+                if let Some(key) = &key {
+                    if !running.lock().unwrap().insert(key.clone()) {
+                        overlaps.lock().unwrap().push(ctx.id().to_owned());
+                    }
+                    let seq = ctx
+                        .headers()
+                        .get("seq")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(u32::MAX);
+                    order.lock().unwrap().entry(key.clone()).or_default().push(seq);
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                if let Some(key) = &key {
+                    running.lock().unwrap().remove(key);
+                }
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let n = sent.len() as u64;
+    let (s, reached) = run_until(consumer, service, timing().receive, move |s| s.acked >= n).await?;
+    ensure!(reached, "not every message was acked: {s:?}");
+    let overlaps = overlaps.lock().unwrap().clone();
+    ensure!(
+        overlaps.is_empty(),
+        "{overlaps:?} started while another message of their key was running"
+    );
+    let order = order.lock().unwrap().clone();
+    ensure!(order.len() == 2, "handled keys {order:?}");
+    if caps.ordered_per_key_single_consumer() {
+        for (key, seqs) in &order {
+            let mut expected: Vec<u32> = (0..per_key).collect();
+            if caps.duplicates_possible {
+                expected = seqs.clone();
+                expected.sort();
+            }
+            ensure!(seqs == &expected, "key {key} handled in the order {seqs:?}");
+        }
+    }
+    ensure!(
+        s.received == n || (caps.duplicates_possible && s.received > n),
+        "{} deliveries counted as received, {n} handed out: {s:?}",
+        s.received
+    );
+    ensure!(s.acked == n && s.retried == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// At most `concurrency` handler calls run at once, and that many do.
+pub async fn runtime_concurrency_is_bounded(t: &Arc<dyn Transport>) -> CheckResult {
+    let limit = 3;
+    let options = short("g").max_in_flight(16);
+    let (topic, consumer) = consumer(t, "concurrency", &options, limit).await?;
+    let sent: Vec<Message> = (0..3 * limit).map(|i| Message::new(format!("c{i}"))).collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    // (running now, most at once)
+    let counts: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let service = handler_fn({
+        let counts = counts.clone();
+        move |_ctx: Context| {
+            let counts = counts.clone();
+            async move {
+                {
+                    let mut c = counts.lock().unwrap();
+                    c.0 += 1;
+                    c.1 = c.1.max(c.0);
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                counts.lock().unwrap().0 -= 1;
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let n = sent.len() as u64;
+    let (s, reached) = run_until(consumer, service, timing().receive, move |s| s.acked >= n).await?;
+    ensure!(reached, "not every message was acked: {s:?}");
+    let peak = counts.lock().unwrap().1;
+    ensure!(
+        peak == limit,
+        "{peak} handler calls ran at once with a concurrency of {limit} (and {} messages ready)",
+        sent.len()
+    );
+    Ok(())
+}
+
+/// A delivery waiting for its turn keeps its lease: with one call at a
+/// time, the first call runs two and a half ack timeouts (the lease layer
+/// keeps it), and the other delivery, held and waiting all that time, is not
+/// redelivered. (Unkeyed: brokers that lock a key hand out one of it at a
+/// time, so only the call limit makes a delivery wait on every backend.)
+pub async fn runtime_waiting_deliveries_keep_their_lease(t: &Arc<dyn Transport>) -> CheckResult {
+    let ack_timeout = timing().short_ack;
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "waiting-lease", &options, 1).await?;
+    for text in ["one", "two"] {
+        t.publish(&topic, Message::new(text)).await?;
+    }
+    let calls: Calls = Arc::default();
+    let first = Arc::new(AtomicBool::new(true));
+    let service = ServiceBuilder::new().layer(LeaseLayer::new()).service(handler_fn({
+        let (calls, first) = (calls.clone(), first.clone());
+        move |ctx: Context| {
+            let (calls, first) = (calls.clone(), first.clone());
+            async move {
+                record(&calls, &ctx);
+                if first.swap(false, AtomicOrdering::SeqCst) {
+                    tokio::time::sleep(ack_timeout * 5 / 2).await;
+                }
+                Ok::<_, HandlerError>(())
+            }
+        }
+    }));
+    // Keep consuming an ack timeout after both acks: a late redelivery shows too.
+    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 3, {
+        let settled_at = settled_at.clone();
+        move |s| {
+            if s.acked < 2 {
+                return false;
+            }
+            let mut at = settled_at.lock().unwrap();
+            at.get_or_insert_with(Instant::now).elapsed() >= ack_timeout
+        }
+    })
+    .await?;
+    ensure!(reached, "the two messages were not acked in time: {s:?}");
+    let calls = calls.lock().unwrap().clone();
+    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
+    for (id, attempts) in &calls {
+        ensure!(
+            attempts == &[1],
+            "{id} was handled at attempts {attempts:?}: its lease ran out while it waited"
+        );
+    }
+    ensure!(s.acked == 2 && s.retried == 0 && s.settle_errors == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// A delivery that waited most of an ack timeout for its turn starts its
+/// handler with a fresh lease: a handler shorter than one ack timeout (and
+/// no lease layer) finishes before the delivery could expire, however old
+/// the waiting heartbeat's last renewal was.
+pub async fn runtime_waited_delivery_starts_with_a_fresh_lease(t: &Arc<dyn Transport>) -> CheckResult {
+    // The heartbeat renews at half a timeout; the first handler ends just
+    // before the second renewal would. The second then runs 0.8 timeouts:
+    // from the old renewal that is past its lease, from a fresh one well
+    // within it (0.15 and 0.2 timeouts either side).
+    let ack_timeout = timing().short_ack * 2;
+    let options = SubscribeOptions::new("g").ack_timeout(ack_timeout);
+    let (topic, consumer) = consumer(t, "fresh-lease", &options, 1).await?;
+    for text in ["one", "two"] {
+        t.publish(&topic, Message::new(text)).await?;
+    }
+    let calls: Calls = Arc::default();
+    let first = Arc::new(AtomicBool::new(true));
+    let service = handler_fn({
+        let (calls, first) = (calls.clone(), first.clone());
+        move |ctx: Context| {
+            let (calls, first) = (calls.clone(), first.clone());
+            async move {
+                record(&calls, &ctx);
+                if first.swap(false, AtomicOrdering::SeqCst) {
+                    // Renewed by hand halfway, so the first is not at risk itself.
+                    tokio::time::sleep(ack_timeout * 2 / 5).await;
+                    ctx.lease().renew().await?;
+                    tokio::time::sleep(ack_timeout * 9 / 20).await;
+                } else {
+                    tokio::time::sleep(ack_timeout * 4 / 5).await;
+                }
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 2, {
+        let settled_at = settled_at.clone();
+        move |s| {
+            if s.acked < 2 {
+                return false;
+            }
+            let mut at = settled_at.lock().unwrap();
+            at.get_or_insert_with(Instant::now).elapsed() >= ack_timeout / 2
+        }
+    })
+    .await?;
+    ensure!(reached, "the two messages were not acked in time: {s:?}");
+    let calls = calls.lock().unwrap().clone();
+    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
+    for (id, attempts) in &calls {
+        ensure!(
+            attempts == &[1],
+            "{id} was handled at attempts {attempts:?}: it expired while its handler ran"
+        );
+    }
+    ensure!(s.acked == 2 && s.retried == 0 && s.settle_errors == 0, "stats: {s:?}");
+    Ok(())
+}
+
+/// The lease layer stops extending after its `max_total`: a call hung
+/// beyond it is left to expire and the broker redelivers the message (not
+/// before `max_total`, and about an ack timeout after it at most).
+pub async fn runtime_lease_gives_up_after_max_total(t: &Arc<dyn Transport>) -> CheckResult {
+    let ack_timeout = timing().short_ack;
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "lease-max", &options, 2).await?;
+    t.publish(&topic, Message::new("hangs")).await?;
+    let starts: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(LeaseLayer::new().max_total(ack_timeout))
+        .service(handler_fn({
+            let starts = starts.clone();
+            move |ctx: Context| {
+                let starts = starts.clone();
+                async move {
+                    starts.lock().unwrap().push((ctx.attempt(), Instant::now()));
+                    if ctx.attempt() == 1 {
+                        // Hung, until the consumer stops.
+                        tokio::select! {
+                            _ = ctx.shutdown() => {}
+                            _ = tokio::time::sleep(ack_timeout * 20) => {}
+                        }
+                    }
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(
+        reached,
+        "the hung call's message was not redelivered after max_total: {s:?}"
+    );
+    let starts = starts.lock().unwrap().clone();
+    ensure!(
+        starts.len() == 2 && starts[0].0 == 1 && starts[1].0 == 2,
+        "calls at attempts {:?}",
+        starts.iter().map(|(a, _)| a).collect::<Vec<_>>()
+    );
+    // Extended at half a timeout for a whole one more, then left: back
+    // after one and a half timeouts, on a backend's polling besides.
+    within_bounds(
+        "redelivery after the lease layer's max_total",
+        starts[1].1 - starts[0].1,
+        ack_timeout,
+        ack_timeout * 3,
+    )
+}
+
+/// The retry layer gives each retry the policy's delay for the attempt that
+/// failed (exponential, capped) and keeps a delay the handler named.
+pub async fn runtime_retry_delays_follow_the_policy(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(6);
+    let (topic, consumer) = consumer(t, "retry-delays", &options, 1).await?;
+    t.publish(&topic, Message::new("flaky")).await?;
+    let outcomes: Outcomes = Arc::default();
+    let ms = Duration::from_millis;
+    let service = ServiceBuilder::new()
+        .layer(record_outcomes(&outcomes))
+        .layer(RetryLayer::new(
+            RetryPolicy::exponential(ms(40), ms(100)).without_jitter(),
+        ))
+        .service(handler_fn(|ctx: Context| async move {
+            match ctx.attempt() {
+                1..=3 => Err(HandlerError::transient("not yet")),
+                4 => Err(HandlerError::retry_after(Duration::from_millis(30), "rate limited")),
+                _ => Ok(()),
+            }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(reached, "the message was not acked: {s:?}");
+    // In whole milliseconds: the backoff grows in f32 (80 ms comes out as 79.999998).
+    let delays: Vec<(u32, Option<u64>)> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(attempt, outcome, _)| match outcome {
+            Outcome::Retry { delay, .. } => (*attempt, delay.map(|d| (d.as_secs_f64() * 1e3).round() as u64)),
+            _ => (*attempt, None),
+        })
+        .collect();
+    let expected = vec![(1, Some(40)), (2, Some(80)), (3, Some(100)), (4, Some(30)), (5, None)];
+    ensure!(
+        delays == expected,
+        "retry delays by attempt {delays:?}, expected {expected:?}"
+    );
+    ensure!(s.retried == 4 && s.acked == 1, "stats: {s:?}");
+    Ok(())
+}
+
+/// The timeout layer cuts a call off at its own limit (not before, and not
+/// much after), as a retry that names the limit.
+pub async fn runtime_timeout_cuts_off_at_its_limit(t: &Arc<dyn Transport>) -> CheckResult {
+    let limit = Duration::from_millis(200);
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "timeout-limit", &options, 2).await?;
+    t.publish(&topic, Message::new("hangs once")).await?;
+    let outcomes: Outcomes = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(record_outcomes(&outcomes))
+        .layer(TimeoutLayer::new(limit))
+        .service(handler_fn(|ctx: Context| async move {
+            if ctx.attempt() == 1 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok::<_, HandlerError>(())
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(reached, "the message was not acked: {s:?}");
+    let outcomes = outcomes.lock().unwrap().clone();
+    ensure!(outcomes.len() == 2, "calls: {outcomes:?}");
+    let (attempt, outcome, took) = &outcomes[0];
+    ensure!(
+        *attempt == 1 && outcome == &Outcome::retry("handler timed out after 200ms"),
+        "the first call ended as {outcome} at attempt {attempt}"
+    );
+    within_bounds("the timed-out call", *took, limit, limit + Duration::from_millis(400))?;
+    ensure!(outcomes[1].1 == Outcome::Ack, "the retry ended as {}", outcomes[1].1);
+    ensure!(s.timed_out == 1 && s.retried == 1, "stats: {s:?}");
+    Ok(())
+}
+
+/// A closure handler that panics before it returns its future (in `call`
+/// itself) is caught by the panic layer like any other panic: a retry with
+/// the panic message, counted as a panic.
+pub async fn runtime_panic_in_call_is_caught_and_counted(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "panic-in-call", &options, 2).await?;
+    t.publish(&topic, Message::new("p")).await?;
+    let outcomes: Outcomes = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(record_outcomes(&outcomes))
+        .layer(CatchPanicLayer)
+        .service(handler_fn(|ctx: Context| {
+            if ctx.attempt() == 1 {
+                panic!("no future on attempt {}", ctx.attempt());
+            }
+            async move { Ok::<_, HandlerError>(()) }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    ensure!(reached, "the message was not acked: {s:?}");
+    let outcomes: Vec<(u32, Outcome)> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, o, _)| (*a, o.clone()))
+        .collect();
+    ensure!(
+        outcomes
+            == [
+                (1, Outcome::retry("handler panicked: no future on attempt 1")),
+                (2, Outcome::Ack)
+            ],
+        "outcomes: {outcomes:?}"
+    );
+    ensure!(s.panicked == 1 && s.retried == 1 && s.acked == 1, "stats: {s:?}");
+    Ok(())
+}
+
+/// Dead-lettered messages are not failures a breaker counts: a run of
+/// poison messages leaves it closed, and the healthy message after them is
+/// handled.
+pub async fn runtime_breaker_ignores_permanent_failures(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g");
+    let (topic, consumer) = consumer(t, "breaker-poison", &options, 1).await?;
+    for i in 0..3 {
+        t.publish(&topic, Message::new(format!("poison{i}")).with_header("kind", "poison"))
+            .await?;
+    }
+    t.publish(&topic, Message::new("fine")).await?;
+    let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(2).open_for(Duration::from_millis(200)));
+    let handle = breaker.handle();
+    let service = ServiceBuilder::new()
+        .layer(breaker)
+        .service(handler_fn(|ctx: Context| async move {
+            match ctx.headers().get("kind") {
+                Some("poison") => Err(HandlerError::permanent("malformed")),
+                _ => Ok(()),
+            }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| {
+        s.acked >= 1 && s.dead_lettered >= 3
+    })
+    .await?;
+    ensure!(reached, "not every message was settled: {s:?}");
+    ensure!(
+        handle.opened() == 0 && s.breaker_opened == 0,
+        "the breaker opened {} times on dead-lettered messages",
+        handle.opened()
+    );
+    ensure!(s.dead_lettered == 3 && s.acked == 1, "stats: {s:?}");
+    dlq_depth(t.as_ref(), &topic, &options, 3).await?;
+    t.dead_letters(&topic, &options).await?.purge().await?;
+    Ok(())
+}
+
+/// A failed call releases its idempotency claim: the retry claims it again
+/// at once and runs the handler (it is not taken for a duplicate, nor put
+/// off until the claim's lease runs out).
+pub async fn runtime_idempotency_releases_a_failed_claim(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(3);
+    let (topic, consumer) = consumer(t, "idempotency-release", &options, 2).await?;
+    t.publish(&topic, Message::new("fails once")).await?;
+    let calls: Calls = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::exponential(
+            Duration::from_millis(50),
+            Duration::from_millis(50),
+        )))
+        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+        .service(handler_fn({
+            let calls = calls.clone();
+            move |ctx: Context| {
+                let calls = calls.clone();
+                async move {
+                    record(&calls, &ctx);
+                    if ctx.attempt() == 1 {
+                        return Err(HandlerError::transient("downstream hiccup"));
+                    }
+                    Ok(())
+                }
+            }
+        }));
+    let (s, reached) = run_until(consumer, service, timing().receive, |s| s.acked >= 1).await?;
+    let calls = calls.lock().unwrap().clone();
+    ensure!(reached, "the retry was not handled and acked: {s:?}, calls {calls:?}");
+    ensure!(
+        calls.len() == 1 && calls.values().all(|a| a == &[1, 2]),
+        "handler calls by attempt {calls:?}: the retry must run the handler"
+    );
+    ensure!(s.duplicates == 0 && s.retried == 1 && s.acked == 1, "stats: {s:?}");
+    Ok(())
+}
+
+/// Two consumer groups sharing one idempotency store each process the
+/// message once: keys are per group.
+pub async fn runtime_idempotency_groups_are_independent(t: &Arc<dyn Transport>) -> CheckResult {
+    let caps = t.capabilities();
+    let topic = unique("idempotency-groups");
+    let mut consumers = Vec::new();
+    for group in ["g1", "g2"] {
+        let mut options = short(group);
+        if caps.replay {
+            options = options.start(StartFrom::Earliest);
+        } else {
+            drop(t.subscribe(&topic, options.clone()).await?);
+        }
+        consumers.push(
+            Consumer::new(t.clone(), &topic, options)
+                .concurrency(2)
+                .shutdown_timeout(Duration::from_secs(10)),
+        );
+    }
+    t.publish(&topic, Message::new("fact")).await?;
+    let store = Arc::new(MemoryIdempotencyStore::new());
+    let effects: Arc<Mutex<Vec<String>>> = Arc::default();
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(store))
+        .service(handler_fn({
+            let effects = effects.clone();
+            move |ctx: Context| {
+                let effects = effects.clone();
+                async move {
+                    effects.lock().unwrap().push(ctx.group().to_owned());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let second = consumers.pop().expect("two consumers");
+    let first = consumers.pop().expect("two consumers");
+    let (a, b) = futures::join!(
+        run_until(first, service.clone(), timing().receive, |s| s.acked >= 1),
+        run_until(second, service, timing().receive, |s| s.acked >= 1),
+    );
+    let ((a, a_done), (b, b_done)) = (a?, b?);
+    let mut effects = effects.lock().unwrap().clone();
+    effects.sort();
+    ensure!(
+        a_done && b_done && effects == ["g1", "g2"],
+        "effects by group {effects:?} (stats {a:?} and {b:?}): each group must process the message once"
+    );
+    ensure!(
+        a.duplicates == 0 && b.duplicates == 0,
+        "duplicates counted across groups: {a:?} and {b:?}"
+    );
+    Ok(())
+}
+
+/// Shutdown drains the running calls and leaves the deliveries waiting for
+/// their turn unsettled: with two calls at a time, two running (until
+/// shutdown, one of them wrapping up for a while after it) and three held
+/// waiting when shutdown is asked, both running ones finish and are acked,
+/// and the three waiting come back.
+pub async fn runtime_shutdown_leaves_queued_deliveries(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_in_flight(8);
+    let (topic, consumer) = consumer(t, "shutdown-queued", &options, 2).await?;
+    let sent: Vec<Message> = (0..5).map(|i| Message::new(format!("q{i}"))).collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let service = handler_fn({
+        let handled = handled.clone();
+        move |ctx: Context| {
+            let handled = handled.clone();
+            async move {
+                let second = {
+                    let mut handled = handled.lock().unwrap();
+                    handled.push(ctx.id().to_owned());
+                    handled.len() == 2
+                };
+                // Busy until told to stop (renewing, where the backend can):
+                // the others wait for the two calls allowed.
+                while tokio::time::timeout(ctx.ack_timeout() / 2, ctx.shutdown())
+                    .await
+                    .is_err()
+                {
+                    let _ = ctx.lease().renew().await;
+                }
+                if second {
+                    // Wrapping up takes a while, well within the shutdown timeout.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let n = sent.len() as u64;
+    // Shut down once all five are held: two running, three waiting.
+    let (s, reached) = run_until(consumer, service, timing().receive, move |s| s.received >= n).await?;
+    ensure!(reached, "the consumer did not take all {n} deliveries: {s:?}");
+    let handled = handled.lock().unwrap().clone();
+    ensure!(
+        handled.len() == 2 && s.acked == 2,
+        "handled {handled:?} and acked {}: the two running calls, and only they, must finish and be acked",
+        s.acked
+    );
+    let mut sub = t.subscribe(&topic, options).await?;
+    let rest: HashSet<String> = receive_and_ack(&mut sub, sent.len() - 2)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let expected: HashSet<String> = sent
+        .iter()
+        .map(|m| m.id.clone())
+        .filter(|id| !handled.contains(id))
+        .collect();
+    ensure!(
+        rest == expected,
+        "after shutdown {rest:?} came back, the queued {expected:?} were due (the consumer's counts: {s:?})"
+    );
+    expect_quiet(&mut sub, "after the queued deliveries").await
+}
+
+/// Two deliveries of one key never run at once in the runtime, also when
+/// the broker hands the key out again: a handler that outlives its lease
+/// gets its message redelivered (a broker that locks keys hands out the
+/// redelivery as the key's one delivery), and that redelivery waits for the
+/// running call; so does the next one behind it.
+pub async fn runtime_redelivered_key_waits_for_the_running_call(t: &Arc<dyn Transport>) -> CheckResult {
+    let ack_timeout = timing().short_ack;
+    let options = short("g").max_attempts(10);
+    let (topic, consumer) = consumer(t, "key-redelivered", &options, 4).await?;
+    t.publish(&topic, Message::new("slow").with_key("k")).await?;
+    // (attempt, started, ended) of each call.
+    type Spans = Arc<Mutex<Vec<(u32, Instant, Option<Instant>)>>>;
+    let spans: Spans = Arc::default();
+    let service = handler_fn({
+        let spans = spans.clone();
+        move |ctx: Context| {
+            let spans = spans.clone();
+            async move {
+                let i = {
+                    let mut spans = spans.lock().unwrap();
+                    spans.push((ctx.attempt(), Instant::now(), None));
+                    spans.len() - 1
+                };
+                // The first two calls outlive their leases (no lease layer).
+                if ctx.attempt() <= 2 {
+                    tokio::time::sleep(ack_timeout * 3 / 2).await;
+                }
+                spans.lock().unwrap()[i].2 = Some(Instant::now());
+                Ok::<_, HandlerError>(())
+            }
+        }
+    });
+    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 4, |s| s.acked >= 1).await?;
+    ensure!(reached, "no call of the message was acked: {s:?}");
+    let spans = spans.lock().unwrap().clone();
+    let attempts: Vec<u32> = spans.iter().map(|(a, _, _)| *a).collect();
+    ensure!(
+        spans.len() >= 3 && attempts.windows(2).all(|w| w[0] < w[1]),
+        "calls at attempts {attempts:?}: three, in order, were due"
+    );
+    for pair in spans.windows(2) {
+        let ((a, _, ended), (b, started, _)) = (pair[0], pair[1]);
+        ensure!(
+            ended.is_some_and(|e| e <= started),
+            "attempt {b} of the key started while attempt {a} was still running"
+        );
+    }
+    Ok(())
+}
+
+/// A call the breaker holds (failed while open) lets shutdown go: it is
+/// given back at once, not kept until the breaker would let it through or
+/// the shutdown timeout cuts it off.
+pub async fn runtime_breaker_held_call_lets_shutdown_go(t: &Arc<dyn Transport>) -> CheckResult {
+    let options = short("g").max_attempts(5);
+    let (topic, consumer) = consumer(t, "breaker-shutdown", &options, 1).await?;
+    t.publish(&topic, Message::new("down")).await?;
+    // Open for far longer than the check: only shutdown can end the hold.
+    let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(1).open_for(Duration::from_secs(600)));
+    let service = ServiceBuilder::new()
+        .layer(breaker)
+        .service(handler_fn(|_ctx: Context| async move {
+            Err::<(), _>(HandlerError::transient("downstream unavailable"))
+        }));
+    let asked_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (s, reached) = run_until(consumer, service, timing().receive, {
+        let asked_at = asked_at.clone();
+        move |s| {
+            let open = s.breaker_opened >= 1;
+            if open {
+                asked_at.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+            open
+        }
+    })
+    .await?;
+    let stopped = Instant::now();
+    ensure!(reached, "the breaker did not open: {s:?}");
+    let asked = asked_at.lock().unwrap().expect("set when reached");
+    // The consumer's shutdown timeout is 10 s; a hold it had to cut off
+    // takes all of it.
+    within_bounds(
+        "shutdown with a call held by the open breaker",
+        stopped - asked,
+        Duration::ZERO,
+        Duration::from_secs(2),
+    )?;
+    ensure!(s.dead_lettered == 0 && s.retried <= 1, "stats: {s:?}");
+    Ok(())
+}

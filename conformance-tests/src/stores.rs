@@ -20,7 +20,9 @@ use transport_core::{
 use transport_sql::{Dialect, Mark, Outbox, OutboxStatus, Relay, SqlIdempotencyStore};
 
 use crate::ensure;
-use crate::support::{expect_quiet_for, next, receive_and_ack, unique, within_bounds, CheckFailure, CheckResult};
+use crate::support::{
+    expect_quiet_for, next, receive_and_ack, receive_exactly, unique, within_bounds, CheckFailure, CheckResult,
+};
 
 /// A check of an idempotency store.
 pub type StoreCheck = fn(Arc<dyn IdempotencyStore>) -> BoxFuture<'static, CheckResult>;
@@ -59,6 +61,12 @@ pub fn sql_idempotency_checks<DB: Dialect>() -> Vec<(&'static str, SqlStoreCheck
         }),
         ("rolled_back_mark_leaves_the_key_free", |s| {
             Box::pin(rolled_back_mark_leaves_the_key_free(s))
+        }),
+        ("mark_is_forgotten_after_its_ttl", |s| {
+            Box::pin(mark_is_forgotten_after_its_ttl(s))
+        }),
+        ("purge_takes_only_expired_keys", |s| {
+            Box::pin(purge_takes_only_expired_keys(s))
         }),
     ]
 }
@@ -259,6 +267,84 @@ async fn rolled_back_mark_leaves_the_key_free<DB: Dialect>(s: Arc<SqlIdempotency
     Ok(())
 }
 
+/// A store of its own (fresh table) on `s`'s database, remembering marks
+/// for `ttl`.
+async fn store_with_ttl<DB: Dialect>(
+    s: &SqlIdempotencyStore<DB>,
+    ttl: Duration,
+) -> Result<SqlIdempotencyStore<DB>, CheckFailure> {
+    let store = SqlIdempotencyStore::new(s.pool().clone())
+        .with_table(&unique("processed").replace('-', "_"))?
+        .ttl(ttl);
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn mark_is_forgotten_after_its_ttl<DB: Dialect>(s: Arc<SqlIdempotencyStore<DB>>) -> CheckResult {
+    let ttl = Duration::from_millis(400);
+    let s = store_with_ttl(&s, ttl).await?;
+    let (g, id) = (unique("g"), unique("m"));
+    let mut tx = s.pool().begin().await.map_err(sql)?;
+    ensure!(
+        s.mark_processed(&mut tx, &g, &id).await? == Mark::Marked,
+        "first mark did not mark"
+    );
+    tx.commit().await.map_err(sql)?;
+    let start = Instant::now();
+    loop {
+        let mut tx = s.pool().begin().await.map_err(sql)?;
+        let mark = s.mark_processed(&mut tx, &g, &id).await?;
+        tx.rollback().await.map_err(sql)?;
+        if mark == Mark::Marked {
+            break;
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "a mark with a {ttl:?} TTL still holds the key after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    within_bounds(
+        "expired mark taken over",
+        start.elapsed(),
+        ttl - Duration::from_millis(50),
+        ttl + Duration::from_secs(3),
+    )
+}
+
+async fn purge_takes_only_expired_keys<DB: Dialect>(s: Arc<SqlIdempotencyStore<DB>>) -> CheckResult {
+    let s = store_with_ttl(&s, Duration::from_secs(3600)).await?;
+    let g = unique("g");
+    let (expired, done, held) = (unique("m"), unique("m"), unique("m"));
+    s.complete(&g, &expired, Duration::from_millis(100)).await?;
+    s.complete(&g, &done, Duration::from_secs(3600)).await?;
+    ensure!(
+        s.claim(&g, &held, Duration::from_secs(3600)).await? == Claim::Acquired,
+        "claim not acquired"
+    );
+    let mut tx = s.pool().begin().await.map_err(sql)?;
+    let marked = unique("m");
+    ensure!(
+        s.mark_processed(&mut tx, &g, &marked).await? == Mark::Marked,
+        "mark did not mark"
+    );
+    tx.commit().await.map_err(sql)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let purged = s.purge_expired().await?;
+    ensure!(purged == 1, "purge took {purged} keys, expected the one expired");
+    ensure!(s.claim(&g, &done, LEASE).await? == Claim::Done, "purge took a done key");
+    ensure!(s.claim(&g, &marked, LEASE).await? == Claim::Done, "purge took a mark");
+    ensure!(
+        matches!(s.claim(&g, &held, LEASE).await?, Claim::InProgress(_)),
+        "purge took a held claim"
+    );
+    ensure!(
+        s.claim(&g, &expired, LEASE).await? == Claim::Acquired,
+        "the expired key is still there"
+    );
+    Ok(())
+}
+
 fn sql(e: transport_sql::sqlx::Error) -> CheckFailure {
     CheckFailure(format!("database error: {e}"))
 }
@@ -287,6 +373,24 @@ pub fn outbox_checks<DB: Dialect>() -> Vec<(&'static str, OutboxCheck<DB>)> {
             Box::pin(status_tells_the_oldest_age(o))
         }),
         ("enqueue_rejects_bad_input", |o| Box::pin(enqueue_rejects_bad_input(o))),
+        ("unlisted_error_is_retried_behind_its_key", |o| {
+            Box::pin(unlisted_error_is_retried_behind_its_key(o))
+        }),
+        ("retry_backoff_doubles_from_the_first", |o| {
+            Box::pin(retry_backoff_doubles_from_the_first(o))
+        }),
+        ("unattempted_rows_are_released", |o| {
+            Box::pin(unattempted_rows_are_released(o))
+        }),
+        ("retried_rows_get_fresh_attempts", |o| {
+            Box::pin(retried_rows_get_fresh_attempts(o))
+        }),
+        ("status_counts_pending_apart_from_parked", |o| {
+            Box::pin(status_counts_pending_apart_from_parked(o))
+        }),
+        ("parked_rows_are_picked_by_parking_time", |o| {
+            Box::pin(parked_rows_are_picked_by_parking_time(o))
+        }),
     ]
 }
 
@@ -311,8 +415,8 @@ async fn enqueue<DB: Dialect>(outbox: &Outbox<DB>, topic: &str, messages: Vec<Me
     }
 }
 
-/// Run `relay` round by round until the outbox has nothing pending (or,
-/// with `parked_ok`, nothing that is not parked), within 30 s.
+/// Run `relay` round by round until the outbox has nothing pending (parked
+/// rows are not pending), within 30 s.
 async fn drain<DB: Dialect>(outbox: &Outbox<DB>, relay: &Relay<DB>) -> Result<OutboxStatus, CheckFailure> {
     let start = Instant::now();
     loop {
@@ -746,6 +850,204 @@ async fn enqueue_rejects_bad_input<DB: Dialect>(outbox: Outbox<DB>) -> CheckResu
     Ok(())
 }
 
+/// An error the relay has no rule for (a non-retryable `Backend` error) is
+/// retried with backoff, not parked, and while it waits the later rows of
+/// its key wait too, also in the one-by-one publishing after the batch
+/// failed; other keys go on in the same round.
+async fn unlisted_error_is_retried_behind_its_key<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let a1 = Message::new("a1").with_key("a");
+    let sent = vec![
+        a1.clone(),
+        Message::new("a2").with_key("a"),
+        Message::new("b1").with_key("b"),
+    ];
+    enqueue(&outbox, &topic, sent, true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail_with(&a1.id, 1, ErrorKind::Backend);
+    let relay = outbox
+        .relay(faulty.clone())
+        .retry_backoff(Duration::from_millis(200), Duration::from_millis(200));
+    let step = relay.run_once().await?;
+    ensure!(
+        step.retrying == 1 && step.parked == 0 && step.published == 1 && !step.broker_failed,
+        "round where a1 fails with a non-retryable backend error: {step:?}, expected a1 retrying, b1 published"
+    );
+    let status = outbox.status().await?;
+    ensure!(
+        status.retrying == 1 && status.parked == 0 && status.pending == 2,
+        "status after a1 failed: {status:?}"
+    );
+    let got = receive_and_ack(&mut sub, 1).await?;
+    ensure!(got[0].text == "b1", "published {:?} while a1 waits", got[0].text);
+    let status = drain(&outbox, &relay).await?;
+    ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    ensure!(names == ["a1", "a2"], "key a published as {names:?}, expected a1 a2");
+    Ok(())
+}
+
+/// A failed row waits `first`, then twice that, never `max` from the start.
+async fn retry_backoff_doubles_from_the_first<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let row = Message::new("twice");
+    enqueue(&outbox, &topic, vec![row.clone()], true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail(&row.id, 2);
+    let first = Duration::from_millis(500);
+    let relay = outbox.relay(faulty).retry_backoff(first, Duration::from_secs(20));
+    let start = Instant::now();
+    drain(&outbox, &relay).await?;
+    // 500 ms after the first failure, 1 s after the second.
+    within_bounds(
+        "a row failing twice published",
+        start.elapsed(),
+        first * 3 - Duration::from_millis(50),
+        first * 3 + Duration::from_millis(1200),
+    )?;
+    receive_exactly(&mut sub, &row, "the retried row").await
+}
+
+/// When the broker fails on one topic, the round's rows of other topics
+/// are handed back at once: another relay publishes them without waiting
+/// for the lease.
+async fn unattempted_rows_are_released<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let t = memory();
+    let (down, up) = (unique("down"), unique("up"));
+    let mut sub = subscribe(&t, &up).await?;
+    let failing = Message::new("fails");
+    enqueue(&outbox, &down, vec![failing.clone()], true).await?;
+    enqueue(&outbox, &up, vec![Message::new("u1"), Message::new("u2")], true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail(&failing.id, 1);
+    let lease = Duration::from_secs(60);
+    let step = outbox
+        .relay(faulty.clone())
+        .lease(lease)
+        .retry_backoff(Duration::from_secs(30), Duration::from_secs(30))
+        .run_once()
+        .await?;
+    ensure!(
+        step.claimed == 3 && step.published == 0 && step.broker_failed,
+        "round where the first topic's publish times out: {step:?}"
+    );
+    let other = outbox.relay(t.clone()).lease(lease).run_once().await?;
+    ensure!(
+        other.published == 2,
+        "another relay right after: {other:?}, expected the two rows the first handed back"
+    );
+    let got = receive_and_ack(&mut sub, 2).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    ensure!(names == ["u1", "u2"], "published {names:?}");
+    Ok(())
+}
+
+/// `retry` gives a parked row its attempts afresh: it is parked again only
+/// after `max_attempts` more failures.
+async fn retried_rows_get_fresh_attempts<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let (t, topic) = (memory(), unique("orders"));
+    let mut sub = subscribe(&t, &topic).await?;
+    let row = Message::new("flaky");
+    enqueue(&outbox, &topic, vec![row.clone()], true).await?;
+    let faulty = Faulty::new(t.clone());
+    faulty.fail(&row.id, 3);
+    let relay = outbox
+        .relay(faulty)
+        .max_attempts(Some(2))
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(20));
+    let status = drain(&outbox, &relay).await?;
+    ensure!(status.parked == 1, "status after 2 failures: {status:?}");
+    ensure!(
+        outbox.retry(&Selection::ids([row.id.clone()])).await? == 1,
+        "retry by id"
+    );
+    let step = relay.run_once().await?;
+    ensure!(
+        step.retrying == 1 && step.parked == 0,
+        "a retried row failing once more: {step:?}, expected it retrying (attempt 1 of 2)"
+    );
+    let status = drain(&outbox, &relay).await?;
+    ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
+    receive_exactly(&mut sub, &row, "the retried row").await
+}
+
+/// `pending`, `retrying` and the oldest age are about rows still to
+/// publish: a parked row is counted as parked only, however old it is.
+async fn status_counts_pending_apart_from_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let t: Arc<dyn Transport> = Arc::new(MemoryTransport::builder().max_message_size(1024).build());
+    let topic = unique("orders");
+    enqueue(&outbox, &topic, vec![Message::new(vec![0u8; 4096])], true).await?;
+    let step = outbox.relay(t.clone()).run_once().await?;
+    ensure!(step.parked == 1, "the oversize row was not parked: {step:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let young = Instant::now();
+    // No relay runs after this: the row stays pending.
+    enqueue(&outbox, &topic, vec![Message::new("young")], true).await?;
+    let status = outbox.status().await?;
+    let high = young.elapsed() + Duration::from_millis(50);
+    ensure!(
+        status.pending == 1 && status.retrying == 0 && status.parked == 1,
+        "status with one parked and one new row: {status:?}"
+    );
+    within_bounds(
+        "oldest pending age beside an older parked row",
+        status.oldest_pending_age.unwrap_or(Duration::MAX),
+        Duration::ZERO,
+        high,
+    )
+}
+
+/// Parked rows are listed oldest first, and `failed_before` picks them by
+/// when they were parked, not when they were enqueued.
+async fn parked_rows_are_picked_by_parking_time<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
+    let outbox = fresh(outbox).await?;
+    let t: Arc<dyn Transport> = Arc::new(MemoryTransport::builder().max_message_size(1024).build());
+    let topic = unique("orders");
+    let big = |n: u8| Message::new(vec![n; 4096]);
+    let (first, second) = (big(1), big(2));
+    enqueue(&outbox, &topic, vec![first.clone(), second.clone()], true).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After both were enqueued, before either was parked.
+    let between = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let step = outbox.relay(t.clone()).run_once().await?;
+    ensure!(step.parked == 2, "the oversize rows were not parked: {step:?}");
+    let parked = outbox.parked(10).await?;
+    let ids: Vec<&str> = parked.iter().map(|p| p.id.as_str()).collect();
+    ensure!(
+        ids == [first.id.as_str(), second.id.as_str()],
+        "parked rows listed as {ids:?}, expected oldest first"
+    );
+    let oldest = outbox.parked(1).await?;
+    ensure!(oldest.len() == 1 && oldest[0].id == first.id, "parked(1): {oldest:?}");
+    ensure!(
+        parked.iter().all(|p| p.parked_at > between && p.enqueued_at < between),
+        "parking and enqueue times: {parked:?}"
+    );
+    let early = outbox.discard(&Selection::all().failed_before(between)).await?;
+    ensure!(
+        early == 0,
+        "discarding rows parked before a time before their parking took {early}"
+    );
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let all = outbox.discard(&Selection::all().failed_before(later)).await?;
+    ensure!(all == 2, "discarding by parking time took {all}");
+    ensure!(
+        outbox.status().await? == OutboxStatus::default(),
+        "status after discarding: {:?}",
+        outbox.status().await?
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------ fault injection
 
 /// A transport that fails publishes of chosen message ids (a retryable
@@ -753,7 +1055,7 @@ async fn enqueue_rejects_bad_input<DB: Dialect>(outbox: Outbox<DB>) -> CheckResu
 /// successful batch (a relay killed between publishing and marking).
 pub struct Faulty {
     inner: Arc<dyn Transport>,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, (u32, ErrorKind)>>,
     jitter: Mutex<Duration>,
     /// Hang after the next successful `publish_batch`.
     pub halt_after_publish: AtomicBool,
@@ -783,10 +1085,16 @@ impl Faulty {
 
     /// Fail the next `times` publishes of message `id`.
     pub fn fail(&self, id: &str, times: u32) {
+        self.fail_with(id, times, ErrorKind::Timeout);
+    }
+
+    /// Fail the next `times` publishes of message `id` with an error of
+    /// `kind` (retryable as that kind is by default).
+    pub fn fail_with(&self, id: &str, times: u32, kind: ErrorKind) {
         self.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), times);
+            .insert(id.to_owned(), (times, kind));
     }
 
     /// Delay every `publish_batch` by a random time up to `max`.
@@ -794,27 +1102,27 @@ impl Faulty {
         *self.jitter.lock().unwrap_or_else(|e| e.into_inner()) = max;
     }
 
-    fn should_fail(&self, id: &str) -> bool {
+    fn should_fail(&self, id: &str) -> Option<ErrorKind> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match failures.get_mut(id) {
-            Some(n) if *n > 0 => {
+            Some((n, kind)) if *n > 0 => {
                 *n -= 1;
-                true
+                Some(*kind)
             }
-            _ => false,
+            _ => None,
         }
     }
 
-    fn failure(id: &str) -> Error {
-        Error::new(ErrorKind::Timeout, format!("injected publish failure of {id}"))
+    fn failure(id: &str, kind: ErrorKind) -> Error {
+        Error::new(kind, format!("injected publish failure of {id}"))
     }
 }
 
 #[async_trait]
 impl Publisher for Faulty {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        if self.should_fail(&message.id) {
-            return Err(Faulty::failure(&message.id));
+        if let Some(kind) = self.should_fail(&message.id) {
+            return Err(Faulty::failure(&message.id, kind));
         }
         self.inner.publish(topic, message).await
     }
@@ -822,13 +1130,13 @@ impl Publisher for Faulty {
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let failing = {
             let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            messages
-                .iter()
-                .find(|m| failures.get(&m.id).is_some_and(|n| *n > 0))
-                .map(|m| m.id.clone())
+            messages.iter().find_map(|m| match failures.get(&m.id) {
+                Some((n, kind)) if *n > 0 => Some((m.id.clone(), *kind)),
+                _ => None,
+            })
         };
-        if let Some(id) = failing {
-            return Err(Faulty::failure(&id));
+        if let Some((id, kind)) = failing {
+            return Err(Faulty::failure(&id, kind));
         }
         let max = *self.jitter.lock().unwrap_or_else(|e| e.into_inner());
         if !max.is_zero() {

@@ -121,7 +121,8 @@ impl Peer {
             .map_err(|_| CheckFailure("the foreign member did not report within 90 s".into()))?
             .map_err(|e| CheckFailure(format!("peer stdout: {e}")))?
             .ok_or_else(|| CheckFailure("the foreign member exited without reporting".into()))?;
-        let joined: Value = serde_json::from_str(&line).map_err(|e| CheckFailure(format!("peer said {line:?}: {e}")))?;
+        let joined: Value =
+            serde_json::from_str(&line).map_err(|e| CheckFailure(format!("peer said {line:?}: {e}")))?;
         Ok((child, joined))
     }
 }
@@ -549,7 +550,8 @@ async fn awkward_from_foreign(t: &dyn Transport, peer: &Peer) -> CheckResult {
     };
     let topic = unique("interop");
     let mut sub = subscribe(t, &topic, "g").await?;
-    peer.run("produce_awkward", json!({"topic": topic, "group": "g"})).await?;
+    peer.run("produce_awkward", json!({"topic": topic, "group": "g"}))
+        .await?;
     let got = receive(&mut sub, expected.len(), "x-case").await?;
     for (case, headers) in &expected {
         let m = got
@@ -617,7 +619,11 @@ async fn foreign_group_member(t: &dyn Transport, peer: &Peer) -> CheckResult {
             );
             ensure!(took < Duration::from_secs(30), "refused only after {took:?}");
         }
-        Ok(_) => return Err(CheckFailure("the library joined a group whose member offers no strategy in common".into())),
+        Ok(_) => {
+            return Err(CheckFailure(
+                "the library joined a group whose member offers no strategy in common".into(),
+            ))
+        }
     }
     drop(foreign);
 
@@ -655,7 +661,9 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("plain_to_foreign_consumer", |t, p| Box::pin(plain_to_foreign(t, p))),
         ("cloudevents_from_sdk", |t, p| Box::pin(events_from_sdk(t, p))),
         ("cloudevents_to_sdk", |t, p| Box::pin(events_to_sdk(t, p))),
-        ("awkward_from_foreign_producer", |t, p| Box::pin(awkward_from_foreign(t, p))),
+        ("awkward_from_foreign_producer", |t, p| {
+            Box::pin(awkward_from_foreign(t, p))
+        }),
         ("foreign_group_member", |t, p| Box::pin(foreign_group_member(t, p))),
     ]
 }
@@ -723,21 +731,18 @@ fn main() {
             let (transport, peer) = (transport.clone(), peer.clone());
             // NATS headers are text on the wire: nothing awkward to send.
             let skip = match (name, backend.as_str()) {
-                ("awkward_from_foreign_producer", "nats") => {
-                    Some("NATS headers are text on the wire, so foreign clients cannot send typed or binary values".to_owned())
-                }
+                ("awkward_from_foreign_producer", "nats") => Some(
+                    "NATS headers are text on the wire, so foreign clients cannot send typed or binary values"
+                        .to_owned(),
+                ),
                 ("foreign_group_member", b) if b != "kafka" => {
                     Some("only Kafka consumer groups are joined by the members themselves".to_owned())
                 }
                 _ => missing.clone(),
             };
-            async_case(
-                name,
-                runtime.clone(),
-                Duration::from_secs(180),
-                skip,
-                move || Box::pin(async move { case(transport.as_ref(), &peer).await }),
-            )
+            async_case(name, runtime.clone(), Duration::from_secs(180), skip, move || {
+                Box::pin(async move { case(transport.as_ref(), &peer).await })
+            })
         })
         .collect();
     let conclusion = run_trials(&args, &backend, &format!("interop-{backend}"), trials);

@@ -188,7 +188,10 @@ where
     let deadline = tokio::time::Instant::now() + within;
     while !done().await? {
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::new(ErrorKind::Timeout, format!("demo: not {what} within {within:?}")));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!("demo: not {what} within {within:?}"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -194,6 +194,7 @@ mod tests {
             max_attempts: 3,
             first_failure: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             ack_timeout: Duration::from_secs(30),
+            stable_id: true,
         };
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         let dead = dead_letter_message(&original, &info, "boom", now);
@@ -215,5 +216,52 @@ mod tests {
         assert_eq!(back.headers.get(REDRIVE_COUNT), Some("1"));
         assert!(back.headers.iter().all(|(k, _)| !k.starts_with(DLQ_PREFIX)));
         assert!(redrive_message(&original).is_err());
+    }
+
+    #[test]
+    fn unknown_first_failure_is_absent() {
+        // A redelivery the backend kept no record of: the first failure
+        // happened, but not now.
+        let info = DeliveryInfo {
+            topic: Arc::from("orders"),
+            group: Arc::from("billing"),
+            attempt: 3,
+            max_attempts: 5,
+            first_failure: None,
+            ack_timeout: Duration::from_secs(30),
+            stable_id: true,
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let stale = Message::new("p").with_header(DLQ_FIRST_FAILURE, "2001-01-01T00:00:00Z");
+        let dead = DeadLetter::from_message(dead_letter_message(&stale, &info, "boom", now));
+        assert_eq!(dead.first_failure, None);
+        assert_eq!((dead.attempts, dead.last_failure), (Some(3), Some(now)));
+        let first = DeliveryInfo { attempt: 1, ..info };
+        let dead = DeadLetter::from_message(dead_letter_message(&stale, &first, "boom", now));
+        assert_eq!(dead.first_failure, Some(now), "a first delivery fails first now");
+    }
+
+    #[test]
+    fn redrives_are_counted() {
+        let info = DeliveryInfo {
+            topic: Arc::from("orders"),
+            group: Arc::from("billing"),
+            attempt: 2,
+            max_attempts: 2,
+            first_failure: None,
+            ack_timeout: Duration::from_secs(30),
+            stable_id: true,
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        let mut message = Message::new("p");
+        for n in 1..=3 {
+            let dead = dead_letter_message(&message, &info, "again", now);
+            // A consumer of the dead-letter topic itself (an alerting group)
+            // would skip a copy still addressed to the group it came back for.
+            assert_eq!(dead.headers.get(REDRIVE_GROUP), None, "redrive {n}");
+            let (_, back) = redrive_message(&dead).unwrap();
+            assert_eq!(back.headers.get(REDRIVE_COUNT), Some(n.to_string().as_str()));
+            message = back;
+        }
     }
 }

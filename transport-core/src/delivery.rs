@@ -65,6 +65,14 @@ pub struct DeliveryInfo {
     /// The subscription's ack timeout: an unsettled delivery comes back
     /// after it, unless extended.
     pub ack_timeout: Duration,
+    /// Whether the message id survives a redelivery, so that it can
+    /// deduplicate: true wherever the id travels with the message or the
+    /// broker keeps one per message. False only for a message the broker
+    /// holds no id for (a foreign RabbitMQ message without `message_id`):
+    /// its id is unique to this delivery, a redelivery gets another, and an
+    /// [`IdempotencyLayer`](crate::runtime::IdempotencyLayer) keyed by id
+    /// refuses it.
+    pub stable_id: bool,
 }
 
 /// A received message. Settle it exactly once with [`ack`](Self::ack),
@@ -224,5 +232,61 @@ impl fmt::Debug for Delivery {
             .field("attempt", &self.info.attempt)
             .field("settled", &self.settler.is_none())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Settler for Nothing {
+        async fn ack(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, _: Option<Duration>) -> Result<()> {
+            Ok(())
+        }
+        async fn dead_letter(self: Box<Self>, _: Message) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn delivery(attempt: u32, max_attempts: u32) -> Delivery {
+        let info = DeliveryInfo {
+            topic: Arc::from("t"),
+            group: Arc::from("g"),
+            attempt,
+            max_attempts,
+            first_failure: None,
+            ack_timeout: Duration::from_secs(30),
+            stable_id: true,
+        };
+        Delivery::new(Arc::new(Message::new("m")), info, Box::new(Nothing))
+    }
+
+    #[test]
+    fn the_last_attempt_is_the_max_attempts_th() {
+        assert!(!delivery(2, 3).is_last_attempt());
+        assert!(delivery(3, 3).is_last_attempt());
+        assert!(delivery(1, 1).is_last_attempt());
+    }
+
+    #[tokio::test]
+    async fn extend_takes_up_to_the_whole_ack_timeout() {
+        let d = delivery(1, 3);
+        let whole = d.info().ack_timeout;
+        // A whole ack timeout is what a renewal asks; the settler here
+        // cannot extend, so getting past the bounds means Unsupported.
+        assert_eq!(d.extend(whole).await.unwrap_err().kind(), ErrorKind::Unsupported);
+        for refused in [Duration::ZERO, whole + Duration::from_millis(1)] {
+            assert_eq!(
+                d.extend(refused).await.unwrap_err().kind(),
+                ErrorKind::InvalidArgument,
+                "{refused:?}"
+            );
+        }
     }
 }

@@ -529,6 +529,82 @@ mod tests {
     }
 
     #[test]
+    fn causation_names_the_direct_cause() {
+        let placed = Event::new("order.placed", "shop", 1).with_tenant("acme");
+        let paid = Event::new("order.paid", "billing", 2).caused_by(&placed);
+        let shipped = Event::new("order.shipped", "warehouse", 3)
+            .with_tenant("acme-eu")
+            .caused_by(&paid);
+        // The flow's id stays the first event's; the cause is the event just before.
+        assert_eq!(shipped.correlation(), placed.id);
+        assert_eq!(shipped.causation_id.as_deref(), Some(paid.id.as_str()));
+        assert_eq!(
+            paid.tenant.as_deref(),
+            Some("acme"),
+            "a tenantless event takes its cause's"
+        );
+        assert_eq!(
+            shipped.tenant.as_deref(),
+            Some("acme-eu"),
+            "the event's own tenant was replaced"
+        );
+    }
+
+    #[test]
+    fn a_new_event_starts_its_flow() {
+        let e = Event::new("order.placed", "shop", 1);
+        assert_eq!(e.correlation_id.as_deref(), Some(e.id.as_str()));
+        let m = e.to_message().unwrap();
+        // Written out, so that consumers in other SDKs see the flow too.
+        assert_eq!(m.headers.get(CE_CORRELATIONID), Some(e.id.as_str()));
+    }
+
+    #[test]
+    fn the_message_key_is_the_event_key() {
+        // Kafka carries partitionkey as the record key only: the backend
+        // hands the message over with a key and no ce-partitionkey header.
+        let mut m = minimal(&[], b"1");
+        m.key = Some("order-7".into());
+        let e: Event<u32> = Event::decode(&m).unwrap();
+        assert_eq!(e.key.as_deref(), Some("order-7"));
+        let both = minimal(&[(CE_PARTITIONKEY, "header")], b"1").with_key("record");
+        assert_eq!(Event::<u32>::decode(&both).unwrap().key.as_deref(), Some("record"));
+    }
+
+    #[test]
+    fn only_the_supported_major_decodes() {
+        let of = |v: &str| Event::new("t", "s", 1).with_version(v).to_message().unwrap();
+        assert!(Event::<u32>::decode_version(&of("2.3"), 2).is_ok());
+        assert!(Event::<u32>::decode_version(&of("2"), 2).is_ok());
+        for (older_or_newer, major) in [("1.9", 2), ("3.0", 2), ("12", 1), ("0.1", 1)] {
+            assert!(
+                matches!(
+                    Event::<u32>::decode_version(&of(older_or_newer), major),
+                    Err(EventError::UnsupportedVersion { .. })
+                ),
+                "version {older_or_newer} decoded by a consumer of major {major}"
+            );
+        }
+        assert!(matches!(
+            Event::<u32>::decode_version(&of("x.1"), 1),
+            Err(EventError::InvalidAttribute { .. })
+        ));
+    }
+
+    #[test]
+    fn extensions_cannot_pose_as_the_content_type() {
+        // ce-datacontenttype is where NATS carries the content type: an
+        // extension by that name would change the event's media type.
+        let e = Event::new("t", "s", 1).with_extension("datacontenttype", "text/plain");
+        assert_eq!(e.to_message().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        let fine = Event::new("t", "s", 1)
+            .with_extension("region9", "eu")
+            .to_message()
+            .unwrap();
+        assert_eq!(fine.headers.get("ce-region9"), Some("eu"));
+    }
+
+    #[test]
     fn typed_errors() {
         let m = Event::new("order.placed", "shop", Placed { order: 1 })
             .with_version("2.0")

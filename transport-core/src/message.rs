@@ -246,5 +246,26 @@ mod tests {
         assert!(Message::new("").with_header("ok-name", "v").validate().is_ok());
         assert!(Message::new("").with_header("bad name", "v").validate().is_err());
         assert!(Message::new("").with_id("").validate().is_err());
+        // ':' ends a header name in HTTP and NATS; control characters are
+        // refused or mangled by several brokers.
+        for bad in ["a:b", "tab\tname", "new\nline", ""] {
+            assert!(
+                Message::new("").with_header(bad, "v").validate().is_err(),
+                "header name {bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn size_counts_everything_up_to_the_limit() {
+        let m = Message::new("12345")
+            .with_id("id")
+            .with_key("key")
+            .with_header("h", "vv");
+        assert_eq!(m.encoded_len(), 5 + 3 + 2 + 3);
+        // The limit itself is allowed; one byte more is not.
+        assert!(m.check_size(13).is_ok());
+        let err = m.check_size(12).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MessageTooLarge);
     }
 }

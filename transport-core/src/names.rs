@@ -66,6 +66,8 @@ mod tests {
             "a>b",
             "ümlaut",
             ".hidden",
+            "-flag",
+            "-",
             "a..b",
             "end.",
             &"x".repeat(201),

@@ -85,6 +85,7 @@ mod tests {
             max_attempts: 1,
             first_failure: None,
             ack_timeout: Duration::from_secs(30),
+            stable_id: true,
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at_secs);
         DeadLetter::from_message(dead_letter_message(&Message::new("p").with_id(id), &info, reason, at))
@@ -101,5 +102,45 @@ mod tests {
         let early = Selection::all().failed_before(SystemTime::UNIX_EPOCH + Duration::from_secs(150));
         assert!(early.matches(&a) && !early.matches(&b));
         assert!(!Selection::ids(["b"]).reason_contains("bad").matches(&b));
+    }
+
+    #[test]
+    fn ids_are_whole_ids() {
+        // Message ids of one producer often share a prefix (UUIDv7s of the
+        // same millisecond, `order-1` and `order-12`): only the exact id is
+        // the operator's pick.
+        let one = dead("order-1", "x", 100);
+        let twelve = dead("order-12", "x", 100);
+        let picked = Selection::ids(["order-1"]);
+        assert!(picked.matches(&one));
+        assert!(!picked.matches(&twelve), "order-12 picked by id order-1");
+        assert!(!Selection::ids(["order-12"]).matches(&one));
+        assert!(!Selection::ids(Vec::<String>::new()).matches(&one), "no ids picks none");
+    }
+
+    #[test]
+    fn reason_is_matched_as_written() {
+        let upper = dead("a", "Timeout calling billing", 100);
+        assert!(Selection::all().reason_contains("Timeout").matches(&upper));
+        assert!(
+            !Selection::all().reason_contains("timeout").matches(&upper),
+            "reason matched ignoring case"
+        );
+        assert!(!Selection::all().reason_contains("x").picks("a", None, None));
+    }
+
+    #[test]
+    fn failed_before_is_strict() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(150);
+        let failed_then = dead("a", "x", 150);
+        assert!(
+            !Selection::all().failed_before(at).matches(&failed_then),
+            "a failure at the bound picked"
+        );
+        assert!(Selection::all()
+            .failed_before(at + Duration::from_millis(1))
+            .matches(&failed_then));
+        // Without a recorded failure time nobody can say it failed before.
+        assert!(!Selection::all().failed_before(at).picks("a", Some("x"), None));
     }
 }

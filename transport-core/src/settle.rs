@@ -142,6 +142,7 @@ mod tests {
             max_attempts,
             first_failure: None,
             ack_timeout: Duration::from_secs(30),
+            stable_id: true,
         }
     }
 

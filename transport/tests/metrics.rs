@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusBuilder;
 use transport::runtime::{handler_fn, Consumer, Context, HandlerError};
@@ -24,7 +24,9 @@ async fn publishes_and_consumer_outcomes_are_counted() {
     let topic = "metered";
     let options = SubscribeOptions::new("billing").max_attempts(2);
     drop(t.subscribe(topic, options.clone()).await.unwrap());
+    let started = Instant::now();
     t.publish(topic, Message::new("ok")).await.unwrap();
+    let publish_took = started.elapsed();
     t.publish_batch(topic, vec![Message::new("ok"), Message::new("fails")])
         .await
         .unwrap();
@@ -71,6 +73,34 @@ async fn publishes_and_consumer_outcomes_are_counted() {
     has(
         r#"messaging_client_sent_messages{messaging_system="memory",messaging_destination_name="bad name!",messaging_operation_name="publish",error_type="invalid_argument"} 1"#,
     );
+    // A publish the broker did not confirm is not also counted as sent.
+    let refused_labels =
+        r#"messaging_system="memory",messaging_destination_name="bad name!",messaging_operation_name="publish""#;
+    let unlabelled_refusal = format!("messaging_client_sent_messages{{{refused_labels}}} ");
+    assert!(
+        !text.lines().any(|l| l.starts_with(&unlabelled_refusal)),
+        "a refused publish counted as sent:\n{text}"
+    );
+    // Failed publishes are timed too (OpenTelemetry records the duration
+    // of every operation, error.type telling the failed ones apart).
+    has(&format!(
+        "messaging_client_operation_duration_count{{{refused_labels}}} 1"
+    ));
+    // In seconds: the one publish took more than nothing and less than
+    // the wall time around it.
+    let sum_prefix =
+        format!(r#"messaging_client_operation_duration_sum{{{base},messaging_operation_name="publish"}} "#);
+    let sum: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&sum_prefix))
+        .unwrap_or_else(|| panic!("no {sum_prefix:?} in:\n{text}"))
+        .parse()
+        .expect("a number");
+    assert!(
+        sum > 0.0 && sum <= publish_took.as_secs_f64(),
+        "the publish took {sum} by the histogram, {publish_took:?} by the clock: not seconds"
+    );
+
     let group = format!(r#"{base},messaging_consumer_group_name="billing""#);
     has(&format!("messaging_client_consumed_messages{{{group}}} 4"));
     has(&format!(

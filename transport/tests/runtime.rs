@@ -178,3 +178,50 @@ async fn a_duplicate_arriving_while_its_original_runs_waits_and_is_acked() {
     assert_eq!(effects.load(Ordering::SeqCst), 1);
     assert_eq!((s.acked, s.duplicates, s.retried), (2, 1, 0), "{s:?}");
 }
+
+#[tokio::test]
+async fn a_done_key_outlives_the_claim_lease_and_is_the_derived_key() {
+    use transport::runtime::{IdempotencyLayer, MemoryIdempotencyStore};
+
+    let (broker, topic, options) = setup("dup-ttl").await;
+    let lease = Duration::from_millis(100);
+    let consumer = Consumer::new(broker.clone(), &topic, options).concurrency(2);
+    let stats = consumer.stats_handle();
+    let effects = Arc::new(AtomicU32::new(0));
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new()))
+                .claim_lease(lease)
+                .key_with(|ctx| ctx.headers().get("order").unwrap_or_default().to_owned()),
+        )
+        .service(handler_fn({
+            let effects = effects.clone();
+            move |_ctx: Context| {
+                let effects = effects.clone();
+                async move {
+                    effects.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        }));
+    let running = tokio::spawn(consumer.run(service, until(stats.clone(), |s| s.acked >= 2)));
+    broker
+        .publish(&topic, Message::new("placed").with_header("order", "o-1"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.get().acked < 1 {
+        assert!(Instant::now() < deadline, "the first was not acked: {:?}", stats.get());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The same order again under another id, once the claim lease is long
+    // over: what marks it done is the TTL (days), not the lease.
+    tokio::time::sleep_until((Instant::now() + lease * 3).into()).await;
+    broker
+        .publish(&topic, Message::new("placed again").with_header("order", "o-1"))
+        .await
+        .unwrap();
+    let s = running.await.unwrap().unwrap();
+    assert_eq!(effects.load(Ordering::SeqCst), 1, "{s:?}");
+    assert_eq!((s.acked, s.duplicates), (2, 1), "{s:?}");
+}

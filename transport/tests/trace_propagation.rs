@@ -12,7 +12,7 @@
 #![cfg(feature = "otel")]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -49,6 +49,24 @@ impl Recorder {
     fn spans(&self) -> Vec<SpanData> {
         let _ = self.provider.force_flush();
         self.exporter.get_finished_spans().expect("spans")
+    }
+
+    /// The finished spans once one named with each of `prefixes` is among
+    /// them, waiting up to 10 s: a span is exported when its last handle
+    /// drops, which can be after the code that opened it returned (a task
+    /// or another thread still holds a handle). Sleeping, not blocking, lets
+    /// this runtime's other tasks finish and drop theirs.
+    async fn spans_with(&self, prefixes: &[&str]) -> Vec<SpanData> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let spans = self.spans();
+            let all_there = prefixes.iter().all(|p| spans.iter().any(|s| s.name.starts_with(p)));
+            if all_there || Instant::now() > deadline {
+                // Past the deadline `named` says which one is missing.
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -98,7 +116,14 @@ async fn one_trace(url: &str) {
     handle_one(&t, &topic, options).await;
     let _ = t.close().await;
 
-    let spans = recorder.spans();
+    let (publish_name, process_name, ack_name) = (
+        format!("publish {topic}"),
+        format!("process {topic}"),
+        format!("ack {topic}"),
+    );
+    let spans = recorder
+        .spans_with(&["checkout request", &publish_name, &process_name, &ack_name])
+        .await;
     let named = |name: String| named(&spans, &name);
     let root = named("checkout request".into());
     let publish = named(format!("publish {topic}"));
@@ -204,6 +229,21 @@ async fn across_the_outbox() {
         .expect("sqlite");
     outbox.migrate().await.expect("migrate");
 
+    // The spans the test opens around SQLite work may never be exported
+    // while it runs: sqlx hands `Span::current()` to the connection's worker
+    // thread with every command, and on a loaded machine a handle of the
+    // request's span was still alive 10 s after the handler ran (8 runs in
+    // 60). Their ids are read here instead; the spans the library opens
+    // (create, publish, process) are waited for.
+    let ids = |span: &tracing::Span| {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        (sc.trace_id(), sc.span_id())
+    };
+    let request = tracing::info_span!("checkout request");
+    let (request_trace, request_span) = ids(&request);
     async {
         let mut tx = outbox.pool().begin().await.expect("begin");
         outbox
@@ -212,16 +252,10 @@ async fn across_the_outbox() {
             .expect("enqueue");
         tx.commit().await.expect("commit");
     }
-    .instrument(tracing::info_span!("checkout request"))
+    .instrument(request)
     .await;
-    // The round's span may end after the test reads the spans (the pool's
-    // connection-return task holds it a moment): its trace id is read here.
     let round = tracing::info_span!("relay round");
-    let round_trace = {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        round.context().span().span_context().trace_id()
-    };
+    let (round_trace, _) = ids(&round);
     let step = outbox
         .relay(t.clone())
         .run_once()
@@ -233,18 +267,13 @@ async fn across_the_outbox() {
     handle_one(&t, &topic, options).await;
     let _ = std::fs::remove_file(&file);
 
-    let spans = recorder.spans();
+    let spans = recorder.spans_with(&["create ", "publish", "process "]).await;
     let named = |prefix: &str| named(&spans, prefix);
-    let (root, create) = (named("checkout request"), named("create "));
-    let (publish, process) = (named("publish"), named("process "));
-    assert_eq!(
-        create.parent_span_id,
-        root.span_context.span_id(),
-        "create is inside the request"
-    );
+    let (create, publish, process) = (named("create "), named("publish"), named("process "));
+    assert_eq!(create.parent_span_id, request_span, "create is inside the request");
     assert_eq!(
         process.span_context.trace_id(),
-        root.span_context.trace_id(),
+        request_trace,
         "the handler is not in the request's trace"
     );
     assert_eq!(
@@ -257,5 +286,83 @@ async fn across_the_outbox() {
         round_trace,
         "the relay's publish is in the relay's own trace"
     );
-    assert_ne!(round_trace, root.span_context.trace_id());
+    assert_ne!(round_trace, request_trace);
+}
+
+/// A `tracestate` the request came with travels on with the message: the
+/// vendors' entries in it (sampling decisions, tenant routing) reach the
+/// consumer, as W3C Trace Context asks of every hop.
+#[tokio::test]
+async fn tracestate_travels_with_the_message() {
+    use futures::StreamExt;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use std::str::FromStr;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    let _recorder = Recorder::start();
+    let t: Arc<dyn Transport> = transport::connect("memory://").await.expect("connect");
+    let topic = format!("trace-state-{}", uuid::Uuid::now_v7().simple());
+    let mut sub = t
+        .subscribe(&topic, SubscribeOptions::new("g"))
+        .await
+        .expect("subscribe");
+
+    // The request arrived with this context (as an HTTP server reads it).
+    let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+    let incoming = SpanContext::new(
+        trace_id,
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::from_str("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7").unwrap(),
+    );
+    let request = tracing::info_span!("incoming request");
+    let _ = request.set_parent(opentelemetry::Context::new().with_remote_span_context(incoming));
+    async {
+        t.publish(&topic, Message::new("traced")).await.expect("publish");
+    }
+    .instrument(request)
+    .await;
+
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a delivery within 10 s")
+        .expect("open")
+        .expect("delivery");
+    let traceparent = d.headers().get("traceparent").expect("traceparent").to_owned();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "not in the request's trace: {traceparent}"
+    );
+    assert_eq!(
+        d.headers().get("tracestate"),
+        Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        "headers {:?}",
+        d.headers()
+    );
+    d.ack().await.expect("ack");
+}
+
+/// A publish the broker refused says why on its span (`error.type`, the
+/// same low-cardinality kind the metrics carry), so a trace shows which
+/// hop failed and how.
+#[tokio::test]
+async fn a_failed_publish_span_names_its_error() {
+    let recorder = Recorder::start();
+    let t: Arc<dyn Transport> = transport::connect("memory://").await.expect("connect");
+    let refused = t.publish("bad name!", Message::new("x")).await;
+    assert!(refused.is_err(), "an invalid topic was accepted");
+    let spans = recorder.spans_with(&["publish bad name!"]).await;
+    let publish = named(&spans, "publish bad name!");
+    let error_type = publish
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "error.type")
+        .map(|kv| kv.value.as_str().into_owned());
+    assert_eq!(
+        error_type.as_deref(),
+        Some("invalid_argument"),
+        "attributes {:?}",
+        publish.attributes
+    );
 }

@@ -207,5 +207,30 @@ mod tests {
             "ce- is no Kafka attribute but passes"
         );
         assert_eq!(d(Binding::Http, "cex", "%41"), ("cex".into(), "%41".into()));
+        // Header names are case-insensitive in the bindings that percent-encode.
+        assert_eq!(
+            d(Binding::Nats, "Ce-DataContentType", "a/b"),
+            ("content-type".into(), "a/b".into())
+        );
+    }
+
+    #[test]
+    fn plus_is_a_plus() {
+        // Percent-encoding as the HTTP binding uses it (RFC 3986), not form
+        // encoding: `+` is a literal, and stays one both ways.
+        for b in [Binding::Http, Binding::Nats] {
+            let (_, v) = b.decode("ce-subject", "a+b%20c");
+            assert_eq!(v, "a+b c", "{b:?}");
+            let h: Headers = [("ce-specversion", "1.0"), ("ce-subject", "1+1")].into_iter().collect();
+            let wire: Vec<(String, String)> = b.encode(&h).map(|(n, v)| (n.into_owned(), v.into_owned())).collect();
+            let back: Headers = wire
+                .iter()
+                .map(|(n, v)| {
+                    let (n, v) = b.decode(n, v);
+                    (n.into_owned(), v.into_owned())
+                })
+                .collect();
+            assert_eq!(back, h, "{b:?}");
+        }
     }
 }

@@ -107,6 +107,11 @@ impl Context {
         self.info.ack_timeout
     }
 
+    /// Backend facts about the delivery, as [`Delivery::info`](crate::Delivery::info) has them.
+    pub fn info(&self) -> &DeliveryInfo {
+        &self.info
+    }
+
     /// The lease on this delivery: extend it while working on something long.
     pub fn lease(&self) -> &Lease {
         &self.lease
@@ -295,6 +300,10 @@ mod tests {
         // A correlation id of another flow, set on purpose, is kept.
         let other = link.apply(Message::new("d").with_header(CE_CORRELATIONID, "flow-9"));
         assert_eq!(other.headers.get(CE_CORRELATIONID), Some("flow-9"));
+        // So is a causation id set on purpose (relaying another message's effect).
+        let relayed = link.apply(Message::new("e").with_header(CE_CAUSATIONID, "m0"));
+        assert_eq!(relayed.headers.get(CE_CAUSATIONID), Some("m0"));
+        assert_eq!(relayed.headers.get(CE_CORRELATIONID), Some("m1"));
     }
 
     #[tokio::test]

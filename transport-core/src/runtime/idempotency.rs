@@ -191,6 +191,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn in_progress_tells_what_the_other_claim_has_left() {
+        let s = MemoryIdempotencyStore::new();
+        let theirs = Duration::from_secs(2);
+        assert_eq!(s.claim("g", "m", theirs).await.unwrap(), Claim::Acquired);
+        // Asked with a lease of its own, much longer: the answer is about
+        // the claim that holds the key.
+        match s.claim("g", "m", Duration::from_secs(600)).await.unwrap() {
+            Claim::InProgress(left) => assert!(
+                left <= theirs && left > theirs - Duration::from_secs(1),
+                "{left:?} left of a {theirs:?} claim"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn claims_and_done_keys_expire() {
         let s = MemoryIdempotencyStore::new();
         assert_eq!(

@@ -256,10 +256,14 @@ impl Consumer {
             }
         }
 
-        // Stop fetching, tell handlers, let waiting deliveries go back.
+        // Stop fetching (nothing polls the subscription any more), tell
+        // handlers, let waiting deliveries go back. The subscription is
+        // dropped only once the running handlers settled: on some backends
+        // dropping it hands back what it still holds, and a handler that
+        // finishes within the shutdown timeout must have its ack count.
         stop.cancel();
-        drop(subscription);
         drain(tasks, self.shutdown_timeout).await;
+        drop(subscription);
         match failure {
             Some(e) => Err(e),
             None => Ok(self.counters.snapshot()),

@@ -461,6 +461,50 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_success_ends_the_streak() {
+        let layer = machine();
+        let b = layer.shared.clone();
+        // Three failures in all, never two in a row: "in a row" is what counts.
+        for failed in [true, false, true, false, true] {
+            let p = b.clone().admit().await;
+            assert!(!b.record(p, failed).0, "opened without two failures in a row");
+        }
+        let p = b.clone().admit().await;
+        assert!(b.record(p, true).0, "two in a row open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_closed_by_its_probe_needs_a_new_streak() {
+        let layer = machine();
+        let b = layer.shared.clone();
+        for _ in 0..2 {
+            let p = b.clone().admit().await;
+            b.record(p, true);
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let probe = b.clone().admit().await;
+        assert!(!b.record(probe, false).0, "the probe closes it");
+        // The streak that opened it is over: one failure is not two in a row.
+        let p = b.clone().admit().await;
+        assert!(!b.record(p, true).0, "reopened by the old streak");
+        let p = b.clone().admit().await;
+        assert!(b.record(p, true).0);
+        assert_eq!(layer.handle().opened(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_rule_trips_at_exactly_the_share() {
+        let layer = CircuitBreakerLayer::new(BreakerConfig::failure_ratio(0.5, 4, Duration::from_secs(60)));
+        let b = layer.shared.clone();
+        for failed in [false, true, false] {
+            let p = b.clone().admit().await;
+            assert!(!b.record(p, failed).0);
+        }
+        let p = b.clone().admit().await;
+        assert!(b.record(p, true).0, "2 of 4 failed: the share is reached");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn ratio_rule_needs_min_calls() {
         let layer = CircuitBreakerLayer::new(BreakerConfig::failure_ratio(0.5, 4, Duration::from_secs(60)));
         let b = layer.shared.clone();

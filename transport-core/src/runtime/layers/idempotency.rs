@@ -25,7 +25,11 @@ type KeyFn = Arc<dyn Fn(&Context) -> String + Send + Sync>;
 ///
 /// The key is the message id, or what [`key_with`](Self::key_with) derives
 /// (a business key header, when producers may publish the same fact twice
-/// under two ids).
+/// under two ids). A message whose id does not survive a redelivery
+/// ([`DeliveryInfo::stable_id`](crate::DeliveryInfo::stable_id) false: a
+/// foreign RabbitMQ message without `message_id`) is dead-lettered with a
+/// reason saying so unless the key is derived: keyed by such an id, every
+/// redelivery would look new and be processed again.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     store: Arc<dyn IdempotencyStore>,
@@ -146,6 +150,20 @@ where
         async move {
             let key = match &config.key {
                 Some(f) => f(&ctx),
+                // An id unique to this delivery would let a redelivery
+                // through as new: processed twice, silently. Refused with a
+                // reason an operator can act on (nothing is lost: the dead
+                // letter can be redriven once the key is derived).
+                None if !ctx.info().stable_id => {
+                    return Ok(Outcome::DeadLetter {
+                        reason: format!(
+                            "message {} has no id that survives a redelivery (a RabbitMQ message published \
+                             without message_id), so the idempotency layer cannot deduplicate it: set message_id \
+                             on the producer, or derive the key with IdempotencyLayer::key_with",
+                            ctx.id()
+                        ),
+                    });
+                }
                 None => ctx.id().to_owned(),
             };
             let group = ctx.group().to_owned();

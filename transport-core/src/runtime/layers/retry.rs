@@ -53,7 +53,8 @@ impl RetryPolicy {
         self
     }
 
-    /// The delay after attempt number `attempt` (1-based) failed.
+    /// The delay after attempt number `attempt` (1-based) failed; never
+    /// more than `max_delay`, jitter included.
     pub fn delay_for(&self, attempt: u32) -> Duration {
         let mut builder = ExponentialBuilder::new()
             .with_min_delay(self.min_delay)
@@ -63,10 +64,13 @@ impl RetryPolicy {
         if self.jitter {
             builder = builder.with_jitter();
         }
+        // backon adds its jitter after capping at the maximum, which would
+        // let a capped delay grow to twice `max_delay`.
         builder
             .build()
             .nth(attempt.saturating_sub(1) as usize)
             .unwrap_or(self.max_delay)
+            .min(self.max_delay)
     }
 }
 
@@ -150,5 +154,30 @@ mod tests {
             let d = j.delay_for(2).as_millis();
             assert!((200..400).contains(&d), "{d}");
         }
+    }
+
+    #[test]
+    fn jitter_stays_within_the_delay_and_the_maximum() {
+        let p = RetryPolicy::exponential(Duration::from_millis(100), Duration::from_millis(300));
+        for _ in 0..50 {
+            let first = p.delay_for(1);
+            assert!(
+                first >= Duration::from_millis(100) && first < Duration::from_millis(200),
+                "{first:?}"
+            );
+            let capped = p.delay_for(5);
+            assert_eq!(capped, Duration::from_millis(300), "past the maximum, or short of it");
+        }
+    }
+
+    #[test]
+    fn factor_sets_the_growth() {
+        let p = RetryPolicy {
+            factor: 3.0,
+            ..RetryPolicy::exponential(Duration::from_millis(100), Duration::from_secs(10))
+        }
+        .without_jitter();
+        let ms = |a: u32| p.delay_for(a).as_millis();
+        assert_eq!((ms(1), ms(2), ms(3)), (100, 300, 900));
     }
 }
