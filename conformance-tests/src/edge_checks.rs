@@ -264,13 +264,7 @@ pub async fn unsettled_exhaustion_dead_letters(t: &Arc<dyn Transport>) -> CheckR
         std::mem::forget(d);
     }
     expect_quiet_for(&mut sub, ack * 2 + timing().quiet, "after the last allowed attempt").await?;
-    dlq_depth(t, &topic, &options, 1).await?;
-    let dlq = t.dead_letters(&topic, &options).await?;
-    let dead = dlq
-        .peek(1)
-        .await?
-        .pop()
-        .ok_or_else(|| CheckFailure("peek returned nothing".into()))?;
+    let (dlq, dead) = only_dead_letter(t, &topic, &options, "after the last allowed attempt").await?;
     ensure!(
         dead.message.id == m.id,
         "dead-lettered {} instead of {}",
@@ -437,13 +431,7 @@ pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResu
             d.nack(None).await?;
         }
         expect_quiet(&mut sub, "by nack, after the last attempt").await?;
-        dlq_depth(t, &topic, &options, 1).await?;
-        let dlq = t.dead_letters(&topic, &options).await?;
-        let dead = dlq
-            .peek(1)
-            .await?
-            .pop()
-            .ok_or_else(|| CheckFailure("by nack: peek returned nothing".into()))?;
+        let (dlq, dead) = only_dead_letter(t, &topic, &options, "by nack").await?;
         ensure!(dead.message.id == m.id, "by nack: dead-lettered {}", dead.message.id);
         ensure!(
             dead.attempts == Some(LIMIT),
@@ -482,13 +470,7 @@ pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResu
             "by ack timeout, after the last attempt",
         )
         .await?;
-        dlq_depth(t, &topic, &options, 1).await?;
-        let dlq = t.dead_letters(&topic, &options).await?;
-        let dead = dlq
-            .peek(1)
-            .await?
-            .pop()
-            .ok_or_else(|| CheckFailure("by ack timeout: peek returned nothing".into()))?;
+        let (dlq, dead) = only_dead_letter(t, &topic, &options, "by ack timeout").await?;
         ensure!(
             dead.message.id == m.id,
             "by ack timeout: dead-lettered {}",
@@ -507,4 +489,22 @@ pub async fn redelivered_past_broker_limits(t: &Arc<dyn Transport>) -> CheckResu
     };
     let (nacked, timed_out) = futures::join!(by_nack, by_timeout);
     nacked.and(timed_out)
+}
+
+/// The one dead letter of `topic` for `options`, once the dead-letter
+/// queue holds exactly one (waiting for it with the suite's deadline).
+async fn only_dead_letter(
+    t: &dyn Transport,
+    topic: &str,
+    options: &transport_core::SubscribeOptions,
+    context: &str,
+) -> Result<(Box<dyn transport_core::DeadLetterQueue>, transport_core::DeadLetter), CheckFailure> {
+    dlq_depth(t, topic, options, 1).await?;
+    let dlq = t.dead_letters(topic, options).await?;
+    let dead = dlq
+        .peek(1)
+        .await?
+        .pop()
+        .ok_or_else(|| CheckFailure(format!("{context}: peek returned nothing")))?;
+    Ok((dlq, dead))
 }

@@ -47,24 +47,8 @@ struct Peer {
 impl Peer {
     /// Run `peer.py <command>` with `spec` (plus broker and URL) on stdin;
     /// its JSON answer.
-    async fn run(&self, command: &str, mut spec: Value) -> Result<Value, CheckFailure> {
-        spec["broker"] = json!(self.broker);
-        spec["url"] = json!(self.url);
-        let mut child = tokio::process::Command::new("python3")
-            .arg(PEER)
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| CheckFailure(format!("cannot start python3: {e}")))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin
-            .write_all(spec.to_string().as_bytes())
-            .await
-            .map_err(|e| CheckFailure(format!("peer stdin: {e}")))?;
-        drop(stdin);
+    async fn run(&self, command: &str, spec: Value) -> Result<Value, CheckFailure> {
+        let child = self.start(command, spec, Stdio::piped()).await?;
         let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
             .await
             .map_err(|_| CheckFailure(format!("peer {command} did not finish within 90 s")))?
@@ -85,6 +69,34 @@ impl Peer {
 }
 
 impl Peer {
+    /// Start `peer.py <command>` with `spec` (plus broker and URL) written
+    /// to its stdin, its stdout piped; killed when dropped.
+    async fn start(
+        &self,
+        command: &str,
+        mut spec: Value,
+        stderr: Stdio,
+    ) -> Result<tokio::process::Child, CheckFailure> {
+        spec["broker"] = json!(self.broker);
+        spec["url"] = json!(self.url);
+        let mut child = tokio::process::Command::new("python3")
+            .arg(PEER)
+            .arg(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| CheckFailure(format!("cannot start python3: {e}")))?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(spec.to_string().as_bytes())
+            .await
+            .map_err(|e| CheckFailure(format!("peer stdin: {e}")))?;
+        drop(stdin);
+        Ok(child)
+    }
+
     /// Start `peer.py hold_group`: a foreign member of `group` on `topic`
     /// offering `strategy`, in the group for `hold` once it reports its
     /// assignment (returned with the running process, killed on drop).
@@ -96,25 +108,8 @@ impl Peer {
         hold: Duration,
     ) -> Result<(tokio::process::Child, Value), CheckFailure> {
         use tokio::io::AsyncBufReadExt;
-        let spec = json!({
-            "broker": self.broker, "url": self.url, "topic": topic, "group": group,
-            "strategy": strategy, "hold_s": hold.as_secs(),
-        });
-        let mut child = tokio::process::Command::new("python3")
-            .arg(PEER)
-            .arg("hold_group")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| CheckFailure(format!("cannot start python3: {e}")))?;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin
-            .write_all(spec.to_string().as_bytes())
-            .await
-            .map_err(|e| CheckFailure(format!("peer stdin: {e}")))?;
-        drop(stdin);
+        let spec = json!({"topic": topic, "group": group, "strategy": strategy, "hold_s": hold.as_secs()});
+        let mut child = self.start("hold_group", spec, Stdio::inherit()).await?;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let line = tokio::time::timeout(Duration::from_secs(90), lines.next_line())
             .await
