@@ -121,6 +121,45 @@ where
     Ok((stats, reached.load(AtomicOrdering::SeqCst)))
 }
 
+/// Run `service` until both messages of the check were acked and `quiet`
+/// passed after that (a late redelivery shows too), within the receive
+/// deadline plus `slack`; fail unless each was handled once, at attempt 1
+/// (`why`: what a later attempt would mean), and nothing was retried.
+async fn two_acked_once_each<S>(
+    consumer: Consumer,
+    service: S,
+    calls: &Calls,
+    slack: Duration,
+    quiet: Duration,
+    why: &str,
+) -> CheckResult
+where
+    S: Service<Context, Response = Outcome> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (s, reached) = run_until(consumer, service, timing().receive + slack, {
+        let settled_at = settled_at.clone();
+        move |s| {
+            if s.acked < 2 {
+                return false;
+            }
+            let mut at = settled_at.lock().unwrap();
+            at.get_or_insert_with(Instant::now).elapsed() >= quiet
+        }
+    })
+    .await?;
+    ensure!(reached, "the two messages were not acked in time: {s:?}");
+    let calls = calls.lock().unwrap().clone();
+    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
+    for (id, attempts) in &calls {
+        ensure!(attempts == &[1], "{id} was handled at attempts {attempts:?}: {why}");
+    }
+    ensure!(s.acked == 2 && s.retried == 0 && s.settle_errors == 0, "stats: {s:?}");
+    Ok(())
+}
+
 /// Graceful shutdown: handlers running when it is asked finish and are
 /// acked; deliveries waiting (behind a busy key, or not started) are not
 /// acked and come back; nothing is lost.
@@ -895,29 +934,15 @@ pub async fn runtime_waiting_deliveries_keep_their_lease(t: &Arc<dyn Transport>)
         }
     }));
     // Keep consuming an ack timeout after both acks: a late redelivery shows too.
-    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 3, {
-        let settled_at = settled_at.clone();
-        move |s| {
-            if s.acked < 2 {
-                return false;
-            }
-            let mut at = settled_at.lock().unwrap();
-            at.get_or_insert_with(Instant::now).elapsed() >= ack_timeout
-        }
-    })
-    .await?;
-    ensure!(reached, "the two messages were not acked in time: {s:?}");
-    let calls = calls.lock().unwrap().clone();
-    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
-    for (id, attempts) in &calls {
-        ensure!(
-            attempts == &[1],
-            "{id} was handled at attempts {attempts:?}: its lease ran out while it waited"
-        );
-    }
-    ensure!(s.acked == 2 && s.retried == 0 && s.settle_errors == 0, "stats: {s:?}");
-    Ok(())
+    two_acked_once_each(
+        consumer,
+        service,
+        &calls,
+        ack_timeout * 3,
+        ack_timeout,
+        "its lease ran out while it waited",
+    )
+    .await
 }
 
 /// A delivery that waited most of an ack timeout for its turn starts its
@@ -955,29 +980,15 @@ pub async fn runtime_waited_delivery_starts_with_a_fresh_lease(t: &Arc<dyn Trans
             }
         }
     });
-    let settled_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let (s, reached) = run_until(consumer, service, timing().receive + ack_timeout * 2, {
-        let settled_at = settled_at.clone();
-        move |s| {
-            if s.acked < 2 {
-                return false;
-            }
-            let mut at = settled_at.lock().unwrap();
-            at.get_or_insert_with(Instant::now).elapsed() >= ack_timeout / 2
-        }
-    })
-    .await?;
-    ensure!(reached, "the two messages were not acked in time: {s:?}");
-    let calls = calls.lock().unwrap().clone();
-    ensure!(calls.len() == 2, "handled {} messages, published 2", calls.len());
-    for (id, attempts) in &calls {
-        ensure!(
-            attempts == &[1],
-            "{id} was handled at attempts {attempts:?}: it expired while its handler ran"
-        );
-    }
-    ensure!(s.acked == 2 && s.retried == 0 && s.settle_errors == 0, "stats: {s:?}");
-    Ok(())
+    two_acked_once_each(
+        consumer,
+        service,
+        &calls,
+        ack_timeout * 2,
+        ack_timeout / 2,
+        "it expired while its handler ran",
+    )
+    .await
 }
 
 /// The lease layer stops extending after its `max_total`: a call hung

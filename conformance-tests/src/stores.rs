@@ -21,7 +21,8 @@ use transport_sql::{Dialect, Mark, Outbox, OutboxStatus, Relay, SqlIdempotencySt
 
 use crate::ensure;
 use crate::support::{
-    expect_quiet_for, next, receive_and_ack, receive_exactly, unique, within_bounds, CheckFailure, CheckResult,
+    expect_quiet_for, next, receive_and_ack, receive_exactly, receive_texts, unique, within_bounds, CheckFailure,
+    CheckResult,
 };
 
 /// A check of an idempotency store.
@@ -657,12 +658,7 @@ async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> Che
     );
     // Key b goes on while a1 backs off; a2 waits behind a1.
     relay.run_once().await?;
-    let got = receive_and_ack(&mut sub, 2).await?;
-    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
-    ensure!(
-        names == ["b1", "b2"],
-        "while a1 backs off, published {names:?}, expected b1 b2"
-    );
+    receive_texts(&mut sub, &["b1", "b2"], "while a1 backs off").await?;
     let status = drain(&outbox, &relay).await?;
     ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
     // a1 failed twice, each followed by a 300 ms backoff.
@@ -672,9 +668,7 @@ async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> Che
         backoff * 2 - Duration::from_millis(50),
         Duration::from_secs(10),
     )?;
-    let got = receive_and_ack(&mut sub, 2).await?;
-    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
-    ensure!(names == ["a1", "a2"], "key a published as {names:?}, expected a1 a2");
+    receive_texts(&mut sub, &["a1", "a2"], "key a").await?;
     Ok(())
 }
 
@@ -701,12 +695,7 @@ async fn oversize_row_is_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult 
         step.parked == 1 && step.published == 2,
         "round with an oversize row: {step:?}"
     );
-    let got = receive_and_ack(&mut sub, 2).await?;
-    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
-    ensure!(
-        names == ["before", "after"],
-        "published {names:?}, expected the two small rows"
-    );
+    receive_texts(&mut sub, &["before", "after"], "the small rows around the parked one").await?;
     let status = outbox.status().await?;
     ensure!(status.parked == 1 && status.pending == 0, "status: {status:?}");
     let parked = outbox.parked(10).await?;
@@ -884,9 +873,7 @@ async fn unlisted_error_is_retried_behind_its_key<DB: Dialect>(outbox: Outbox<DB
     ensure!(got[0].text == "b1", "published {:?} while a1 waits", got[0].text);
     let status = drain(&outbox, &relay).await?;
     ensure!(status == OutboxStatus::default(), "status after draining: {status:?}");
-    let got = receive_and_ack(&mut sub, 2).await?;
-    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
-    ensure!(names == ["a1", "a2"], "key a published as {names:?}, expected a1 a2");
+    receive_texts(&mut sub, &["a1", "a2"], "key a").await?;
     Ok(())
 }
 
@@ -942,9 +929,7 @@ async fn unattempted_rows_are_released<DB: Dialect>(outbox: Outbox<DB>) -> Check
         other.published == 2,
         "another relay right after: {other:?}, expected the two rows the first handed back"
     );
-    let got = receive_and_ack(&mut sub, 2).await?;
-    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
-    ensure!(names == ["u1", "u2"], "published {names:?}");
+    receive_texts(&mut sub, &["u1", "u2"], "the rows handed back").await?;
     Ok(())
 }
 

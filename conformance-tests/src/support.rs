@@ -141,6 +141,19 @@ pub async fn receive_exactly(sub: &mut Subscription, message: &transport_core::M
     Ok(())
 }
 
+/// Receive (and ack) as many messages as `want` names and fail unless their
+/// payloads, as text, are `want` in that order.
+pub async fn receive_texts(sub: &mut Subscription, want: &[&str], context: &str) -> CheckResult {
+    let got = receive_and_ack(sub, want.len()).await?;
+    let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
+    if names != want {
+        return Err(CheckFailure(format!(
+            "{context}: received {names:?}, expected {want:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Receive `n` deliveries, acking each, returning them in arrival order as
 /// (id, key, payload as text, attempt).
 pub async fn receive_and_ack(sub: &mut Subscription, n: usize) -> Result<Vec<Received>, CheckFailure> {
