@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use backend_memory::MemoryTransport;
 use futures::StreamExt;
-use transport_core::{Bytes, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::{Bytes, Message, SubscribeOptions};
 
 const PAYLOAD: usize = 1024;
 /// Every `SAMPLE`th message's latency is measured.

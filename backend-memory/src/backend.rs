@@ -1,24 +1,24 @@
-//! The in-memory transport: the builder and the `Transport` impl, which
-//! delegates to `publisher`, `subscriber` and `dead_letters` (the broker
-//! itself is `core`).
+//! The in-memory transport: the builder, and the raw backend the core wraps,
+//! which delegates to `publisher`, `subscriber` and `dead_letter_queue`
+//! (the broker itself is `core`, settling a delivery `settle`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Result, SubscribeOptions, Transport,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Operation, Result, SubscribeOptions,
+    Transport,
 };
 
 use crate::config::MemoryConfig;
 use crate::core::Broker;
-use crate::dead_letters::MemoryDeadLetters;
-use crate::subscriber::tag;
+use crate::dead_letter_queue::MemoryDeadLetters;
 use crate::SCHEME;
 
-/// Builds a [`MemoryTransport`].
+/// Builds an in-memory transport.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBuilder {
     pub(crate) config: MemoryConfig,
@@ -44,7 +44,7 @@ impl MemoryBuilder {
     }
 
     /// The transport.
-    pub fn build(self) -> MemoryTransport {
+    pub fn build(self) -> Arc<dyn Transport> {
         MemoryTransport::with_config(self.config)
     }
 }
@@ -52,14 +52,20 @@ impl MemoryBuilder {
 /// A complete broker inside the process: groups, competing consumers,
 /// per-key order, ack timeouts, nack delays, attempts and dead-letter queues.
 /// Nothing survives the process.
-#[derive(Clone)]
-pub struct MemoryTransport {
+///
+/// Its constructors return the [`Transport`] every backend is, wrapped by
+/// the core (validation, error context, telemetry): there is no other way
+/// to have one.
+#[derive(Debug)]
+pub enum MemoryTransport {}
+
+/// The raw backend: what the core's wrapper calls.
+pub(crate) struct Memory {
     pub(crate) broker: Arc<Broker>,
     pub(crate) config: Arc<MemoryConfig>,
-    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
-impl fmt::Debug for MemoryTransport {
+impl fmt::Debug for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryTransport")
             .field("config", &self.config)
@@ -74,7 +80,8 @@ pub(crate) fn named_brokers() -> &'static Mutex<HashMap<String, Weak<Broker>>> {
 
 impl MemoryTransport {
     /// A private broker with default settings.
-    pub fn new() -> Self {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Arc<dyn Transport> {
         Self::with_config(MemoryConfig::default())
     }
 
@@ -84,14 +91,14 @@ impl MemoryTransport {
     }
 
     /// From a `memory://` URL (see [`MemoryConfig::from_url`]).
-    pub fn from_url(url: &str) -> Result<Self> {
+    pub fn from_url(url: &str) -> Result<Arc<dyn Transport>> {
         Ok(Self::with_config(
-            MemoryConfig::from_url(url).map_err(|e| e.with_backend(SCHEME))?,
+            MemoryConfig::from_url(url).map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?,
         ))
     }
 
     /// From a configuration.
-    pub fn with_config(config: MemoryConfig) -> Self {
+    pub fn with_config(config: MemoryConfig) -> Arc<dyn Transport> {
         let broker = match &config.name {
             None => Arc::new(Broker::default()),
             Some(name) => {
@@ -106,26 +113,15 @@ impl MemoryTransport {
                 }
             }
         };
-        MemoryTransport {
+        transport_core::backend::transport(Memory {
             broker,
             config: Arc::new(config),
-            lifecycle: Arc::new(Lifecycle::new(SCHEME)),
-        }
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.lifecycle.check(op)
-    }
-}
-
-impl Default for MemoryTransport {
-    fn default() -> Self {
-        Self::new()
+        })
     }
 }
 
 #[async_trait]
-impl Transport for MemoryTransport {
+impl RawTransport for Memory {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -146,9 +142,16 @@ impl Transport for MemoryTransport {
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.store(topic, messages);
+        Ok(())
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        Ok(self.read(request))
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        self.check_open("dead_letters")?;
-        options.validate(topic).map_err(tag("dead_letters"))?;
         Ok(Box::new(MemoryDeadLetters {
             broker: self.broker.clone(),
             name: options.dlq_topic(topic),
@@ -157,8 +160,6 @@ impl Transport for MemoryTransport {
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
         let (waiting, in_flight, oldest) = self
             .broker
             .existing_topic(topic)
@@ -176,7 +177,6 @@ impl Transport for MemoryTransport {
     }
 
     async fn close(&self) -> Result<()> {
-        self.lifecycle.close();
         self.broker.notify_all();
         Ok(())
     }
@@ -191,6 +191,7 @@ mod tests {
     #[test]
     fn declares_what_the_docs_say() {
         let c = MemoryTransport::new().capabilities();
+        assert_eq!(MemoryTransport::new().backend(), SCHEME);
         assert_eq!(c.ordering, KeyOrdering::PerKey);
         assert!(c.ordering_across_nack && c.nack_delay && c.extend && c.replay);
         assert!(c.dead_letter_ops && c.first_failure_time && c.ack_timeout_redelivery);
@@ -205,7 +206,7 @@ mod tests {
     async fn backlog_counts_what_is_left() {
         use futures::StreamExt;
         use std::time::{Duration, Instant};
-        use transport_core::{Message, Publisher, Subscriber};
+        use transport_core::{Message};
         async fn next(sub: &mut transport_core::Subscription) -> transport_core::Delivery {
             tokio::time::timeout(Duration::from_secs(5), sub.next())
                 .await
@@ -268,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn closed_transport_refuses() {
         use futures::StreamExt;
-        use transport_core::{ErrorKind, Message, Publisher, Subscriber};
+        use transport_core::{ErrorKind, Message};
         let t = MemoryTransport::new();
         let mut sub = t.subscribe("t", SubscribeOptions::new("g")).await.unwrap();
         t.close().await.unwrap();

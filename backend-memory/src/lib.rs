@@ -4,8 +4,9 @@
 mod backend;
 mod config;
 mod core;
-mod dead_letters;
+mod dead_letter_queue;
 mod publisher;
+mod settle;
 mod subscriber;
 
 pub use backend::{MemoryBuilder, MemoryTransport};

@@ -1,31 +1,13 @@
-//! Publishing: appended to the topic's log under its lock; a batch is
-//! checked whole before any of it is stored.
+//! Publishing: appended to the topic's log under its lock (the core's
+//! wrapper has checked the whole batch before).
 
-use async_trait::async_trait;
-use transport_core::{Message, Publisher, Result};
+use transport_core::Message;
 
-use crate::backend::MemoryTransport;
+use crate::backend::Memory;
 
-impl MemoryTransport {
-    /// Everything a publish checks before it reaches the broker.
-    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
-        self.lifecycle
-            .check_publish(op, topic, messages, self.config.max_message_size)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Publisher for MemoryTransport {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.check_publish("publish", topic, std::slice::from_ref(&message))?;
-        self.broker.topic(topic).append([message], self.config.replay_window);
-        Ok(())
-    }
-
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.check_publish("publish_batch", topic, &messages)?;
+impl Memory {
+    /// Store a checked batch on `topic`.
+    pub(crate) fn store(&self, topic: &str, messages: Vec<Message>) {
         self.broker.topic(topic).append(messages, self.config.replay_window);
-        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use futures::StreamExt;
 use transport_core::headers::DLQ_PREFIX;
 use transport_core::{
-    Bytes, Capabilities, ErrorKind, KeyOrdering, Message, Redrive, StartFrom, SubscribeOptions, Subscription, Transport,
+    Bytes, Capabilities, ErrorKind, KeyOrdering, Message, Selection, StartFrom, SubscribeOptions, Subscription, Transport,
 };
 
 use crate::ensure;
@@ -668,7 +668,7 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
     ensure!(dlq.depth().await? == 4, "peek removed messages");
 
     ensure!(
-        dlq.redrive(Redrive::First(1)).await? == 1,
+        dlq.redrive(&Selection::all().oldest(1)).await? == 1,
         "redrive(1) did not move one message"
     );
     let back = next(&mut sub).await?;
@@ -720,7 +720,7 @@ pub async fn dead_letter_operations(t: &Arc<dyn Transport>) -> CheckResult {
     );
 
     ensure!(
-        dlq.redrive(Redrive::All).await? == 4,
+        dlq.redrive_all().await? == 4,
         "redrive(all) did not move four messages"
     );
     let rest: HashSet<String> = receive_and_ack(&mut sub, 4).await?.into_iter().map(|r| r.id).collect();

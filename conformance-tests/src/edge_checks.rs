@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport_core::{ErrorKind, Message, Redrive, Transport, MAX_NAME_LEN};
+use transport_core::{ErrorKind, Message, Selection, Transport, MAX_NAME_LEN};
 
 use crate::checks::{dlq_depth, fresh, opts, short};
 use crate::ensure;
@@ -354,7 +354,7 @@ pub async fn dead_letter_queue_counts_many(t: &Arc<dyn Transport>) -> CheckResul
     dlq_depth(t, &topic, &options, n as u64)
         .await
         .map_err(|e| CheckFailure(format!("peek changed the depth: {}", e.0)))?;
-    let moved = dlq.redrive(Redrive::First(10)).await?;
+    let moved = dlq.redrive(&Selection::all().oldest(10)).await?;
     ensure!(moved == 10, "redrive(First(10)) moved {moved}");
     let back = receive_and_ack(&mut sub, 10).await?;
     ensure!(

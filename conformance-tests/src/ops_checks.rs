@@ -151,7 +151,7 @@ pub async fn dead_letters_by_selection(t: &Arc<dyn Transport>) -> CheckResult {
     ensure!(one == 1, "discarding one id took {one}");
     dlq_depth(t, &topic, &options, 3).await?;
     let back = dlq
-        .redrive_selected(&Selection::all().reason_contains("timeout"))
+        .redrive(&Selection::all().reason_contains("timeout"))
         .await?;
     ensure!(back == 2, "redriving the two timeouts moved {back}");
     let mut again = Vec::new();

@@ -18,7 +18,7 @@ use transport::runtime::{
     handler_fn, BreakerConfig, BreakerState, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context,
     HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
 };
-use transport::{Event, Redrive, SubscribeOptions};
+use transport::{Event, Selection, SubscribeOptions};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct OrderPlaced {
@@ -193,7 +193,7 @@ async fn flow(url: &str) -> transport::Result<()> {
 
     println!("\nfix deployed (negative totals are refunds); redriving the dead letters:");
     accept_negative.store(true, Ordering::Relaxed);
-    let moved = dlq.redrive(Redrive::All).await?;
+    let moved = dlq.redrive_all().await?;
     let second = run(moved, 0).await?;
 
     println!("\nsummary:");

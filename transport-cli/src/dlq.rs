@@ -2,7 +2,7 @@
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use transport::{format_time, parse_time};
-use transport::{Redrive, Selection, SubscribeOptions};
+use transport::{Selection, SubscribeOptions};
 
 use crate::cli::{DlqArgs, DlqOp, PickArgs, SelectArgs};
 use crate::target::{connect, failed, split_url, CliError, CliResult};
@@ -84,11 +84,11 @@ pub async fn run(args: DlqArgs) -> CliResult {
         }
         DlqOp::Redrive { n, all, select } => {
             let moved = if select.any() {
-                dlq.redrive_selected(&selection(&select)?).await
+                dlq.redrive(&selection(&select)?).await
             } else if all {
-                dlq.redrive(Redrive::All).await
+                dlq.redrive_all().await
             } else {
-                dlq.redrive(Redrive::First(n.unwrap_or(0))).await
+                dlq.redrive(&Selection::all().oldest(n.unwrap_or(0))).await
             }
             .map_err(|e| fail("redriving", e))?;
             if args.json {

@@ -6,9 +6,10 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::delivery::DeliveryInfo;
+use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, Result};
 use crate::message::Message;
+use crate::names::validate_topic;
 use crate::rfc3339::{format_time, parse_time};
 use crate::selection::Selection;
 
@@ -55,7 +56,8 @@ pub fn dead_letter_message(message: &Message, info: &DeliveryInfo, reason: &str,
 
 /// The message to publish when redriving `dead`, and the topic it goes to:
 /// dead-letter headers removed, the group it returns to recorded, everything
-/// else kept. Delivery attempts start again at 1.
+/// else kept. Delivery attempts start again at 1. A topic name that is not
+/// valid (a foreign message in the queue) is `InvalidArgument`.
 pub fn redrive_message(dead: &Message) -> Result<(String, Message)> {
     let topic = dead
         .headers
@@ -67,6 +69,7 @@ pub fn redrive_message(dead: &Message) -> Result<(String, Message)> {
             ))
         })?
         .to_owned();
+    validate_topic(&topic)?;
     let group = dead.headers.get(DLQ_GROUP).map(str::to_owned);
     let count: u32 = dead
         .headers
@@ -129,30 +132,22 @@ impl fmt::Debug for DeadLetter {
     }
 }
 
-/// How many messages a redrive moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Redrive {
-    /// The oldest `n`.
-    First(u64),
-    /// Everything in the queue when the redrive starts.
-    All,
-}
-
-impl Redrive {
-    /// The limit as a number (`u64::MAX` for all).
-    pub fn limit(self) -> u64 {
-        match self {
-            Redrive::First(n) => n,
-            Redrive::All => u64::MAX,
-        }
-    }
-}
-
-/// Operations on one subscription's dead-letter queue.
+/// Operations on one subscription's dead-letter queue, each on the dead
+/// letters a [`Selection`] picks, oldest first.
 ///
 /// Redrive publishes each message back to its original topic before removing
 /// it from the queue: a crash in between can duplicate a message, never lose
 /// one.
+///
+/// ```no_run
+/// # async fn demo(queue: Box<dyn transport_core::DeadLetterQueue>) -> transport_core::Result<()> {
+/// use transport_core::Selection;
+///
+/// queue.redrive(&Selection::all().oldest(10)).await?; // the ten oldest
+/// queue.redrive(&Selection::all().reason_contains("timeout")).await?;
+/// queue.discard(&Selection::ids(["order-17"])).await?;
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait DeadLetterQueue: Send + Sync {
     /// The dead-letter topic's name.
@@ -161,21 +156,26 @@ pub trait DeadLetterQueue: Send + Sync {
     async fn depth(&self) -> Result<u64>;
     /// The oldest `n` messages, left in place.
     async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>>;
-    /// Move the oldest messages back to their original topic, for the group
-    /// that dead-lettered them, with attempts starting again at 1. Returns how
-    /// many moved.
-    async fn redrive(&self, count: Redrive) -> Result<u64>;
-    /// Delete every message; returns how many.
-    async fn purge(&self) -> Result<u64>;
-    /// Redrive the dead letters `selection` picks (like [`redrive`](Self::redrive),
-    /// one by one), leaving the others in the queue in their order. Returns
-    /// how many moved. Where a broker cannot take one message out of the
-    /// middle of a queue (RabbitMQ, Kafka) the others are moved aside: the
-    /// backend's docs say what that costs.
-    async fn redrive_selected(&self, selection: &Selection) -> Result<u64>;
+    /// Move the dead letters `selection` picks back to their original topic,
+    /// for the group that dead-lettered them, with attempts starting again
+    /// at 1, one by one, leaving the others in the queue in their order.
+    /// Returns how many moved. Where a broker cannot take one message out
+    /// of the middle of a queue (RabbitMQ, Kafka) the others are moved
+    /// aside: the backend's docs say what that costs.
+    async fn redrive(&self, selection: &Selection) -> Result<u64>;
     /// Delete the dead letters `selection` picks, leaving the others;
     /// returns how many.
     async fn discard(&self, selection: &Selection) -> Result<u64>;
+    /// Redrive every dead letter ([`redrive`](Self::redrive) of
+    /// [`Selection::all`]).
+    async fn redrive_all(&self) -> Result<u64> {
+        self.redrive(&Selection::all()).await
+    }
+    /// Delete every dead letter ([`discard`](Self::discard) of
+    /// [`Selection::all`]); returns how many.
+    async fn purge(&self) -> Result<u64> {
+        self.discard(&Selection::all()).await
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::dead_letter::dead_letter_message;
+use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 use crate::message::{Headers, Message};
 use crate::settle::{decide, Action, Outcome, Settled};
 
@@ -45,34 +47,8 @@ pub trait Settler: Send + Sync + 'static {
     /// only restart their ack timer (NATS `+WPI`) may give more, never less.
     async fn extend(&self, by: Duration) -> Result<()> {
         let _ = by;
-        Err(Error::new(ErrorKind::Unsupported, "extending an ack deadline is not supported").with_operation("extend"))
+        Err(Error::new(ErrorKind::Unsupported, "extending an ack deadline is not supported"))
     }
-}
-
-/// What a backend knows about a delivery besides the message.
-#[derive(Debug, Clone)]
-pub struct DeliveryInfo {
-    /// The topic it was received from.
-    pub topic: Arc<str>,
-    /// The consumer group it was received in.
-    pub group: Arc<str>,
-    /// 1 for the first delivery, +1 for each redelivery.
-    pub attempt: u32,
-    /// The subscription's `max_attempts`.
-    pub max_attempts: u32,
-    /// When an earlier attempt failed first, where the backend records it.
-    pub first_failure: Option<SystemTime>,
-    /// The subscription's ack timeout: an unsettled delivery comes back
-    /// after it, unless extended.
-    pub ack_timeout: Duration,
-    /// Whether the message id survives a redelivery, so that it can
-    /// deduplicate: true wherever the id travels with the message or the
-    /// broker keeps one per message. False only for a message the broker
-    /// holds no id for (a foreign RabbitMQ message without `message_id`):
-    /// its id is unique to this delivery, a redelivery gets another, and an
-    /// [`IdempotencyLayer`](crate::runtime::IdempotencyLayer) keyed by id
-    /// refuses it.
-    pub stable_id: bool,
 }
 
 /// A received message. Settle it exactly once with [`ack`](Self::ack),
@@ -82,6 +58,9 @@ pub struct Delivery {
     message: Arc<Message>,
     info: DeliveryInfo,
     settler: Option<Box<dyn Settler>>,
+    /// Names the backend in settlement errors; set by the subscription that
+    /// hands the delivery out.
+    backend: &'static str,
 }
 
 impl Delivery {
@@ -91,7 +70,12 @@ impl Delivery {
             message,
             info,
             settler: Some(settler),
+            backend: "",
         }
+    }
+
+    pub(crate) fn set_backend(&mut self, backend: &'static str) {
+        self.backend = backend;
     }
 
     /// The message id.
@@ -149,10 +133,12 @@ impl Delivery {
         self.message.clone()
     }
 
-    fn take_settler(&mut self, op: &'static str) -> Result<Box<dyn Settler>> {
-        self.settler
-            .take()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "delivery already settled").with_operation(op))
+    fn take_settler(&mut self, op: Operation) -> Result<Box<dyn Settler>> {
+        self.settler.take().ok_or_else(|| self.error(op, already_settled()))
+    }
+
+    fn error(&self, op: Operation, e: Error) -> Error {
+        e.in_context(self.backend, op)
     }
 
     /// Settle according to `outcome`. This is the one place where an outcome
@@ -162,17 +148,22 @@ impl Delivery {
     pub async fn settle(mut self, outcome: Outcome) -> Result<Settled> {
         match decide(outcome, &self.info) {
             Action::Ack => {
-                self.take_settler("ack")?.ack().await?;
+                let op = Operation::Ack;
+                let settler = self.take_settler(op)?;
+                settler.ack().await.map_err(|e| self.error(op, e))?;
                 Ok(Settled::Acked)
             }
             Action::Nack(delay) => {
-                self.take_settler("nack")?.nack(delay).await?;
+                let op = Operation::Nack;
+                let settler = self.take_settler(op)?;
+                settler.nack(delay).await.map_err(|e| self.error(op, e))?;
                 Ok(Settled::Retried)
             }
             Action::DeadLetter(reason) => {
-                let settler = self.take_settler("dead_letter")?;
+                let op = Operation::DeadLetter;
+                let settler = self.take_settler(op)?;
                 let dead = dead_letter_message(&self.message, &self.info, &reason, SystemTime::now());
-                settler.dead_letter(dead).await?;
+                settler.dead_letter(dead).await.map_err(|e| self.error(op, e))?;
                 Ok(Settled::DeadLettered)
             }
         }
@@ -209,18 +200,25 @@ impl Delivery {
     /// the latest one ack timeout from now. `DeliveryExpired` when the lease
     /// was already lost.
     pub async fn extend(&self, by: Duration) -> Result<()> {
+        let op = Operation::Extend;
         if by.is_zero() || by > self.info.ack_timeout {
-            return Err(Error::invalid(format!(
-                "extend by {by:?}: must be positive and at most the ack timeout ({:?})",
-                self.info.ack_timeout
-            ))
-            .with_operation("extend"));
+            return Err(self.error(
+                op,
+                Error::invalid(format!(
+                    "extend by {by:?}: must be positive and at most the ack timeout ({:?})",
+                    self.info.ack_timeout
+                )),
+            ));
         }
         match &self.settler {
-            Some(s) => s.extend(by).await,
-            None => Err(Error::new(ErrorKind::InvalidArgument, "delivery already settled").with_operation("extend")),
+            Some(s) => s.extend(by).await.map_err(|e| self.error(op, e)),
+            None => Err(self.error(op, already_settled())),
         }
     }
+}
+
+fn already_settled() -> Error {
+    Error::new(ErrorKind::InvalidArgument, "delivery already settled")
 }
 
 impl fmt::Debug for Delivery {

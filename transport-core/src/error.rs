@@ -4,6 +4,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::operation::Operation;
+
 /// What went wrong, independent of the broker.
 ///
 /// Non-exhaustive: match with a wildcard arm.
@@ -76,7 +78,7 @@ pub struct Error {
     kind: ErrorKind,
     retryable: bool,
     backend: &'static str,
-    operation: &'static str,
+    operation: Option<Operation>,
     message: String,
     source: Option<Box<dyn StdError + Send + Sync + 'static>>,
 }
@@ -91,14 +93,14 @@ impl Error {
             kind,
             retryable: kind.default_retryable(),
             backend: "",
-            operation: "",
+            operation: None,
             message: message.into(),
             source: None,
         }
     }
 
     /// `Unsupported`, naming the backend and the operation.
-    pub fn unsupported(backend: &'static str, operation: &'static str, why: impl Into<String>) -> Self {
+    pub fn unsupported(backend: &'static str, operation: Operation, why: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unsupported, why)
             .with_backend(backend)
             .with_operation(operation)
@@ -115,9 +117,19 @@ impl Error {
         self
     }
 
-    /// Set the operation that failed (`"publish"`, `"ack"`, ...).
-    pub fn with_operation(mut self, operation: &'static str) -> Self {
-        self.operation = operation;
+    /// Set the operation that failed.
+    pub fn with_operation(mut self, operation: Operation) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// Name the backend and operation unless the error already names them
+    /// (an error from deeper down keeps the more precise context).
+    pub(crate) fn in_context(mut self, backend: &'static str, operation: Operation) -> Self {
+        if self.backend.is_empty() {
+            self.backend = backend;
+        }
+        self.operation.get_or_insert(operation);
         self
     }
 
@@ -148,8 +160,8 @@ impl Error {
         self.backend
     }
 
-    /// The operation that failed (empty when none is known).
-    pub fn operation(&self) -> &'static str {
+    /// The operation that failed, when known.
+    pub fn operation(&self) -> Option<Operation> {
         self.operation
     }
 
@@ -164,8 +176,8 @@ impl fmt::Display for Error {
         if !self.backend.is_empty() {
             write!(f, "{}: ", self.backend)?;
         }
-        if !self.operation.is_empty() {
-            write!(f, "{} failed: ", self.operation)?;
+        if let Some(operation) = self.operation {
+            write!(f, "{operation} failed: ")?;
         }
         write!(f, "{} ({})", self.message, self.kind)?;
         if let Some(source) = &self.source {
@@ -207,7 +219,7 @@ mod tests {
     fn display_names_backend_operation_and_kind() {
         let e = Error::new(ErrorKind::Timeout, "no reply in 5s")
             .with_backend("redis")
-            .with_operation("publish");
+            .with_operation(Operation::Publish);
         assert_eq!(e.to_string(), "redis: publish failed: no reply in 5s (timeout)");
         assert!(e.is_retryable());
         assert!(!Error::invalid("x").is_retryable());

@@ -163,7 +163,7 @@ impl std::error::Error for EventError {
 impl From<EventError> for Error {
     fn from(e: EventError) -> Self {
         Error::new(ErrorKind::Decode, e.to_string())
-            .with_operation("decode event")
+            .with_operation(crate::Operation::Decode)
             .with_source(e)
     }
 }

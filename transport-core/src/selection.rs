@@ -4,18 +4,21 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use crate::dead_letter::DeadLetter;
+use crate::message::Message;
 
-/// The dead letters [`DeadLetterQueue::redrive_selected`] and
+/// The dead letters [`DeadLetterQueue::redrive`] and
 /// [`DeadLetterQueue::discard`] act on: those meeting every condition given
-/// (no condition: all of them).
+/// (no condition: all of them), oldest first, at most
+/// [`oldest`](Self::oldest) of them when given.
 ///
-/// [`DeadLetterQueue::redrive_selected`]: crate::DeadLetterQueue::redrive_selected
+/// [`DeadLetterQueue::redrive`]: crate::DeadLetterQueue::redrive
 /// [`DeadLetterQueue::discard`]: crate::DeadLetterQueue::discard
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     ids: Option<BTreeSet<String>>,
     reason_contains: Option<String>,
     failed_before: Option<SystemTime>,
+    limit: Option<u64>,
 }
 
 impl Selection {
@@ -48,7 +51,42 @@ impl Selection {
         self
     }
 
-    /// Whether `dead` is picked.
+    /// At most the `n` oldest of those meeting the other conditions.
+    pub fn oldest(mut self, n: u64) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// How many an operation may act on at most (`u64::MAX` without
+    /// [`oldest`](Self::oldest)). A backend counts what it picked against it.
+    pub fn limit(&self) -> u64 {
+        self.limit.unwrap_or(u64::MAX)
+    }
+
+    /// Whether every dead letter is picked (no condition, no limit): a
+    /// backend may then act on the whole queue at once.
+    pub fn is_everything(&self) -> bool {
+        *self == Selection::default()
+    }
+
+    /// Split `items` (oldest first) into those picked, at most
+    /// [`limit`](Self::limit) of them, and those kept, both in their order.
+    /// `message` gives the stored message of an item.
+    pub fn partition<T>(&self, items: Vec<T>, message: impl Fn(&T) -> &Message) -> (Vec<T>, Vec<T>) {
+        let mut left = self.limit();
+        let (mut picked, mut kept) = (Vec::new(), Vec::new());
+        for item in items {
+            if left > 0 && self.matches(&DeadLetter::from_message(message(&item).clone())) {
+                left -= 1;
+                picked.push(item);
+            } else {
+                kept.push(item);
+            }
+        }
+        (picked, kept)
+    }
+
+    /// Whether `dead` meets the conditions (the limit is the caller's to count).
     pub fn matches(&self, dead: &DeadLetter) -> bool {
         self.picks(&dead.message.id, dead.reason.as_deref(), dead.last_failure)
     }
@@ -72,7 +110,7 @@ impl Selection {
 mod tests {
     use super::*;
     use crate::dead_letter::dead_letter_message;
-    use crate::delivery::DeliveryInfo;
+    use crate::delivery_info::DeliveryInfo;
     use crate::message::Message;
     use std::sync::Arc;
     use std::time::Duration;

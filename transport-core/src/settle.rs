@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::delivery::DeliveryInfo;
+use crate::delivery_info::DeliveryInfo;
 
 /// What should happen to a delivery once it has been handled.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use futures::stream::{BoxStream, Stream};
 use crate::dead_letter::REDRIVE_GROUP;
 use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::operation::Operation;
 use crate::settle::{exhausted_on_arrival, Outcome};
 
 /// A subscription: a [`Stream`] of deliveries for one topic and group.
@@ -25,20 +26,22 @@ use crate::settle::{exhausted_on_arrival, Outcome};
 /// Dropping the subscription stops fetching; deliveries already handed out
 /// can still be settled.
 pub struct Subscription {
+    backend: &'static str,
     topic: String,
     group: String,
     inner: BoxStream<'static, Result<Delivery>>,
 }
 
 impl Subscription {
-    /// Backends build subscriptions with [`backend::subscription`](crate::backend::subscription)
-    /// or [`backend::pull_subscription`](crate::backend::pull_subscription).
+    /// Built by the core's wrapper over a backend's raw deliveries.
     pub(crate) fn new(
+        backend: &'static str,
         topic: impl Into<String>,
         group: impl Into<String>,
         inner: BoxStream<'static, Result<Delivery>>,
     ) -> Self {
         Subscription {
+            backend,
             topic: topic.into(),
             group: group.into(),
             inner,
@@ -61,7 +64,8 @@ impl Subscription {
 
     /// Returns the delivery when it is for the caller, or settles it in the
     /// background and returns `None`.
-    fn screen(&self, delivery: Delivery) -> Option<Delivery> {
+    fn screen(&self, mut delivery: Delivery) -> Option<Delivery> {
+        delivery.set_backend(self.backend);
         if let Some(reason) = exhausted_on_arrival(delivery.info()) {
             tracing::warn!(topic = %self.topic, group = %self.group, id = delivery.id(), "{reason}; dead-lettering");
             tokio::spawn(async move {
@@ -96,6 +100,9 @@ impl Stream for Subscription {
                         return Poll::Ready(Some(Ok(delivery)));
                     }
                 }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(e.in_context(self.backend, Operation::Receive))))
+                }
                 other => return other,
             }
         }
@@ -105,6 +112,7 @@ impl Stream for Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
+            .field("backend", &self.backend)
             .field("topic", &self.topic)
             .field("group", &self.group)
             .finish_non_exhaustive()

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::{brokers, pid};
 use futures::StreamExt;
-use transport::{ErrorKind, Message, Redrive, SubscribeOptions, Transport};
+use transport::{ErrorKind, Message, Selection, SubscribeOptions, Transport};
 
 /// Frozen while it lives; thawed on drop, whatever happened.
 struct Frozen(u32);
@@ -121,7 +121,7 @@ async fn goes_silent(name: &str, query: &str, bound: Duration, recovery_not_prov
     bounded("ack", bound, acked.ack()).await;
     bounded("dead-letter depth", bound, dlq.depth()).await;
     bounded("dead-letter peek", bound, dlq.peek(10)).await;
-    bounded("dead-letter redrive", bound, dlq.redrive(Redrive::All)).await;
+    bounded("dead-letter redrive", bound, dlq.redrive_all()).await;
     bounded("dead-letter purge", bound, dlq.purge()).await;
     drop(frozen);
 

@@ -1,5 +1,16 @@
-//! The toolkit for backend authors: what every backend needs and would
-//! otherwise write again. Applications do not need anything here.
+//! The toolkit for backend authors: the raw traits a backend implements,
+//! the one wrapper that turns it into a [`Transport`](crate::Transport), and
+//! what every backend needs and would otherwise write again. Applications do
+//! not need anything here.
+//!
+//! A backend implements [`RawTransport`] (publish a validated batch,
+//! subscribe, open a dead-letter queue, read the backlog, close),
+//! [`Settler`] (the life of one delivery after it was handed out) and
+//! [`DeadLetterQueue`](crate::DeadLetterQueue) (over a
+//! [`Selection`](crate::Selection)); every constructor it offers returns
+//! [`transport`]`(raw)`, which applies the closed guard, validation,
+//! capability enforcement, error context and telemetry once for all
+//! backends (see `wrap.rs`).
 //!
 //! A backend crate has the same small files as every other one:
 //!
@@ -7,74 +18,52 @@
 //! |---|---|
 //! | `lib.rs` | the docs (`docs.md`), `SCHEME`, a few `pub use` lines |
 //! | `config.rs` | the configuration, from a URL and from the builder |
+//! | `backend.rs` | the builder, and the [`RawTransport`] impl delegating to the files below |
 //! | `core.rs` | the client connection and the mapping of its errors, in one place |
+//! | `names.rs` | the name of every broker object (streams, keys, queues, exchanges, subjects) |
 //! | `provision.rs` | creating topics, groups and dead-letter queues on the broker |
-//! | `publisher.rs` | `publish` and `publish_batch` |
-//! | `subscriber.rs` | the read loop (a [`Fetch`] run by [`pull_subscription`]) and the settler |
-//! | `dead_letters.rs` | the [`DeadLetterQueue`](crate::DeadLetterQueue) operations |
-//! | `backlog.rs` | [`Transport::backlog`](crate::Transport::backlog): what a group has left, read from the broker |
-//! | `backend.rs` | the builder and the [`Transport`](crate::Transport) impl, delegating to the files above |
+//! | `publisher.rs` | storing a batch |
+//! | `subscriber.rs` | the read loop (mostly a [`Fetch`] run by [`pull_deliveries`]) |
+//! | `settle.rs` | the [`Settler`]: ack, nack with delay, dead-letter, extend |
+//! | `dead_letter_queue.rs` | depth, peek, redrive and discard by [`Selection`](crate::Selection) |
+//! | `backlog.rs` | what a group has left, read from the broker |
 //!
-//! The pieces here: [`cloudevents::Binding`] (the broker's CloudEvents
-//! protocol binding for the header codec), [`Lifecycle`] (the closed guard and error tagging),
-//! [`pull_subscription`] (a read loop with flow control, reconnect backoff
-//! and one error policy), [`on_drop`] (settling a dropped delivery),
-//! [`delivery`] and [`subscription`] (the constructors), plus the
+//! Operation structs hold the backend's `Arc<Core>`, never the public
+//! transport. The pieces here: [`cloudevents::Binding`] (the broker's
+//! CloudEvents protocol binding for the header codec), [`Lifecycle`] (the
+//! closed flag read loops watch), [`pull_deliveries`] (a read loop with flow
+//! control, reconnect backoff and one error policy), [`on_drop`] (settling
+//! a dropped delivery), [`delivery`] (the constructor), plus the
 //! dead-letter model and name rules every backend applies.
 
 pub mod cloudevents;
 mod lifecycle;
 mod pull;
+mod raw;
 mod stale;
+mod wrap;
 
 pub use lifecycle::{on_drop, Lifecycle};
-pub use pull::{pull_subscription, Backoff, Fetch};
+pub use pull::{pull_deliveries, Backoff, Fetch};
+pub use raw::{Deliveries, RawTransport, SubscribeRequest};
 pub use stale::StaleGuard;
+pub use wrap::transport;
 
 pub use crate::dead_letter::{dead_letter_message, redrive_message};
-pub use crate::delivery::{DeliveryInfo, Settler};
+pub use crate::delivery::Settler;
 pub use crate::flow::InFlightLimit;
 pub use crate::names::{validate_group, validate_topic};
 
 use std::sync::Arc;
 
-use futures::stream::BoxStream;
-
 use crate::delivery::Delivery;
-use crate::error::{Error, ErrorKind, Result};
+use crate::delivery_info::DeliveryInfo;
+use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::options::{StartFrom, SubscribeOptions};
-use crate::subscription::Subscription;
 
 /// A delivery of `message` that `settler` settles.
 pub fn delivery(message: Arc<Message>, info: DeliveryInfo, settler: Box<dyn Settler>) -> Delivery {
     Delivery::new(message, info, settler)
-}
-
-/// The subscription for a backend's raw stream of deliveries; the rules
-/// every backend shares (exhausted redeliveries dead-lettered on arrival,
-/// redrives for other groups skipped) are applied on top.
-pub fn subscription(
-    topic: impl Into<String>,
-    group: impl Into<String>,
-    deliveries: BoxStream<'static, Result<Delivery>>,
-) -> Subscription {
-    Subscription::new(topic, group, deliveries)
-}
-
-/// For backends without replay: `StartFrom::Earliest` is refused with a
-/// final `Unsupported` instead of quietly starting at the latest message
-/// (the group would miss what it asked for without knowing).
-pub fn refuse_replay(options: &SubscribeOptions) -> Result<()> {
-    match options.start {
-        StartFrom::Earliest => Err(Error::new(
-            ErrorKind::Unsupported,
-            "StartFrom::Earliest: this backend keeps no history to replay to a new group; \
-             use StartFrom::Latest (a group receives what is published after it first subscribes)",
-        )
-        .with_retryable(false)),
-        StartFrom::Latest => Ok(()),
-    }
 }
 
 /// Decode the user or password of a URL's userinfo: percent-decoding as RFC

@@ -10,10 +10,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::stream::{self, StreamExt};
 
 use super::lifecycle::Lifecycle;
+use super::raw::{Deliveries, SubscribeRequest};
 use crate::delivery::Delivery;
 use crate::error::{Error, ErrorKind, Result};
 use crate::flow::InFlightLimit;
-use crate::subscription::Subscription;
 
 /// One read from the broker.
 #[async_trait]
@@ -102,7 +102,8 @@ struct PullState<F> {
     done: bool,
 }
 
-/// A [`Subscription`] reading with `fetcher` while `lifecycle` is open.
+/// The deliveries of `request`, read with `fetcher` until the transport is
+/// closed.
 ///
 /// The one error policy: a failed fetch pauses (exponential backoff with
 /// jitter), calls [`Fetch::recover`], and the first failure of a streak is
@@ -111,28 +112,21 @@ struct PullState<F> {
 /// flooded; the loop keeps trying. An error retrying cannot fix
 /// (unauthorized, invalid, unsupported) is handed out as not retryable and
 /// ends the stream. Deliveries are fetched only while `in_flight` has room.
-pub fn pull_subscription<F: Fetch>(
-    topic: impl Into<String>,
-    group: impl Into<String>,
-    lifecycle: Arc<Lifecycle>,
-    in_flight: Arc<InFlightLimit>,
-    fetcher: F,
-) -> Subscription {
-    let topic = topic.into();
+pub fn pull_deliveries<F: Fetch>(request: &SubscribeRequest, in_flight: Arc<InFlightLimit>, fetcher: F) -> Deliveries {
     let state = PullState {
         fetcher,
-        lifecycle,
+        lifecycle: request.lifecycle(),
         in_flight,
         buffer: VecDeque::new(),
         backoff: Backoff::default(),
-        topic: topic.clone(),
+        topic: request.topic().to_owned(),
         done: false,
     };
-    let deliveries = stream::unfold(state, |mut st| async move {
+    stream::unfold(state, |mut st| async move {
         let item = st.next().await?;
         Some((item, st))
-    });
-    Subscription::new(topic, group, deliveries.boxed())
+    })
+    .boxed()
 }
 
 impl<F: Fetch> PullState<F> {
@@ -156,7 +150,6 @@ impl<F: Fetch> PullState<F> {
                     self.buffer.extend(batch);
                 }
                 Err(e) => {
-                    let e = self.lifecycle.tag("receive")(e);
                     if is_permanent(&e) {
                         tracing::error!(error = %e, topic = %self.topic, "receive failed for good");
                         self.done = true;
@@ -167,7 +160,7 @@ impl<F: Fetch> PullState<F> {
                     tokio::time::sleep(pause).await;
                     if let Err(fatal) = self.fetcher.recover(&e).await {
                         self.done = true;
-                        return Some(Err(self.lifecycle.tag("receive")(fatal).with_retryable(false)));
+                        return Some(Err(fatal.with_retryable(false)));
                     }
                     if self.backoff.failures() == 1 {
                         return Some(Err(e.with_retryable(true)));

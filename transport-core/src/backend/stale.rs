@@ -84,7 +84,7 @@ struct Guarded {
 impl Guarded {
     /// The inner settler if this handle is still the newest; else it is
     /// dropped without settling (the broker would settle the redelivery).
-    fn take(&mut self, op: &'static str) -> Result<Box<dyn Settler>> {
+    fn take(&mut self) -> Result<Box<dyn Settler>> {
         let current = self.guard.is_current(&self.id, self.attempt);
         let inner = self.inner.take().expect("a settler settles once");
         self.guard.release(&self.id, self.attempt);
@@ -93,40 +93,39 @@ impl Guarded {
         } else {
             // Not dropped: its drop would hand the live redelivery back.
             inner.abandon();
-            Err(stale(op))
+            Err(stale())
         }
     }
 }
 
-fn stale(op: &'static str) -> Error {
+fn stale() -> Error {
     Error::new(
         ErrorKind::DeliveryExpired,
         "this delivery was handed out again after its ack timeout; the newer delivery settles it",
     )
-    .with_operation(op)
 }
 
 #[async_trait]
 impl Settler for Guarded {
     async fn ack(mut self: Box<Self>) -> Result<()> {
-        self.take("ack")?.ack().await
+        self.take()?.ack().await
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<()> {
-        self.take("nack")?.nack(delay).await
+        self.take()?.nack(delay).await
     }
 
     async fn dead_letter(mut self: Box<Self>, dead: Message) -> Result<()> {
-        self.take("dead_letter")?.dead_letter(dead).await
+        self.take()?.dead_letter(dead).await
     }
 
     async fn extend(&self, by: Duration) -> Result<()> {
         if !self.guard.is_current(&self.id, self.attempt) {
-            return Err(stale("extend"));
+            return Err(stale());
         }
         match &self.inner {
             Some(inner) => inner.extend(by).await,
-            None => Err(stale("extend")),
+            None => Err(stale()),
         }
     }
 }

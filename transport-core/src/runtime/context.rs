@@ -11,8 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::stats::Counters;
-use crate::delivery::DeliveryInfo;
+use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 use crate::event::{CE_CAUSATIONID, CE_CORRELATIONID};
 use crate::message::{Headers, Message};
 use crate::transport::Transport;
@@ -257,7 +258,7 @@ impl Lease {
     /// every backend. `by` is at most the ack timeout.
     pub async fn extend(&self, by: Duration) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        let gone = || Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation("extend");
+        let gone = || Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation(Operation::Extend);
         self.requests
             .send(LeaseRequest { by, reply })
             .await

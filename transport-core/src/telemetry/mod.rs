@@ -8,9 +8,9 @@
 //! OpenTelemetry exporters to choose from, and no SDK in the library's
 //! dependencies.
 
-mod instrumented;
 pub mod names;
 #[cfg(feature = "otel")]
 pub mod propagation;
+mod publish;
 
-pub use instrumented::Instrumented;
+pub(crate) use publish::traced;

@@ -4,11 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use transport_core::backend::redrive_message;
-use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, Redrive, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, Result, Selection};
 
 use crate::core::{Broker, Topic};
-use crate::SCHEME;
 
 /// A group's dead-letter queue: the retained log of its dead-letter topic.
 pub(crate) struct MemoryDeadLetters {
@@ -25,21 +23,18 @@ impl MemoryDeadLetters {
     /// Take out what `selection` picks, the others staying in place and in
     /// order; with `redrive` the picked go back to their topics (all checked
     /// first: an error changes nothing).
-    fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+    fn take(&self, selection: &Selection, redrive: bool) -> Result<u64> {
         let Some(q) = self.queue() else { return Ok(0) };
         let all = q.remove_front(usize::MAX);
-        let (picked, kept): (Vec<_>, Vec<_>) = all
-            .iter()
-            .cloned()
-            .partition(|m| selection.matches(&DeadLetter::from_message((**m).clone())));
+        let (picked, kept) = selection.partition(all.clone(), |m| m);
         let mut targets = Vec::new();
         if redrive {
             for m in &picked {
-                match redrive_message(m).and_then(|(t, msg)| validate_topic(&t).map(|()| (t, msg))) {
+                match redrive_message(m) {
                     Ok(target) => targets.push(target),
                     Err(e) => {
                         q.restore_front(all);
-                        return Err(e.with_backend(SCHEME).with_operation(op));
+                        return Err(e);
                     }
                 }
             }
@@ -71,37 +66,12 @@ impl DeadLetterQueue for MemoryDeadLetters {
             .collect())
     }
 
-    async fn redrive(&self, count: Redrive) -> Result<u64> {
-        let Some(q) = self.queue() else { return Ok(0) };
-        let limit = usize::try_from(count.limit()).unwrap_or(usize::MAX);
-        let taken = q.remove_front(limit);
-        let mut targets = Vec::with_capacity(taken.len());
-        for m in &taken {
-            match redrive_message(m).and_then(|(t, msg)| validate_topic(&t).map(|()| (t, msg))) {
-                Ok(target) => targets.push(target),
-                Err(e) => {
-                    q.restore_front(taken);
-                    return Err(e.with_backend(SCHEME).with_operation("redrive"));
-                }
-            }
-        }
-        let moved = targets.len() as u64;
-        for (topic, message) in targets {
-            self.broker.topic(&topic).append([message], self.replay_window);
-        }
-        Ok(moved)
-    }
-
-    async fn purge(&self) -> Result<u64> {
-        Ok(self.queue().map_or(0, |q| q.remove_front(usize::MAX).len() as u64))
-    }
-
-    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("redrive", selection, true)
+    async fn redrive(&self, selection: &Selection) -> Result<u64> {
+        self.take(selection, true)
     }
 
     async fn discard(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("discard", selection, false)
+        self.take(selection, false)
     }
 }
 
@@ -110,7 +80,7 @@ mod tests {
     use std::time::Duration;
 
     use futures::StreamExt;
-    use transport_core::{Message, Publisher, Redrive, Selection, SubscribeOptions, Subscriber, Transport};
+    use transport_core::{Message, Selection, SubscribeOptions};
 
     use crate::MemoryTransport;
 
@@ -133,9 +103,9 @@ mod tests {
         t.publish(dlq.topic(), Message::new("stray")).await.unwrap();
         assert_eq!(dlq.depth().await.unwrap(), 2);
 
-        assert!(dlq.redrive_selected(&Selection::all()).await.is_err());
+        assert!(dlq.redrive(&Selection::all()).await.is_err());
         assert_eq!(dlq.depth().await.unwrap(), 2, "redrive_selected lost messages");
-        assert!(dlq.redrive(Redrive::All).await.is_err());
+        assert!(dlq.redrive_all().await.is_err());
         assert_eq!(dlq.depth().await.unwrap(), 2, "redrive lost messages");
         let order: Vec<String> = dlq
             .peek(10)
@@ -149,7 +119,7 @@ mod tests {
         assert!(again.is_err(), "a failed redrive republished: {again:?}");
         // What can move still does, once picked alone.
         assert_eq!(
-            dlq.redrive_selected(&Selection::all().reason_contains("bad"))
+            dlq.redrive(&Selection::all().reason_contains("bad"))
                 .await
                 .unwrap(),
             1
