@@ -202,17 +202,12 @@ async fn subscribe_n(
     topic: &str,
     options: SubscribeOptions,
     n: usize,
-) -> Result<Subscription, CheckFailure> {
+) -> Result<transport_core::backend::Deliveries, CheckFailure> {
     let mut subs = Vec::new();
     for _ in 0..n {
         subs.push(t.subscribe(topic, options.clone()).await?);
     }
-    let group = options.group.clone();
-    Ok(transport_core::backend::subscription(
-        topic,
-        group,
-        futures::stream::select_all(subs).boxed(),
-    ))
+    Ok(futures::stream::select_all(subs).boxed())
 }
 
 fn parse_seq(text: &str) -> Result<(String, usize), CheckFailure> {

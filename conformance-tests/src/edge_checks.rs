@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport_core::{ErrorKind, Message, Selection, Transport, MAX_NAME_LEN};
+use transport_core::{ErrorKind, Message, Operation, Selection, Transport, MAX_NAME_LEN};
 
 use crate::checks::{dlq_depth, fresh, opts, short};
 use crate::ensure;
@@ -74,7 +74,7 @@ pub async fn size_limit_is_exact(t: &Arc<dyn Transport>) -> CheckResult {
     );
     // A clear error names where it came from.
     ensure!(
-        err.backend() == t.backend() && err.operation() == "publish",
+        err.backend() == t.backend() && err.operation() == Some(Operation::Publish),
         "the error names backend {:?} and operation {:?}",
         err.backend(),
         err.operation()

@@ -6,8 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures::StreamExt;
-use transport_core::{Delivery, Subscription};
+use futures::{Stream, StreamExt};
+use transport_core::Delivery;
+
+/// What the receiving helpers read from: a [`Subscription`](transport_core::Subscription),
+/// or several merged into one stream.
+pub trait DeliveryStream: Stream<Item = transport_core::Result<Delivery>> + Unpin + Send {}
+
+impl<S: Stream<Item = transport_core::Result<Delivery>> + Unpin + Send> DeliveryStream for S {}
 
 /// Why a check failed.
 #[derive(Debug)]
@@ -74,12 +80,12 @@ pub fn unique(what: &str) -> String {
 }
 
 /// The next delivery, failing after `timing().receive`.
-pub async fn next(sub: &mut Subscription) -> Result<Delivery, CheckFailure> {
+pub async fn next(sub: &mut impl DeliveryStream) -> Result<Delivery, CheckFailure> {
     next_within(sub, timing().receive).await
 }
 
 /// The next delivery, failing after `within`.
-pub async fn next_within(sub: &mut Subscription, within: Duration) -> Result<Delivery, CheckFailure> {
+pub async fn next_within(sub: &mut impl DeliveryStream, within: Duration) -> Result<Delivery, CheckFailure> {
     match tokio::time::timeout(within, sub.next()).await {
         Err(_) => Err(CheckFailure(format!(
             "no delivery on {} within {within:?}",
@@ -93,13 +99,13 @@ pub async fn next_within(sub: &mut Subscription, within: Duration) -> Result<Del
 
 /// Fail if anything arrives within `timing().quiet` (acking what does, so
 /// the failure message can name it).
-pub async fn expect_quiet(sub: &mut Subscription, context: &str) -> CheckResult {
+pub async fn expect_quiet(sub: &mut impl DeliveryStream, context: &str) -> CheckResult {
     expect_quiet_for(sub, timing().quiet, context).await
 }
 
 /// Fail if anything arrives within `period`, or if the subscription ends
 /// (a stream that stopped is not a quiet one: it would hide redeliveries).
-pub async fn expect_quiet_for(sub: &mut Subscription, period: Duration, context: &str) -> CheckResult {
+pub async fn expect_quiet_for(sub: &mut impl DeliveryStream, period: Duration, context: &str) -> CheckResult {
     match tokio::time::timeout(period, sub.next()).await {
         Err(_) => Ok(()),
         Ok(None) => Err(CheckFailure(format!(
@@ -128,7 +134,7 @@ pub fn within_bounds(what: &str, actual: Duration, low: Duration, high: Duration
 }
 
 /// The next delivery must be `message`; it is acked.
-pub async fn receive_exactly(sub: &mut Subscription, message: &transport_core::Message, context: &str) -> CheckResult {
+pub async fn receive_exactly(sub: &mut impl DeliveryStream, message: &transport_core::Message, context: &str) -> CheckResult {
     let d = next(sub).await?;
     if d.id() != message.id {
         return Err(CheckFailure(format!(
@@ -143,7 +149,7 @@ pub async fn receive_exactly(sub: &mut Subscription, message: &transport_core::M
 
 /// Receive (and ack) as many messages as `want` names and fail unless their
 /// payloads, as text, are `want` in that order.
-pub async fn receive_texts(sub: &mut Subscription, want: &[&str], context: &str) -> CheckResult {
+pub async fn receive_texts(sub: &mut impl DeliveryStream, want: &[&str], context: &str) -> CheckResult {
     let got = receive_and_ack(sub, want.len()).await?;
     let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
     if names != want {
@@ -156,7 +162,7 @@ pub async fn receive_texts(sub: &mut Subscription, want: &[&str], context: &str)
 
 /// Receive `n` deliveries, acking each, returning them in arrival order as
 /// (id, key, payload as text, attempt).
-pub async fn receive_and_ack(sub: &mut Subscription, n: usize) -> Result<Vec<Received>, CheckFailure> {
+pub async fn receive_and_ack(sub: &mut impl DeliveryStream, n: usize) -> Result<Vec<Received>, CheckFailure> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let d = next(sub)

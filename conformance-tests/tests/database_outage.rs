@@ -144,7 +144,7 @@ async fn relay_rides_out_a_database_outage() {
         .with_table(&table)
         .unwrap()
         .statement_timeout(Duration::from_secs(2));
-    let broker: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let broker: Arc<dyn Transport> = MemoryTransport::new();
     let topic = unique("orders");
     let mut sub = broker.subscribe(&topic, SubscribeOptions::new("g")).await.unwrap();
     let relay = relayed

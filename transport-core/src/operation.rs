@@ -43,6 +43,9 @@ pub enum Operation {
     Register,
     /// Writing a message to an outbox.
     Enqueue,
+    /// A step of an outbox or idempotency store on its database (claim,
+    /// release, migrate, ...; the error's message names the step).
+    Store,
     /// Decoding a typed event from a message.
     Decode,
 }
@@ -69,6 +72,7 @@ impl Operation {
             Operation::Close => "close",
             Operation::Register => "register",
             Operation::Enqueue => "enqueue",
+            Operation::Store => "store",
             Operation::Decode => "decode event",
         }
     }

@@ -2,7 +2,7 @@
 //! (connection lost, timeouts) apart from what it must fix (a missing
 //! migration, wrong credentials, an unknown database).
 
-use transport_core::{Error, ErrorKind};
+use transport_core::{Error, ErrorKind, Operation};
 
 /// The `backend` of errors from the SQL stores.
 pub(crate) const BACKEND: &str = "sql";
@@ -58,9 +58,14 @@ pub(crate) fn db_error(e: sqlx::Error, operation: &'static str, table: &str) -> 
         }
         _ => (ErrorKind::Backend, format!("database error: {e}")),
     };
-    Error::new(kind, message)
+    let operation_kind = if operation == "enqueue" {
+        Operation::Enqueue
+    } else {
+        Operation::Store
+    };
+    Error::new(kind, format!("{operation} on {table}: {message}"))
         .with_backend(BACKEND)
-        .with_operation(operation)
+        .with_operation(operation_kind)
         .with_source(e)
 }
 
@@ -74,7 +79,7 @@ pub(crate) fn enqueue_error(e: sqlx::Error, table: &str, id: &str) -> Error {
                 format!("message id {id} is already in the outbox"),
             )
             .with_backend(BACKEND)
-            .with_operation("enqueue");
+            .with_operation(Operation::Enqueue);
         }
     }
     db_error(e, "enqueue", table)

@@ -5,7 +5,7 @@
 use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::future::BoxFuture;
-use transport_core::{Error, ErrorKind, Result, Transport};
+use transport_core::{Error, ErrorKind, Operation, Result, Transport};
 
 /// Opens a transport from a URL of its scheme.
 pub type Factory = Arc<dyn Fn(&str) -> BoxFuture<'static, Result<Arc<dyn Transport>>> + Send + Sync>;
@@ -27,16 +27,12 @@ const KNOWN: &[(&str, &str)] = &[
     ("kafka+ssl", "kafka"),
 ];
 
-fn factory<F, Fut, T>(open: F) -> Factory
+fn factory<F, Fut>(open: F) -> Factory
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
-    T: Transport + 'static,
+    Fut: std::future::Future<Output = Result<Arc<dyn Transport>>> + Send + 'static,
 {
-    Arc::new(move |url: &str| {
-        let opening = open(url.to_owned());
-        Box::pin(async move { Ok(Arc::new(opening.await?) as Arc<dyn Transport>) })
-    })
+    Arc::new(move |url: &str| Box::pin(open(url.to_owned())))
 }
 
 /// The backends compiled into this build, by scheme.
@@ -97,7 +93,10 @@ pub fn schemes() -> Vec<String> {
 
 /// Make [`connect`] open `scheme://...` URLs with `open` (a third-party
 /// backend, or a wrapper around a built-in one). Replaces what the scheme
-/// opened before. A scheme is lowercase letters, digits, `+`, `-` or `.`,
+/// opened before. A third-party backend implements
+/// [`RawTransport`](transport_core::backend::RawTransport) and returns
+/// [`backend::transport`](transport_core::backend::transport)`(raw)`, so it
+/// gets the validation, error context and telemetry every built-in backend has. A scheme is lowercase letters, digits, `+`, `-` or `.`,
 /// starting with a letter.
 ///
 /// ```no_run
@@ -108,11 +107,10 @@ pub fn schemes() -> Vec<String> {
 /// let broker = transport::connect("test://").await?;
 /// # Ok(()) }
 /// ```
-pub fn register<F, Fut, T>(scheme: &str, open: F) -> Result<()>
+pub fn register<F, Fut>(scheme: &str, open: F) -> Result<()>
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
-    T: Transport + 'static,
+    Fut: std::future::Future<Output = Result<Arc<dyn Transport>>> + Send + 'static,
 {
     let valid = scheme.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && scheme
@@ -122,7 +120,7 @@ where
         return Err(Error::invalid(format!(
             "{scheme:?} is not a URL scheme (lowercase letters, digits, '+', '-', '.')"
         ))
-        .with_operation("register"));
+        .with_operation(Operation::Register));
     }
     let mut table = registry().write().unwrap_or_else(|e| e.into_inner());
     let open = factory(open);
@@ -145,16 +143,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
         .map(|(s, _)| s.to_ascii_lowercase())
         .ok_or_else(|| {
             Error::invalid("a transport URL looks like scheme://..., such as memory:// or redis://127.0.0.1:6379")
-                .with_operation("connect")
+                .with_operation(Operation::Connect)
         })?;
     let open = {
         let table = registry().read().unwrap_or_else(|e| e.into_inner());
         table.iter().find(|(s, _)| *s == scheme).map(|(_, f)| f.clone())
     };
     match open {
-        // Every transport opened by URL reports its publishes as metrics
-        // and spans, and carries the trace context (feature `otel`).
-        Some(open) => Ok(transport_core::telemetry::Instrumented::wrap(open(url).await?)),
+        Some(open) => open(url).await,
         None => Err(not_compiled(&scheme)),
     }
 }
@@ -167,7 +163,7 @@ fn not_compiled(scheme: &str) -> Error {
         ),
         None => format!("unknown URL scheme {scheme}:// (compiled in: {compiled})"),
     };
-    Error::new(ErrorKind::Unsupported, message).with_operation("connect")
+    Error::new(ErrorKind::Unsupported, message).with_operation(Operation::Connect)
 }
 
 #[cfg(test)]

@@ -6,6 +6,22 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[cfg(feature = "otel")]
+pub mod spans;
+
+/// The URL in `var` (scripts/test exports one per broker it started);
+/// without it the test is skipped with a message, and fails under `CI`.
+pub fn live(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok() => panic!("{var} is not set"),
+        Err(_) => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
