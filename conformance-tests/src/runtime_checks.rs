@@ -15,8 +15,8 @@ use tokio::sync::Notify;
 use tower::{Service, ServiceBuilder};
 use transport_core::runtime::{
     handler_fn, outcome_of, BoxError, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats,
-    Context, HandlerError, HandlerFn, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryLayer,
-    RetryPolicy, StatsHandle, TimeoutLayer,
+    Context, HandlerError, HandlerFn, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryDelayLayer,
+    RetryPolicy, StatsHandle, HandlerTimeoutLayer,
 };
 use transport_core::{Message, StartFrom, SubscribeOptions, Transport};
 
@@ -226,14 +226,14 @@ pub async fn runtime_retries_and_dead_letters(t: &Arc<dyn Transport>) -> CheckRe
         t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
     }
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_millis(200),
         )))
         .layer(CatchPanicLayer)
         .service(handler_fn(|ctx: Context| async move {
             match ctx.headers().get("kind") {
-                Some("flaky") if ctx.attempt() < 3 => Err(HandlerError::transient("dependency unavailable")),
+                Some("flaky") if ctx.attempt() < 3 => Err(HandlerError::retry("dependency unavailable")),
                 Some("poison") => Err(HandlerError::permanent("order total is negative")),
                 Some("panic") => panic!("handler bug on attempt {}", ctx.attempt()),
                 _ => Ok(()),
@@ -282,7 +282,7 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
     t.publish(&topic, Message::new("flaky")).await?;
     let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(delay, delay).without_jitter()))
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(delay, delay).without_jitter()))
         .service(handler_fn({
             let times = times.clone();
             move |ctx: Context| {
@@ -290,7 +290,7 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
                 async move {
                     times.lock().unwrap().push(Instant::now());
                     match ctx.attempt() {
-                        1 => Err(HandlerError::transient("not yet")),
+                        1 => Err(HandlerError::retry("not yet")),
                         // The downstream said when: that delay wins over the policy's.
                         2 => Err(HandlerError::retry_after(Duration::from_millis(1_200), "rate limited")),
                         _ => Ok(()),
@@ -374,7 +374,7 @@ pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckRe
     let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(2).open_for(Duration::from_millis(300)));
     let handle = breaker.handle();
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_millis(50),
         )))
@@ -388,7 +388,7 @@ pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckRe
                 async move {
                     record(&calls, &ctx);
                     if down.load(AtomicOrdering::SeqCst) {
-                        return Err(HandlerError::transient("downstream unavailable"));
+                        return Err(HandlerError::retry("downstream unavailable"));
                     }
                     record(&processed, &ctx);
                     Ok(())
@@ -564,12 +564,12 @@ pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> Ch
     t.publish_batch(&topic, sent.clone()).await?;
     let calls: Calls = Arc::default();
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_millis(50),
         )))
         .layer(LeaseLayer::new())
-        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .layer(HandlerTimeoutLayer::new(Duration::from_secs(10)))
         .layer(CatchPanicLayer)
         .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
         .layer(CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(5)))
@@ -598,11 +598,11 @@ pub async fn runtime_timeout_and_panic_are_transient(t: &Arc<dyn Transport>) -> 
     let calls: Calls = Arc::default();
     let limit = Duration::from_millis(300);
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_millis(50),
         )))
-        .layer(TimeoutLayer::new(limit))
+        .layer(HandlerTimeoutLayer::new(limit))
         .layer(CatchPanicLayer)
         .service(handler_fn({
             let calls = calls.clone();
@@ -687,7 +687,7 @@ pub async fn runtime_follow_up_is_linked(t: &Arc<dyn Transport>) -> CheckResult 
                     expect(ctx.first_failure().is_none(), "first_failure on attempt 1");
                     seen.lock().unwrap().extend(problems);
                     *failed_at.lock().unwrap() = Some(std::time::SystemTime::now());
-                    return Err(HandlerError::transient("fail once"));
+                    return Err(HandlerError::retry("fail once"));
                 }
                 let failed = failed_at.lock().unwrap().unwrap_or(std::time::UNIX_EPOCH);
                 if ctx.transport().capabilities().first_failure_time {
@@ -1050,12 +1050,12 @@ pub async fn runtime_retry_delays_follow_the_policy(t: &Arc<dyn Transport>) -> C
     let ms = Duration::from_millis;
     let service = ServiceBuilder::new()
         .layer(record_outcomes(&outcomes))
-        .layer(RetryLayer::new(
+        .layer(RetryDelayLayer::new(
             RetryPolicy::exponential(ms(40), ms(100)).without_jitter(),
         ))
         .service(handler_fn(|ctx: Context| async move {
             match ctx.attempt() {
-                1..=3 => Err(HandlerError::transient("not yet")),
+                1..=3 => Err(HandlerError::retry("not yet")),
                 4 => Err(HandlerError::retry_after(Duration::from_millis(30), "rate limited")),
                 _ => Ok(()),
             }
@@ -1091,7 +1091,7 @@ pub async fn runtime_timeout_cuts_off_at_its_limit(t: &Arc<dyn Transport>) -> Ch
     let outcomes: Outcomes = Arc::default();
     let service = ServiceBuilder::new()
         .layer(record_outcomes(&outcomes))
-        .layer(TimeoutLayer::new(limit))
+        .layer(HandlerTimeoutLayer::new(limit))
         .service(handler_fn(|ctx: Context| async move {
             if ctx.attempt() == 1 {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -1196,7 +1196,7 @@ pub async fn runtime_idempotency_releases_a_failed_claim(t: &Arc<dyn Transport>)
     t.publish(&topic, Message::new("fails once")).await?;
     let calls: Calls = Arc::default();
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_millis(50),
         )))
@@ -1208,7 +1208,7 @@ pub async fn runtime_idempotency_releases_a_failed_claim(t: &Arc<dyn Transport>)
                 async move {
                     record(&calls, &ctx);
                     if ctx.attempt() == 1 {
-                        return Err(HandlerError::transient("downstream hiccup"));
+                        return Err(HandlerError::retry("downstream hiccup"));
                     }
                     Ok(())
                 }
@@ -1407,7 +1407,7 @@ pub async fn runtime_breaker_held_call_lets_shutdown_go(t: &Arc<dyn Transport>) 
     let service = ServiceBuilder::new()
         .layer(breaker)
         .service(handler_fn(|_ctx: Context| async move {
-            Err::<(), _>(HandlerError::transient("downstream unavailable"))
+            Err::<(), _>(HandlerError::retry("downstream unavailable"))
         }));
     let asked_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let (s, reached) = run_until(consumer, service, timing().receive, {

@@ -184,7 +184,7 @@ async fn relay_rides_out_a_database_outage() {
     );
     proxy.set(Mode::Open);
     let back = Instant::now();
-    // Backoff is at most 10 s, plus a 5 s pool acquire timeout.
+    // The backoff is at most 10 s, plus a 5 s pool acquire timeout.
     receive(&mut sub, &mut received, 10, Duration::from_secs(30)).await;
     eprintln!("resumed {:?} after the database came back", back.elapsed());
     settled(&direct).await;

@@ -125,12 +125,12 @@ async fn exactly_once(url: &str) {
                     .bind(&order)
                     .execute(&mut *tx)
                     .await
-                    .map_err(HandlerError::transient)?;
-                tx.commit().await.map_err(HandlerError::transient)?;
+                    .map_err(HandlerError::retry)?;
+                tx.commit().await.map_err(HandlerError::retry)?;
                 let number: usize = order.trim_start_matches("order-").parse().unwrap_or(0);
                 if ctx.attempt() == 1 && number % 3 == 0 {
                     failed.lock().unwrap().insert(order);
-                    return Err(HandlerError::transient("failing after the effect committed"));
+                    return Err(HandlerError::retry("failing after the effect committed"));
                 }
                 Ok(())
             }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use transport::runtime::{
     handler_fn, BreakerConfig, BreakerState, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context,
-    HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
+    HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy, HandlerTimeoutLayer,
 };
 use transport::{Event, Selection, SubscribeOptions};
 
@@ -43,7 +43,7 @@ struct Gateway {
 impl Gateway {
     fn charge(&self, order: u32) -> Result<(), HandlerError> {
         if Instant::now() < self.up_at {
-            return Err(HandlerError::transient("payment gateway unavailable"));
+            return Err(HandlerError::retry("payment gateway unavailable"));
         }
         *self.charged.lock().unwrap().entry(order).or_default() += 1;
         Ok(())
@@ -125,14 +125,14 @@ async fn flow(url: &str) -> transport::Result<()> {
     let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(3).open_for(Duration::from_millis(400)));
     let store = Arc::new(MemoryIdempotencyStore::new());
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_secs(1),
         )))
         .layer(LeaseLayer::new())
         .layer(breaker.clone())
         .layer(IdempotencyLayer::new(store))
-        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
         .layer(CatchPanicLayer)
         .service(handler_fn(handler));
     let run = |expected_acks: u64, expected_dead: u64| {

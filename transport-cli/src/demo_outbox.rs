@@ -91,8 +91,8 @@ async fn warehouse(broker: Arc<dyn Transport>, db: &str) -> transport::Result<()
                     .bind(&order)
                     .execute(&mut *tx)
                     .await
-                    .map_err(HandlerError::transient)?;
-                tx.commit().await.map_err(HandlerError::transient)?;
+                    .map_err(HandlerError::retry)?;
+                tx.commit().await.map_err(HandlerError::retry)?;
                 println!("  {order}: shipped (attempt {})", ctx.attempt());
                 let is_first = {
                     let mut first = first.lock().unwrap();
@@ -100,7 +100,7 @@ async fn warehouse(broker: Arc<dyn Transport>, db: &str) -> transport::Result<()
                 };
                 if is_first {
                     println!("  {order}: the handler fails after committing (say, its ack is lost)");
-                    return Err(HandlerError::transient("lost after commit"));
+                    return Err(HandlerError::retry("lost after commit"));
                 }
                 Ok(())
             }

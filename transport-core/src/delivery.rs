@@ -1,18 +1,19 @@
 //! A received message and the one settlement it allows.
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::dead_letter::dead_letter_message;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
-use crate::message::{Headers, Message};
-use crate::settle::{decide, Action, Outcome, Settled};
+use crate::message::Message;
+use crate::received::Received;
+use crate::settle::{decide, Action, Outcome, Settlement};
 
 /// How a backend settles one delivery. Implemented by each backend; users
 /// settle through [`Delivery`].
@@ -54,9 +55,12 @@ pub trait Settler: Send + Sync + 'static {
 /// A received message. Settle it exactly once with [`ack`](Self::ack),
 /// [`nack`](Self::nack) or [`dead_letter`](Self::dead_letter); dropping it
 /// unsettled counts as not acked and it comes back.
+///
+/// Its message and delivery facts are the [`Received`] it derefs to
+/// (`delivery.id()`, `delivery.attempt()`, ...), the same the consumer
+/// runtime's `Context` has.
 pub struct Delivery {
-    message: Arc<Message>,
-    info: DeliveryInfo,
+    received: Received,
     settler: Option<Box<dyn Settler>>,
     /// Names the backend in settlement errors; set by the subscription that
     /// hands the delivery out.
@@ -67,8 +71,7 @@ impl Delivery {
     /// Backends build deliveries with [`backend::delivery`](crate::backend::delivery).
     pub(crate) fn new(message: Arc<Message>, info: DeliveryInfo, settler: Box<dyn Settler>) -> Self {
         Delivery {
-            message,
-            info,
+            received: Received::new(message, info),
             settler: Some(settler),
             backend: "",
         }
@@ -76,61 +79,6 @@ impl Delivery {
 
     pub(crate) fn set_backend(&mut self, backend: &'static str) {
         self.backend = backend;
-    }
-
-    /// The message id.
-    pub fn id(&self) -> &str {
-        &self.message.id
-    }
-
-    /// The ordering key.
-    pub fn key(&self) -> Option<&str> {
-        self.message.key.as_deref()
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &Headers {
-        &self.message.headers
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.message.payload
-    }
-
-    /// The whole message.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// The topic it came from.
-    pub fn topic(&self) -> &str {
-        &self.info.topic
-    }
-
-    /// The consumer group.
-    pub fn group(&self) -> &str {
-        &self.info.group
-    }
-
-    /// 1 for the first delivery, +1 for each redelivery.
-    pub fn attempt(&self) -> u32 {
-        self.info.attempt
-    }
-
-    /// Whether a failure now sends the message to the dead-letter queue.
-    pub fn is_last_attempt(&self) -> bool {
-        self.info.attempt >= self.info.max_attempts
-    }
-
-    /// Backend facts about the delivery.
-    pub fn info(&self) -> &DeliveryInfo {
-        &self.info
-    }
-
-    /// The message, shared (for handlers that outlive the delivery).
-    pub fn shared_message(&self) -> Arc<Message> {
-        self.message.clone()
     }
 
     fn take_settler(&mut self, op: Operation) -> Result<Box<dyn Settler>> {
@@ -145,26 +93,26 @@ impl Delivery {
     /// becomes a broker operation: a retry on the last allowed attempt
     /// dead-letters (with the attempts and the reason), anything else does
     /// what it says. Returns what was done.
-    pub async fn settle(mut self, outcome: Outcome) -> Result<Settled> {
-        match decide(outcome, &self.info) {
+    pub async fn settle(mut self, outcome: Outcome) -> Result<Settlement> {
+        match decide(outcome, &self.received.info()) {
             Action::Ack => {
                 let op = Operation::Ack;
                 let settler = self.take_settler(op)?;
                 settler.ack().await.map_err(|e| self.error(op, e))?;
-                Ok(Settled::Acked)
+                Ok(Settlement::Acked)
             }
             Action::Nack(delay) => {
                 let op = Operation::Nack;
                 let settler = self.take_settler(op)?;
                 settler.nack(delay).await.map_err(|e| self.error(op, e))?;
-                Ok(Settled::Retried)
+                Ok(Settlement::Retried)
             }
             Action::DeadLetter(reason) => {
                 let op = Operation::DeadLetter;
                 let settler = self.take_settler(op)?;
-                let dead = dead_letter_message(&self.message, &self.info, &reason, SystemTime::now());
+                let dead = dead_letter_message(self.received.message(), &self.received.info(), &reason, SystemTime::now());
                 settler.dead_letter(dead).await.map_err(|e| self.error(op, e))?;
-                Ok(Settled::DeadLettered)
+                Ok(Settlement::DeadLettered)
             }
         }
     }
@@ -201,12 +149,12 @@ impl Delivery {
     /// was already lost.
     pub async fn extend(&self, by: Duration) -> Result<()> {
         let op = Operation::Extend;
-        if by.is_zero() || by > self.info.ack_timeout {
+        if by.is_zero() || by > self.received.info().ack_timeout {
             return Err(self.error(
                 op,
                 Error::invalid(format!(
                     "extend by {by:?}: must be positive and at most the ack timeout ({:?})",
-                    self.info.ack_timeout
+                    self.received.info().ack_timeout
                 )),
             ));
         }
@@ -221,13 +169,21 @@ fn already_settled() -> Error {
     Error::new(ErrorKind::InvalidArgument, "delivery already settled")
 }
 
+impl Deref for Delivery {
+    type Target = Received;
+
+    fn deref(&self) -> &Received {
+        &self.received
+    }
+}
+
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")
-            .field("message", &self.message)
-            .field("topic", &self.info.topic)
-            .field("group", &self.info.group)
-            .field("attempt", &self.info.attempt)
+            .field("message", self.received.message())
+            .field("topic", &self.received.topic())
+            .field("group", &self.received.group())
+            .field("attempt", &self.received.attempt())
             .field("settled", &self.settler.is_none())
             .finish()
     }

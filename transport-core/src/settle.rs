@@ -54,7 +54,7 @@ impl Outcome {
     }
 
     /// Whether this is a failure worth retrying (what a circuit breaker counts).
-    pub fn is_transient_failure(&self) -> bool {
+    pub fn is_retry(&self) -> bool {
         matches!(self, Outcome::Retry { .. })
     }
 
@@ -80,7 +80,7 @@ impl fmt::Display for Outcome {
 
 /// What a settlement did, as reported by [`Delivery::settle`](crate::Delivery::settle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
+pub enum Settlement {
     /// Acknowledged.
     Acked,
     /// Handed back for redelivery.

@@ -54,8 +54,8 @@ async fn bill(store: Arc<SqlIdempotencyStore<Sqlite>>, ctx: Context) -> Result<(
         .bind(placed.cents)
         .execute(&mut *tx)
         .await
-        .map_err(HandlerError::transient)?;
-    tx.commit().await.map_err(HandlerError::transient)
+        .map_err(HandlerError::retry)?;
+    tx.commit().await.map_err(HandlerError::retry)
 }
 
 fn db(e: sqlx::Error) -> transport::Error {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
 use transport::runtime::{
     handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerError, IdempotencyLayer,
-    LeaseLayer, MemoryIdempotencyStore, RetryLayer, RetryPolicy, TimeoutLayer,
+    LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy, HandlerTimeoutLayer,
 };
 use transport::{Message, SubscribeOptions};
 
@@ -50,7 +50,7 @@ async fn main() -> transport::Result<()> {
                     return Err(HandlerError::permanent("empty order"));
                 }
                 if Instant::now() < up_at {
-                    return Err(HandlerError::transient("payment service unavailable"));
+                    return Err(HandlerError::retry("payment service unavailable"));
                 }
                 effects.fetch_add(1, Ordering::SeqCst);
                 let follow_up = ctx.follow_up(Message::new("payment requested"));
@@ -66,14 +66,14 @@ async fn main() -> transport::Result<()> {
     };
     let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(2).open_for(Duration::from_millis(200)));
     let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryPolicy::exponential(
+        .layer(RetryDelayLayer::new(RetryPolicy::exponential(
             Duration::from_millis(50),
             Duration::from_secs(2),
         )))
         .layer(LeaseLayer::new())
         .layer(breaker.clone())
         .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
-        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(HandlerTimeoutLayer::new(Duration::from_secs(5)))
         .layer(CatchPanicLayer)
         .service(handler_fn(handler));
 

@@ -40,7 +40,7 @@ async fn publishes_and_consumer_outcomes_are_counted() {
         async move {
             seen.fetch_add(1, Ordering::SeqCst);
             if ctx.message().payload.as_ref() == b"fails" {
-                return Err(HandlerError::transient("downstream down"));
+                return Err(HandlerError::retry("downstream down"));
             }
             Ok(())
         }

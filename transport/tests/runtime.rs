@@ -127,7 +127,7 @@ async fn run_fn_retries_with_backoff_and_links_deep_publishes() {
             let (calls, linked) = (calls.clone(), linked.clone());
             async move {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return Err(HandlerError::transient("first call fails"));
+                    return Err(HandlerError::retry("first call fails"));
                 }
                 // Code without the context at hand still links what it sends.
                 *linked.lock().unwrap() = Some(link_to_current(Message::new("b")));

@@ -35,22 +35,22 @@ pub trait Fetch: Send + 'static {
 /// Pauses between failed fetches: exponential with jitter from 100 ms to
 /// 5 s, starting over after a success.
 #[derive(Debug)]
-pub struct Backoff {
+pub struct ReconnectBackoff {
     builder: ExponentialBuilder,
     current: Option<backon::ExponentialBackoff>,
     failures: u32,
 }
 
-impl Default for Backoff {
+impl Default for ReconnectBackoff {
     fn default() -> Self {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+        ReconnectBackoff::new(Duration::from_millis(100), Duration::from_secs(5))
     }
 }
 
-impl Backoff {
+impl ReconnectBackoff {
     /// From `min` up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
+        ReconnectBackoff {
             builder: ExponentialBuilder::new()
                 .with_min_delay(min)
                 .with_max_delay(max)
@@ -97,7 +97,7 @@ struct PullState<F> {
     lifecycle: Arc<Lifecycle>,
     in_flight: Arc<InFlightLimit>,
     buffer: VecDeque<Delivery>,
-    backoff: Backoff,
+    backoff: ReconnectBackoff,
     topic: String,
     done: bool,
 }
@@ -118,7 +118,7 @@ pub fn pull_deliveries<F: Fetch>(request: &SubscribeRequest, in_flight: Arc<InFl
         lifecycle: request.lifecycle(),
         in_flight,
         buffer: VecDeque::new(),
-        backoff: Backoff::default(),
+        backoff: ReconnectBackoff::default(),
         topic: request.topic().to_owned(),
         done: false,
     };
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut b = ReconnectBackoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let first = b.next_pause();
         assert!((100..=200).contains(&first.as_millis()), "{first:?}");
         for _ in 0..10 {

@@ -3,10 +3,10 @@
 //! of events linked (correlation and causation ids).
 
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -15,14 +15,18 @@ use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
 use crate::event::{CE_CAUSATIONID, CE_CORRELATIONID};
-use crate::message::{Headers, Message};
+use crate::message::Message;
+use crate::received::Received;
 use crate::transport::Transport;
 
 /// One delivery as the handler and every layer see it. Cheap to clone.
 #[derive(Clone)]
+///
+/// Its message and delivery facts are the [`Received`] it derefs to
+/// (`ctx.payload()`, `ctx.attempt()`, ...), the same a
+/// [`Delivery`](crate::Delivery) has.
 pub struct Context {
-    message: Arc<Message>,
-    info: DeliveryInfo,
+    received: Received,
     lease: Lease,
     shutdown: CancellationToken,
     transport: Arc<dyn Transport>,
@@ -39,78 +43,12 @@ impl Context {
         counters: Arc<Counters>,
     ) -> Self {
         Context {
-            message,
-            info,
+            received: Received::new(message, info),
             lease,
             shutdown,
             transport,
             counters,
         }
-    }
-
-    /// The message id.
-    pub fn id(&self) -> &str {
-        &self.message.id
-    }
-
-    /// The ordering key.
-    pub fn key(&self) -> Option<&str> {
-        self.message.key.as_deref()
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &Headers {
-        &self.message.headers
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.message.payload
-    }
-
-    /// The whole message.
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-
-    /// The topic it came from.
-    pub fn topic(&self) -> &str {
-        &self.info.topic
-    }
-
-    /// The consumer group handling it.
-    pub fn group(&self) -> &str {
-        &self.info.group
-    }
-
-    /// 1 for the first delivery, +1 for each redelivery.
-    pub fn attempt(&self) -> u32 {
-        self.info.attempt
-    }
-
-    /// Deliveries the message gets at most before it is dead-lettered.
-    pub fn max_attempts(&self) -> u32 {
-        self.info.max_attempts
-    }
-
-    /// Whether a failure now dead-letters the message.
-    pub fn is_last_attempt(&self) -> bool {
-        self.info.attempt >= self.info.max_attempts
-    }
-
-    /// When an earlier attempt first failed, where the backend records it.
-    pub fn first_failure(&self) -> Option<SystemTime> {
-        self.info.first_failure
-    }
-
-    /// The subscription's ack timeout.
-    pub fn ack_timeout(&self) -> Duration {
-        self.info.ack_timeout
-    }
-
-    /// Backend facts about the delivery, as [`Delivery::info`](crate::Delivery::info) has them.
-    pub fn info(&self) -> &DeliveryInfo {
-        &self.info
     }
 
     /// The lease on this delivery: extend it while working on something long.
@@ -157,18 +95,26 @@ impl Context {
 
     /// The correlation and causation to give messages this one causes.
     pub fn link(&self) -> Link {
-        Link::from_cause(&self.message)
+        Link::from_cause(self.received.message())
+    }
+}
+
+impl Deref for Context {
+    type Target = Received;
+
+    fn deref(&self) -> &Received {
+        &self.received
     }
 }
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
-            .field("message", &self.message)
-            .field("topic", &self.info.topic)
-            .field("group", &self.info.group)
-            .field("attempt", &self.info.attempt)
-            .field("max_attempts", &self.info.max_attempts)
+            .field("message", self.message())
+            .field("topic", &self.topic())
+            .field("group", &self.group())
+            .field("attempt", &self.attempt())
+            .field("max_attempts", &self.max_attempts())
             .finish_non_exhaustive()
     }
 }

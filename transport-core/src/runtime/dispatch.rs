@@ -18,7 +18,7 @@ use super::layers::catch_panic::panic_reason;
 use super::stats::Counters;
 use crate::capabilities::Capabilities;
 use crate::delivery::Delivery;
-use crate::settle::{Outcome, Settled};
+use crate::settle::{Outcome, Settlement};
 use crate::transport::Transport;
 
 /// What every delivery task of one consumer shares.
@@ -109,7 +109,7 @@ where
             let span = process_span(&shared, &delivery);
             let started = std::time::Instant::now();
             // The last safety net: a panic no layer caught (in `call` itself
-            // or in its future) is a transient failure, and the consumer
+            // or in its future) is a failure worth a retry, and the consumer
             // keeps running.
             let call = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx))));
             let handled = async {
@@ -251,12 +251,12 @@ async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
     let counters = &shared.counters;
     let span = settle_span(shared, &delivery, &outcome);
     match delivery.settle(outcome).instrument(span).await {
-        Ok(Settled::Acked) => counters.acked(),
-        Ok(Settled::Retried) => {
+        Ok(Settlement::Acked) => counters.acked(),
+        Ok(Settlement::Retried) => {
             counters.retried();
             tracing::debug!(%id, attempt, reason = reason.as_deref(), "retrying later");
         }
-        Ok(Settled::DeadLettered) => {
+        Ok(Settlement::DeadLettered) => {
             counters.dead_lettered();
             tracing::warn!(%id, attempt, reason = reason.as_deref(), "dead-lettered");
         }

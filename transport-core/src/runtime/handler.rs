@@ -20,15 +20,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How a handler failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// Worth retrying later (timeouts, unavailable dependencies).
-    Transient,
+    /// Worth retrying later (timeouts, unavailable dependencies): the
+    /// outcome is [`Outcome::Retry`](crate::Outcome::Retry).
+    Retry,
     /// Retrying cannot help (malformed input): dead-letter at once.
     Permanent,
 }
 
 /// A handler's failure and its reason (which becomes the dead-letter reason).
 ///
-/// Any error converts into a transient failure, so `?` works in handlers;
+/// Any error converts into a failure worth a retry, so `?` works in handlers;
 /// [`permanent`](Self::permanent) marks what retrying cannot fix.
 pub struct HandlerError {
     kind: Failure,
@@ -38,9 +39,9 @@ pub struct HandlerError {
 
 impl HandlerError {
     /// A failure worth retrying (after the retry layer's backoff).
-    pub fn transient(reason: impl fmt::Display) -> Self {
+    pub fn retry(reason: impl fmt::Display) -> Self {
         HandlerError {
-            kind: Failure::Transient,
+            kind: Failure::Retry,
             reason: reason.to_string(),
             delay: None,
         }
@@ -51,7 +52,7 @@ impl HandlerError {
     pub fn retry_after(delay: Duration, reason: impl fmt::Display) -> Self {
         HandlerError {
             delay: Some(delay),
-            ..HandlerError::transient(reason)
+            ..HandlerError::retry(reason)
         }
     }
 
@@ -64,7 +65,7 @@ impl HandlerError {
         }
     }
 
-    /// Transient or permanent.
+    /// Retry or permanent.
     pub fn kind(&self) -> Failure {
         self.kind
     }
@@ -77,7 +78,7 @@ impl HandlerError {
     /// The outcome this failure asks for.
     pub fn into_outcome(self) -> Outcome {
         match self.kind {
-            Failure::Transient => Outcome::Retry {
+            Failure::Retry => Outcome::Retry {
                 delay: self.delay,
                 reason: self.reason,
             },
@@ -95,7 +96,7 @@ impl fmt::Debug for HandlerError {
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
-            Failure::Transient => "transient",
+            Failure::Retry => "retryable",
             Failure::Permanent => "permanent",
         };
         write!(f, "{kind} failure: {}", self.reason)
@@ -104,13 +105,13 @@ impl fmt::Display for HandlerError {
 
 impl<E: std::error::Error> From<E> for HandlerError {
     fn from(e: E) -> Self {
-        HandlerError::transient(e)
+        HandlerError::retry(e)
     }
 }
 
 /// The outcome of a service call: `Ok` is the service's own outcome; an
 /// error (a tower layer's timeout, overload or a broken service) is a
-/// transient failure with the error as its reason.
+/// failure worth a retry with the error as its reason.
 pub fn outcome_of<E: Into<BoxError>>(result: Result<Outcome, E>) -> Outcome {
     match result {
         Ok(outcome) => outcome,

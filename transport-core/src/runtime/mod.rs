@@ -9,18 +9,18 @@
 //! [`Delivery::settle`](crate::Delivery::settle), turns it into a broker
 //! operation and decides that a retry on the last attempt dead-letters.
 //! tower's own layers (`tower::limit`, `tower::load_shed`, `tower::timeout`)
-//! stack in as well: an error from a service is a transient failure.
+//! stack in as well: an error from a service is a failure worth a retry.
 //!
 //! # Layers, outermost first, and why in this order
 //!
 //! | layer | does | why here |
 //! |---|---|---|
-//! | [`RetryLayer`] | gives a retry without a delay the policy's backoff (with jitter) | sees every retry the layers below produce |
+//! | [`RetryDelayLayer`] | gives a retry without a delay the policy's backoff (with jitter) | sees every retry the layers below produce |
 //! | [`LeaseLayer`] | extends the delivery every half ack timeout while the call runs | covers everything below, including a breaker holding a call |
 //! | [`CircuitBreakerLayer`] | stops calling a failing downstream; holds failed calls until it closes | before idempotency, so held calls keep no claim |
 //! | [`IdempotencyLayer`] | acks a message already processed without calling the handler | claims right before the handler, releases on failure |
-//! | [`TimeoutLayer`] | a call over its time is a transient failure | the breaker counts timeouts |
-//! | [`CatchPanicLayer`] | a panic is a transient failure with the panic message | innermost, so every layer sees panics as failures |
+//! | [`HandlerTimeoutLayer`] | a call over its time is a failure worth a retry | the breaker counts timeouts |
+//! | [`CatchPanicLayer`] | a panic is a failure worth a retry with the panic message | innermost, so every layer sees panics as failures |
 //!
 //! The runtime catches panics that escape every layer too, so a panic never
 //! takes the consumer down.
@@ -35,11 +35,11 @@
 //!
 //! let breaker = CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(5));
 //! let service = tower::ServiceBuilder::new()
-//!     .layer(RetryLayer::new(RetryPolicy::default()))
+//!     .layer(RetryDelayLayer::new(RetryPolicy::default()))
 //!     .layer(LeaseLayer::new())
 //!     .layer(breaker.clone())
 //!     .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
-//!     .layer(TimeoutLayer::new(Duration::from_secs(10)))
+//!     .layer(HandlerTimeoutLayer::new(Duration::from_secs(10)))
 //!     .layer(CatchPanicLayer)
 //!     .service(handler_fn(|ctx: Context| async move {
 //!         if ctx.payload().is_empty() {
@@ -69,11 +69,10 @@ pub use layers::breaker::{BreakerConfig, BreakerHandle, BreakerState, CircuitBre
 pub use layers::catch_panic::{CatchPanic, CatchPanicLayer};
 pub use layers::idempotency::{Idempotency, IdempotencyLayer};
 pub use layers::lease::{LeaseKeeper, LeaseLayer};
-pub use layers::retry::{Retry, RetryLayer, RetryPolicy};
-pub use layers::timeout::{Timeout, TimeoutLayer};
+pub use layers::retry::{RetryDelay, RetryDelayLayer, RetryPolicy};
+pub use layers::timeout::{HandlerTimeout, HandlerTimeoutLayer};
 pub use stats::ConsumerStats;
 
-pub use crate::settle::Outcome;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -86,6 +85,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use crate::settle::Outcome;
 use crate::error::Result;
 use crate::options::SubscribeOptions;
 use crate::transport::Transport;
@@ -147,7 +147,7 @@ impl Consumer {
     }
 
     /// Run `handler` (an async closure taking a [`Context`]) with the
-    /// default layers: [`RetryLayer`] with the default [`RetryPolicy`] and
+    /// default layers: [`RetryDelayLayer`] with the default [`RetryPolicy`] and
     /// [`CatchPanicLayer`]. See [`run`](Self::run).
     pub async fn run_fn<F, Fut, R>(
         self,
@@ -160,7 +160,7 @@ impl Consumer {
         R: IntoOutcome,
     {
         let service = tower::ServiceBuilder::new()
-            .layer(RetryLayer::new(RetryPolicy::default()))
+            .layer(RetryDelayLayer::new(RetryPolicy::default()))
             .layer(CatchPanicLayer)
             .service(handler_fn(handler));
         self.run(service, shutdown).await

@@ -28,10 +28,10 @@ use crate::settle::Outcome;
 /// When the breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
-    /// Open after this many transient failures in a row.
+    /// Open after this many failures worth a retry in a row.
     pub consecutive_failures: Option<u32>,
     /// Open when at least `min_calls` calls finished within `window` and
-    /// this share of them (0.0..=1.0) failed transiently.
+    /// this share of them (0.0..=1.0) failed worth a retry.
     pub failure_ratio: Option<(f64, u32, Duration)>,
     /// How long it stays open before letting one probe through.
     pub open_for: Duration,
@@ -42,7 +42,7 @@ pub struct BreakerConfig {
 }
 
 impl BreakerConfig {
-    /// Open after `n` transient failures in a row, for 5 s at a time.
+    /// Open after `n` failures worth a retry in a row, for 5 s at a time.
     pub fn consecutive_failures(n: u32) -> Self {
         BreakerConfig {
             consecutive_failures: Some(n.max(1)),
@@ -372,7 +372,7 @@ where
             let mut permit = permit;
             loop {
                 let outcome = outcome_of(inner.call(ctx.clone()).await);
-                let failed = outcome.is_transient_failure();
+                let failed = outcome.is_retry();
                 let (open, opened) = shared.record(permit, failed);
                 ctx.counters.breaker_state(match shared.state() {
                     BreakerState::Closed => 0.0,

@@ -1,4 +1,4 @@
-//! A panic in the handler is a transient failure with the panic message as
+//! A panic in the handler is a failure worth a retry with the panic message as
 //! its reason, so retries and the dead-letter reason show it.
 
 use std::any::Any;

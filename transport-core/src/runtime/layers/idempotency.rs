@@ -21,7 +21,7 @@ type KeyFn = Arc<dyn Fn(&Context) -> String + Send + Sync>;
 /// (up to half the ack timeout) and then acked if that succeeded, or
 /// retried after the other claim's remaining lease; after success the message is marked
 /// done (for `ttl`, 7 days by default), after a failure the claim is
-/// released. A store that cannot be reached is a transient failure.
+/// released. A store that cannot be reached is a failure worth a retry.
 ///
 /// The key is the message id, or what [`key_with`](Self::key_with) derives
 /// (a business key header, when producers may publish the same fact twice

@@ -18,7 +18,7 @@ use crate::settle::Outcome;
 /// that can extend ([`Capabilities::extend`](crate::Capabilities::extend));
 /// elsewhere the first failed extension is logged and the call goes on.
 ///
-/// Pair it with a [`TimeoutLayer`](super::timeout::TimeoutLayer) inside: a
+/// Pair it with a [`HandlerTimeoutLayer`](super::timeout::HandlerTimeoutLayer) inside: a
 /// hung handler is otherwise held until `max_total`.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseLayer {

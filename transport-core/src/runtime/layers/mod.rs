@@ -1,7 +1,7 @@
 //! The layers shipped with the runtime. Each is a [`tower::Layer`] whose
 //! service takes a [`Context`](super::Context) and returns an
 //! [`Outcome`](crate::Outcome); errors of inner services pass through (the
-//! runtime reads them as transient failures).
+//! runtime reads them as failures worth a retry).
 
 pub(crate) mod breaker;
 pub(crate) mod catch_panic;

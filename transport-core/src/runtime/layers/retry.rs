@@ -81,35 +81,35 @@ impl RetryPolicy {
 /// attempt was the last (and the message is dead-lettered instead) is decided
 /// when the outcome is settled, not here.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RetryLayer {
+pub struct RetryDelayLayer {
     policy: RetryPolicy,
 }
 
-impl RetryLayer {
+impl RetryDelayLayer {
     /// Backoff by `policy`.
     pub fn new(policy: RetryPolicy) -> Self {
-        RetryLayer { policy }
+        RetryDelayLayer { policy }
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-    fn layer(&self, inner: S) -> Retry<S> {
-        Retry {
+impl<S> Layer<S> for RetryDelayLayer {
+    type Service = RetryDelay<S>;
+    fn layer(&self, inner: S) -> RetryDelay<S> {
+        RetryDelay {
             inner,
             policy: self.policy,
         }
     }
 }
 
-/// The service of [`RetryLayer`].
+/// The service of [`RetryDelayLayer`].
 #[derive(Debug, Clone)]
-pub struct Retry<S> {
+pub struct RetryDelay<S> {
     inner: S,
     policy: RetryPolicy,
 }
 
-impl<S> Service<Context> for Retry<S>
+impl<S> Service<Context> for RetryDelay<S>
 where
     S: Service<Context, Response = Outcome>,
     S::Error: Into<BoxError>,

@@ -1,4 +1,4 @@
-//! A handler call that takes too long is a transient failure.
+//! A handler call that takes too long is a failure worth a retry.
 
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -15,35 +15,35 @@ use crate::settle::Outcome;
 /// "handler timed out after ..." as the reason. Unlike `tower::timeout`, the
 /// reason names the limit and the consumer's counters record it.
 #[derive(Debug, Clone, Copy)]
-pub struct TimeoutLayer {
+pub struct HandlerTimeoutLayer {
     limit: Duration,
 }
 
-impl TimeoutLayer {
+impl HandlerTimeoutLayer {
     /// Calls longer than `limit` fail.
     pub fn new(limit: Duration) -> Self {
-        TimeoutLayer { limit }
+        HandlerTimeoutLayer { limit }
     }
 }
 
-impl<S> Layer<S> for TimeoutLayer {
-    type Service = Timeout<S>;
-    fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout {
+impl<S> Layer<S> for HandlerTimeoutLayer {
+    type Service = HandlerTimeout<S>;
+    fn layer(&self, inner: S) -> HandlerTimeout<S> {
+        HandlerTimeout {
             inner,
             limit: self.limit,
         }
     }
 }
 
-/// The service of [`TimeoutLayer`].
+/// The service of [`HandlerTimeoutLayer`].
 #[derive(Debug, Clone)]
-pub struct Timeout<S> {
+pub struct HandlerTimeout<S> {
     inner: S,
     limit: Duration,
 }
 
-impl<S> Service<Context> for Timeout<S>
+impl<S> Service<Context> for HandlerTimeout<S>
 where
     S: Service<Context, Response = Outcome>,
     S::Error: Into<BoxError>,
