@@ -4,16 +4,56 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use transport_core::Delivery;
+use transport_core::{Delivery, SubscribeOptions, Subscription, Transport};
 
-/// What the receiving helpers read from: a [`Subscription`](transport_core::Subscription),
-/// or several merged into one stream.
-pub trait DeliveryStream: Stream<Item = transport_core::Result<Delivery>> + Unpin + Send {}
+/// What the receiving helpers read from: a [`Subscription`], or several
+/// merged into one ([`Merged`]).
+pub trait DeliveryStream: Stream<Item = transport_core::Result<Delivery>> + Unpin + Send {
+    /// The topic read, for failure messages.
+    fn topic(&self) -> &str;
+}
 
-impl<S: Stream<Item = transport_core::Result<Delivery>> + Unpin + Send> DeliveryStream for S {}
+impl DeliveryStream for Subscription {
+    fn topic(&self) -> &str {
+        Subscription::topic(self)
+    }
+}
+
+/// Several subscriptions of one topic read as one stream.
+pub struct Merged {
+    topic: String,
+    inner: futures::stream::SelectAll<Subscription>,
+}
+
+impl Merged {
+    /// The deliveries of all of `subs` (subscriptions to `topic`).
+    pub fn new(topic: &str, subs: Vec<Subscription>) -> Self {
+        Merged {
+            topic: topic.to_owned(),
+            inner: futures::stream::select_all(subs),
+        }
+    }
+}
+
+impl Stream for Merged {
+    type Item = transport_core::Result<Delivery>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl DeliveryStream for Merged {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+}
 
 /// Why a check failed.
 #[derive(Debug)]
@@ -134,7 +174,11 @@ pub fn within_bounds(what: &str, actual: Duration, low: Duration, high: Duration
 }
 
 /// The next delivery must be `message`; it is acked.
-pub async fn receive_exactly(sub: &mut impl DeliveryStream, message: &transport_core::Message, context: &str) -> CheckResult {
+pub async fn receive_exactly(
+    sub: &mut impl DeliveryStream,
+    message: &transport_core::Message,
+    context: &str,
+) -> CheckResult {
     let d = next(sub).await?;
     if d.id() != message.id {
         return Err(CheckFailure(format!(
@@ -198,3 +242,43 @@ impl Received {
         }
     }
 }
+
+pub(crate) fn opts(group: &str) -> SubscribeOptions {
+    SubscribeOptions::new(group).ack_timeout(Duration::from_secs(30))
+}
+
+pub(crate) fn short(group: &str) -> SubscribeOptions {
+    SubscribeOptions::new(group).ack_timeout(timing().short_ack)
+}
+
+pub(crate) async fn fresh(
+    t: &dyn Transport,
+    what: &str,
+    options: SubscribeOptions,
+) -> Result<(String, Subscription), CheckFailure> {
+    let topic = unique(what);
+    let sub = t.subscribe(&topic, options).await?;
+    Ok((topic, sub))
+}
+
+pub(crate) async fn dlq_depth(t: &dyn Transport, topic: &str, options: &SubscribeOptions, want: u64) -> CheckResult {
+    let dlq = t.dead_letters(topic, options).await?;
+    let deadline = Instant::now() + timing().receive;
+    loop {
+        let depth = dlq.depth().await?;
+        if depth == want {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "dead-letter depth is {depth}, expected {want} within {:?}",
+            timing().receive
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Why a check needing dead-letter operations is skipped.
+pub(crate) const NO_DLQ: &str = "the backend has no dead-letter operations (dead_letters_unsupported proves it)";
+/// Why a check needing ack-timeout redelivery is skipped.
+pub(crate) const NO_TIMEOUT: &str = "the backend does not redeliver on ack timeout";

@@ -1,16 +1,137 @@
-//! Capabilities a backend declares it does *not* have are proven too: the
+//! Refusals: what a backend declares it does *not* have is proven too (the
 //! operation must fail loudly with a typed, final error instead of quietly
-//! doing something else. Without these a backend could pass the suite by
-//! declaring a capability away while still doing it wrong.
+//! doing something else, so a backend cannot pass by declaring a capability
+//! away), and bad input (oversize messages, invalid names) is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport_core::{Error, ErrorKind, Message, StartFrom, Transport};
+use transport_core::{Error, ErrorKind, Message, StartFrom, Transport, MAX_NAME_LEN};
 
-use crate::checks::{fresh, opts, short};
-use crate::ensure;
 use crate::support::*;
+use crate::{ensure, Check};
+
+/// An oversize message is `MessageTooLarge`, and the connection still works.
+pub async fn oversize_rejected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let max = t
+        .capabilities()
+        .max_message_size
+        .ok_or_else(|| CheckFailure("no max_message_size declared".into()))?;
+    let (topic, mut sub) = fresh(t, "oversize", opts("g")).await?;
+    let err = t
+        .publish(&topic, Message::new(vec![b'x'; max + 1]))
+        .await
+        .err()
+        .ok_or_else(|| CheckFailure(format!("a {} byte message was accepted", max + 1)))?;
+    ensure!(
+        err.kind() == ErrorKind::MessageTooLarge,
+        "got {err} instead of MessageTooLarge"
+    );
+    ensure!(!err.is_retryable(), "MessageTooLarge must not be retryable");
+    let batch = vec![Message::new("small"), Message::new(vec![b'x'; max + 1])];
+    let err = t
+        .publish_batch(&topic, batch)
+        .await
+        .err()
+        .ok_or_else(|| CheckFailure("a batch with an oversize message was accepted".into()))?;
+    ensure!(
+        err.kind() == ErrorKind::MessageTooLarge,
+        "batch: got {err} instead of MessageTooLarge"
+    );
+    let ok = Message::new("fits");
+    t.publish(&topic, ok.clone()).await?;
+    // The batch was checked before anything was sent, so only "fits" arrives.
+    let d = next(&mut sub).await?;
+    ensure!(
+        d.id() == ok.id,
+        "received {:?} instead of the message after the rejected ones",
+        d.payload()
+    );
+    d.ack().await?;
+    expect_quiet(&mut sub, "after the rejected messages").await
+}
+
+/// Every portable name rule is enforced on publish, subscribe and group
+/// names with a final `InvalidArgument`, as are bad header names and an
+/// empty id; the longest portable name works.
+pub async fn invalid_names_rejected(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let too_long = "n".repeat(MAX_NAME_LEN + 1);
+    let bad = [
+        "",
+        "has space",
+        "wild*card",
+        "gt>",
+        "ümlaut",
+        "slash/name",
+        "tab\tname",
+        ".lead",
+        "-lead",
+        "trail.",
+        "a..b",
+        too_long.as_str(),
+    ];
+    for name in bad {
+        let e = t
+            .publish(name, Message::new("x"))
+            .await
+            .err()
+            .ok_or_else(|| CheckFailure(format!("publish to {name:?} succeeded")))?;
+        ensure!(e.kind() == ErrorKind::InvalidArgument, "publish to {name:?}: {e}");
+        ensure!(!e.is_retryable(), "a bad name is a retryable error: {e}");
+        let e = t
+            .subscribe(name, opts("g"))
+            .await
+            .err()
+            .ok_or_else(|| CheckFailure(format!("subscribe to {name:?} succeeded")))?;
+        ensure!(e.kind() == ErrorKind::InvalidArgument, "subscribe to {name:?}: {e}");
+        let e = t
+            .subscribe(&unique("badgroup"), opts(name))
+            .await
+            .err()
+            .ok_or_else(|| CheckFailure(format!("group {name:?} was accepted")))?;
+        ensure!(e.kind() == ErrorKind::InvalidArgument, "group {name:?}: {e}");
+    }
+    // Header names several brokers reject or mangle, and an empty id.
+    let (topic, _sub) = fresh(t, "badheader", opts("g")).await?;
+    for bad in ["", "has space", "colon:name", "ctl\u{1}name", "new\nline"] {
+        let e = t
+            .publish(&topic, Message::new("x").with_header(bad, "v"))
+            .await
+            .err()
+            .ok_or_else(|| CheckFailure(format!("a header named {bad:?} was accepted")))?;
+        ensure!(e.kind() == ErrorKind::InvalidArgument, "header {bad:?}: {e}");
+    }
+    let e = t
+        .publish(&topic, Message::new("x").with_id(""))
+        .await
+        .err()
+        .ok_or_else(|| CheckFailure("a message with an empty id was accepted".into()))?;
+    ensure!(e.kind() == ErrorKind::InvalidArgument, "empty id: {e}");
+    // The longest portable name is no InvalidArgument on publish (a broker
+    // may still refuse a topic nobody subscribed to, as RabbitMQ does).
+    let base = unique("long");
+    let longest = format!("{base}{}", "l".repeat(MAX_NAME_LEN - base.len()));
+    if let Err(e) = t.publish(&longest, Message::new("fits")).await {
+        ensure!(
+            e.kind() != ErrorKind::InvalidArgument,
+            "a {MAX_NAME_LEN}-character topic was refused: {e}"
+        );
+    }
+    // A subscribed topic whose dead-letter topic (`<topic>.<group>.dlq`)
+    // is just within the limit works end to end.
+    let options = opts("g");
+    let room = options.dlq_topic("").len();
+    let long = format!("{base}{}", "l".repeat(MAX_NAME_LEN - room - base.len()));
+    let mut sub = t
+        .subscribe(&long, options)
+        .await
+        .map_err(|e| CheckFailure(format!("subscribing to a {}-character topic failed: {e}", long.len())))?;
+    let m = Message::new("fits");
+    t.publish(&long, m.clone()).await?;
+    receive_exactly(&mut sub, &m, "the long topic").await
+}
 
 fn unsupported(what: &str, result: Result<(), Error>) -> CheckResult {
     match result {
@@ -117,26 +238,6 @@ pub async fn nack_delay_unsupported(t: &Arc<dyn Transport>) -> CheckResult {
     Ok(())
 }
 
-/// No declared size limit: then large messages must work; 8 MiB (payload)
-/// round-trips intact.
-pub async fn large_messages_without_limit(t: &Arc<dyn Transport>) -> CheckResult {
-    let t: &dyn Transport = t.as_ref();
-    let (topic, mut sub) = fresh(t, "nolimit", opts("g")).await?;
-    let m = Message::new((0..8usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-    t.publish(&topic, m.clone()).await.map_err(|e| {
-        CheckFailure(format!(
-            "an 8 MiB message was refused by a backend that declares no limit: {e}"
-        ))
-    })?;
-    let d = next(&mut sub).await?;
-    ensure!(
-        d.id() == m.id && d.payload() == &m.payload,
-        "the 8 MiB message changed on the way"
-    );
-    d.ack().await?;
-    Ok(())
-}
-
 /// Whether a backend's capabilities include one named capability.
 pub type HasCapability = fn(&transport_core::Capabilities) -> bool;
 
@@ -194,4 +295,29 @@ pub async fn required_capabilities_declared(t: &Arc<dyn Transport>) -> CheckResu
     }
     ensure!(missing.is_empty(), "required but not declared: {}", missing.join(", "));
     Ok(())
+}
+
+/// The checks of this file, each with what it needs of the backend.
+pub(crate) fn checks() -> Vec<Check> {
+    vec![
+        check!(required_capabilities_declared, no_requirements),
+        check!(second_group_refused, |c| (!c.single_group)
+            .then_some("topics fan out to every group (fan_out_two_groups proves it)")),
+        check!(nack_delay_unsupported, |c| c.nack_delay.then_some(
+            "the backend delays redeliveries (nack_delay_respected proves it)"
+        )),
+        check!(extend_unsupported, |c| c.extend.then_some(
+            "the backend extends deliveries (extend_holds_delivery proves it)"
+        )),
+        check!(dead_letters_unsupported, |c| c.dead_letter_ops.then_some(
+            "the backend has dead-letter operations (the dead-letter checks prove them)"
+        )),
+        check!(earliest_without_replay_refused, |c| c
+            .replay
+            .then_some("the backend replays (replay_for_new_group proves it)")),
+        check!(oversize_rejected, |c| c.max_message_size.is_none().then_some(
+            "no size limit declared (large_messages_without_limit probes it)"
+        )),
+        check!(invalid_names_rejected),
+    ]
 }

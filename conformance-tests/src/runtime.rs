@@ -15,14 +15,14 @@ use tokio::sync::Notify;
 use tower::{Service, ServiceBuilder};
 use transport_core::runtime::{
     handler_fn, outcome_of, BoxError, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats,
-    Context, HandlerError, HandlerFn, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, Outcome, RetryDelayLayer,
-    RetryPolicy, StatsHandle, HandlerTimeoutLayer,
+    Context, HandlerError, HandlerFn, HandlerTimeoutLayer, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore,
+    RetryDelayLayer, RetryPolicy, StatsHandle,
 };
-use transport_core::{Message, StartFrom, SubscribeOptions, Transport};
+use transport_core::{Message, Outcome, StartFrom, SubscribeOptions, Transport};
 
-use crate::checks::{dlq_depth, fresh, short};
 use crate::ensure;
 use crate::support::*;
+use crate::Check;
 
 /// Which attempts each message id was handled at.
 type Calls = Arc<Mutex<HashMap<String, Vec<u32>>>>;
@@ -282,7 +282,9 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
     t.publish(&topic, Message::new("flaky")).await?;
     let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let service = ServiceBuilder::new()
-        .layer(RetryDelayLayer::new(RetryPolicy::exponential(delay, delay).without_jitter()))
+        .layer(RetryDelayLayer::new(
+            RetryPolicy::exponential(delay, delay).without_jitter(),
+        ))
         .service(handler_fn({
             let times = times.clone();
             move |ctx: Context| {
@@ -1434,4 +1436,53 @@ pub async fn runtime_breaker_held_call_lets_shutdown_go(t: &Arc<dyn Transport>) 
     )?;
     ensure!(s.dead_lettered == 0 && s.retried <= 1, "stats: {s:?}");
     Ok(())
+}
+
+/// The checks of this file, each with what it needs of the backend.
+pub(crate) fn checks() -> Vec<Check> {
+    vec![
+        check!(graceful_shutdown_drains, |c| (!c.ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(runtime_retries_and_dead_letters, |c| (!c.dead_letter_ops)
+            .then_some(NO_DLQ)),
+        check!(runtime_backoff_between_attempts, |c| (!c.nack_delay)
+            .then_some("the backend cannot delay a redelivery")),
+        check!(runtime_lease_extends_long_handler, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_breaker_holds_while_open, |c| (!c.extend).then_some(
+            "the backend cannot extend a delivery, so held calls would time out"
+        )),
+        check!(runtime_idempotency_applies_once),
+        check!(runtime_layers_pass_readiness_through),
+        check!(runtime_timeout_and_panic_are_transient),
+        check!(runtime_follow_up_is_linked),
+        check!(runtime_keys_run_one_at_a_time_in_order),
+        check!(runtime_concurrency_is_bounded),
+        check!(runtime_waiting_deliveries_keep_their_lease, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_waited_delivery_starts_with_a_fresh_lease, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_lease_gives_up_after_max_total, |c| (!(c.extend
+            && c.ack_timeout_redelivery))
+            .then_some("the backend cannot extend a delivery")),
+        check!(runtime_retry_delays_follow_the_policy),
+        check!(runtime_timeout_cuts_off_at_its_limit),
+        check!(runtime_panic_in_call_is_caught_and_counted),
+        check!(runtime_breaker_ignores_permanent_failures, |c| (!c.dead_letter_ops)
+            .then_some(NO_DLQ)),
+        check!(runtime_idempotency_releases_a_failed_claim),
+        check!(runtime_shutdown_leaves_queued_deliveries, |c| (!c
+            .ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(runtime_redelivered_key_waits_for_the_running_call, |c| (!c
+            .ack_timeout_redelivery)
+            .then_some(NO_TIMEOUT)),
+        check!(runtime_breaker_held_call_lets_shutdown_go),
+        check!(runtime_idempotency_groups_are_independent, |c| c
+            .single_group
+            .then_some("point-to-point: a topic has one group")),
+    ]
 }

@@ -1,15 +1,83 @@
-//! Checks of what operating a service relies on: the backlog a group reads
-//! from the broker (lag, in flight, dead letters, oldest age), and
-//! dead-letter operations on selected messages.
+//! A group over time: it catches up after being offline, a new group
+//! replays retained messages where the backend can, a closed transport
+//! reopens where it left off, and the backlog the broker reports follows
+//! what the group has left.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transport_core::{Accuracy, Backlog, Message, Selection, SubscribeOptions, Transport};
+use transport_core::{Accuracy, Backlog, Message, StartFrom, SubscribeOptions, Transport};
 
-use crate::checks::{dlq_depth, fresh, opts};
-use crate::ensure;
 use crate::support::*;
+use crate::{ensure, Check};
+
+/// A group receives what was published while none of its consumers ran.
+pub async fn offline_group_catches_up(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "offline", opts("g")).await?;
+    t.publish(&topic, Message::new("online")).await?;
+    receive_and_ack(&mut sub, 1).await?;
+    drop(sub);
+    let sent: Vec<Message> = (0..5).map(|i| Message::new(format!("offline{i}"))).collect();
+    for m in &sent {
+        t.publish(&topic, m.clone()).await?;
+    }
+    let mut sub = t.subscribe(&topic, opts("g")).await?;
+    let got = receive_and_ack(&mut sub, 5).await?;
+    let ids: HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    ensure!(
+        ids == sent.iter().map(|m| m.id.as_str()).collect(),
+        "missed messages published while offline: received {:?} (attempts {:?})",
+        got.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        got.iter().map(|r| r.attempt).collect::<Vec<_>>()
+    );
+    expect_quiet(&mut sub, "after catching up").await
+}
+
+/// A new group starting at `Earliest` receives what was published before it
+/// existed; one starting at `Latest` does not.
+pub async fn replay_for_new_group(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let topic = unique("replay");
+    let sent: Vec<Message> = (0..5)
+        .map(|i| Message::new(format!("old:{i}")).with_key("replay"))
+        .collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    let mut latest = t.subscribe(&topic, opts("late").start(StartFrom::Latest)).await?;
+    let mut earliest = t.subscribe(&topic, opts("early").start(StartFrom::Earliest)).await?;
+    let got = receive_and_ack(&mut earliest, 5).await?;
+    let ids: Vec<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    let want: Vec<&str> = sent.iter().map(|m| m.id.as_str()).collect();
+    ensure!(ids == want, "replayed {ids:?}, published {want:?}");
+    expect_quiet(&mut latest, "group starting at latest").await?;
+    let fresh_message = Message::new("new");
+    t.publish(&topic, fresh_message.clone()).await?;
+    let d = next(&mut latest).await?;
+    ensure!(d.id() == fresh_message.id, "latest group received {}", d.id());
+    d.ack().await?;
+    Ok(())
+}
+
+/// Closing a subscription and opening it again continues where the group
+/// left off: acked messages stay gone, the rest arrive.
+pub async fn close_and_reopen_continues(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let (topic, mut sub) = fresh(t, "reopen", opts("g").max_in_flight(5)).await?;
+    let sent: Vec<Message> = (0..10).map(|i| Message::new(format!("r{i}"))).collect();
+    t.publish_batch(&topic, sent.clone()).await?;
+    let first: HashSet<String> = receive_and_ack(&mut sub, 5).await?.into_iter().map(|r| r.id).collect();
+    sub.close();
+    let mut sub = t.subscribe(&topic, opts("g")).await?;
+    let rest: HashSet<String> = receive_and_ack(&mut sub, 5).await?.into_iter().map(|r| r.id).collect();
+    ensure!(first.is_disjoint(&rest), "acked messages came back after reopening");
+    let all: HashSet<String> = sent.iter().map(|m| m.id.clone()).collect();
+    ensure!(
+        first.union(&rest).cloned().collect::<HashSet<_>>() == all,
+        "messages lost across reopen"
+    );
+    expect_quiet(&mut sub, "after the rest").await
+}
 
 /// How long an approximate figure may take to settle.
 const SETTLE: Duration = Duration::from_secs(20);
@@ -123,60 +191,6 @@ pub async fn backlog_tracks_the_group(t: &Arc<dyn Transport>) -> CheckResult {
     expect_quiet(&mut sub, "after the last ack").await
 }
 
-/// Dead letters are redriven and discarded by selection, the others left in
-/// place: an id that is not there takes nothing; discarding one id takes
-/// exactly that one; redriving by reason brings exactly those back to the
-/// group (and no other); a failure time after every failure takes the rest.
-pub async fn dead_letters_by_selection(t: &Arc<dyn Transport>) -> CheckResult {
-    let t: &dyn Transport = t.as_ref();
-    let options = opts("g");
-    let (topic, mut sub) = fresh(t, "dlqsel", options.clone()).await?;
-    let reasons = ["bad input 0", "timeout 1", "bad input 2", "timeout 3"];
-    let mut ids = Vec::new();
-    for i in 0..reasons.len() {
-        let m = Message::new(i.to_string());
-        ids.push(m.id.clone());
-        t.publish(&topic, m).await?;
-    }
-    for _ in 0..reasons.len() {
-        let d = next(&mut sub).await?;
-        let i: usize = String::from_utf8_lossy(&d.message().payload).parse().unwrap_or(0);
-        d.dead_letter(reasons[i]).await?;
-    }
-    dlq_depth(t, &topic, &options, 4).await?;
-    let dlq = t.dead_letters(&topic, &options).await?;
-    let none = dlq.discard(&Selection::ids(["no-such-id"])).await?;
-    ensure!(none == 0, "discarding an id that is not there took {none}");
-    let one = dlq.discard(&Selection::ids([ids[0].clone()])).await?;
-    ensure!(one == 1, "discarding one id took {one}");
-    dlq_depth(t, &topic, &options, 3).await?;
-    let back = dlq
-        .redrive(&Selection::all().reason_contains("timeout"))
-        .await?;
-    ensure!(back == 2, "redriving the two timeouts moved {back}");
-    let mut again = Vec::new();
-    for _ in 0..2 {
-        let d = next(&mut sub).await?;
-        again.push(d.id().to_owned());
-        d.ack().await?;
-    }
-    again.sort();
-    let mut want = vec![ids[1].clone(), ids[3].clone()];
-    want.sort();
-    ensure!(again == want, "redriven {again:?}, selected {want:?}");
-    expect_quiet(&mut sub, "after the two redriven messages").await?;
-    dlq_depth(t, &topic, &options, 1).await?;
-    let left = dlq.peek(10).await?;
-    ensure!(
-        left.len() == 1 && left[0].message.id == ids[2] && left[0].reason.as_deref() == Some(reasons[2]),
-        "left in the queue: {left:?}"
-    );
-    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
-    let rest = dlq.discard(&Selection::all().failed_before(later)).await?;
-    ensure!(rest == 1, "discarding by failure time took {rest}");
-    dlq_depth(t, &topic, &options, 0).await
-}
-
 /// A delivery a consumer holds is in flight, not waiting, and the oldest
 /// waiting age is that of the oldest message still waiting, not the
 /// newest's: with one message held, one published and then, 2.5 s later,
@@ -227,4 +241,19 @@ pub async fn backlog_tells_held_from_waiting(t: &Arc<dyn Transport>) -> CheckRes
     })
     .await?;
     expect_quiet(&mut sub, "after the last ack").await
+}
+
+/// The checks of this file, each with what it needs of the backend.
+pub(crate) fn checks() -> Vec<Check> {
+    vec![
+        check!(backlog_tracks_the_group, |c| (c.backlog == Default::default())
+            .then_some("the backend reads no backlog from the broker")),
+        check!(backlog_tells_held_from_waiting, |c| (c.backlog == Default::default())
+            .then_some("the backend reads no backlog from the broker")),
+        check!(offline_group_catches_up),
+        check!(replay_for_new_group, |c| (!c.replay).then_some(
+            "the backend cannot replay retained messages to a new group (earliest_without_replay_refused proves it)"
+        )),
+        check!(close_and_reopen_continues),
+    ]
 }
