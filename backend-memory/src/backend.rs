@@ -92,9 +92,9 @@ impl MemoryTransport {
 
     /// From a `memory://` URL (see [`MemoryConfig::from_url`]).
     pub fn from_url(url: &str) -> Result<Arc<dyn Transport>> {
-        Ok(Self::with_config(
-            MemoryConfig::from_url(url).map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?,
-        ))
+        Ok(Self::with_config(MemoryConfig::from_url(url).map_err(|e| {
+            e.with_backend(SCHEME).with_operation(Operation::Connect)
+        })?))
     }
 
     /// From a configuration.
@@ -206,7 +206,7 @@ mod tests {
     async fn backlog_counts_what_is_left() {
         use futures::StreamExt;
         use std::time::{Duration, Instant};
-        use transport_core::{Message};
+        use transport_core::Message;
         async fn next(sub: &mut transport_core::Subscription) -> transport_core::Delivery {
             tokio::time::timeout(Duration::from_secs(5), sub.next())
                 .await

@@ -118,12 +118,7 @@ mod tests {
         let again = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
         assert!(again.is_err(), "a failed redrive republished: {again:?}");
         // What can move still does, once picked alone.
-        assert_eq!(
-            dlq.redrive(&Selection::all().reason_contains("bad"))
-                .await
-                .unwrap(),
-            1
-        );
+        assert_eq!(dlq.redrive(&Selection::all().reason_contains("bad")).await.unwrap(), 1);
         assert_eq!(dlq.depth().await.unwrap(), 1);
     }
 }

@@ -9,8 +9,8 @@ use transport_core::backend::{Deliveries, SubscribeRequest};
 use transport_core::Delivery;
 
 use crate::backend::Memory;
-use crate::core::{Fetched, Topic};
-use crate::settle::MemorySettler;
+use crate::core::Fetched;
+use crate::settle::{GroupSlot, MemorySettler};
 
 impl Memory {
     /// The deliveries of a (checked) subscription.
@@ -19,14 +19,16 @@ impl Memory {
         source.join(request.group(), request.options().start);
         let dlq = self.broker.topic(&request.dlq_topic());
         dlq.mark_dead_letter_topic();
-        let consumer = Arc::new(Consumer {
-            source,
-            dlq,
-            group: Arc::from(request.group()),
+        let consumer = Consumer {
+            slot: Arc::new(GroupSlot {
+                source,
+                dlq,
+                group: Arc::from(request.group()),
+                outstanding: AtomicUsize::new(0),
+                replay_window: self.config.replay_window,
+            }),
             request,
-            outstanding: AtomicUsize::new(0),
-            replay_window: self.config.replay_window,
-        });
+        };
         stream::unfold((consumer, Vec::new()), |(consumer, mut buf)| async move {
             let delivery = consumer.next(&mut buf).await?;
             Some((Ok(delivery), (consumer, buf)))
@@ -35,21 +37,17 @@ impl Memory {
     }
 }
 
-/// One subscription's view of a group.
-pub(crate) struct Consumer {
-    pub(crate) source: Arc<Topic>,
-    pub(crate) dlq: Arc<Topic>,
-    pub(crate) group: Arc<str>,
-    pub(crate) request: SubscribeRequest,
-    /// Deliveries handed out (or buffered) and not settled yet.
-    pub(crate) outstanding: AtomicUsize,
-    pub(crate) replay_window: usize,
+/// One subscription's read side; what its deliveries settle on is the
+/// shared [`GroupSlot`].
+struct Consumer {
+    slot: Arc<GroupSlot>,
+    request: SubscribeRequest,
 }
 
 impl Consumer {
     /// The next delivery; `None` once the transport is closed. `buf` holds
     /// fetched messages in reverse order.
-    async fn next(self: &Arc<Self>, buf: &mut Vec<Fetched>) -> Option<Delivery> {
+    async fn next(&self, buf: &mut Vec<Fetched>) -> Option<Delivery> {
         loop {
             if self.request.is_closed() {
                 return None;
@@ -58,19 +56,20 @@ impl Consumer {
                 return Some(self.delivery(f));
             }
             // Register for wake-ups before looking, so none is missed.
-            let watch = self.source.watch();
+            let slot = &self.slot;
+            let watch = slot.source.watch();
             let notified = watch.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let options = self.request.options();
             let capacity = options
                 .max_in_flight
-                .saturating_sub(self.outstanding.load(AtomicOrdering::Acquire));
+                .saturating_sub(slot.outstanding.load(AtomicOrdering::Acquire));
             let mut wake_at = None;
             if capacity > 0 {
-                wake_at = self.source.fetch(&self.group, capacity, options.ack_timeout, buf);
+                wake_at = slot.source.fetch(&slot.group, capacity, options.ack_timeout, buf);
                 if !buf.is_empty() {
-                    self.outstanding.fetch_add(buf.len(), AtomicOrdering::AcqRel);
+                    slot.outstanding.fetch_add(buf.len(), AtomicOrdering::AcqRel);
                     buf.reverse();
                     continue;
                 }
@@ -87,18 +86,14 @@ impl Consumer {
         }
     }
 
-    fn delivery(self: &Arc<Self>, f: Fetched) -> Delivery {
+    fn delivery(&self, f: Fetched) -> Delivery {
         let info = self.request.info(f.attempt, f.first_failure);
         let settler = MemorySettler {
-            consumer: self.clone(),
+            slot: self.slot.clone(),
             seq: f.seq,
             token: f.token,
             settled: false,
         };
         transport_core::backend::delivery(f.message, info, Box::new(settler))
-    }
-
-    pub(crate) fn slot_freed(&self) {
-        self.outstanding.fetch_sub(1, AtomicOrdering::AcqRel);
     }
 }

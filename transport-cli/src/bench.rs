@@ -284,24 +284,22 @@ async fn receive(
     }
 }
 
-pub async fn run(args: BenchArgs) -> CliResult {
-    if !args.plot.is_empty() {
-        return crate::sweep::redraw(&args.plot, &args.out);
-    }
-    let url = url_or_env(args.url.clone())?;
-    let broker = connect(&url).await?;
-    let point = Point {
+/// The workload the arguments describe.
+pub fn point_of(args: &BenchArgs) -> Point {
+    Point {
         size: args.size,
         publishers: args.concurrency.max(1),
         batch: args.batch.max(1),
         consumers: args.consumers.max(1),
         keys: args.keys,
-    };
-    if args.sweep {
-        let result = crate::sweep::run(&broker, point, &args).await;
-        let _ = broker.close().await;
-        return result;
     }
+}
+
+/// `transport bench` for one point (a sweep or a redraw is `sweep::command`).
+pub async fn run(args: BenchArgs) -> CliResult {
+    let url = url_or_env(args.url.clone())?;
+    let broker = connect(&url).await?;
+    let point = point_of(&args);
     let count = args.count.max(1);
     let bar = ProgressBar::new(count);
     bar.set_style(

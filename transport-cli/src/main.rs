@@ -1,6 +1,7 @@
 //! `transport`: one command line for every broker this library supports.
 
 mod bench;
+mod measured;
 mod check;
 mod cli;
 mod consume;
@@ -40,6 +41,7 @@ fn main() -> std::process::ExitCode {
             Command::Stats(a) => stats::run(a).await,
             Command::Monitor(a) => monitor::run(a).await,
             Command::Check(a) => check::run(a).await,
+            Command::Bench(a) if a.sweep || !a.plot.is_empty() => sweep::command(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Outbox(a) => outbox::run(a).await,

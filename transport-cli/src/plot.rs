@@ -9,7 +9,7 @@ use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use crate::bench::Point;
-use crate::sweep::{Dimension, Row};
+use crate::measured::{Dimension, Row};
 use crate::target::{CliError, CliResult};
 
 const FONT: &str = "sans-serif";

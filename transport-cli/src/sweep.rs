@@ -13,65 +13,10 @@ use std::sync::Arc;
 
 use transport::Transport;
 
-use crate::bench::{measure, Limit, Measurement, Point};
+use crate::bench::{measure, point_of, Limit, Point};
+use crate::measured::{Dimension, Row};
 use crate::cli::BenchArgs;
-use crate::target::{CliError, CliResult};
-
-/// The workload parameters a sweep varies, in the order they are run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dimension {
-    Size,
-    Consumers,
-    Keys,
-    Batch,
-}
-
-impl Dimension {
-    pub const ALL: [Dimension; 4] = [Dimension::Size, Dimension::Consumers, Dimension::Keys, Dimension::Batch];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Dimension::Size => "size",
-            Dimension::Consumers => "consumers",
-            Dimension::Keys => "keys",
-            Dimension::Batch => "batch",
-        }
-    }
-
-    /// Axis title for charts.
-    pub fn title(self) -> &'static str {
-        match self {
-            Dimension::Size => "payload bytes",
-            Dimension::Consumers => "consumers in the group",
-            Dimension::Keys => "ordering keys (0: none)",
-            Dimension::Batch => "messages per publish_batch",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == s)
-    }
-
-    fn set(self, mut point: Point, value: usize) -> Point {
-        match self {
-            Dimension::Size => point.size = value,
-            Dimension::Consumers => point.consumers = value,
-            Dimension::Keys => point.keys = value,
-            Dimension::Batch => point.batch = value,
-        }
-        point
-    }
-}
-
-/// One measured point of a sweep.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub backend: String,
-    pub dimension: Dimension,
-    pub value: usize,
-    pub point: Point,
-    pub measured: Measurement,
-}
+use crate::target::{connect, url_or_env, CliError, CliResult};
 
 const HEADER: &str = "backend,dimension,value,size,publishers,batch,consumers,keys,messages,seconds,\
                       messages_per_second,mib_per_second,latency_at_messages_per_second,p50_ms,p99_ms,max_ms";
@@ -82,7 +27,19 @@ fn most(size: usize) -> u64 {
     ((4u64 << 30) / size.max(1) as u64).clamp(1_000, 10_000_000)
 }
 
-pub async fn run(broker: &Arc<dyn Transport>, base: Point, args: &BenchArgs) -> CliResult {
+/// `transport bench --sweep` (or `--plot`, redrawing charts from CSVs).
+pub async fn command(args: BenchArgs) -> CliResult {
+    if !args.plot.is_empty() {
+        return redraw(&args.plot, &args.out);
+    }
+    let url = url_or_env(args.url.clone())?;
+    let broker = connect(&url).await?;
+    let result = run(&broker, point_of(&args), &args).await;
+    let _ = broker.close().await;
+    result
+}
+
+async fn run(broker: &Arc<dyn Transport>, base: Point, args: &BenchArgs) -> CliResult {
     if !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err(CliError::new("--seconds must be positive"));
     }

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use crate::dead_letter::dead_letter_message;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
-use crate::operation::Operation;
 use crate::message::Message;
+use crate::operation::Operation;
 use crate::received::Received;
 use crate::settle::{decide, Action, Outcome, Settlement};
 
@@ -48,7 +48,10 @@ pub trait Settler: Send + Sync + 'static {
     /// only restart their ack timer (NATS `+WPI`) may give more, never less.
     async fn extend(&self, by: Duration) -> Result<()> {
         let _ = by;
-        Err(Error::new(ErrorKind::Unsupported, "extending an ack deadline is not supported"))
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "extending an ack deadline is not supported",
+        ))
     }
 }
 
@@ -110,7 +113,12 @@ impl Delivery {
             Action::DeadLetter(reason) => {
                 let op = Operation::DeadLetter;
                 let settler = self.take_settler(op)?;
-                let dead = dead_letter_message(self.received.message(), &self.received.info(), &reason, SystemTime::now());
+                let dead = dead_letter_message(
+                    self.received.message(),
+                    &self.received.info(),
+                    &reason,
+                    SystemTime::now(),
+                );
                 settler.dead_letter(dead).await.map_err(|e| self.error(op, e))?;
                 Ok(Settlement::DeadLettered)
             }

@@ -29,6 +29,7 @@ pub mod backend;
 mod backlog;
 mod capabilities;
 mod dead_letter;
+mod dead_letter_queue;
 mod delivery;
 mod delivery_info;
 mod error;
@@ -51,7 +52,8 @@ mod transport;
 
 pub use backlog::{Accuracy, Backlog, BacklogAccuracy};
 pub use capabilities::{Capabilities, KeyOrdering};
-pub use dead_letter::{DeadLetter, DeadLetterQueue};
+pub use dead_letter::DeadLetter;
+pub use dead_letter_queue::DeadLetterQueue;
 pub use delivery::Delivery;
 pub use delivery_info::DeliveryInfo;
 pub use error::{Error, ErrorKind, Result};

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::backlog::Backlog;
 use crate::capabilities::Capabilities;
-use crate::dead_letter::DeadLetterQueue;
+use crate::dead_letter_queue::DeadLetterQueue;
 use crate::error::Result;
 use crate::message::Message;
 use crate::options::SubscribeOptions;

@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use sqlx::Pool;
 use tracing::Instrument;
-use transport_core::{Error, ErrorKind, Headers, Message, Result, Selection, Transport};
+use transport_core::{Error, ErrorKind, Message, Result, Selection};
 
-use crate::dialect::sealed::{Claimed, NewRow};
+use crate::dialect::sealed::NewRow;
 use crate::dialect::{outbox_probe, Dialect};
-use crate::relay::Relay;
 use crate::status::{OutboxStatus, Parked};
 use crate::table::TableName;
 
@@ -216,11 +215,6 @@ impl<DB: Dialect> Outbox<DB> {
             .collect())
     }
 
-    /// A relay publishing this outbox's rows through `transport`.
-    pub fn relay(&self, transport: Arc<dyn Transport>) -> Relay<DB> {
-        Relay::new(self.clone(), transport)
-    }
-
     /// `operation`, failing with `Timeout` after the statement timeout.
     pub(crate) async fn bounded<T>(&self, operation: impl Future<Output = Result<T>>) -> Result<T> {
         bounded(self.timeout, operation).await
@@ -238,27 +232,4 @@ pub(crate) async fn bounded<T>(timeout: Duration, operation: impl Future<Output 
         )
         .with_backend(crate::error::BACKEND)),
     }
-}
-
-/// A claimed row as the message it was enqueued as; `Decode` if its
-/// headers column was changed into something that is not a JSON map.
-/// The payload moves out of the row (the relay keeps only its other fields).
-pub(crate) fn message_of(row: &mut Claimed) -> Result<Message> {
-    let map: BTreeMap<String, String> = serde_json::from_str(&row.headers).map_err(|e| {
-        Error::new(
-            ErrorKind::Decode,
-            format!("outbox row {}: headers are not a JSON map of strings", row.id),
-        )
-        .with_source(e)
-    })?;
-    let mut headers = Headers::new();
-    for (name, value) in map {
-        headers.insert(name, value);
-    }
-    Ok(Message {
-        id: row.id.clone(),
-        key: row.key.clone(),
-        headers,
-        payload: std::mem::take(&mut row.payload).into(),
-    })
 }

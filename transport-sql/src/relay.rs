@@ -4,17 +4,17 @@
 //! relay that dies between the two leaves the row leased, and the next relay
 //! publishes it again once the lease runs out, under the same message id.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use transport_core::{Error, ErrorKind, Message, Result, Transport};
+use transport_core::{Error, ErrorKind, Headers, Message, Result, Transport};
 
 use crate::dialect::sealed::{Claimed, Failure};
 use crate::dialect::Dialect;
-use crate::outbox::{message_of, Outbox};
+use crate::outbox::Outbox;
 
 /// Publishes an [`Outbox`]'s committed rows through a [`Transport`].
 ///
@@ -392,4 +392,34 @@ async fn futures_ready(shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()
         () = shutdown.as_mut() => true,
         () = std::future::ready(()) => false,
     }
+}
+
+impl<DB: Dialect> Outbox<DB> {
+    /// A relay publishing this outbox's rows through `transport`.
+    pub fn relay(&self, transport: Arc<dyn Transport>) -> Relay<DB> {
+        Relay::new(self.clone(), transport)
+    }
+}
+
+/// A claimed row as the message it was enqueued as; `Decode` if its
+/// headers column was changed into something that is not a JSON map.
+/// The payload moves out of the row (the relay keeps only its other fields).
+pub(crate) fn message_of(row: &mut Claimed) -> Result<Message> {
+    let map: BTreeMap<String, String> = serde_json::from_str(&row.headers).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format!("outbox row {}: headers are not a JSON map of strings", row.id),
+        )
+        .with_source(e)
+    })?;
+    let mut headers = Headers::new();
+    for (name, value) in map {
+        headers.insert(name, value);
+    }
+    Ok(Message {
+        id: row.id.clone(),
+        key: row.key.clone(),
+        headers,
+        payload: std::mem::take(&mut row.payload).into(),
+    })
 }

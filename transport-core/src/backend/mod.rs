@@ -44,7 +44,7 @@ mod stale;
 mod wrap;
 
 pub use lifecycle::{on_drop, Lifecycle};
-pub use pull::{pull_deliveries, ReconnectBackoff, Fetch};
+pub use pull::{pull_deliveries, Fetch, ReconnectBackoff};
 pub use raw::{Deliveries, RawTransport, SubscribeRequest};
 pub use stale::StaleGuard;
 pub use wrap::transport;

@@ -21,7 +21,7 @@ use futures::stream::BoxStream;
 use super::lifecycle::Lifecycle;
 use crate::backlog::Backlog;
 use crate::capabilities::Capabilities;
-use crate::dead_letter::DeadLetterQueue;
+use crate::dead_letter_queue::DeadLetterQueue;
 use crate::delivery::Delivery;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::Result;

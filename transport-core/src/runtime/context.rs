@@ -13,9 +13,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use super::stats::Counters;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
-use crate::operation::Operation;
 use crate::event::{CE_CAUSATIONID, CE_CORRELATIONID};
 use crate::message::Message;
+use crate::operation::Operation;
 use crate::received::Received;
 use crate::transport::Transport;
 
@@ -204,7 +204,9 @@ impl Lease {
     /// every backend. `by` is at most the ack timeout.
     pub async fn extend(&self, by: Duration) -> Result<()> {
         let (reply, answer) = oneshot::channel();
-        let gone = || Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation(Operation::Extend);
+        let gone = || {
+            Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation(Operation::Extend)
+        };
         self.requests
             .send(LeaseRequest { by, reply })
             .await

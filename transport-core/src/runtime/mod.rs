@@ -73,7 +73,6 @@ pub use layers::retry::{RetryDelay, RetryDelayLayer, RetryPolicy};
 pub use layers::timeout::{HandlerTimeout, HandlerTimeoutLayer};
 pub use stats::ConsumerStats;
 
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -85,9 +84,9 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::settle::Outcome;
 use crate::error::Result;
 use crate::options::SubscribeOptions;
+use crate::settle::Outcome;
 use crate::transport::Transport;
 use dispatch::{process, Shared, Turn};
 use stats::Counters;
