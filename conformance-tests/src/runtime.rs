@@ -591,7 +591,7 @@ pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> Ch
 
 /// A handler call that times out and one that panics are transient
 /// failures: retried, and the consumer keeps running.
-pub async fn runtime_timeout_and_panic_are_transient(t: &Arc<dyn Transport>) -> CheckResult {
+pub async fn runtime_timeout_and_panic_are_retried(t: &Arc<dyn Transport>) -> CheckResult {
     let options = short("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "timeout", &options, 4).await?;
     for kind in ["slow", "boom", "fine"] {
@@ -1455,7 +1455,7 @@ pub(crate) fn checks() -> Vec<Check> {
         )),
         check!(runtime_idempotency_applies_once),
         check!(runtime_layers_pass_readiness_through),
-        check!(runtime_timeout_and_panic_are_transient),
+        check!(runtime_timeout_and_panic_are_retried),
         check!(runtime_follow_up_is_linked),
         check!(runtime_keys_run_one_at_a_time_in_order),
         check!(runtime_concurrency_is_bounded),
