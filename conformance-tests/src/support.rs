@@ -193,6 +193,7 @@ pub async fn receive_exactly(
 
 /// Receive (and ack) as many messages as `want` names and fail unless their
 /// payloads, as text, are `want` in that order.
+#[cfg(feature = "stores")]
 pub async fn receive_texts(sub: &mut impl DeliveryStream, want: &[&str], context: &str) -> CheckResult {
     let got = receive_and_ack(sub, want.len()).await?;
     let names: Vec<&str> = got.iter().map(|r| r.text.as_str()).collect();
