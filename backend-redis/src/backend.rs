@@ -1,22 +1,23 @@
-//! The Redis Streams transport: the builder and the `Transport` impl, which
-//! delegates to `provision`, `publisher`, `subscriber` and `dead_letters`.
+//! The Redis Streams transport: the builder, and the raw backend the core
+//! wraps, which delegates to `publisher`, `subscriber`, `dead_letter_queue`
+//! and `backlog`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, Secret, SubscribeOptions,
-    Transport,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result, Secret,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::RedisConfig;
-use crate::core::{self, Conn};
-use crate::dead_letters::RedisDeadLetters;
-use crate::SCHEME;
+use crate::core::{self, Core};
+use crate::dead_letter_queue::RedisDeadLetters;
+use crate::{names, SCHEME};
 
-/// Builds a [`RedisTransport`].
+/// Builds a Redis Streams transport.
 #[derive(Debug, Clone, Default)]
 pub struct RedisBuilder {
     pub(crate) config: RedisConfig,
@@ -73,33 +74,32 @@ impl RedisBuilder {
         self
     }
     /// Connect.
-    pub async fn connect(self) -> Result<RedisTransport> {
+    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
         RedisTransport::with_config(self.config).await
     }
 }
 
-/// A Redis Streams transport (see the crate docs for the mapping).
-#[derive(Clone)]
-pub struct RedisTransport {
-    pub(crate) inner: Arc<Inner>,
+/// A Redis Streams transport (see the crate docs for the mapping). Its
+/// constructors return the [`Transport`] every backend is, wrapped by the
+/// core (validation, error context, telemetry).
+#[derive(Debug)]
+pub enum RedisTransport {}
+
+/// The raw backend the core's wrapper calls.
+pub(crate) struct Redis {
+    core: Arc<Core>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: RedisConfig,
-    pub(crate) conn: Conn,
-    pub(crate) lifecycle: Arc<Lifecycle>,
-}
-
-impl fmt::Debug for RedisTransport {
+impl fmt::Debug for Redis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTransport")
-            .field("config", &self.inner.config)
+            .field("config", &self.core.config)
             .finish_non_exhaustive()
     }
 }
 
-pub(crate) fn tag(op: &'static str) -> impl Fn(Error) -> Error {
-    move |e| e.with_backend(SCHEME).with_operation(op)
+fn connect_error(e: Error) -> Error {
+    e.with_backend(SCHEME).with_operation(Operation::Connect)
 }
 
 impl RedisTransport {
@@ -109,30 +109,22 @@ impl RedisTransport {
     }
 
     /// Connect to a `redis://` or `rediss://` URL (see [`RedisConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(RedisConfig::from_url(url).map_err(tag("connect"))?).await
+    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+        Self::with_config(RedisConfig::from_url(url).map_err(connect_error)?).await
     }
 
     /// Connect with a configuration.
-    pub async fn with_config(config: RedisConfig) -> Result<Self> {
-        config.check_cluster().map_err(tag("connect"))?;
+    pub async fn with_config(config: RedisConfig) -> Result<Arc<dyn Transport>> {
+        config.check_cluster().map_err(connect_error)?;
         let conn = core::connect(&config, config.command_timeout).await?;
-        Ok(RedisTransport {
-            inner: Arc::new(Inner {
-                config,
-                conn,
-                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
-            }),
-        })
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.inner.lifecycle.check(op)
+        Ok(transport_core::backend::transport(Redis {
+            core: Arc::new(Core { config, conn }),
+        }))
     }
 }
 
 #[async_trait]
-impl Transport for RedisTransport {
+impl RawTransport for Redis {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -146,31 +138,34 @@ impl Transport for RedisTransport {
             first_failure_time: true,
             replay: true,
             ack_timeout_redelivery: true,
-            max_message_size: Some(self.inner.config.max_message_size),
+            max_message_size: Some(self.core.config.max_message_size),
             backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.core.store(topic, messages).await
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        self.core.read(request).await
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        self.check_open("dead_letters")?;
-        options.validate(topic).map_err(tag("dead_letters"))?;
         let name = options.dlq_topic(topic);
         Ok(Box::new(RedisDeadLetters {
-            transport: self.clone(),
-            key: format!("{}{name}", self.inner.config.key_prefix),
+            core: self.core.clone(),
+            key: names::stream(&self.core.config, &name),
             topic: name,
         }))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
-        self.read_backlog(topic, options).await
+        self.core.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.lifecycle.close();
         Ok(())
     }
 }

@@ -10,16 +10,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use redis::Value;
 use transport_core::{Backlog, Result, SubscribeOptions};
 
-use crate::backend::RedisTransport;
-use crate::core::map_err;
-use crate::provision::Keys;
+use crate::core::{map_err, Core};
+use crate::names::Keys;
 
-const OP: &str = "backlog";
-
-impl RedisTransport {
+impl Core {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let keys = Keys::new(&self.inner.config, topic, options);
-        let mut conn = self.inner.conn.clone();
+        let keys = Keys::new(&self.config, topic, options);
+        let mut conn = self.conn.clone();
         // The dead-letter stream is a topic of its own (another slot on a
         // cluster): read apart from the pipeline on the stream's node.
         let (exists, delayed, (secs, micros)): (bool, u64, (u64, u64)) = redis::pipe()
@@ -28,12 +25,12 @@ impl RedisTransport {
             .cmd("TIME")
             .query_async(&mut conn)
             .await
-            .map_err(|e| map_err(OP, e))?;
+            .map_err(map_err)?;
         let dead: u64 = redis::cmd("XLEN")
             .arg(&keys.dlq)
             .query_async(&mut conn)
             .await
-            .map_err(|e| map_err(OP, e))?;
+            .map_err(map_err)?;
         let now = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
         let group = if exists {
             let groups: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
@@ -41,7 +38,7 @@ impl RedisTransport {
                 .arg(&keys.stream)
                 .query_async::<Vec<Value>>(&mut conn)
                 .await
-                .map_err(|e| map_err(OP, e))?
+                .map_err(map_err)?
                 .into_iter()
                 .map(fields)
                 .collect();
@@ -68,7 +65,7 @@ impl RedisTransport {
                     .arg("+")
                     .query_async(&mut conn)
                     .await
-                    .map_err(|e| map_err(OP, e))?;
+                    .map_err(map_err)?;
                 ids.len() as u64
             }
         };
@@ -82,7 +79,7 @@ impl RedisTransport {
                 .arg(1)
                 .query_async::<Vec<(String, Value)>>(&mut conn)
                 .await
-                .map_err(|e| map_err(OP, e))?;
+                .map_err(map_err)?;
             oldest = next.first().and_then(|(id, _)| id_ms(id));
         }
         if delayed > 0 {
@@ -92,7 +89,7 @@ impl RedisTransport {
                 .arg(-1)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| map_err(OP, e))?;
+                .map_err(map_err)?;
             let first = ids.iter().filter_map(|id| id_ms(id)).min();
             oldest = oldest.into_iter().chain(first).min();
         }

@@ -1,7 +1,7 @@
-//! Everything that talks to Redis: connections (one server, or a cluster
-//! behind the same type so every command, pipeline and script is written
-//! once), error mapping, the entry encoding and the Lua scripts that make
-//! settlement transitions atomic.
+//! The backend's core: its configuration and connection (one server, or a
+//! cluster behind the same type so every command, pipeline and script is
+//! written once), error mapping, the entry encoding and the Lua scripts
+//! that make settlement transitions atomic.
 
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,13 +13,21 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use transport_core::backend::cloudevents::Binding;
 use transport_core::headers::header_text;
 use transport_core::Bytes;
-use transport_core::{Error, ErrorKind, Headers, Message};
+use transport_core::{Error, ErrorKind, Headers, Message, Operation};
 
 use crate::config::RedisConfig;
 use crate::SCHEME;
 
-/// Map a redis error to the library's error, tagged with the operation.
-pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
+/// What every operation of the backend shares: the configuration and the
+/// connection for commands (subscriptions open their own readers).
+pub(crate) struct Core {
+    pub(crate) config: RedisConfig,
+    pub(crate) conn: Conn,
+}
+
+/// Map a redis error to the library's error (the core's wrapper names the
+/// operation).
+pub(crate) fn map_err(e: redis::RedisError) -> Error {
     use redis::{ErrorKind as K, ServerErrorKind as S};
     let code = e.code().unwrap_or("");
     let kind = match e.kind() {
@@ -46,7 +54,6 @@ pub(crate) fn map_err(op: &'static str, e: redis::RedisError) -> Error {
     };
     Error::new(kind, format!("{e}{hint}"))
         .with_backend(SCHEME)
-        .with_operation(op)
         .with_retryable(retryable)
 }
 
@@ -92,7 +99,7 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) ->
         install_crypto_provider();
     }
     let mut conn = if config.cluster_nodes.is_empty() {
-        let client = redis::Client::open(config.client_url()).map_err(|e| map_err("connect", e))?;
+        let client = redis::Client::open(config.client_url()).map_err(connect_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(response_timeout))
@@ -102,7 +109,7 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) ->
             client
                 .get_connection_manager_with_config(manager_config)
                 .await
-                .map_err(|e| map_err("connect", e))?,
+                .map_err(connect_error)?,
         )
     } else {
         // A failover makes commands for the lost primary's slots fail until
@@ -116,16 +123,21 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) ->
             .min_retry_wait(50)
             .max_retry_wait(500)
             .build()
-            .map_err(|e| map_err("connect", e))?;
-        Conn::Cluster(client.get_async_connection().await.map_err(|e| map_err("connect", e))?)
+            .map_err(connect_error)?;
+        Conn::Cluster(client.get_async_connection().await.map_err(connect_error)?)
     };
     // Credentials are checked on the first command; do it now so a wrong
     // password fails here, quickly, as Unauthorized.
     redis::cmd("PING")
         .query_async::<()>(&mut conn)
         .await
-        .map_err(|e| map_err("connect", e))?;
+        .map_err(connect_error)?;
     Ok(conn)
+}
+
+/// A failure to connect: before a wrapper exists, so named here.
+fn connect_error(e: redis::RedisError) -> Error {
+    map_err(e).with_operation(Operation::Connect)
 }
 
 fn install_crypto_provider() {

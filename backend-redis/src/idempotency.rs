@@ -11,9 +11,8 @@ use std::time::Duration;
 use redis::Script;
 use transport_core::async_trait;
 use transport_core::runtime::{Claim, IdempotencyStore};
-use transport_core::Result;
+use transport_core::{Error, Operation, Result};
 
-use crate::backend::tag;
 use crate::config::RedisConfig;
 use crate::core::{connect, map_err, Conn};
 
@@ -38,7 +37,8 @@ impl RedisIdempotencyStore {
     /// Connect to a `redis://` or `rediss://` URL (the options of
     /// [`RedisConfig::from_url`]; commands time out after `command_timeout_ms`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let config = RedisConfig::from_url(url).map_err(tag("connect"))?;
+        let config =
+            RedisConfig::from_url(url).map_err(|e| e.with_backend(crate::SCHEME).with_operation(Operation::Connect))?;
         let conn = connect(&config, config.command_timeout).await?;
         Ok(RedisIdempotencyStore {
             conn,
@@ -93,7 +93,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .arg(px(lease))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| map_err("idempotency claim", e))?;
+            .map_err(|e| store_error("claim", e))?;
         Ok(match state {
             1 => Claim::Acquired,
             2 => Claim::Done,
@@ -109,7 +109,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .arg(px(ttl))
             .query_async::<()>(&mut self.conn.clone())
             .await
-            .map_err(|e| map_err("idempotency complete", e))
+            .map_err(|e| store_error("complete", e))
     }
 
     async fn release(&self, group: &str, id: &str) -> Result<()> {
@@ -119,6 +119,16 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .invoke_async::<i64>(&mut self.conn.clone())
             .await
             .map(drop)
-            .map_err(|e| map_err("idempotency release", e))
+            .map_err(|e| store_error("release", e))
     }
+}
+
+/// A failed step of the store, named in the message (the operation is
+/// [`Operation::Store`]).
+fn store_error(step: &str, e: redis::RedisError) -> Error {
+    let e = map_err(e);
+    Error::new(e.kind(), format!("idempotency {step}: {}", e.message()))
+        .with_backend(crate::SCHEME)
+        .with_retryable(e.is_retryable())
+        .with_operation(Operation::Store)
 }

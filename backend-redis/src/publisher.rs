@@ -1,44 +1,18 @@
 //! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all),
 //! then `WAIT` for replicas when `wait_replicas` asks for them.
 
-use async_trait::async_trait;
 use redis::Value;
-use transport_core::{Error, ErrorKind, Message, Publisher, Result};
+use transport_core::{Error, ErrorKind, Message, Result};
 
-use crate::backend::RedisTransport;
-use crate::core::{self, map_err};
-use crate::SCHEME;
+use crate::core::{self, map_err, Core};
+use crate::names;
 
-impl RedisTransport {
-    /// Everything a publish checks before it reaches the broker.
-    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
-        self.inner
-            .lifecycle
-            .check_publish(op, topic, messages, self.inner.config.max_message_size)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Publisher for RedisTransport {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.publish_batch_inner("publish", topic, vec![message]).await
-    }
-
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.publish_batch_inner("publish_batch", topic, messages).await
-    }
-}
-
-impl RedisTransport {
-    async fn publish_batch_inner(&self, op: &'static str, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.check_publish(op, topic, &messages)?;
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let stream = format!("{}{topic}", self.inner.config.key_prefix);
-        let c = &self.inner.config;
-        let mut conn = self.inner.conn.clone();
+impl Core {
+    /// Store a checked, non-empty batch on `topic`.
+    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let stream = names::stream(&self.config, topic);
+        let c = &self.config;
+        let mut conn = self.conn.clone();
         let batch = messages.len() > 1;
         let wait = c.wait_replicas > 0;
         // MULTI/EXEC: a batch is stored whole or not at all, in order.
@@ -58,7 +32,7 @@ impl RedisTransport {
             pipe.add_command(core::xadd(&stream, c.max_len, m)).ignore();
         }
         if !wait {
-            return pipe.query_async::<()>(&mut conn).await.map_err(|e| map_err(op, e));
+            return pipe.query_async::<()>(&mut conn).await.map_err(map_err);
         }
         if batch {
             pipe.cmd("EXEC");
@@ -66,13 +40,13 @@ impl RedisTransport {
         pipe.cmd("WAIT")
             .arg(c.wait_replicas)
             .arg(c.wait_timeout.as_millis() as u64);
-        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| map_err(op, e))?;
+        let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(map_err)?;
         let held = replies.pop().unwrap_or(Value::Nil);
         if let Some(exec) = replies.pop() {
             // An XADD refused at EXEC time is an error inside EXEC's reply.
-            exec.extract_error().map_err(|e| map_err(op, e))?;
+            exec.extract_error().map_err(map_err)?;
         }
-        let held: u32 = redis::from_redis_value(held).map_err(|e| map_err(op, e.into()))?;
+        let held: u32 = redis::from_redis_value(held).map_err(|e| map_err(e.into()))?;
         if held < c.wait_replicas {
             return Err(Error::new(
                 ErrorKind::Timeout,
@@ -82,8 +56,6 @@ impl RedisTransport {
                     c.wait_replicas, c.wait_timeout
                 ),
             )
-            .with_backend(SCHEME)
-            .with_operation(op)
             .with_retryable(true));
         }
         Ok(())

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use backend_redis::{RedisConfig, RedisTransport};
 use futures::StreamExt;
-use transport_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber, Transport};
+use transport_core::{ErrorKind, Message, SubscribeOptions, Transport};
 
 fn url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-async fn server() -> Option<RedisTransport> {
+async fn server() -> Option<std::sync::Arc<dyn Transport>> {
     match RedisTransport::connect(&url()).await {
         Ok(t) => Some(t),
         Err(e) if std::env::var("CI").is_ok() => panic!("no Redis at {}: {e}", url()),
