@@ -40,7 +40,7 @@ fn main() {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t: Arc<dyn Transport> = Arc::new(KafkaTransport::connect(url).await.unwrap());
+    let t: Arc<dyn Transport> = KafkaTransport::connect(url).await.unwrap();
     let elapsed = publish_consume_ack(t.clone(), n, SIZE, BATCH, MAX_IN_FLIGHT).await;
     t.close().await.unwrap();
     elapsed

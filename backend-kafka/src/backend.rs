@@ -1,5 +1,6 @@
-//! The Kafka transport: the builder and the `Transport` impl, which
-//! delegates to `provision`, `publisher`, `subscriber` and `dead_letters`.
+//! The Kafka transport: the builder, and the raw backend the core wraps,
+//! which delegates to `provision`, `publisher`, `subscriber` (with `group`
+//! and `settle`), `dead_letter_queue` and `backlog`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,19 +12,19 @@ use rdkafka::admin::AdminClient;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result,
-    SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message,
+    Operation, Result, SubscribeOptions, Transport,
 };
 
 use crate::config::{KafkaConfig, SaslMechanism};
 use crate::core::{self, err, kafka, Context};
-use crate::dead_letters::KafkaDeadLetters;
+use crate::dead_letter_queue::KafkaDeadLetters;
 use crate::publisher::BATCH_OVERHEAD;
 use crate::SCHEME;
 
-/// Builds a [`KafkaTransport`].
+/// Builds a Kafka transport.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaBuilder {
     pub(crate) config: KafkaConfig,
@@ -110,14 +111,21 @@ impl KafkaBuilder {
         self
     }
     /// Connect.
-    pub async fn connect(self) -> Result<KafkaTransport> {
+    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
         KafkaTransport::with_config(self.config).await
     }
 }
 
-/// A Kafka transport (see the crate docs for the mapping).
+/// A Kafka transport (see the crate docs for the mapping). Its
+/// constructors return the [`Transport`] every backend is, wrapped by the
+/// core (validation, error context, telemetry).
+#[derive(Debug)]
+pub enum KafkaTransport {}
+
+/// The raw backend (cheap to clone): what the core's wrapper, the
+/// subscriptions and the dead-letter queues call.
 #[derive(Clone)]
-pub struct KafkaTransport {
+pub(crate) struct Kafka {
     pub(crate) inner: Arc<Inner>,
 }
 
@@ -128,10 +136,9 @@ pub(crate) struct Inner {
     pub(crate) admin: AdminClient<Context>,
     /// Topics known to exist.
     pub(crate) topics: Mutex<HashSet<String>>,
-    pub(crate) lifecycle: Lifecycle,
 }
 
-impl fmt::Debug for KafkaTransport {
+impl fmt::Debug for Kafka {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaTransport")
             .field("config", &self.inner.config)
@@ -139,56 +146,39 @@ impl fmt::Debug for KafkaTransport {
     }
 }
 
-pub(crate) fn tag(op: &'static str) -> impl Fn(Error) -> Error {
-    move |e| e.with_backend(SCHEME).with_operation(op)
-}
-
 /// Run a blocking librdkafka call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    op: &'static str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| err(ErrorKind::Backend, op, e))?
+        .map_err(|e| err(ErrorKind::Backend, e))?
 }
 
 impl KafkaTransport {
-    /// A reader of `topic` as consumer group `group` sees it (committed
-    /// offsets, records from there), that never joins the group: the
-    /// dead-letter operations (as `dlq_group`) and the backlog (as the
-    /// subscribers' group) use it.
-    pub(crate) fn offsets_reader(&self, op: &'static str, topic: String, group: &str) -> Result<KafkaDeadLetters> {
-        let mut cc = core::client_config(&self.inner.config);
-        cc.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(|e| kafka(op, e))?;
-        Ok(KafkaDeadLetters {
-            transport: self.clone(),
-            topic,
-            consumer: Arc::new(consumer),
-        })
-    }
-
     /// A builder.
     pub fn builder() -> KafkaBuilder {
         KafkaBuilder::default()
     }
 
     /// Connect to a `kafka://` or `kafka+ssl://` URL (see [`KafkaConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(KafkaConfig::from_url(url).map_err(tag("connect"))?).await
+    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+        let config =
+            KafkaConfig::from_url(url).map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?;
+        Self::with_config(config).await
     }
 
     /// Connect with a configuration. Fails fast (within `request_timeout`)
     /// when the brokers cannot be reached or refuse the credentials.
-    pub async fn with_config(config: KafkaConfig) -> Result<Self> {
-        let op = "connect";
-        config.validate().map_err(tag(op))?;
+    pub async fn with_config(config: KafkaConfig) -> Result<Arc<dyn Transport>> {
+        let kafka = Kafka::open(config)
+            .await
+            .map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?;
+        Ok(transport_core::backend::transport(kafka))
+    }
+}
+
+impl Kafka {
+    async fn open(config: KafkaConfig) -> Result<Kafka> {
+        config.validate()?;
         let context = Context::default();
         let mut pc = core::client_config(&config);
         pc.set("acks", "all")
@@ -201,25 +191,24 @@ impl KafkaTransport {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "2")
             .set("allow.auto.create.topics", "false");
-        let producer: FutureProducer<Context> = pc.create_with_context(context.clone()).map_err(|e| kafka(op, e))?;
+        let producer: FutureProducer<Context> = pc.create_with_context(context.clone()).map_err(kafka)?;
         let admin: AdminClient<Context> = core::client_config(&config)
             .create_with_context(context.clone())
-            .map_err(|e| kafka(op, e))?;
-        let transport = KafkaTransport {
+            .map_err(kafka)?;
+        let transport = Kafka {
             inner: Arc::new(Inner {
                 config,
                 context,
                 producer,
                 admin,
                 topics: Mutex::default(),
-                lifecycle: Lifecycle::new(SCHEME),
             }),
         };
         // Metadata is the cheapest request that proves the brokers answer and
         // accept the credentials; librdkafka would otherwise retry quietly.
         let t = transport.clone();
         let timeout = t.inner.config.request_timeout;
-        let probe = blocking(op, move || {
+        let probe = blocking(move || {
             t.inner
                 .producer
                 .client()
@@ -231,20 +220,38 @@ impl KafkaTransport {
         probe?;
         Ok(transport)
     }
+}
 
+impl Kafka {
+    /// A reader of `topic` as consumer group `group` sees it (committed
+    /// offsets, records from there), that never joins the group: the
+    /// dead-letter operations (as `dlq_group`) and the backlog (as the
+    /// subscribers' group) use it.
+    pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
+        let mut cc = core::client_config(&self.inner.config);
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(kafka)?;
+        Ok(KafkaDeadLetters {
+            kafka: self.clone(),
+            topic,
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    /// The backend's own connection errors are named by `with_config`.
     pub(crate) fn connect_error(&self, e: KafkaError) -> Error {
         if let Some(why) = self.inner.context.auth_failure() {
-            return err(
-                ErrorKind::Unauthorized,
-                "connect",
-                format!("{why}; check the credentials"),
-            );
+            return err(ErrorKind::Unauthorized, format!("{why}; check the credentials"));
         }
-        let mut e = kafka("connect", e);
+        let mut e = kafka(e);
         if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Backend {
             e = err(
                 ErrorKind::ConnectionLost,
-                "connect",
                 format!(
                     "{e}; no Kafka broker answered at {}",
                     self.inner.config.brokers.join(",")
@@ -262,18 +269,10 @@ impl KafkaTransport {
     pub(crate) fn context(&self) -> Context {
         self.inner.context.clone()
     }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.inner.lifecycle.is_closed()
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.inner.lifecycle.check(op)
-    }
 }
 
 #[async_trait]
-impl Transport for KafkaTransport {
+impl RawTransport for Kafka {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -300,30 +299,26 @@ impl Transport for KafkaTransport {
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.store(topic, messages).await
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        self.read(request).await
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        let op = "dead_letters";
-        self.check_open(op)?;
-        options.validate(topic).map_err(tag(op))?;
         let dlq = options.dlq_topic(topic);
-        self.ensure_topic(op, &dlq, self.inner.config.dlq_partitions).await?;
-        Ok(Box::new(self.offsets_reader(op, dlq, &self.inner.config.dlq_group)?))
+        self.ensure_topic(&dlq, self.inner.config.dlq_partitions).await?;
+        Ok(Box::new(self.offsets_reader(dlq, &self.inner.config.dlq_group)?))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
         self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.lifecycle.close();
         let t = self.clone();
-        blocking("close", move || {
-            t.inner
-                .producer
-                .flush(t.inner.config.publish_timeout)
-                .map_err(|e| kafka("close", e))
-        })
-        .await
+        blocking(move || t.inner.producer.flush(t.inner.config.publish_timeout).map_err(kafka)).await
     }
 }

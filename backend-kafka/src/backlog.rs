@@ -9,29 +9,29 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use transport_core::{Backlog, Result, SubscribeOptions, Transport};
+use transport_core::{Backlog, Result, SubscribeOptions};
 
-use crate::backend::KafkaTransport;
+use transport_core::backend::RawTransport;
+
+use crate::backend::Kafka;
 use crate::core::kafka;
 
-const OP: &str = "backlog";
-
-impl KafkaTransport {
+impl Kafka {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let dead = self.dead_letters(topic, options).await?.depth().await?;
+        let dead = RawTransport::dead_letters(self, topic, options).await?.depth().await?;
         let config = &self.inner.config;
-        let reader = self.offsets_reader(OP, topic.to_owned(), &config.group_id(topic, &options.group))?;
+        let reader = self.offsets_reader(topic.to_owned(), &config.group_id(topic, &options.group))?;
         let timeout = config.request_timeout;
         let topic = topic.to_owned();
         let (waiting, oldest_ms) = reader
-            .run(OP, move |r| {
-                let ranges = r.ranges(OP)?;
+            .run(move |r| {
+                let ranges = r.ranges()?;
                 // A group that never committed has not subscribed yet.
                 let mut tpl = TopicPartitionList::new();
                 for (p, _, _) in &ranges {
                     tpl.add_partition(&topic, *p);
                 }
-                let committed = r.consumer.committed_offsets(tpl, timeout).map_err(|e| kafka(OP, e))?;
+                let committed = r.consumer.committed_offsets(tpl, timeout).map_err(|e| kafka(e))?;
                 let joined = committed
                     .elements()
                     .iter()
@@ -41,7 +41,7 @@ impl KafkaTransport {
                 }
                 let waiting: u64 = ranges.iter().map(|(_, s, h)| (h - s) as u64).sum();
                 let oldest = if waiting > 0 {
-                    r.oldest(OP, 1)?.first().map(|d| d.timestamp)
+                    r.oldest(1)?.first().map(|d| d.timestamp)
                 } else {
                     None
                 };

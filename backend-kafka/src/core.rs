@@ -31,8 +31,8 @@ pub(crate) fn is_tombstone(message: &Message) -> bool {
     message.payload.is_empty() && message.headers.get(TOMBSTONE) == Some("true")
 }
 
-pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+pub(crate) fn err(kind: ErrorKind, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME)
 }
 
 /// The library's kind for a librdkafka error code.
@@ -54,7 +54,7 @@ pub(crate) fn kind_of(code: RDKafkaErrorCode) -> ErrorKind {
 }
 
 /// Map a client error.
-pub(crate) fn kafka(op: &'static str, e: KafkaError) -> Error {
+pub(crate) fn kafka(e: KafkaError) -> Error {
     let kind = match &e {
         // librdkafka refusing a setting: configuration, retrying cannot help.
         KafkaError::ClientConfig(..) => ErrorKind::InvalidArgument,
@@ -67,7 +67,7 @@ pub(crate) fn kafka(op: &'static str, e: KafkaError) -> Error {
         ErrorKind::ConnectionLost => "; check that the Kafka broker is running",
         _ => "",
     };
-    err(kind, op, format!("{e}{hint}"))
+    err(kind, format!("{e}{hint}"))
 }
 
 /// Client context shared by every client of a transport: forwards
@@ -234,11 +234,7 @@ mod tests {
         assert_eq!(kind_of(RDKafkaErrorCode::UnknownTopicOrPartition), ErrorKind::NotFound);
         assert_eq!(kind_of(RDKafkaErrorCode::MessageTimedOut), ErrorKind::Timeout);
         assert_eq!(kind_of(RDKafkaErrorCode::AllBrokersDown), ErrorKind::ConnectionLost);
-        assert!(kafka(
-            "publish",
-            KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
-        )
-        .is_retryable());
+        assert!(kafka(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)).is_retryable());
     }
 
     #[test]

@@ -9,10 +9,10 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use transport_core::{ErrorKind, Result};
 
-use crate::backend::{blocking, KafkaTransport};
+use crate::backend::{blocking, Kafka};
 use crate::core::{self, err, kafka};
 
-impl KafkaTransport {
+impl Kafka {
     pub(crate) fn known(&self, topic: &str) -> bool {
         self.inner
             .topics
@@ -26,22 +26,22 @@ impl KafkaTransport {
     /// One metadata request bounded by the request timeout: a broker that
     /// stopped answering fails a subscribe here, in seconds, instead of
     /// after the whole group-join patience.
-    pub(crate) async fn probe(&self, op: &'static str, topic: &str) -> Result<()> {
+    pub(crate) async fn probe(&self, topic: &str) -> Result<()> {
         let t = self.clone();
         let name = topic.to_owned();
         let timeout = self.inner.config.request_timeout;
-        blocking(op, move || {
+        blocking(move || {
             t.inner
                 .producer
                 .client()
                 .fetch_metadata(Some(&name), timeout)
                 .map(drop)
-                .map_err(|e| kafka(op, e))
+                .map_err(kafka)
         })
         .await
     }
 
-    pub(crate) async fn ensure_topic(&self, op: &'static str, topic: &str, partitions: i32) -> Result<()> {
+    pub(crate) async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         if self.known(topic) {
             return Ok(());
         }
@@ -53,17 +53,12 @@ impl KafkaTransport {
                 new = new.set("min.insync.replicas", n);
             }
             let options = core::admin_options(c);
-            let results = self
-                .inner
-                .admin
-                .create_topics([&new], &options)
-                .await
-                .map_err(|e| kafka(op, e))?;
+            let results = self.inner.admin.create_topics([&new], &options).await.map_err(kafka)?;
             for r in results {
                 match r {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((name, code)) => {
-                        return Err(err(core::kind_of(code), op, format!("creating topic {name}: {code}")));
+                        return Err(err(core::kind_of(code), format!("creating topic {name}: {code}")));
                     }
                 }
             }
@@ -74,7 +69,7 @@ impl KafkaTransport {
         let name = topic.to_owned();
         let create = c.create_topics;
         let timeout = c.request_timeout;
-        blocking(op, move || {
+        blocking(move || {
             let deadline = std::time::Instant::now() + timeout;
             loop {
                 let found = t
@@ -82,7 +77,7 @@ impl KafkaTransport {
                     .producer
                     .client()
                     .fetch_metadata(Some(&name), timeout)
-                    .map_err(|e| kafka(op, e))?
+                    .map_err(kafka)?
                     .topics()
                     .iter()
                     .any(|m| m.name() == name && m.error().is_none() && !m.partitions().is_empty());
@@ -92,7 +87,6 @@ impl KafkaTransport {
                 if !create || std::time::Instant::now() > deadline {
                     return Err(err(
                         ErrorKind::NotFound,
-                        op,
                         format!("topic {name} does not exist (and creating topics is off)"),
                     ));
                 }

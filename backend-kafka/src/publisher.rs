@@ -3,29 +3,18 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
-use transport_core::{Error, ErrorKind, Message, Publisher, Result};
+use transport_core::{Error, ErrorKind, Message, Result};
 
-use crate::backend::KafkaTransport;
+use crate::backend::Kafka;
 use crate::core::{self, err, kafka};
 
 /// Room librdkafka needs above the largest message for the record batch.
 pub(crate) const BATCH_OVERHEAD: usize = 64 * 1024;
 
-impl KafkaTransport {
-    /// Everything a publish checks before it reaches the broker.
-    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
-        self.inner
-            .lifecycle
-            .check_publish(op, topic, messages, self.inner.config.max_message_bytes)?;
-        Ok(())
-    }
-}
-
-impl KafkaTransport {
+impl Kafka {
     pub(crate) fn record<'a>(topic: &'a str, m: &'a Message) -> FutureRecord<'a, str, [u8]> {
         let mut r = FutureRecord::to(topic).headers(core::encode_headers(m));
         if !core::is_tombstone(m) {
@@ -37,17 +26,17 @@ impl KafkaTransport {
         r
     }
 
-    pub(crate) fn delivery_error(&self, op: &'static str, e: KafkaError) -> Error {
+    pub(crate) fn delivery_error(&self, e: KafkaError) -> Error {
         if let Some(why) = self.inner.context.auth_failure() {
-            return err(ErrorKind::Unauthorized, op, why);
+            return err(ErrorKind::Unauthorized, why);
         }
-        kafka(op, e)
+        kafka(e)
     }
 
     /// Publish one message and wait for its delivery report (no checks:
     /// callers validated it; dead-letter copies may carry more headers).
-    pub(crate) async fn produce(&self, op: &'static str, topic: &str, m: &Message) -> Result<()> {
-        self.ensure_topic(op, topic, self.inner.config.partitions).await?;
+    pub(crate) async fn produce(&self, topic: &str, m: &Message) -> Result<()> {
+        self.ensure_topic(topic, self.inner.config.partitions).await?;
         self.inner
             .producer
             .send(
@@ -56,24 +45,17 @@ impl KafkaTransport {
             )
             .await
             .map(drop)
-            .map_err(|(e, _)| self.delivery_error(op, e))
+            .map_err(|(e, _)| self.delivery_error(e))
     }
 }
 
-#[async_trait]
-impl Publisher for KafkaTransport {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.check_publish("publish", topic, std::slice::from_ref(&message))?;
-        self.produce("publish", topic, &message).await
-    }
-
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let op = "publish_batch";
-        self.check_publish(op, topic, &messages)?;
-        if messages.is_empty() {
-            return Ok(());
+impl Kafka {
+    /// Store a checked, non-empty batch on `topic`.
+    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        if let [message] = messages.as_slice() {
+            return self.produce(topic, message).await;
         }
-        self.ensure_topic(op, topic, self.inner.config.partitions).await?;
+        self.ensure_topic(topic, self.inner.config.partitions).await?;
         // Enqueue in order (librdkafka keeps the order per partition, and
         // idempotence keeps it across retries), then await every report.
         let mut reports = Vec::with_capacity(messages.len());
@@ -92,7 +74,7 @@ impl Publisher for KafkaTransport {
                     }
                     Err((e, _)) => {
                         reports.truncate(0);
-                        return Err(self.delivery_error(op, e));
+                        return Err(self.delivery_error(e));
                     }
                 }
             }
@@ -102,8 +84,8 @@ impl Publisher for KafkaTransport {
         for (m, report) in messages.iter().zip(reports) {
             let outcome = match report.await {
                 Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(self.delivery_error(op, e)),
-                Err(_) => Some(err(ErrorKind::ConnectionLost, op, "the producer went away")),
+                Ok(Err((e, _))) => Some(self.delivery_error(e)),
+                Err(_) => Some(err(ErrorKind::ConnectionLost, "the producer went away")),
             };
             if let Some(e) = outcome {
                 first_kind.get_or_insert(e.kind());
@@ -112,14 +94,11 @@ impl Publisher for KafkaTransport {
         }
         match (failed.len(), first_kind) {
             (0, _) => Ok(()),
-            (n, Some(kind)) if n == messages.len() => Err(err(
-                kind,
-                op,
-                format!("no message was published: {}", failed.join(", ")),
-            )),
+            (n, Some(kind)) if n == messages.len() => {
+                Err(err(kind, format!("no message was published: {}", failed.join(", "))))
+            }
             _ => Err(err(
                 ErrorKind::PartialFailure,
-                op,
                 format!("not published: {}", failed.join(", ")),
             )),
         }

@@ -18,7 +18,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use transport_core::{Delivery, ErrorKind, Message, Publisher, StartFrom, SubscribeOptions, Subscriber, Subscription};
+use transport_core::{Delivery, ErrorKind, Message, StartFrom, SubscribeOptions, Subscription, Transport};
 
 fn url() -> String {
     std::env::var("KAFKA_URL")
@@ -35,7 +35,7 @@ fn raw_config() -> ClientConfig {
     KafkaConfig::from_url(&url()).unwrap().client_config()
 }
 
-async fn shared(options: &str) -> Option<KafkaTransport> {
+async fn shared(options: &str) -> Option<std::sync::Arc<dyn Transport>> {
     match KafkaTransport::connect(&url_with(options)).await {
         Ok(t) => Some(t),
         Err(e) if std::env::var("CI").is_ok() => panic!("no Kafka broker at {}: {e}", url()),
@@ -179,7 +179,7 @@ async fn an_unreachable_broker_is_connection_lost_quickly() {
 #[tokio::test]
 async fn a_member_that_goes_away_loses_nothing() {
     let Some(t) = shared("").await else { return };
-    if let Err(e) = conformance_tests::crash_recovery(&t, true).await {
+    if let Err(e) = conformance_tests::crash_recovery(t.as_ref(), true).await {
         panic!("{}", e.0);
     }
 }

@@ -63,6 +63,12 @@ impl Selection {
         self.limit.unwrap_or(u64::MAX)
     }
 
+    /// Whether any condition besides the limit is given: without one, the
+    /// oldest [`limit`](Self::limit) dead letters are picked.
+    pub fn has_conditions(&self) -> bool {
+        self.ids.is_some() || self.reason_contains.is_some() || self.failed_before.is_some()
+    }
+
     /// Whether every dead letter is picked (no condition, no limit): a
     /// backend may then act on the whole queue at once.
     pub fn is_everything(&self) -> bool {

@@ -10,16 +10,15 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message as _;
 use transport_core::backend::redrive_message;
-use transport_core::backend::validate_topic;
-use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Redrive, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Result, Selection};
 
-use crate::backend::{blocking, tag, KafkaTransport};
+use crate::backend::{blocking, Kafka};
 use crate::core::{self, err, kafka, Context};
 
 /// A group's dead-letter topic, read with the library's own group
 /// (`dlq_group`), whose committed offsets mark what was redriven or purged.
 pub(crate) struct KafkaDeadLetters {
-    pub(crate) transport: KafkaTransport,
+    pub(crate) kafka: Kafka,
     pub(crate) topic: String,
     pub(crate) consumer: Arc<BaseConsumer<Context>>,
 }
@@ -34,12 +33,12 @@ pub(crate) struct Dead {
 
 impl KafkaDeadLetters {
     /// Per partition: (first offset not yet redriven or purged, high watermark).
-    pub(crate) fn ranges(&self, op: &'static str) -> Result<Vec<(i32, i64, i64)>> {
-        let timeout = self.transport.inner.config.request_timeout;
+    pub(crate) fn ranges(&self) -> Result<Vec<(i32, i64, i64)>> {
+        let timeout = self.kafka.inner.config.request_timeout;
         let metadata = self
             .consumer
             .fetch_metadata(Some(&self.topic), timeout)
-            .map_err(|e| kafka(op, e))?;
+            .map_err(kafka)?;
         let partitions: Vec<i32> = metadata
             .topics()
             .iter()
@@ -53,16 +52,10 @@ impl KafkaDeadLetters {
         for p in &partitions {
             tpl.add_partition(&self.topic, *p);
         }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| kafka(op, e))?;
+        let committed = self.consumer.committed_offsets(tpl, timeout).map_err(kafka)?;
         let mut out = Vec::new();
         for p in partitions {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, timeout)
-                .map_err(|e| kafka(op, e))?;
+            let (low, high) = self.consumer.fetch_watermarks(&self.topic, p, timeout).map_err(kafka)?;
             let done = match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => o,
                 _ => low,
@@ -74,8 +67,8 @@ impl KafkaDeadLetters {
 
     /// The oldest `n` records not yet redriven or purged (by timestamp
     /// across partitions), left in place.
-    pub(crate) fn oldest(&self, op: &'static str, n: u64) -> Result<Vec<Dead>> {
-        let ranges: Vec<(i32, i64, i64)> = self.ranges(op)?.into_iter().filter(|(_, s, h)| s < h).collect();
+    pub(crate) fn oldest(&self, n: u64) -> Result<Vec<Dead>> {
+        let ranges: Vec<(i32, i64, i64)> = self.ranges()?.into_iter().filter(|(_, s, h)| s < h).collect();
         if ranges.is_empty() || n == 0 {
             return Ok(Vec::new());
         }
@@ -83,17 +76,17 @@ impl KafkaDeadLetters {
         for (p, start, _) in &ranges {
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*start));
         }
-        self.consumer.assign(&tpl).map_err(|e| kafka(op, e))?;
+        self.consumer.assign(&tpl).map_err(kafka)?;
         let mut out = Vec::new();
         let mut remaining: std::collections::HashMap<i32, (i64, u64)> = ranges
             .iter()
             .map(|(p, s, h)| (*p, (*h, ((h - s) as u64).min(n))))
             .collect();
-        let deadline = std::time::Instant::now() + self.transport.inner.config.request_timeout * 2;
+        let deadline = std::time::Instant::now() + self.kafka.inner.config.request_timeout * 2;
         while remaining.values().any(|(_, left)| *left > 0) {
             if std::time::Instant::now() > deadline {
                 let _ = self.consumer.unassign();
-                return Err(err(ErrorKind::Timeout, op, "reading the dead-letter topic timed out"));
+                return Err(err(ErrorKind::Timeout, "reading the dead-letter topic timed out"));
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(record)) => {
@@ -111,7 +104,7 @@ impl KafkaDeadLetters {
                 }
                 Some(Err(e)) => {
                     let _ = self.consumer.unassign();
-                    return Err(kafka(op, e));
+                    return Err(kafka(e));
                 }
                 None => {}
             }
@@ -122,23 +115,22 @@ impl KafkaDeadLetters {
         Ok(out)
     }
 
-    fn commit(&self, op: &'static str, partition: i32, offset: i64) -> Result<()> {
+    fn commit(&self, partition: i32, offset: i64) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
-        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka(op, e))
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(kafka)
     }
 
     pub(crate) async fn run<T: Send + 'static>(
         &self,
-        op: &'static str,
         f: impl FnOnce(KafkaDeadLetters) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let me = KafkaDeadLetters {
-            transport: self.transport.clone(),
+            kafka: self.kafka.clone(),
             topic: self.topic.clone(),
             consumer: self.consumer.clone(),
         };
-        blocking(op, move || f(me)).await
+        blocking(move || f(me)).await
     }
 }
 
@@ -150,12 +142,17 @@ impl KafkaDeadLetters {
     /// past them: they stay, behind the later dead letters of their
     /// partition; what follows the last picked record is not touched. A
     /// crash midway duplicates, never loses.
-    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
-        let mut all = self.run(op, move |d| d.oldest(op, u64::MAX)).await?;
+    async fn take_selected(&self, selection: &Selection, redrive: bool) -> Result<u64> {
+        let mut all = self.run(move |d| d.oldest(u64::MAX)).await?;
         all.sort_by_key(|d| (d.partition, d.offset));
+        let mut left = selection.limit();
         let picked: Vec<bool> = all
             .iter()
-            .map(|d| selection.matches(&DeadLetter::from_message(d.message.clone())))
+            .map(|d| {
+                let pick = left > 0 && selection.matches(&DeadLetter::from_message(d.message.clone()));
+                left -= u64::from(pick);
+                pick
+            })
             .collect();
         let mut last_picked = std::collections::HashMap::new();
         for (d, _) in all.iter().zip(&picked).filter(|(_, p)| **p) {
@@ -167,14 +164,13 @@ impl KafkaDeadLetters {
                 continue;
             }
             if !picked {
-                self.transport.produce(op, &self.topic, &d.message).await?;
+                self.kafka.produce(&self.topic, &d.message).await?;
             } else if redrive {
-                let (topic, message) = redrive_message(&d.message).map_err(tag(op))?;
-                validate_topic(&topic).map_err(tag(op))?;
-                self.transport.produce(op, &topic, &message).await?;
+                let (topic, message) = redrive_message(&d.message)?;
+                self.kafka.produce(&topic, &message).await?;
             }
             let (partition, next) = (d.partition, d.offset + 1);
-            self.run(op, move |q| q.commit(op, partition, next)).await?;
+            self.run(move |q| q.commit(partition, next)).await?;
             done += u64::from(picked);
         }
         Ok(done)
@@ -188,67 +184,61 @@ impl DeadLetterQueue for KafkaDeadLetters {
     }
 
     async fn depth(&self) -> Result<u64> {
-        self.run("depth", |d| {
-            Ok(d.ranges("depth")?.iter().map(|(_, s, h)| (h - s) as u64).sum())
-        })
-        .await
+        self.run(|d| Ok(d.ranges()?.iter().map(|(_, s, h)| (h - s) as u64).sum()))
+            .await
     }
 
     async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
-        let dead = self.run("peek", move |d| d.oldest("peek", n as u64)).await?;
+        let dead = self.run(move |d| d.oldest(n as u64)).await?;
         Ok(dead.into_iter().map(|d| DeadLetter::from_message(d.message)).collect())
     }
 
-    async fn redrive(&self, count: Redrive) -> Result<u64> {
-        let op = "redrive";
-        let limit = count.limit();
-        let dead = self.run(op, move |d| d.oldest(op, limit)).await?;
+    async fn redrive(&self, selection: &Selection) -> Result<u64> {
+        if selection.has_conditions() {
+            return self.take_selected(selection, true).await;
+        }
+        // The oldest ones: no record needs moving aside.
+        let limit = selection.limit();
+        let dead = self.run(move |d| d.oldest(limit)).await?;
         let mut moved = 0;
         for d in dead {
-            let (topic, message) = redrive_message(&d.message).map_err(tag(op))?;
-            validate_topic(&topic).map_err(tag(op))?;
+            let (topic, message) = redrive_message(&d.message)?;
             // Published (report awaited) before the offset moves past it:
             // never lost, at worst redriven twice.
-            self.transport.produce(op, &topic, &message).await?;
+            self.kafka.produce(&topic, &message).await?;
             let (partition, next) = (d.partition, d.offset + 1);
-            self.run(op, move |q| q.commit(op, partition, next)).await?;
+            self.run(move |q| q.commit(partition, next)).await?;
             moved += 1;
         }
         Ok(moved)
     }
 
-    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("redrive", selection, true).await
-    }
-
     async fn discard(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("discard", selection, false).await
-    }
-
-    async fn purge(&self) -> Result<u64> {
-        let op = "purge";
+        if !selection.is_everything() {
+            return self.take_selected(selection, false).await;
+        }
         // Kafka cannot delete single records: the ops group's offset moves to
         // the end (what depth, peek and redrive see), and the records are
         // also deleted up to there where the broker supports DeleteRecords.
         let (count, ends) = self
-            .run(op, |d| {
-                let ranges = d.ranges(op)?;
+            .run(|d| {
+                let ranges = d.ranges()?;
                 let count = ranges.iter().map(|(_, s, h)| (h - s) as u64).sum::<u64>();
                 for (p, s, h) in &ranges {
                     if s < h {
-                        d.commit(op, *p, *h)?;
+                        d.commit(*p, *h)?;
                     }
                 }
                 Ok((count, ranges))
             })
             .await?;
-        if count > 0 && self.transport.inner.config.purge_deletes_records {
+        if count > 0 && self.kafka.inner.config.purge_deletes_records {
             let mut tpl = TopicPartitionList::new();
             for (p, _, h) in &ends {
                 let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*h));
             }
-            let options = core::admin_options(&self.transport.inner.config);
-            if let Err(e) = self.transport.inner.admin.delete_records(&tpl, &options).await {
+            let options = core::admin_options(&self.kafka.inner.config);
+            if let Err(e) = self.kafka.inner.admin.delete_records(&tpl, &options).await {
                 tracing::debug!(error = %e, topic = %self.topic, "DeleteRecords not applied; records stay until retention");
             }
         }
