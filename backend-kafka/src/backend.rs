@@ -2,8 +2,6 @@
 //! which delegates to `provision`, `publisher`, `subscriber` (with `group`
 //! and `settle`), `dead_letter_queue` and `backlog`.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ use transport_core::{
 };
 
 use crate::config::{KafkaConfig, SaslMechanism};
-use crate::core::{self, err, kafka, Context};
+use crate::core::{blocking, err, kafka, Context, Inner, Kafka};
 use crate::dead_letter_queue::KafkaDeadLetters;
 use crate::publisher::BATCH_OVERHEAD;
 use crate::SCHEME;
@@ -122,37 +120,6 @@ impl KafkaBuilder {
 #[derive(Debug)]
 pub enum KafkaTransport {}
 
-/// The raw backend (cheap to clone): what the core's wrapper, the
-/// subscriptions and the dead-letter queues call.
-#[derive(Clone)]
-pub(crate) struct Kafka {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: KafkaConfig,
-    pub(crate) context: Context,
-    pub(crate) producer: FutureProducer<Context>,
-    pub(crate) admin: AdminClient<Context>,
-    /// Topics known to exist.
-    pub(crate) topics: Mutex<HashSet<String>>,
-}
-
-impl fmt::Debug for Kafka {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaTransport")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Run a blocking librdkafka call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| err(ErrorKind::Backend, e))?
-}
-
 impl KafkaTransport {
     /// A builder.
     pub fn builder() -> KafkaBuilder {
@@ -180,7 +147,7 @@ impl Kafka {
     async fn open(config: KafkaConfig) -> Result<Kafka> {
         config.validate()?;
         let context = Context::default();
-        let mut pc = core::client_config(&config);
+        let mut pc = config.client_config();
         pc.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string())
@@ -192,7 +159,8 @@ impl Kafka {
             .set("linger.ms", "2")
             .set("allow.auto.create.topics", "false");
         let producer: FutureProducer<Context> = pc.create_with_context(context.clone()).map_err(kafka)?;
-        let admin: AdminClient<Context> = core::client_config(&config)
+        let admin: AdminClient<Context> = config
+            .client_config()
             .create_with_context(context.clone())
             .map_err(kafka)?;
         let transport = Kafka {
@@ -228,7 +196,7 @@ impl Kafka {
     /// dead-letter operations (as `dlq_group`) and the backlog (as the
     /// subscribers' group) use it.
     pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
-        let mut cc = core::client_config(&self.inner.config);
+        let mut cc = self.inner.config.client_config();
         cc.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

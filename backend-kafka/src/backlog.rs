@@ -13,8 +13,8 @@ use transport_core::{Backlog, Result, SubscribeOptions};
 
 use transport_core::backend::RawTransport;
 
-use crate::backend::Kafka;
 use crate::core::kafka;
+use crate::core::Kafka;
 
 impl Kafka {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {

@@ -225,7 +225,32 @@ impl KafkaConfig {
     /// TLS, SASL), for raw rdkafka clients that should reach the same
     /// cluster as the transport. Holds the password: do not log it.
     pub fn client_config(&self) -> rdkafka::config::ClientConfig {
-        crate::core::client_config(self)
+        let config = self;
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", config.brokers.join(","))
+            .set("client.id", &config.client_id)
+            .set("socket.keepalive.enable", "true")
+            .set(
+                "socket.connection.setup.timeout.ms",
+                config.request_timeout.as_millis().to_string(),
+            )
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+        let protocol = match (config.tls, config.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        c.set("security.protocol", protocol);
+        if let Some(ca) = &config.ca_file {
+            c.set("ssl.ca.location", ca);
+        }
+        if let (Some(mechanism), Some(user), Some(password)) = (config.sasl, &config.user, &config.password) {
+            c.set("sasl.mechanism", mechanism.as_str())
+                .set("sasl.username", user)
+                .set("sasl.password", password.expose());
+        }
+        c
     }
 
     /// The Kafka consumer group id of `group` on `topic`.

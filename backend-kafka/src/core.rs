@@ -1,18 +1,21 @@
-//! Everything that talks to librdkafka directly: client configuration, the
-//! client context (logging, auth failures), error mapping and the record
-//! encoding.
+//! The backend's core: the raw backend every operation holds (producer,
+//! admin client, the topics known to exist), the client context (logging,
+//! auth failures), error mapping and the record encoding.
 
-use std::fmt::Display;
+use std::collections::HashSet;
+use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
 
+use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
 use rdkafka::Message as _;
 use transport_core::backend::cloudevents::Binding;
 use transport_core::headers::{header_text, repeated_header_text};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result};
 
 use crate::config::KafkaConfig;
 use crate::SCHEME;
@@ -120,35 +123,6 @@ impl ClientContext for Context {
 
 impl rdkafka::consumer::ConsumerContext for Context {}
 
-/// The settings every client of the transport shares: brokers, TLS, SASL.
-pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", config.brokers.join(","))
-        .set("client.id", &config.client_id)
-        .set("socket.keepalive.enable", "true")
-        .set(
-            "socket.connection.setup.timeout.ms",
-            config.request_timeout.as_millis().to_string(),
-        )
-        .set_log_level(RDKafkaLogLevel::Warning);
-    let protocol = match (config.tls, config.sasl.is_some()) {
-        (false, false) => "plaintext",
-        (true, false) => "ssl",
-        (false, true) => "sasl_plaintext",
-        (true, true) => "sasl_ssl",
-    };
-    c.set("security.protocol", protocol);
-    if let Some(ca) = &config.ca_file {
-        c.set("ssl.ca.location", ca);
-    }
-    if let (Some(mechanism), Some(user), Some(password)) = (config.sasl, &config.user, &config.password) {
-        c.set("sasl.mechanism", mechanism.as_str())
-            .set("sasl.username", user)
-            .set("sasl.password", password.expose());
-    }
-    c
-}
-
 /// Admin request options: the broker-side operation and the client-side
 /// wait both bounded by the request timeout (the client's own default is
 /// a minute, which a silent broker would use up).
@@ -215,6 +189,37 @@ pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     }
 }
 
+/// The raw backend (cheap to clone): what the core's wrapper, the
+/// subscriptions and the dead-letter queues call.
+#[derive(Clone)]
+pub(crate) struct Kafka {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: KafkaConfig,
+    pub(crate) context: Context,
+    pub(crate) producer: FutureProducer<Context>,
+    pub(crate) admin: AdminClient<Context>,
+    /// Topics known to exist.
+    pub(crate) topics: Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaTransport")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run a blocking librdkafka call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| err(ErrorKind::Backend, e))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,7 +251,7 @@ mod tests {
             password: Some(Secret::new("s3cr3t")),
             ..KafkaConfig::default()
         };
-        let c = client_config(&config);
+        let c = config.client_config();
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert_eq!(c.get("sasl.password"), Some("s3cr3t"));

@@ -12,8 +12,8 @@ use rdkafka::Message as _;
 use transport_core::backend::redrive_message;
 use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Result, Selection};
 
-use crate::backend::{blocking, Kafka};
 use crate::core::{self, err, kafka, Context};
+use crate::core::{blocking, Kafka};
 
 /// A group's dead-letter topic, read with the library's own group
 /// (`dlq_group`), whose committed offsets mark what was redriven or purged.

@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 use transport_core::backend::{InFlightLimit, SubscribeRequest};
 use transport_core::{Error, ErrorKind, Result, StartFrom, SubscribeOptions};
 
-use crate::backend::Kafka;
+use crate::core::Kafka;
 use crate::core::{self, err, kafka};
 use crate::partition::{self, Partition, Progress};
 
@@ -301,7 +301,7 @@ pub(crate) async fn join(backend: Kafka, request: SubscribeRequest) -> Result<Ar
         app_waiting: AtomicBool::new(false),
         joined: joined_tx,
     });
-    let mut cc: ClientConfig = core::client_config(&config);
+    let mut cc: ClientConfig = config.client_config();
     let session = config.session_timeout.as_millis() as u64;
     cc.set("group.id", config.group_id(topic, &options.group))
         .set("enable.auto.commit", "false")

@@ -9,8 +9,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use transport_core::{ErrorKind, Result};
 
-use crate::backend::{blocking, Kafka};
 use crate::core::{self, err, kafka};
+use crate::core::{blocking, Kafka};
 
 impl Kafka {
     pub(crate) fn known(&self, topic: &str) -> bool {

@@ -8,7 +8,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use transport_core::{Error, ErrorKind, Message, Result};
 
-use crate::backend::Kafka;
+use crate::core::Kafka;
 use crate::core::{self, err, kafka};
 
 /// Room librdkafka needs above the largest message for the record batch.

@@ -10,7 +10,7 @@ use futures::stream::{self as fstream, StreamExt};
 use transport_core::backend::{Deliveries, SubscribeRequest};
 use transport_core::{Delivery, Result};
 
-use crate::backend::Kafka;
+use crate::core::Kafka;
 use crate::group::{self, DrainOnDrop, Shared};
 use crate::partition::Next;
 use crate::settle::KafkaSettler;
