@@ -36,7 +36,7 @@ fn topic(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t: Arc<dyn Transport> = Arc::new(NatsTransport::connect(url).await.unwrap());
+    let t: Arc<dyn Transport> = NatsTransport::connect(url).await.unwrap();
     publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await
 }
 

@@ -1,27 +1,26 @@
-//! The NATS JetStream transport: the builder and the `Transport` impl, which
-//! delegates to `provision`, `publisher`, `subscriber` and `dead_letters`.
+//! The NATS JetStream transport: the builder, and the raw backend the core
+//! wraps, which delegates to `provision`, `publisher`, `subscriber` (with
+//! `settle`), `dead_letter_queue` and `backlog`.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self};
 use async_trait::async_trait;
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result, SubscribeOptions,
-    Transport,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message, Operation, Result,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::{NatsConfig, Storage};
-use crate::core::{self, err};
-use crate::dead_letters::NatsDeadLetters;
+use crate::core::{self, err, Inner, Nats};
+use crate::dead_letter_queue::NatsDeadLetters;
 use crate::SCHEME;
 
 /// Headers and framing NATS adds on top of what `Message::encoded_len` counts.
 pub(crate) const HEADER_OVERHEAD: usize = 4096;
 
-/// Builds a [`NatsTransport`].
+/// Builds a NATS JetStream transport.
 #[derive(Debug, Clone, Default)]
 pub struct NatsBuilder {
     pub(crate) config: NatsConfig,
@@ -76,37 +75,19 @@ impl NatsBuilder {
         self
     }
     /// Connect.
-    pub async fn connect(self) -> Result<NatsTransport> {
+    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
         NatsTransport::with_config(self.config).await
     }
 }
 
-/// A NATS JetStream transport (see the crate docs for the mapping).
-#[derive(Clone)]
-pub struct NatsTransport {
-    pub(crate) inner: Arc<Inner>,
-}
+/// A NATS JetStream transport (see the crate docs for the mapping). Its
+/// constructors return the [`Transport`] every backend is, wrapped by the
+/// core (validation, error context, telemetry).
+#[derive(Debug)]
+pub enum NatsTransport {}
 
-pub(crate) struct Inner {
-    pub(crate) config: NatsConfig,
-    pub(crate) client: async_nats::Client,
-    pub(crate) js: jetstream::Context,
-    /// Streams known to exist, by name.
-    pub(crate) streams: Mutex<HashSet<String>>,
-    pub(crate) max_message_size: usize,
-    pub(crate) lifecycle: Arc<Lifecycle>,
-}
-
-impl fmt::Debug for NatsTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsTransport")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn tag(op: &'static str) -> impl Fn(Error) -> Error {
-    move |e| e.with_backend(SCHEME).with_operation(op)
+fn connect_error(e: Error) -> Error {
+    e.with_backend(SCHEME).with_operation(Operation::Connect)
 }
 
 impl NatsTransport {
@@ -116,63 +97,62 @@ impl NatsTransport {
     }
 
     /// Connect to a `nats://` or `tls://` URL (see [`NatsConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(NatsConfig::from_url(url).map_err(tag("connect"))?).await
+    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+        Self::with_config(NatsConfig::from_url(url).map_err(connect_error)?).await
     }
 
     /// Connect with a configuration.
-    pub async fn with_config(config: NatsConfig) -> Result<Self> {
-        if !(1..=5).contains(&config.replicas) {
-            return Err(tag("connect")(Error::invalid(format!(
-                "replicas must be 1 to 5, got {}",
-                config.replicas
-            ))));
-        }
-        let client = core::connect(&config).await?;
-        let mut js = jetstream::new(client.clone());
-        js.set_timeout(config.request_timeout);
-        // Fail now, clearly, when the server has no JetStream: the API
-        // answers even for a stream that does not exist.
-        let probe = client
-            .request("$JS.API.INFO", transport_core::Bytes::new())
-            .await
-            .map_err(|e| {
-                err(
-                    ErrorKind::Unsupported,
-                    "connect",
-                    format!("JetStream is not available ({e}); start nats-server with -js"),
-                )
-            })?;
-        if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
-            return Err(err(
-                ErrorKind::Unauthorized,
-                "connect",
-                format!(
-                    "JetStream refused the account: {}",
-                    String::from_utf8_lossy(&probe.payload)
-                ),
-            ));
-        }
-        let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
-        Ok(NatsTransport {
-            inner: Arc::new(Inner {
-                config,
-                client,
-                js,
-                streams: Mutex::default(),
-                max_message_size,
-                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
-            }),
-        })
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.inner.lifecycle.check(op)
+    pub async fn with_config(config: NatsConfig) -> Result<Arc<dyn Transport>> {
+        let nats = open(config).await.map_err(connect_error)?;
+        Ok(transport_core::backend::transport(nats))
     }
 }
 
+/// Connect, and check that the server has JetStream for this account.
+async fn open(config: NatsConfig) -> Result<Nats> {
+    if !(1..=5).contains(&config.replicas) {
+        return Err(Error::invalid(format!(
+            "replicas must be 1 to 5, got {}",
+            config.replicas
+        )));
+    }
+    let client = core::connect(&config).await?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(config.request_timeout);
+    // Fail now, clearly, when the server has no JetStream: the API
+    // answers even for a stream that does not exist.
+    let probe = client
+        .request("$JS.API.INFO", transport_core::Bytes::new())
+        .await
+        .map_err(|e| {
+            err(
+                ErrorKind::Unsupported,
+                format!("JetStream is not available ({e}); start nats-server with -js"),
+            )
+        })?;
+    if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
+        return Err(err(
+            ErrorKind::Unauthorized,
+            format!(
+                "JetStream refused the account: {}",
+                String::from_utf8_lossy(&probe.payload)
+            ),
+        ));
+    }
+    let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
+    Ok(Nats {
+        inner: Arc::new(Inner {
+            config,
+            client,
+            js,
+            streams: Mutex::default(),
+            max_message_size,
+        }),
+    })
+}
+
 #[async_trait]
-impl Transport for NatsTransport {
+impl RawTransport for Nats {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -193,23 +173,26 @@ impl Transport for NatsTransport {
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.store(topic, messages).await
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        self.read(request).await
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        self.check_open("dead_letters")?;
-        options.validate(topic).map_err(tag("dead_letters"))?;
         Ok(Box::new(NatsDeadLetters {
-            transport: self.clone(),
+            nats: self.clone(),
             topic: options.dlq_topic(topic),
         }))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
         self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.lifecycle.close();
         let _ = self.inner.client.flush().await;
         Ok(())
     }

@@ -8,16 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use transport_core::{Backlog, DeadLetterQueue, Result, SubscribeOptions};
 
-use crate::backend::NatsTransport;
+use crate::core::Nats;
 use crate::core::{self, other};
-use crate::dead_letters::NatsDeadLetters;
+use crate::dead_letter_queue::NatsDeadLetters;
 
-const OP: &str = "backlog";
-
-impl NatsTransport {
+impl Nats {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let dead = NatsDeadLetters {
-            transport: self.clone(),
+            nats: self.clone(),
             topic: options.dlq_topic(topic),
         }
         .depth()
@@ -26,12 +24,12 @@ impl NatsTransport {
         let stream = match self.inner.js.get_stream(self.stream_name(topic)).await {
             Ok(s) => s,
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => return Ok(nothing),
-            Err(e) => return Err(other(OP, e)),
+            Err(e) => return Err(other(e)),
         };
         let info = match stream.consumer_info(core::escape(&options.group)).await {
             Ok(info) => info,
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => return Ok(nothing),
-            Err(e) => return Err(other(OP, e)),
+            Err(e) => return Err(other(e)),
         };
         let mut age = Duration::ZERO;
         if info.num_pending > 0 {

@@ -1,8 +1,12 @@
-//! Everything that talks to NATS: connecting, error mapping, names and the
-//! header encoding.
+//! The backend's core: the raw backend every operation holds (client,
+//! JetStream context, the streams known to exist), connecting, error
+//! mapping, names and the header encoding.
 
-use std::fmt::Display;
+use std::collections::HashSet;
+use std::fmt::{self, Display};
+use std::sync::{Arc, Mutex};
 
+use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, HeaderMap};
 use transport_core::backend::cloudevents::Binding;
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
@@ -16,12 +20,12 @@ pub(crate) const H_ID: &str = "transport-id";
 pub(crate) const H_KEY: &str = "transport-key";
 const NATS_MSG_ID: &str = "Nats-Msg-Id";
 
-pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+pub(crate) fn err(kind: ErrorKind, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME)
 }
 
 /// Map an error by its text where the client gives no kind.
-pub(crate) fn other(op: &'static str, e: impl Display) -> Error {
+pub(crate) fn other(e: impl Display) -> Error {
     let text = e.to_string();
     let lower = text.to_ascii_lowercase();
     let kind = if lower.contains("timed out") || lower.contains("timeout") {
@@ -37,7 +41,7 @@ pub(crate) fn other(op: &'static str, e: impl Display) -> Error {
     } else {
         ErrorKind::Backend
     };
-    err(kind, op, text)
+    err(kind, text)
 }
 
 pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
@@ -56,13 +60,10 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
         options = options.nkey(seed.expose().to_owned());
     }
     if let Some(path) = &config.credentials_file {
-        options = options.credentials_file(path).await.map_err(|e| {
-            err(
-                ErrorKind::InvalidArgument,
-                "connect",
-                format!("credentials file {path}: {e}"),
-            )
-        })?;
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| err(ErrorKind::InvalidArgument, format!("credentials file {path}: {e}")))?;
     }
     options.connect(config.servers.clone()).await.map_err(|e| {
         let kind = match e.kind() {
@@ -76,7 +77,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
             ErrorKind::ConnectionLost => "; check that nats-server is running with JetStream (-js)",
             _ => "",
         };
-        err(kind, "connect", format!("{e}{hint}"))
+        err(kind, format!("{e}{hint}"))
     })
 }
 
@@ -148,6 +149,30 @@ pub(crate) fn check_headers(message: &Message) -> Result<(), Error> {
         return Err(Error::invalid("NATS headers cannot contain CR or LF"));
     }
     Ok(())
+}
+
+/// The raw backend (cheap to clone): what the core's wrapper, the
+/// subscriptions and the dead-letter queues call.
+#[derive(Clone)]
+pub(crate) struct Nats {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: NatsConfig,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    /// Streams known to exist, by name.
+    pub(crate) streams: Mutex<HashSet<String>>,
+    pub(crate) max_message_size: usize,
+}
+
+impl fmt::Debug for Nats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsTransport")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

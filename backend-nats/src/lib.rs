@@ -5,9 +5,10 @@ mod backend;
 mod backlog;
 mod config;
 mod core;
-mod dead_letters;
+mod dead_letter_queue;
 mod provision;
 mod publisher;
+mod settle;
 mod subscriber;
 
 pub use backend::{NatsBuilder, NatsTransport};

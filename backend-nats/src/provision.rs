@@ -4,17 +4,17 @@
 use async_nats::jetstream::stream;
 use transport_core::Result;
 
-use crate::backend::NatsTransport;
 use crate::config::Storage;
+use crate::core::Nats;
 use crate::core::{self, other};
 
-impl NatsTransport {
+impl Nats {
     pub(crate) fn stream_name(&self, topic: &str) -> String {
         format!("{}{}", self.inner.config.stream_prefix, core::escape(topic))
     }
 
     /// Create the topic's stream unless known to exist.
-    pub(crate) async fn ensure_stream(&self, topic: &str, op: &'static str) -> Result<stream::Stream> {
+    pub(crate) async fn ensure_stream(&self, topic: &str) -> Result<stream::Stream> {
         let name = self.stream_name(topic);
         let c = &self.inner.config;
         let config = stream::Config {
@@ -29,12 +29,7 @@ impl NatsTransport {
             duplicate_window: c.duplicate_window,
             ..Default::default()
         };
-        let s = self
-            .inner
-            .js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| other(op, e))?;
+        let s = self.inner.js.get_or_create_stream(config).await.map_err(other)?;
         self.inner
             .streams
             .lock()

@@ -1,28 +1,21 @@
 //! Publishing: one `PubAck` per message, `Nats-Msg-Id` set to the message
 //! id so the stream's duplicate window absorbs retries.
 
-use async_trait::async_trait;
-use transport_core::{ErrorKind, Message, Publisher, Result};
+use transport_core::{ErrorKind, Message, Result};
 
-use crate::backend::{tag, NatsTransport};
-use crate::core::{self, err, other};
+use crate::core::{self, err, other, Nats};
 
-impl NatsTransport {
-    /// Everything a publish checks before it reaches the broker.
-    pub(crate) fn check_publish(&self, op: &'static str, topic: &str, messages: &[Message]) -> Result<()> {
-        self.inner
-            .lifecycle
-            .check_publish(op, topic, messages, self.inner.max_message_size)?;
-        for m in messages {
-            core::check_headers(m).map_err(tag(op))?;
-        }
-        Ok(())
+impl Nats {
+    /// What NATS refuses beyond the core's checks: header names and values
+    /// it cannot carry.
+    fn check_headers(messages: &[Message]) -> Result<()> {
+        messages.iter().try_for_each(core::check_headers)
     }
 
     /// Publish and wait for the `PubAck`; (re)creates the stream when missing.
-    pub(crate) async fn publish_one(&self, op: &'static str, topic: &str, m: &Message, dedup: bool) -> Result<()> {
+    pub(crate) async fn publish_one(&self, topic: &str, m: &Message, dedup: bool) -> Result<()> {
         if !self.stream_known(topic) {
-            self.ensure_stream(topic, op).await?;
+            self.ensure_stream(topic).await?;
         }
         for attempt in 0..2 {
             let sent = self
@@ -42,7 +35,7 @@ impl NatsTransport {
                         K::StreamNotFound if attempt == 0 => {
                             // Deleted behind our back: declare it again.
                             self.forget_stream(topic);
-                            self.ensure_stream(topic, op).await?;
+                            self.ensure_stream(topic).await?;
                             continue;
                         }
                         K::StreamNotFound => ErrorKind::NotFound,
@@ -51,7 +44,7 @@ impl NatsTransport {
                         K::MaxPayloadExceeded => ErrorKind::MessageTooLarge,
                         _ => ErrorKind::Backend,
                     };
-                    return Err(err(kind, op, e));
+                    return Err(err(kind, e));
                 }
             }
         }
@@ -59,21 +52,15 @@ impl NatsTransport {
     }
 }
 
-#[async_trait]
-impl Publisher for NatsTransport {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.check_publish("publish", topic, std::slice::from_ref(&message))?;
-        self.publish_one("publish", topic, &message, true).await
-    }
-
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let op = "publish_batch";
-        self.check_publish(op, topic, &messages)?;
-        if messages.is_empty() {
-            return Ok(());
+impl Nats {
+    /// Store a checked, non-empty batch on `topic`.
+    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        Self::check_headers(&messages)?;
+        if let [message] = messages.as_slice() {
+            return self.publish_one(topic, message, true).await;
         }
         if !self.stream_known(topic) {
-            self.ensure_stream(topic, op).await?;
+            self.ensure_stream(topic).await?;
         }
         // Send all, then wait for every PubAck: one connection keeps the order.
         let mut acks = Vec::with_capacity(messages.len());
@@ -83,12 +70,12 @@ impl Publisher for NatsTransport {
                 .js
                 .publish_with_headers(topic.to_owned(), core::encode(m, true), m.payload.clone())
                 .await
-                .map_err(|e| other(op, e))?;
+                .map_err(other)?;
             acks.push((m.id.clone(), ack));
         }
         for (id, ack) in acks {
             ack.await
-                .map_err(|e| other(op, format!("message {id} was not confirmed: {e}")))?;
+                .map_err(|e| other(format!("message {id} was not confirmed: {e}")))?;
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use backend_nats::NatsTransport;
 use futures::StreamExt;
-use transport_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber};
+use transport_core::{ErrorKind, Message, SubscribeOptions};
 
 struct Server {
     child: Child,
