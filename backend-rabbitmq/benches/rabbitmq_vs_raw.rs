@@ -57,7 +57,7 @@ fn topic(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize, publishing: Publishing, timed: Timed) -> Duration {
-    let t: Arc<dyn Transport> = Arc::new(RabbitTransport::connect(url).await.unwrap());
+    let t: Arc<dyn Transport> = RabbitTransport::connect(url).await.unwrap();
     measure(t, n, SIZE, publishing, timed, MAX_IN_FLIGHT).await
 }
 

@@ -1,25 +1,23 @@
-//! The RabbitMQ transport: the builder and the `Transport` impl, which
-//! delegates to `publisher`, `subscriber` and `dead_letters` (queues and
-//! exchanges are declared in `core`).
+//! The RabbitMQ transport: the builder, and the raw backend the core wraps,
+//! which delegates to `publisher`, `subscriber` (with `settle`),
+//! `dead_letter_queue` and `backlog` (queues and exchanges are declared in
+//! `provision`).
 
-use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Result, SubscribeOptions,
-    Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result,
+    SubscribeOptions, Transport,
 };
 
-use crate::acks::Outstanding;
 use crate::config::RabbitConfig;
-use crate::core::Conn;
-use crate::dead_letters::RabbitDeadLetters;
-use crate::SCHEME;
+use crate::core::{Conn, Inner, Rabbit};
+use crate::dead_letter_queue::RabbitDeadLetters;
+use crate::{names, SCHEME};
 
-/// Builds a [`RabbitTransport`].
+/// Builds a RabbitMQ transport.
 #[derive(Debug, Clone, Default)]
 pub struct RabbitBuilder {
     pub(crate) config: RabbitConfig,
@@ -72,61 +70,19 @@ impl RabbitBuilder {
         self
     }
     /// Connect.
-    pub async fn connect(self) -> Result<RabbitTransport> {
+    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
         RabbitTransport::with_config(self.config).await
     }
 }
 
-/// A RabbitMQ transport (see the crate docs for the mapping).
-#[derive(Clone)]
-pub struct RabbitTransport {
-    pub(crate) inner: Arc<Inner>,
-}
+/// A RabbitMQ transport (see the crate docs for the mapping). Its
+/// constructors return the [`Transport`] every backend is, wrapped by the
+/// core (validation, error context, telemetry).
+#[derive(Debug)]
+pub enum RabbitTransport {}
 
-pub(crate) struct Inner {
-    pub(crate) conn: Conn,
-    pub(crate) lifecycle: Lifecycle,
-    /// Every subscription's batched acks, so that `close` sends them
-    /// before the connection goes.
-    pub(crate) acks: Mutex<Vec<Weak<Outstanding>>>,
-}
-
-impl RabbitTransport {
-    /// The ack table of a new subscription, registered for `close`.
-    pub(crate) fn outstanding(&self, prefetch: usize) -> Arc<Outstanding> {
-        let outstanding = Arc::new(Outstanding::new(prefetch));
-        let mut all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|w| w.strong_count() > 0);
-        all.push(Arc::downgrade(&outstanding));
-        outstanding
-    }
-}
-
-impl fmt::Debug for RabbitTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RabbitTransport")
-            .field("config", self.inner.conn.config())
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn tag(op: &'static str) -> impl Fn(Error) -> Error {
-    move |e| e.with_backend(SCHEME).with_operation(op)
-}
-
-pub(crate) fn work_queue(topic: &str, group: &str) -> String {
-    // '/' is not allowed in topic or group names: no collision with anything else.
-    format!("{topic}/{group}")
-}
-
-pub(crate) fn dlq_queue(dlq_topic: &str) -> String {
-    format!("{dlq_topic}/#dlq")
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+fn connect_error(e: Error) -> Error {
+    e.with_backend(SCHEME).with_operation(Operation::Connect)
 }
 
 impl RabbitTransport {
@@ -136,28 +92,24 @@ impl RabbitTransport {
     }
 
     /// Connect to an `amqp://` or `amqps://` URL (see [`RabbitConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(RabbitConfig::from_url(url).map_err(tag("connect"))?).await
+    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+        Self::with_config(RabbitConfig::from_url(url).map_err(connect_error)?).await
     }
 
     /// Connect with a configuration.
-    pub async fn with_config(config: RabbitConfig) -> Result<Self> {
-        Ok(RabbitTransport {
+    pub async fn with_config(config: RabbitConfig) -> Result<Arc<dyn Transport>> {
+        let conn = Conn::open(config).await.map_err(connect_error)?;
+        Ok(transport_core::backend::transport(Rabbit {
             inner: Arc::new(Inner {
-                conn: Conn::open(config).await?,
-                lifecycle: Lifecycle::new(SCHEME),
+                conn,
                 acks: Mutex::default(),
             }),
-        })
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.inner.lifecycle.check(op)
+        }))
     }
 }
 
 #[async_trait]
-impl Transport for RabbitTransport {
+impl RawTransport for Rabbit {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -180,25 +132,28 @@ impl Transport for RabbitTransport {
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.store(topic, messages).await
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        self.read(request).await
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        self.check_open("dead_letters")?;
-        options.validate(topic).map_err(tag("dead_letters"))?;
         let name = options.dlq_topic(topic);
         Ok(Box::new(RabbitDeadLetters {
-            transport: self.clone(),
-            queue: dlq_queue(&name),
+            rabbit: self.clone(),
+            queue: names::dlq_queue(&name),
             topic: name,
         }))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
         self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.lifecycle.close();
         let acks: Vec<_> = {
             let all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
             all.iter().filter_map(Weak::upgrade).collect()

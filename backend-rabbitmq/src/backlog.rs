@@ -8,17 +8,16 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
-use crate::backend::{dlq_queue, work_queue, RabbitTransport};
 use crate::core::map_err;
-use crate::dead_letters::RabbitDeadLetters;
+use crate::core::Rabbit;
+use crate::dead_letter_queue::RabbitDeadLetters;
+use crate::names::{dlq_queue, work_queue};
 
-const OP: &str = "backlog";
-
-impl RabbitTransport {
+impl Rabbit {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let dlq = options.dlq_topic(topic);
         let dead = RabbitDeadLetters {
-            transport: self.clone(),
+            rabbit: self.clone(),
             queue: dlq_queue(&dlq),
             topic: dlq,
         }
@@ -26,7 +25,7 @@ impl RabbitTransport {
         .await?;
         let queue = work_queue(topic, &options.group);
         let ready = self
-            .bounded(OP, async {
+            .bounded(async {
                 let ch = self
                     .inner
                     .conn
@@ -34,7 +33,7 @@ impl RabbitTransport {
                     .await?
                     .create_channel()
                     .await
-                    .map_err(|e| map_err(OP, e))?;
+                    .map_err(map_err)?;
                 let declared = ch
                     .queue_declare(
                         queue.as_str().into(),
@@ -45,7 +44,7 @@ impl RabbitTransport {
                         FieldTable::default(),
                     )
                     .await
-                    .map_err(|e| map_err(OP, e));
+                    .map_err(map_err);
                 match declared {
                     Ok(q) => {
                         let _ = ch.close(200, "done".into()).await;

@@ -2,8 +2,10 @@
 //! mapping, names, topology declarations and the message encoding.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -13,6 +15,7 @@ use transport_core::backend::cloudevents::Binding;
 use transport_core::headers::{header_text, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
+use crate::acks::Outstanding;
 use crate::config::RabbitConfig;
 use crate::SCHEME;
 
@@ -26,11 +29,11 @@ pub(crate) const H_ATTEMPTS: &str = "transport-attempts";
 /// Header carrying the first failure time across delayed retries (ms).
 pub(crate) const H_FIRST_FAILURE: &str = "transport-first-failure-ms";
 
-pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl std::fmt::Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+pub(crate) fn err(kind: ErrorKind, e: impl std::fmt::Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME)
 }
 
-pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
+pub(crate) fn map_err(e: lapin::Error) -> Error {
     let text = e.to_string();
     let kind = if text.contains("ACCESS_REFUSED") || text.contains("403") || text.contains("authentication") {
         ErrorKind::Unauthorized
@@ -57,7 +60,7 @@ pub(crate) fn map_err(op: &'static str, e: lapin::Error) -> Error {
         ErrorKind::ConnectionLost => "; check that RabbitMQ is running and reachable",
         _ => "",
     };
-    err(kind, op, format!("{text}{hint}"))
+    err(kind, format!("{text}{hint}"))
 }
 
 /// A connection that is opened again when it drops, with the topology this
@@ -116,16 +119,16 @@ impl Conn {
 
     async fn confirm_channel(&self, connection: &Connection) -> Result<Channel, Error> {
         let open_channel = async {
-            let channel = connection.create_channel().await.map_err(|e| map_err("connect", e))?;
+            let channel = connection.create_channel().await.map_err(map_err)?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
-                .map_err(|e| map_err("connect", e))?;
+                .map_err(map_err)?;
             Ok::<_, Error>(channel)
         };
         tokio::time::timeout(self.config.connect_timeout, open_channel)
             .await
-            .map_err(|_| err(ErrorKind::Timeout, "connect", "RabbitMQ did not open a channel in time"))?
+            .map_err(|_| err(ErrorKind::Timeout, "RabbitMQ did not open a channel in time"))?
     }
 
     /// Publish on a new channel from now on, closing the old one. After a
@@ -169,11 +172,10 @@ impl Conn {
             .map_err(|_| {
                 err(
                     ErrorKind::Timeout,
-                    "connect",
                     format!("RabbitMQ at {} did not answer in time", addresses[at]),
                 )
             })
-            .and_then(|r| r.map_err(|e| map_err("connect", e)));
+            .and_then(|r| r.map_err(map_err));
             match attempt {
                 Ok(c) => {
                     self.next_node.store(at + 1, AtomicOrdering::Relaxed);
@@ -189,7 +191,7 @@ impl Conn {
             }
         }
         self.next_node.store(start + 1, AtomicOrdering::Relaxed);
-        Err(last.unwrap_or_else(|| err(ErrorKind::InvalidArgument, "connect", "no RabbitMQ node configured")))
+        Err(last.unwrap_or_else(|| err(ErrorKind::InvalidArgument, "no RabbitMQ node configured")))
     }
 
     pub fn config(&self) -> &RabbitConfig {
@@ -394,6 +396,45 @@ pub(crate) fn delay_bucket_ms(ms: u64) -> u64 {
     } else {
         up(60_000)
     }
+}
+
+/// The raw backend (cheap to clone): what the core's wrapper, the
+/// subscriptions and the dead-letter queues call.
+#[derive(Clone)]
+pub(crate) struct Rabbit {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Conn,
+    /// Every subscription's batched acks, so that `close` sends them
+    /// before the connection goes.
+    pub(crate) acks: std::sync::Mutex<Vec<std::sync::Weak<Outstanding>>>,
+}
+
+impl Rabbit {
+    /// The ack table of a new subscription, registered for `close`.
+    pub(crate) fn outstanding(&self, prefetch: usize) -> Arc<Outstanding> {
+        let outstanding = Arc::new(Outstanding::new(prefetch));
+        let mut all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&outstanding));
+        outstanding
+    }
+}
+
+impl fmt::Debug for Rabbit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitTransport")
+            .field("config", self.inner.conn.config())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@ mod backend;
 mod backlog;
 mod config;
 mod core;
-mod dead_letters;
+mod dead_letter_queue;
+mod names;
 mod provision;
 mod publisher;
+mod settle;
 mod subscriber;
 
 pub use backend::{RabbitBuilder, RabbitTransport};

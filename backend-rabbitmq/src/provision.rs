@@ -21,7 +21,7 @@ impl Conn {
     }
 
     /// The durable topic exchange of a topic.
-    pub async fn declare_exchange(&self, ch: &Channel, topic: &str, op: &'static str) -> Result<(), Error> {
+    pub async fn declare_exchange(&self, ch: &Channel, topic: &str) -> Result<(), Error> {
         let tag = format!("x:{topic}");
         if self.known(&tag) {
             return Ok(());
@@ -36,21 +36,14 @@ impl Conn {
             FieldTable::default(),
         )
         .await
-        .map_err(|e| map_err(op, e))?;
+        .map_err(map_err)?;
         self.remember(tag);
         Ok(())
     }
 
     /// A durable queue bound to a topic's exchange with `#`.
-    pub async fn declare_queue(
-        &self,
-        ch: &Channel,
-        topic: &str,
-        queue: &str,
-        args: FieldTable,
-        op: &'static str,
-    ) -> Result<(), Error> {
-        self.declare_exchange(ch, topic, op).await?;
+    pub async fn declare_queue(&self, ch: &Channel, topic: &str, queue: &str, args: FieldTable) -> Result<(), Error> {
+        self.declare_exchange(ch, topic).await?;
         let tag = format!("q:{queue}");
         if self.known(&tag) {
             return Ok(());
@@ -64,7 +57,7 @@ impl Conn {
             args,
         )
         .await
-        .map_err(|e| map_err(op, e))?;
+        .map_err(map_err)?;
         ch.queue_bind(
             queue.into(),
             topic.into(),
@@ -73,7 +66,7 @@ impl Conn {
             FieldTable::default(),
         )
         .await
-        .map_err(|e| map_err(op, e))?;
+        .map_err(map_err)?;
         self.remember(tag);
         Ok(())
     }
@@ -84,16 +77,10 @@ impl Conn {
     /// version created without the delivery limit is used as it is, with a
     /// warning: on RabbitMQ 4.0 and later the broker's default limit (20
     /// deliveries) then applies to it until a policy lifts it.
-    pub async fn declare_work_queue(
-        &self,
-        connection: &Connection,
-        topic: &str,
-        queue: &str,
-        op: &'static str,
-    ) -> Result<(), Error> {
+    pub async fn declare_work_queue(&self, connection: &Connection, topic: &str, queue: &str) -> Result<(), Error> {
         let declare = |args: FieldTable| async move {
-            let ch = connection.create_channel().await.map_err(|e| map_err(op, e))?;
-            let declared = self.declare_queue(&ch, topic, queue, args, op).await;
+            let ch = connection.create_channel().await.map_err(map_err)?;
+            let declared = self.declare_queue(&ch, topic, queue, args).await;
             if ch.status().connected() {
                 let _ = ch.close(200, "declared".into()).await;
             }
@@ -116,14 +103,9 @@ impl Conn {
 
     /// The dead-letter queue of a dead-letter topic, bound to its exchange
     /// (a quorum queue when replicated, see [`side_queue_args`]).
-    pub async fn declare_dead_letter_queue(
-        &self,
-        ch: &Channel,
-        dlq_topic: &str,
-        op: &'static str,
-    ) -> Result<(), Error> {
-        let queue = crate::backend::dlq_queue(dlq_topic);
-        self.declare_queue(ch, dlq_topic, &queue, side_queue_args(&self.config), op)
+    pub async fn declare_dead_letter_queue(&self, ch: &Channel, dlq_topic: &str) -> Result<(), Error> {
+        let queue = crate::names::dlq_queue(dlq_topic);
+        self.declare_queue(ch, dlq_topic, &queue, side_queue_args(&self.config))
             .await
     }
 
@@ -146,7 +128,7 @@ impl Conn {
             args,
         )
         .await
-        .map_err(|e| map_err("nack", e))?;
+        .map_err(map_err)?;
         self.remember(tag);
         Ok(())
     }

@@ -1,45 +1,39 @@
-//! A group's dead-letter queue: depth, peek, redrive and purge.
+//! A group's dead-letter queue: depth, peek, redrive and discard by selection.
 
 use async_trait::async_trait;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 use transport_core::backend::redrive_message;
-use transport_core::backend::validate_topic;
 use transport_core::headers::DLQ_GROUP;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Publisher, Redrive, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection};
 
-use crate::backend::{tag, work_queue, RabbitTransport};
-use crate::core::{self, map_err};
+use crate::core::{self, map_err, Rabbit};
+use crate::names::work_queue;
 
 /// A group's dead-letter queue: the queue bound to the DLQ topic (classic
 /// on a single node, quorum on a cluster).
 pub(crate) struct RabbitDeadLetters {
-    pub(crate) transport: RabbitTransport,
+    pub(crate) rabbit: Rabbit,
     pub(crate) topic: String,
     pub(crate) queue: String,
 }
 
 impl RabbitDeadLetters {
-    async fn channel(&self, op: &'static str) -> Result<Channel> {
-        let conn = &self.transport.inner.conn;
-        let ch = conn
-            .connection()
-            .await?
-            .create_channel()
-            .await
-            .map_err(|e| map_err(op, e))?;
+    async fn channel(&self) -> Result<Channel> {
+        let conn = &self.rabbit.inner.conn;
+        let ch = conn.connection().await?.create_channel().await.map_err(map_err)?;
         let publisher = conn.publisher().await?;
-        conn.declare_dead_letter_queue(&publisher, &self.topic, op).await?;
+        conn.declare_dead_letter_queue(&publisher, &self.topic).await?;
         Ok(ch)
     }
 
     /// The queue's head, unacknowledged, with its acker.
-    async fn get(&self, ch: &Channel, op: &'static str) -> Result<Option<(lapin::Acker, Message)>> {
+    async fn get(&self, ch: &Channel) -> Result<Option<(lapin::Acker, Message)>> {
         let Some(got) = ch
             .basic_get(self.queue.as_str().into(), BasicGetOptions::default())
             .await
-            .map_err(|e| map_err(op, e))?
+            .map_err(map_err)?
         else {
             return Ok(None);
         };
@@ -49,16 +43,15 @@ impl RabbitDeadLetters {
 
     /// Publish a dead letter (confirmed) straight into the failing group's
     /// queue: other groups never see it.
-    async fn redrive_one(&self, op: &'static str, dead: &Message) -> Result<()> {
-        let (topic, message) = redrive_message(dead).map_err(tag(op))?;
-        validate_topic(&topic).map_err(tag(op))?;
+    async fn redrive_one(&self, dead: &Message) -> Result<()> {
+        let (topic, message) = redrive_message(dead)?;
         match dead.headers.get(DLQ_GROUP) {
             Some(group) => {
-                self.transport
-                    .publish_to(op, "", &work_queue(&topic, group), &message, &[])
+                self.rabbit
+                    .publish_to("", &work_queue(&topic, group), &message, &[])
                     .await
             }
-            None => self.transport.publish_batch(&topic, vec![message]).await,
+            None => self.rabbit.store(&topic, vec![message]).await,
         }
     }
 
@@ -66,19 +59,21 @@ impl RabbitDeadLetters {
     /// picked ones are redriven (or dropped), the others published again to
     /// the queue's tail (confirmed) before their ack, which keeps their
     /// order and their content. A crash midway duplicates, never loses.
-    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
+    async fn take_selected(&self, selection: &Selection, redrive: bool) -> Result<u64> {
         let depth = self.depth().await?;
-        let ch = self.channel(op).await?;
+        let ch = self.channel().await?;
         let mut done = 0;
+        let mut left = selection.limit();
         for _ in 0..depth {
-            let Some((acker, dead)) = self.get(&ch, op).await? else {
+            let Some((acker, dead)) = self.get(&ch).await? else {
                 break;
             };
-            let picked = selection.matches(&DeadLetter::from_message(dead.clone()));
+            let picked = left > 0 && selection.matches(&DeadLetter::from_message(dead.clone()));
+            left -= u64::from(picked);
             let moved = match (picked, redrive) {
-                (true, true) => self.redrive_one(op, &dead).await,
+                (true, true) => self.redrive_one(&dead).await,
                 (true, false) => Ok(()),
-                (false, _) => self.transport.publish_to(op, "", &self.queue, &dead, &[]).await,
+                (false, _) => self.rabbit.publish_to("", &self.queue, &dead, &[]).await,
             };
             if let Err(e) = moved {
                 let _ = acker
@@ -90,10 +85,7 @@ impl RabbitDeadLetters {
                 let _ = ch.close(200, "failed".into()).await;
                 return Err(e);
             }
-            acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(|e| map_err(op, e))?;
+            acker.ack(BasicAckOptions::default()).await.map_err(map_err)?;
             done += u64::from(picked);
         }
         let _ = ch.close(200, "done".into()).await;
@@ -108,7 +100,7 @@ impl DeadLetterQueue for RabbitDeadLetters {
     }
 
     async fn depth(&self) -> Result<u64> {
-        let ch = self.channel("depth").await?;
+        let ch = self.channel().await?;
         let q = ch
             .queue_declare(
                 self.queue.as_str().into(),
@@ -119,16 +111,16 @@ impl DeadLetterQueue for RabbitDeadLetters {
                 FieldTable::default(),
             )
             .await
-            .map_err(|e| map_err("depth", e))?;
+            .map_err(map_err)?;
         let _ = ch.close(200, "done".into()).await;
         Ok(q.message_count() as u64)
     }
 
     async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
-        let ch = self.channel("peek").await?;
+        let ch = self.channel().await?;
         let mut out = Vec::new();
         while out.len() < n {
-            let Some((_, dead)) = self.get(&ch, "peek").await? else {
+            let Some((_, dead)) = self.get(&ch).await? else {
                 break;
             };
             out.push(DeadLetter::from_message(dead));
@@ -138,14 +130,18 @@ impl DeadLetterQueue for RabbitDeadLetters {
         Ok(out)
     }
 
-    async fn redrive(&self, count: Redrive) -> Result<u64> {
-        let ch = self.channel("redrive").await?;
+    async fn redrive(&self, selection: &Selection) -> Result<u64> {
+        if selection.has_conditions() {
+            return self.take_selected(selection, true).await;
+        }
+        // The oldest ones: from the head, nothing moved aside.
+        let ch = self.channel().await?;
         let mut moved = 0;
-        while moved < count.limit() {
-            let Some((acker, dead)) = self.get(&ch, "redrive").await? else {
+        while moved < selection.limit() {
+            let Some((acker, dead)) = self.get(&ch).await? else {
                 break;
             };
-            if let Err(e) = self.redrive_one("redrive", &dead).await {
+            if let Err(e) = self.redrive_one(&dead).await {
                 let _ = acker
                     .nack(BasicNackOptions {
                         requeue: true,
@@ -154,30 +150,22 @@ impl DeadLetterQueue for RabbitDeadLetters {
                     .await;
                 return Err(e);
             }
-            acker
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(|e| map_err("redrive", e))?;
+            acker.ack(BasicAckOptions::default()).await.map_err(map_err)?;
             moved += 1;
         }
         let _ = ch.close(200, "redriven".into()).await;
         Ok(moved)
     }
 
-    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("redrive", selection, true).await
-    }
-
     async fn discard(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("discard", selection, false).await
-    }
-
-    async fn purge(&self) -> Result<u64> {
-        let ch = self.channel("purge").await?;
+        if !selection.is_everything() {
+            return self.take_selected(selection, false).await;
+        }
+        let ch = self.channel().await?;
         let n = ch
             .queue_purge(self.queue.as_str().into(), QueuePurgeOptions::default())
             .await
-            .map_err(|e| map_err("purge", e))?;
+            .map_err(map_err)?;
         let _ = ch.close(200, "purged".into()).await;
         Ok(n as u64)
     }
