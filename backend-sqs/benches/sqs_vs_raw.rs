@@ -43,7 +43,7 @@ fn name(what: &str) -> String {
 }
 
 async fn library(url: &str, n: usize) -> Duration {
-    let t: Arc<dyn Transport> = Arc::new(SqsTransport::connect(url).await.unwrap());
+    let t: Arc<dyn Transport> = SqsTransport::connect(url).await.unwrap();
     publish_consume_ack(t, n, SIZE, BATCH, MAX_IN_FLIGHT).await
 }
 

@@ -1,32 +1,23 @@
-//! The SQS + SNS transport: the builder and the `Transport` impl, which
-//! delegates to `provision`, `publisher`, `subscriber` and `dead_letters`.
+//! The SQS + SNS transport: the builder, and the raw backend the core
+//! wraps, which delegates to `provision`, `publisher`, `subscriber` (with
+//! `settle` and `deletes`), `dead_letter_queue` and `backlog`.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use transport_core::backend::Lifecycle;
+use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Result,
-    SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message,
+    Operation, Result, SubscribeOptions, Transport,
 };
 
 use crate::config::SqsConfig;
-use crate::core::{self, map_sdk};
-use crate::dead_letters::SqsDeadLetters;
-use crate::SCHEME;
+use crate::core::{map_sdk, Inner, Sqs, MAX_MESSAGE, MAX_VISIBILITY};
+use crate::dead_letter_queue::SqsDeadLetters;
+use crate::{names, SCHEME};
 
-/// Largest payload that fits 256 KiB even base64-encoded, with room for
-/// the attributes.
-pub(crate) const MAX_MESSAGE: usize = (core::WIRE_LIMIT - 8 * 1024) / 4 * 3;
-/// Longest visibility timeout / nack delay SQS allows.
-pub(crate) const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
-/// Dead letters a peek or redrive looks at to find the oldest.
-pub(crate) const DLQ_SCAN: usize = 1000;
-
-/// Builds an [`SqsTransport`].
+/// Builds an SQS + SNS transport.
 #[derive(Debug, Clone, Default)]
 pub struct SqsBuilder {
     pub(crate) config: SqsConfig,
@@ -75,40 +66,19 @@ impl SqsBuilder {
         self
     }
     /// Connect.
-    pub async fn connect(self) -> Result<SqsTransport> {
+    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
         SqsTransport::with_config(self.config).await
     }
 }
 
-/// An SQS + SNS transport (see the crate docs for the mapping).
-#[derive(Clone)]
-pub struct SqsTransport {
-    pub(crate) inner: Arc<Inner>,
-}
+/// An SQS + SNS transport (see the crate docs for the mapping). Its
+/// constructors return the [`Transport`] every backend is, wrapped by the
+/// core (validation, error context, telemetry).
+#[derive(Debug)]
+pub enum SqsTransport {}
 
-pub(crate) struct Inner {
-    pub(crate) config: SqsConfig,
-    pub(crate) sqs: aws_sdk_sqs::Client,
-    pub(crate) sns: aws_sdk_sns::Client,
-    pub(crate) topics: Mutex<HashMap<String, String>>,
-    pub(crate) queues: Mutex<HashMap<String, (String, String)>>,
-    pub(crate) lifecycle: Arc<Lifecycle>,
-}
-
-impl fmt::Debug for SqsTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqsTransport")
-            .field("config", &self.inner.config)
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn tag(op: &'static str) -> impl Fn(Error) -> Error {
-    move |e| e.with_backend(SCHEME).with_operation(op)
-}
-
-pub(crate) fn secs(d: Duration) -> i32 {
-    d.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32
+fn connect_error(e: Error) -> Error {
+    e.with_backend(SCHEME).with_operation(Operation::Connect)
 }
 
 impl SqsTransport {
@@ -118,58 +88,51 @@ impl SqsTransport {
     }
 
     /// Connect from an `sqs://` URL (see [`SqsConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::with_config(SqsConfig::from_url(url).map_err(tag("connect"))?).await
+    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
+        Self::with_config(SqsConfig::from_url(url).map_err(connect_error)?).await
     }
 
     /// Connect with a configuration; checks the endpoint and credentials
     /// with one cheap call.
-    pub async fn with_config(config: SqsConfig) -> Result<Self> {
-        config.check_region().map_err(tag("connect"))?;
-        let sdk = config.sdk_config().await;
-        let t = SqsTransport {
-            inner: Arc::new(Inner {
-                sqs: aws_sdk_sqs::Client::new(&sdk),
-                sns: aws_sdk_sns::Client::new(&sdk),
-                config,
-                topics: Mutex::default(),
-                queues: Mutex::default(),
-                lifecycle: Arc::new(Lifecycle::new(SCHEME)),
-            }),
-        };
-        let limit = t.inner.config.connect_timeout;
-        let check = t.inner.sqs.list_queues().max_results(1).send();
-        match tokio::time::timeout(limit, check).await {
-            Ok(answer) => answer.map_err(|e| map_sdk("connect", e))?,
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                    "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
-                ),
-                )
-                .with_backend(SCHEME)
-                .with_operation("connect"))
-            }
-        };
-        Ok(t)
-    }
-
-    pub(crate) fn check_open(&self, op: &'static str) -> Result<()> {
-        self.inner.lifecycle.check(op)
-    }
-
-    pub(crate) fn fifo(&self) -> bool {
-        self.inner.config.fifo
-    }
-
-    pub(crate) fn point_to_point(&self) -> bool {
-        self.inner.config.point_to_point
+    pub async fn with_config(config: SqsConfig) -> Result<Arc<dyn Transport>> {
+        let sqs = open(config).await.map_err(connect_error)?;
+        Ok(transport_core::backend::transport(sqs))
     }
 }
 
+/// Make the clients and check the endpoint and credentials with one cheap
+/// call.
+async fn open(config: SqsConfig) -> Result<Sqs> {
+    config.check_region()?;
+    let sdk = config.sdk_config().await;
+    let t = Sqs {
+        inner: Arc::new(Inner {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            config,
+            topics: Mutex::default(),
+            queues: Mutex::default(),
+        }),
+    };
+    let limit = t.inner.config.connect_timeout;
+    let check = t.inner.sqs.list_queues().max_results(1).send();
+    match tokio::time::timeout(limit, check).await {
+        Ok(answer) => answer.map_err(map_sdk)?,
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
+                ),
+            )
+            .with_backend(SCHEME))
+        }
+    };
+    Ok(t)
+}
+
 #[async_trait]
-impl Transport for SqsTransport {
+impl RawTransport for Sqs {
     fn backend(&self) -> &'static str {
         SCHEME
     }
@@ -203,25 +166,28 @@ impl Transport for SqsTransport {
         }
     }
 
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.store(topic, messages).await
+    }
+
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
+        self.read(request).await
+    }
+
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        self.check_open("dead_letters")?;
-        options.validate(topic).map_err(tag("dead_letters"))?;
         let name = options.dlq_topic(topic);
         Ok(Box::new(SqsDeadLetters {
-            transport: self.clone(),
-            queue_name: core::dlq_queue_name(&self.inner.config, &name),
+            sqs: self.clone(),
+            queue_name: names::dlq_queue_name(&self.inner.config, &name),
             topic: name,
         }))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.check_open("backlog")?;
-        options.validate(topic).map_err(tag("backlog"))?;
         self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.inner.lifecycle.close();
         Ok(())
     }
 }

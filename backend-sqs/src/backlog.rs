@@ -8,32 +8,30 @@
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
-use crate::backend::SqsTransport;
-use crate::core::{self, map_sdk};
-use crate::dead_letters::SqsDeadLetters;
+use crate::core::map_sdk;
+use crate::core::Sqs;
+use crate::dead_letter_queue::SqsDeadLetters;
 
-const OP: &str = "backlog";
-
-impl SqsTransport {
+impl Sqs {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let c = &self.inner.config;
         let dlq = options.dlq_topic(topic);
         let dead = SqsDeadLetters {
-            transport: self.clone(),
-            queue_name: core::dlq_queue_name(c, &dlq),
+            sqs: self.clone(),
+            queue_name: crate::names::dlq_queue_name(c, &dlq),
             topic: dlq,
         }
         .depth()
         .await?;
         let name = if c.point_to_point {
-            core::topic_queue_name(c, topic)
+            crate::names::topic_queue_name(c, topic)
         } else {
-            core::group_queue_name(c, topic, &options.group)
+            crate::names::group_queue_name(c, topic, &options.group)
         };
         let url = match self.inner.sqs.get_queue_url().queue_name(&name).send().await {
             Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
             Err(e) => {
-                let e = map_sdk(OP, e);
+                let e = map_sdk(e);
                 if e.kind() == ErrorKind::NotFound {
                     return Ok(Backlog::new(Some(0), Some(0), Some(dead), None));
                 }
@@ -50,7 +48,7 @@ impl SqsTransport {
             .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| map_sdk(OP, e))?;
+            .map_err(|e| map_sdk(e))?;
         let get = |k: A| {
             out.attributes()
                 .and_then(|a| a.get(&k))

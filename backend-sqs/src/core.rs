@@ -2,7 +2,9 @@
 //! message encoding (body + at most 10 message attributes).
 
 use std::collections::HashMap;
-use std::fmt::Display;
+use std::fmt::{self, Display};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use base64::Engine;
@@ -26,8 +28,8 @@ const MAX_ATTRIBUTES: usize = 10;
 /// SQS and SNS accept at most 256 KiB per message, body and attributes.
 pub(crate) const WIRE_LIMIT: usize = 256 * 1024;
 
-pub(crate) fn err(kind: ErrorKind, op: &'static str, e: impl Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME).with_operation(op)
+pub(crate) fn err(kind: ErrorKind, e: impl Display) -> Error {
+    Error::new(kind, e.to_string()).with_backend(SCHEME)
 }
 
 /// The error kind of an AWS error code (also the codes of failed batch entries).
@@ -58,7 +60,7 @@ pub(crate) fn kind_of_code(code: &str) -> ErrorKind {
 }
 
 /// Map an SDK error by its kind and AWS error code.
-pub(crate) fn map_sdk<E, R>(op: &'static str, e: SdkError<E, R>) -> Error
+pub(crate) fn map_sdk<E, R>(e: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -82,80 +84,12 @@ where
     } else {
         ""
     };
-    err(kind, op, format!("{text}{hint}"))
-}
-
-/// `_` becomes `__` and `.` becomes `_d`: SNS and SQS names allow neither
-/// dots nor (for us) ambiguity. `_s` (never produced) separates parts.
-fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        match c {
-            '_' => out.push_str("__"),
-            '.' => out.push_str("_d"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Fit a name into `max` characters, keeping it unique with a hash suffix.
-fn fit(name: String, max: usize) -> String {
-    if name.len() <= max {
-        return name;
-    }
-    // FNV-1a: stable across builds and platforms.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    }
-    format!("{}-{h:016x}", &name[..max - 17])
-}
-
-fn suffix(fifo: bool) -> &'static str {
-    if fifo {
-        ".fifo"
-    } else {
-        ""
-    }
+    err(kind, format!("{text}{hint}"))
 }
 
 /// FIFO `MessageGroupId` of a message: its key (keyless messages share one group).
 pub(crate) fn group_id(m: &Message) -> String {
     m.key.clone().unwrap_or_else(|| "default".into())
-}
-
-/// SNS topic name of a topic.
-pub(crate) fn topic_name(c: &SqsConfig, topic: &str) -> String {
-    let s = suffix(c.fifo);
-    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 256 - s.len()))
-}
-
-/// SQS queue of a topic in point-to-point mode.
-pub(crate) fn topic_queue_name(c: &SqsConfig, topic: &str) -> String {
-    let s = suffix(c.fifo);
-    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 80 - s.len()))
-}
-
-/// SQS queue name of a group on a topic.
-pub(crate) fn group_queue_name(c: &SqsConfig, topic: &str, group: &str) -> String {
-    let s = suffix(c.fifo);
-    format!(
-        "{}{s}",
-        fit(
-            format!("{}{}_s{}", c.prefix, escape(topic), escape(group)),
-            80 - s.len()
-        )
-    )
-}
-
-/// SQS queue name of a dead-letter topic.
-pub(crate) fn dlq_queue_name(c: &SqsConfig, dlq_topic: &str) -> String {
-    let s = suffix(c.fifo);
-    format!(
-        "{}{s}",
-        fit(format!("{}{}_sdlq", c.prefix, escape(dlq_topic)), 80 - s.len())
-    )
 }
 
 /// A message on the wire: body and string attributes.
@@ -288,6 +222,58 @@ pub(crate) fn decode(body: &str, attributes: &HashMap<String, String>, fallback_
     }
 }
 
+/// Largest payload that fits 256 KiB even base64-encoded, with room for
+/// the attributes.
+pub(crate) const MAX_MESSAGE: usize = (WIRE_LIMIT - 8 * 1024) / 4 * 3;
+/// Longest visibility timeout / nack delay SQS allows.
+pub(crate) const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+/// Dead letters a peek or redrive looks at to find the oldest.
+pub(crate) const DLQ_SCAN: usize = 1000;
+
+/// The raw backend (cheap to clone): what the core's wrapper, the
+/// subscriptions and the dead-letter queues call.
+#[derive(Clone)]
+pub(crate) struct Sqs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: SqsConfig,
+    pub(crate) sqs: aws_sdk_sqs::Client,
+    pub(crate) sns: aws_sdk_sns::Client,
+    pub(crate) topics: Mutex<HashMap<String, String>>,
+    pub(crate) queues: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl fmt::Debug for Sqs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqsTransport")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn secs(d: Duration) -> i32 {
+    d.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32
+}
+
+impl Sqs {
+    pub(crate) fn fifo(&self) -> bool {
+        self.inner.config.fifo
+    }
+
+    pub(crate) fn point_to_point(&self) -> bool {
+        self.inner.config.point_to_point
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,21 +296,5 @@ mod tests {
             let attrs: HashMap<String, String> = w.attributes.into_iter().collect();
             assert_eq!(decode(&w.body, &attrs, "x"), m);
         }
-    }
-
-    #[test]
-    fn names_fit_and_stay_distinct() {
-        let c = SqsConfig::default();
-        let long = "t".repeat(200);
-        let a = group_queue_name(&c, &long, "a");
-        let b = group_queue_name(&c, &long, "b");
-        assert!(a.len() <= 80 && b.len() <= 80 && a != b);
-        assert_ne!(group_queue_name(&c, "a.b", "c"), group_queue_name(&c, "a_b", "c"));
-        let f = SqsConfig {
-            fifo: true,
-            ..SqsConfig::default()
-        };
-        assert!(group_queue_name(&f, &long, "a").ends_with(".fifo"));
-        assert!(topic_name(&f, "orders").ends_with(".fifo"));
     }
 }

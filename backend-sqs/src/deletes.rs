@@ -21,7 +21,6 @@ const CONCURRENT_BATCHES: usize = 4;
 
 struct Pending {
     receipt: String,
-    op: &'static str,
     done: oneshot::Sender<Result<()>>,
 }
 
@@ -40,14 +39,14 @@ impl Deleter {
     }
 
     /// Delete the message of `receipt`; returns once SQS answered for it.
-    pub(crate) async fn delete(&self, receipt: String, op: &'static str) -> Result<()> {
+    pub(crate) async fn delete(&self, receipt: String) -> Result<()> {
         let (done, answer) = oneshot::channel();
         self.tx
-            .send(Pending { receipt, op, done })
-            .map_err(|_| err(ErrorKind::Closed, op, "the subscription's delete task stopped"))?;
+            .send(Pending { receipt, done })
+            .map_err(|_| err(ErrorKind::Closed, "the subscription's delete task stopped"))?;
         answer
             .await
-            .map_err(|_| err(ErrorKind::ConnectionLost, op, "the delete request was abandoned"))?
+            .map_err(|_| err(ErrorKind::ConnectionLost, "the delete request was abandoned"))?
     }
 }
 
@@ -70,9 +69,9 @@ async fn run(sqs: aws_sdk_sqs::Client, url: String, mut rx: mpsc::UnboundedRecei
         let (sqs, url) = (sqs.clone(), url.clone());
         tokio::spawn(async move {
             let receipts: Vec<&str> = batch.iter().map(|p| p.receipt.as_str()).collect();
-            let results = delete_batch(&sqs, &url, &receipts, batch[0].op).await;
+            let results = delete_batch(&sqs, &url, &receipts).await;
             for (p, r) in batch.into_iter().zip(results) {
-                let r = r.map_err(|e| copy(&e, p.op));
+                let r = r.map_err(|e| copy(&e));
                 let _ = p.done.send(r);
             }
             drop(slot);
@@ -82,12 +81,7 @@ async fn run(sqs: aws_sdk_sqs::Client, url: String, mut rx: mpsc::UnboundedRecei
 
 /// Delete up to [`MAX_BATCH`] receipts in one request; one result per
 /// receipt, in order.
-pub(crate) async fn delete_batch(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-    receipts: &[&str],
-    op: &'static str,
-) -> Vec<Result<()>> {
+pub(crate) async fn delete_batch(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[&str]) -> Vec<Result<()>> {
     debug_assert!(receipts.len() <= MAX_BATCH);
     let entries = receipts
         .iter()
@@ -104,7 +98,7 @@ pub(crate) async fn delete_batch(
         Err(e) => {
             return receipts
                 .iter()
-                .map(|_| Err(err(ErrorKind::InvalidArgument, op, &e)))
+                .map(|_| Err(err(ErrorKind::InvalidArgument, &e)))
                 .collect()
         }
     };
@@ -117,13 +111,13 @@ pub(crate) async fn delete_batch(
     {
         Ok(out) => out,
         Err(e) => {
-            let e = map_sdk(op, e);
-            return receipts.iter().map(|_| Err(copy(&e, op))).collect();
+            let e = map_sdk(e);
+            return receipts.iter().map(|_| Err(copy(&e))).collect();
         }
     };
     let mut results: Vec<Result<()>> = receipts
         .iter()
-        .map(|_| Err(err(ErrorKind::Backend, op, "SQS did not answer for this entry")))
+        .map(|_| Err(err(ErrorKind::Backend, "SQS did not answer for this entry")))
         .collect();
     for ok in out.successful() {
         if let Some(r) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
@@ -133,33 +127,24 @@ pub(crate) async fn delete_batch(
     for failed in out.failed() {
         if let Some(r) = failed.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
             let why = format!("{}: {}", failed.code(), failed.message().unwrap_or(""));
-            *r = Err(err(kind_of_code(failed.code()), op, why).with_retryable(!failed.sender_fault()));
+            *r = Err(err(kind_of_code(failed.code()), why).with_retryable(!failed.sender_fault()));
         }
     }
     results
 }
 
 /// Delete any number of receipts, [`MAX_BATCH`] per request; the first error.
-pub(crate) async fn delete_all(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-    receipts: &[&str],
-    op: &'static str,
-) -> Result<()> {
+pub(crate) async fn delete_all(sqs: &aws_sdk_sqs::Client, url: &str, receipts: &[&str]) -> Result<()> {
     for chunk in receipts.chunks(MAX_BATCH) {
-        if let Some(e) = delete_batch(sqs, url, chunk, op)
-            .await
-            .into_iter()
-            .find_map(|r| r.err())
-        {
+        if let Some(e) = delete_batch(sqs, url, chunk).await.into_iter().find_map(|r| r.err()) {
             return Err(e);
         }
     }
     Ok(())
 }
 
-/// The same error for another entry or operation (`Error` is not `Clone`:
+/// The same error for another entry (`Error` is not `Clone`:
 /// it may hold a source).
-fn copy(e: &Error, op: &'static str) -> Error {
-    err(e.kind(), op, e.message()).with_retryable(e.is_retryable())
+fn copy(e: &Error) -> Error {
+    err(e.kind(), e.message()).with_retryable(e.is_retryable())
 }

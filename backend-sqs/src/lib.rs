@@ -5,10 +5,12 @@ mod backend;
 mod backlog;
 mod config;
 mod core;
-mod dead_letters;
+mod dead_letter_queue;
 mod deletes;
+mod names;
 mod provision;
 mod publisher;
+mod settle;
 mod subscriber;
 
 pub use backend::{SqsBuilder, SqsTransport};

@@ -6,21 +6,21 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use transport_core::{ErrorKind, Result};
 
-use crate::backend::SqsTransport;
-use crate::core::{self, err, map_sdk};
+use crate::core::Sqs;
+use crate::core::{err, map_sdk};
 
-impl SqsTransport {
+impl Sqs {
     /// The queue of a topic in point-to-point mode.
-    pub(crate) async fn topic_queue(&self, topic: &str, op: &'static str) -> Result<String> {
-        let name = core::topic_queue_name(&self.inner.config, topic);
-        Ok(self.queue(&name, &self.fifo_attrs(), op).await?.0)
+    pub(crate) async fn topic_queue(&self, topic: &str) -> Result<String> {
+        let name = crate::names::topic_queue_name(&self.inner.config, topic);
+        Ok(self.queue(&name, &self.fifo_attrs()).await?.0)
     }
 
-    pub(crate) async fn topic_arn(&self, topic: &str, op: &'static str) -> Result<String> {
+    pub(crate) async fn topic_arn(&self, topic: &str) -> Result<String> {
         if let Some(arn) = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return Ok(arn.clone());
         }
-        let name = core::topic_name(&self.inner.config, topic);
+        let name = crate::names::topic_name(&self.inner.config, topic);
         let arn = if self.inner.config.create {
             let mut req = self.inner.sns.create_topic().name(&name);
             if self.fifo() {
@@ -28,7 +28,7 @@ impl SqsTransport {
             }
             req.send()
                 .await
-                .map_err(|e| map_sdk(op, e))?
+                .map_err(map_sdk)?
                 .topic_arn()
                 .unwrap_or_default()
                 .to_owned()
@@ -42,7 +42,7 @@ impl SqsTransport {
                     .set_next_token(next)
                     .send()
                     .await
-                    .map_err(|e| map_sdk(op, e))?;
+                    .map_err(map_sdk)?;
                 if let Some(arn) = page
                     .topics()
                     .iter()
@@ -55,7 +55,6 @@ impl SqsTransport {
                 if next.is_none() {
                     return Err(err(
                         ErrorKind::NotFound,
-                        op,
                         format!("SNS topic {name} does not exist (create=false)"),
                     ));
                 }
@@ -71,12 +70,7 @@ impl SqsTransport {
 
     /// A queue's URL and ARN, created with `attrs` when allowed and missing
     /// (an existing queue gets `attrs` set).
-    pub(crate) async fn queue(
-        &self,
-        name: &str,
-        attrs: &[(QueueAttributeName, String)],
-        op: &'static str,
-    ) -> Result<(String, String)> {
+    pub(crate) async fn queue(&self, name: &str, attrs: &[(QueueAttributeName, String)]) -> Result<(String, String)> {
         // A cached queue is reused only for lookups: attributes (visibility
         // timeout, redrive policy) are set again by every caller that has some.
         let sets_attributes = attrs.iter().any(|(k, _)| *k != QueueAttributeName::FifoQueue);
@@ -99,12 +93,12 @@ impl SqsTransport {
                     for (k, v) in settable {
                         req = req.attributes(k.clone(), v);
                     }
-                    req.send().await.map_err(|e| map_sdk(op, e))?;
+                    req.send().await.map_err(map_sdk)?;
                 }
                 url
             }
             Err(e) => {
-                let mapped = map_sdk(op, e);
+                let mapped = map_sdk(e);
                 if mapped.kind() != ErrorKind::NotFound || !self.inner.config.create {
                     return Err(mapped);
                 }
@@ -114,7 +108,7 @@ impl SqsTransport {
                 }
                 req.send()
                     .await
-                    .map_err(|e| map_sdk(op, e))?
+                    .map_err(map_sdk)?
                     .queue_url()
                     .unwrap_or_default()
                     .to_owned()
@@ -126,7 +120,7 @@ impl SqsTransport {
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| map_sdk(op, e))?
+            .map_err(map_sdk)?
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
@@ -148,11 +142,11 @@ impl SqsTransport {
     }
 }
 
-impl SqsTransport {
+impl Sqs {
     /// Point-to-point: the queue belongs to the first group that subscribed
     /// (a queue tag); another group would silently split its messages, so
     /// it is refused.
-    pub(crate) async fn claim_queue(&self, url: &str, group: &str, op: &'static str) -> Result<()> {
+    pub(crate) async fn claim_queue(&self, url: &str, group: &str) -> Result<()> {
         let tags = self
             .inner
             .sqs
@@ -160,12 +154,11 @@ impl SqsTransport {
             .queue_url(url)
             .send()
             .await
-            .map_err(|e| map_sdk(op, e))?;
+            .map_err(map_sdk)?;
         match tags.tags().and_then(|t| t.get(GROUP_TAG)) {
             Some(owner) if owner == group => Ok(()),
             Some(owner) => Err(err(
                 ErrorKind::Unsupported,
-                op,
                 format!(
                     "point-to-point mode: this topic's queue belongs to group {owner:?}; \
                      a second group would split its messages (use mode=topic for fan-out)"
@@ -180,7 +173,7 @@ impl SqsTransport {
                 .send()
                 .await
                 .map(drop)
-                .map_err(|e| map_sdk(op, e)),
+                .map_err(map_sdk),
         }
     }
 }
@@ -188,16 +181,10 @@ impl SqsTransport {
 /// Queue tag naming the group of a point-to-point queue.
 pub(crate) const GROUP_TAG: &str = "transport-group";
 
-impl SqsTransport {
+impl Sqs {
     /// Let the SNS topic deliver to the group's queue (policy and raw
     /// subscription), when creating is allowed.
-    pub(crate) async fn fan_out_to(
-        &self,
-        topic_arn: &str,
-        queue_url: &str,
-        queue_arn: &str,
-        op: &'static str,
-    ) -> Result<()> {
+    pub(crate) async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str) -> Result<()> {
         if self.inner.config.create {
             let policy = serde_json::json!({
                 "Version": "2012-10-17",
@@ -216,7 +203,7 @@ impl SqsTransport {
                 .attributes(QueueAttributeName::Policy, policy.to_string())
                 .send()
                 .await
-                .map_err(|e| map_sdk(op, e))?;
+                .map_err(map_sdk)?;
             self.inner
                 .sns
                 .subscribe()
@@ -227,7 +214,7 @@ impl SqsTransport {
                 .return_subscription_arn(true)
                 .send()
                 .await
-                .map_err(|e| map_sdk(op, e))?;
+                .map_err(map_sdk)?;
         }
         Ok(())
     }

@@ -4,12 +4,10 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use transport_core::backend::validate_topic;
-use transport_core::{ErrorKind, Message, Publisher, Result};
+use transport_core::{ErrorKind, Message, Result};
 
-use crate::backend::{tag, SqsTransport, MAX_MESSAGE};
 use crate::core::{self, err, map_sdk, Wire};
+use crate::core::{Sqs, MAX_MESSAGE};
 
 pub(crate) fn sqs_attrs(w: &Wire) -> HashMap<String, aws_sdk_sqs::types::MessageAttributeValue> {
     w.attributes
@@ -39,15 +37,14 @@ pub(crate) fn sns_attrs(w: &Wire) -> HashMap<String, aws_sdk_sns::types::Message
         .collect()
 }
 
-impl SqsTransport {
-    pub(crate) fn wire(&self, m: &Message, extra: &[(&str, String)], op: &'static str) -> Result<Wire> {
-        m.validate().map_err(tag(op))?;
-        m.check_size(MAX_MESSAGE).map_err(tag(op))?;
+impl Sqs {
+    pub(crate) fn wire(&self, m: &Message, extra: &[(&str, String)]) -> Result<Wire> {
+        m.validate()?;
+        m.check_size(MAX_MESSAGE)?;
         let w = core::encode(m, extra);
         if w.size() > core::WIRE_LIMIT {
             return Err(err(
                 ErrorKind::MessageTooLarge,
-                op,
                 format!("message {} is {} bytes on the wire, SQS takes 256 KiB", m.id, w.size()),
             ));
         }
@@ -55,8 +52,8 @@ impl SqsTransport {
     }
 
     /// Send straight to a queue (dead letters, redrives).
-    pub(crate) async fn send_to_queue(&self, url: &str, m: &Message, dedup: &str, op: &'static str) -> Result<()> {
-        let w = self.wire(m, &[], op)?;
+    pub(crate) async fn send_to_queue(&self, url: &str, m: &Message, dedup: &str) -> Result<()> {
+        let w = self.wire(m, &[])?;
         let mut req = self
             .inner
             .sqs
@@ -67,23 +64,28 @@ impl SqsTransport {
         if self.fifo() {
             req = req.message_group_id(core::group_id(m)).message_deduplication_id(dedup);
         }
-        req.send().await.map_err(|e| map_sdk(op, e))?;
+        req.send().await.map_err(map_sdk)?;
         Ok(())
     }
 }
 
-#[async_trait]
-impl Publisher for SqsTransport {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        let op = "publish";
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        if self.point_to_point() {
-            let url = self.topic_queue(topic, op).await?;
-            return self.send_to_queue(&url, &message, &message.id, op).await;
+impl Sqs {
+    /// Store a checked, non-empty batch on `topic`.
+    pub(crate) async fn store(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
+        if messages.len() == 1 {
+            let message = messages.pop().expect("one message");
+            return self.publish_one(topic, message).await;
         }
-        let w = self.wire(&message, &[], op)?;
-        let arn = self.topic_arn(topic, op).await?;
+        self.publish_many(topic, messages).await
+    }
+
+    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
+        if self.point_to_point() {
+            let url = self.topic_queue(topic).await?;
+            return self.send_to_queue(&url, &message, &message.id).await;
+        }
+        let w = self.wire(&message, &[])?;
+        let arn = self.topic_arn(topic).await?;
         let mut req = self
             .inner
             .sns
@@ -96,24 +98,18 @@ impl Publisher for SqsTransport {
                 .message_group_id(core::group_id(&message))
                 .message_deduplication_id(&message.id);
         }
-        req.send().await.map_err(|e| map_sdk(op, e))?;
+        req.send().await.map_err(map_sdk)?;
         Ok(())
     }
 
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let op = "publish_batch";
-        self.check_open(op)?;
-        validate_topic(topic).map_err(tag(op))?;
-        let wires = messages
-            .iter()
-            .map(|m| self.wire(m, &[], op))
-            .collect::<Result<Vec<_>>>()?;
+    async fn publish_many(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let wires = messages.iter().map(|m| self.wire(m, &[])).collect::<Result<Vec<_>>>()?;
         if messages.is_empty() {
             return Ok(());
         }
         let target = match self.point_to_point() {
-            true => Target::Queue(self.topic_queue(topic, op).await?),
-            false => Target::Topic(self.topic_arn(topic, op).await?),
+            true => Target::Queue(self.topic_queue(topic).await?),
+            false => Target::Topic(self.topic_arn(topic).await?),
         };
         // Chunks of 10 (the SNS and SQS limit), in order; failed entries are
         // retried once, and what still fails is reported by id, never
@@ -122,8 +118,8 @@ impl Publisher for SqsTransport {
             let mut pending: Vec<usize> = (0..chunk_m.len()).collect();
             for round in 0..2 {
                 let failed = match &target {
-                    Target::Topic(arn) => self.sns_batch(arn, chunk_m, chunk_w, &pending, op).await?,
-                    Target::Queue(url) => self.sqs_batch(url, chunk_m, chunk_w, &pending, op).await?,
+                    Target::Topic(arn) => self.sns_batch(arn, chunk_m, chunk_w, &pending).await?,
+                    Target::Queue(url) => self.sqs_batch(url, chunk_m, chunk_w, &pending).await?,
                 };
                 if failed.is_empty() {
                     break;
@@ -135,7 +131,6 @@ impl Publisher for SqsTransport {
                         .collect();
                     return Err(err(
                         ErrorKind::PartialFailure,
-                        op,
                         format!("not published: {}", list.join(", ")),
                     ));
                 }
@@ -154,7 +149,7 @@ pub(crate) enum Target {
     Queue(String),
 }
 
-impl SqsTransport {
+impl Sqs {
     /// One `PublishBatch` of the `pending` entries of a chunk; the entries
     /// that failed, with why.
     pub(crate) async fn sns_batch(
@@ -163,7 +158,6 @@ impl SqsTransport {
         messages: &[Message],
         wires: &[Wire],
         pending: &[usize],
-        op: &'static str,
     ) -> Result<Vec<(usize, String)>> {
         let entries = pending
             .iter()
@@ -176,7 +170,7 @@ impl SqsTransport {
                 if self.fifo() {
                     e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
                 }
-                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, e))
             })
             .collect::<Result<Vec<_>>>()?;
         let out = self
@@ -187,7 +181,7 @@ impl SqsTransport {
             .set_publish_batch_request_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| map_sdk(op, e))?;
+            .map_err(map_sdk)?;
         Ok(out
             .failed()
             .iter()
@@ -208,7 +202,6 @@ impl SqsTransport {
         messages: &[Message],
         wires: &[Wire],
         pending: &[usize],
-        op: &'static str,
     ) -> Result<Vec<(usize, String)>> {
         let entries = pending
             .iter()
@@ -221,7 +214,7 @@ impl SqsTransport {
                 if self.fifo() {
                     e = e.message_group_id(core::group_id(m)).message_deduplication_id(&m.id);
                 }
-                e.build().map_err(|e| err(ErrorKind::InvalidArgument, op, e))
+                e.build().map_err(|e| err(ErrorKind::InvalidArgument, e))
             })
             .collect::<Result<Vec<_>>>()?;
         let out = self
@@ -232,7 +225,7 @@ impl SqsTransport {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| map_sdk(op, e))?;
+            .map_err(map_sdk)?;
         Ok(out
             .failed()
             .iter()

@@ -1,5 +1,5 @@
 //! The SQS timeouts are options of the URL, checked up front. That a silent
-//! endpoint fails `connect` within them is `transport/tests/silent_broker.rs`
+//! endpoint fails `connect` within them is `transport/tests/connect_times_out.rs`
 //! (with every other backend).
 
 use std::time::Duration;

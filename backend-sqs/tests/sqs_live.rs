@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use backend_sqs::SqsTransport;
 use futures::StreamExt;
-use transport_core::{ErrorKind, Message, Publisher, SubscribeOptions, Subscriber, Transport};
+use transport_core::{ErrorKind, Message, SubscribeOptions, Transport};
 
-async fn server(extra: &str) -> Option<SqsTransport> {
+async fn server(extra: &str) -> Option<std::sync::Arc<dyn Transport>> {
     let url = match std::env::var("SQS_URL") {
         Ok(u) => u,
         Err(_) if std::env::var("CI").is_ok() => panic!("SQS_URL is not set"),

@@ -1,37 +1,31 @@
-//! A group's dead-letter queue: depth, peek, redrive and purge.
+//! A group's dead-letter queue: depth, peek, redrive and discard by selection.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use transport_core::backend::redrive_message;
-use transport_core::backend::validate_topic;
 use transport_core::headers::{DLQ_GROUP, REDRIVE_COUNT};
-use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Publisher, Redrive, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Result, Selection};
 
-use crate::backend::{tag, SqsTransport, DLQ_SCAN};
-use crate::core::{self, map_sdk};
+use crate::core::{self, map_sdk, Sqs, DLQ_SCAN};
 use crate::deletes::{self};
 use crate::subscriber::{attributes_of, system};
 
 /// A group's dead-letter queue.
 pub(crate) struct SqsDeadLetters {
-    pub(crate) transport: SqsTransport,
+    pub(crate) sqs: Sqs,
     pub(crate) topic: String,
     pub(crate) queue_name: String,
 }
 
 impl SqsDeadLetters {
-    async fn url(&self, op: &'static str) -> Result<String> {
-        Ok(self
-            .transport
-            .queue(&self.queue_name, &self.transport.fifo_attrs(), op)
-            .await?
-            .0)
+    async fn url(&self) -> Result<String> {
+        Ok(self.sqs.queue(&self.queue_name, &self.sqs.fifo_attrs()).await?.0)
     }
 
     /// Receive (and hide) up to `DLQ_SCAN` messages, oldest first by
     /// `SentTimestamp`, since a standard queue hands them out in any order.
-    async fn scan(&self, url: &str, op: &'static str) -> Result<Vec<aws_sdk_sqs::types::Message>> {
-        let sqs = &self.transport.inner.sqs;
+    async fn scan(&self, url: &str) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+        let sqs = &self.sqs.inner.sqs;
         let mut all = Vec::new();
         while all.len() < DLQ_SCAN {
             let out = sqs
@@ -44,7 +38,7 @@ impl SqsDeadLetters {
                 .message_attribute_names("All")
                 .send()
                 .await
-                .map_err(|e| map_sdk(op, e))?;
+                .map_err(map_sdk)?;
             let got = out.messages.unwrap_or_default();
             if got.is_empty() {
                 break;
@@ -60,7 +54,6 @@ impl SqsDeadLetters {
     /// an error, visible again.
     async fn take_all(
         &self,
-        op: &'static str,
         url: &str,
         picked: &[aws_sdk_sqs::types::Message],
         rest: &[aws_sdk_sqs::types::Message],
@@ -72,9 +65,9 @@ impl SqsDeadLetters {
             for m in picked {
                 if redrive {
                     let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
-                    self.redrive_one(op, dead).await?;
+                    self.redrive_one(dead).await?;
                 }
-                self.transport
+                self.sqs
                     .inner
                     .sqs
                     .delete_message()
@@ -82,7 +75,7 @@ impl SqsDeadLetters {
                     .receipt_handle(m.receipt_handle().unwrap_or_default())
                     .send()
                     .await
-                    .map_err(|e| map_sdk(op, e))?;
+                    .map_err(map_sdk)?;
                 done += 1;
             }
             Ok::<_, Error>(())
@@ -93,40 +86,42 @@ impl SqsDeadLetters {
     }
 
     /// Send a dead letter back for the group that failed it.
-    async fn redrive_one(&self, op: &'static str, dead: Message) -> Result<()> {
-        let (topic, message) = redrive_message(&dead).map_err(tag(op))?;
-        validate_topic(&topic).map_err(tag(op))?;
+    async fn redrive_one(&self, dead: Message) -> Result<()> {
+        let (topic, message) = redrive_message(&dead)?;
         let dedup = format!("{}-r{}", message.id, message.headers.get(REDRIVE_COUNT).unwrap_or("1"));
         match dead.headers.get(DLQ_GROUP) {
             // Straight into the failing group's queue: other groups never see it.
             Some(group) => {
-                let c = &self.transport.inner.config;
+                let c = &self.sqs.inner.config;
                 let name = match c.point_to_point {
-                    true => core::topic_queue_name(c, &topic),
-                    false => core::group_queue_name(c, &topic, group),
+                    true => crate::names::topic_queue_name(c, &topic),
+                    false => crate::names::group_queue_name(c, &topic, group),
                 };
-                let (target, _) = self.transport.queue(&name, &self.transport.fifo_attrs(), op).await?;
-                self.transport.send_to_queue(&target, &message, &dedup, op).await
+                let (target, _) = self.sqs.queue(&name, &self.sqs.fifo_attrs()).await?;
+                self.sqs.send_to_queue(&target, &message, &dedup).await
             }
-            None => self.transport.publish(&topic, message).await,
+            None => self.sqs.store(&topic, vec![message]).await,
         }
     }
 
     /// Redrive or delete what `selection` picks among the scanned messages.
-    async fn take_selected(&self, op: &'static str, selection: &Selection, redrive: bool) -> Result<u64> {
-        let url = self.url(op).await?;
-        let all = self.scan(&url, op).await?;
+    async fn take_selected(&self, selection: &Selection, redrive: bool) -> Result<u64> {
+        let url = self.url().await?;
+        let all = self.scan(&url).await?;
+        let mut left = selection.limit();
         let (picked, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|m| {
             let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
-            selection.matches(&DeadLetter::from_message(dead))
+            let pick = left > 0 && selection.matches(&DeadLetter::from_message(dead));
+            left -= u64::from(pick);
+            pick
         });
-        self.take_all(op, &url, &picked, &rest, redrive).await
+        self.take_all(&url, &picked, &rest, redrive).await
     }
 
     async fn release(&self, url: &str, messages: &[aws_sdk_sqs::types::Message]) {
         for m in messages {
             let _ = self
-                .transport
+                .sqs
                 .inner
                 .sqs
                 .change_message_visibility()
@@ -146,9 +141,9 @@ impl DeadLetterQueue for SqsDeadLetters {
     }
 
     async fn depth(&self) -> Result<u64> {
-        let url = self.url("depth").await?;
+        let url = self.url().await?;
         let out = self
-            .transport
+            .sqs
             .inner
             .sqs
             .get_queue_attributes()
@@ -157,7 +152,7 @@ impl DeadLetterQueue for SqsDeadLetters {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| map_sdk("depth", e))?;
+            .map_err(map_sdk)?;
         let a = out.attributes();
         let get = |k: QueueAttributeName| {
             a.and_then(|a| a.get(&k))
@@ -169,8 +164,8 @@ impl DeadLetterQueue for SqsDeadLetters {
     }
 
     async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {
-        let url = self.url("peek").await?;
-        let all = self.scan(&url, "peek").await?;
+        let url = self.url().await?;
+        let all = self.scan(&url).await?;
         let out = all
             .iter()
             .take(n)
@@ -186,30 +181,27 @@ impl DeadLetterQueue for SqsDeadLetters {
         Ok(out)
     }
 
-    async fn redrive(&self, count: Redrive) -> Result<u64> {
-        let op = "redrive";
-        let url = self.url(op).await?;
-        let all = self.scan(&url, op).await?;
-        let take = usize::try_from(count.limit()).unwrap_or(usize::MAX).min(all.len());
+    async fn redrive(&self, selection: &Selection) -> Result<u64> {
+        if selection.has_conditions() {
+            return self.take_selected(selection, true).await;
+        }
+        let url = self.url().await?;
+        let all = self.scan(&url).await?;
+        let take = usize::try_from(selection.limit()).unwrap_or(usize::MAX).min(all.len());
         let (picked, rest) = all.split_at(take);
-        self.take_all(op, &url, picked, rest, true).await
-    }
-
-    async fn redrive_selected(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("redrive", selection, true).await
+        self.take_all(&url, picked, rest, true).await
     }
 
     async fn discard(&self, selection: &Selection) -> Result<u64> {
-        self.take_selected("discard", selection, false).await
-    }
-
-    async fn purge(&self) -> Result<u64> {
+        if !selection.is_everything() {
+            return self.take_selected(selection, false).await;
+        }
         // Receive-and-delete rather than PurgeQueue: it reports how many,
         // and has no once-a-minute limit.
-        let url = self.url("purge").await?;
-        let all = self.scan(&url, "purge").await?;
+        let url = self.url().await?;
+        let all = self.scan(&url).await?;
         let receipts: Vec<&str> = all.iter().map(|m| m.receipt_handle().unwrap_or_default()).collect();
-        deletes::delete_all(&self.transport.inner.sqs, &url, &receipts, "purge").await?;
+        deletes::delete_all(&self.sqs.inner.sqs, &url, &receipts).await?;
         Ok(all.len() as u64)
     }
 }
