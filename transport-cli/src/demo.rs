@@ -18,7 +18,7 @@ use transport::runtime::{
     handler_fn, BreakerConfig, BreakerState, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context,
     HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy, HandlerTimeoutLayer,
 };
-use transport::{Event, Selection, SubscribeOptions};
+use transport::{Event, SubscribeOptions};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct OrderPlaced {

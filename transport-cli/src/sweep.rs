@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use transport::Transport;
 
-use crate::bench::{measure, point_of, Limit, Point};
+use crate::bench::{measure, point_of, Limit, Measurement, Point};
 use crate::measured::{Dimension, Row};
 use crate::cli::BenchArgs;
 use crate::target::{connect, url_or_env, CliError, CliResult};

@@ -109,3 +109,70 @@ async fn memory() {
     let built = transport::memory::MemoryTransport::builder().max_message_size(1 << 20).build();
     built_like_connected("memory://", built).await;
 }
+
+// Each broker: the transport from the backend's own constructor (the one
+// its builder's `connect` ends in), against the one `connect(url)` opens.
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis() {
+    use transport::redis::{RedisConfig, RedisTransport};
+    if let Some(url) = live("REDIS_URL") {
+        let config = RedisConfig::from_url(&url).expect("config");
+        let built = RedisTransport::builder()
+            .host(config.host.clone(), config.port)
+            .db(config.db)
+            .connect()
+            .await
+            .expect("builder");
+        built_like_connected(&url, built).await;
+    }
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn nats() {
+    use transport::nats::{NatsConfig, NatsTransport};
+    if let Some(url) = live("NATS_URL") {
+        let built = NatsTransport::with_config(NatsConfig::from_url(&url).expect("config"))
+            .await
+            .expect("with_config");
+        built_like_connected(&url, built).await;
+    }
+}
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn rabbitmq() {
+    use transport::rabbitmq::{RabbitConfig, RabbitTransport};
+    if let Some(url) = live("RABBITMQ_URL") {
+        let built = RabbitTransport::with_config(RabbitConfig::from_url(&url).expect("config"))
+            .await
+            .expect("with_config");
+        built_like_connected(&url, built).await;
+    }
+}
+
+#[cfg(feature = "sqs")]
+#[tokio::test]
+async fn sqs() {
+    use transport::sqs::{SqsConfig, SqsTransport};
+    if let Some(url) = live("SQS_URL") {
+        let built = SqsTransport::with_config(SqsConfig::from_url(&url).expect("config"))
+            .await
+            .expect("with_config");
+        built_like_connected(&url, built).await;
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn kafka() {
+    use transport::kafka::{KafkaConfig, KafkaTransport};
+    if let Some(url) = live("KAFKA_URL") {
+        let built = KafkaTransport::with_config(KafkaConfig::from_url(&url).expect("config"))
+            .await
+            .expect("with_config");
+        built_like_connected(&url, built).await;
+    }
+}

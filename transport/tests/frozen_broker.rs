@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::{brokers, pid};
 use futures::StreamExt;
-use transport::{ErrorKind, Message, Selection, SubscribeOptions, Transport};
+use transport::{ErrorKind, Message, SubscribeOptions, Transport};
 
 /// Frozen while it lives; thawed on drop, whatever happened.
 struct Frozen(u32);

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
 use transport::runtime::{
-    handler_fn, link_to_current, Consumer, ConsumerStats, Context, HandlerError, Outcome, StatsHandle,
+    handler_fn, link_to_current, Consumer, ConsumerStats, Context, HandlerError, StatsHandle,
 };
-use transport::{ErrorKind, Message, SubscribeOptions, Transport};
+use transport::{ErrorKind, Message, Outcome, SubscribeOptions, Transport};
 
 async fn setup(what: &str) -> (Arc<dyn Transport>, String, SubscribeOptions) {
     let broker = transport::connect("memory://").await.unwrap();
