@@ -31,7 +31,7 @@ impl Kafka {
                 for (p, _, _) in &ranges {
                     tpl.add_partition(&topic, *p);
                 }
-                let committed = r.consumer.committed_offsets(tpl, timeout).map_err(|e| kafka(e))?;
+                let committed = r.consumer.committed_offsets(tpl, timeout).map_err(kafka)?;
                 let joined = committed
                     .elements()
                     .iter()

@@ -1,5 +1,7 @@
-//! Everything that talks to RabbitMQ: the (re)connecting connection, error
-//! mapping, names, topology declarations and the message encoding.
+//! The client side of RabbitMQ: the raw backend's state (`Rabbit`), the
+//! (re)connecting connection, error mapping, and the message encoding
+//! (properties, headers, typed header values). Names are in `names`,
+//! declarations in `provision`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -17,7 +19,6 @@ use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::acks::Outstanding;
 use crate::config::RabbitConfig;
-use crate::SCHEME;
 
 /// Header carrying the key.
 pub(crate) const H_KEY: &str = "transport-key";
@@ -30,7 +31,7 @@ pub(crate) const H_ATTEMPTS: &str = "transport-attempts";
 pub(crate) const H_FIRST_FAILURE: &str = "transport-first-failure-ms";
 
 pub(crate) fn err(kind: ErrorKind, e: impl std::fmt::Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME)
+    Error::new(kind, e.to_string())
 }
 
 pub(crate) fn map_err(e: lapin::Error) -> Error {

@@ -1,6 +1,6 @@
-//! The name of every RabbitMQ object this backend declares, in one place:
-//! a group's work queue, its retry queues, the dead-letter queue. (A
-//! topic's exchange is named as the topic.)
+//! The name of every RabbitMQ object this backend declares or uses, in one
+//! place: a group's work queue, its retry queues, the dead-letter queue and
+//! the consumer tags. (A topic's exchange is named as the topic.)
 
 /// The work queue of `group` on `topic`.
 pub(crate) fn work_queue(topic: &str, group: &str) -> String {
@@ -17,4 +17,9 @@ pub(crate) fn dlq_queue(dlq_topic: &str) -> String {
 /// back to the work queue `queue`.
 pub(crate) fn retry_queue(queue: &str, ms: u64) -> String {
     format!("{queue}/retry-{ms}")
+}
+
+/// A fresh consumer tag for one `basic.consume`.
+pub(crate) fn consumer_tag() -> String {
+    format!("transport-{}", uuid::Uuid::now_v7().simple())
 }

@@ -89,7 +89,7 @@ impl RabbitSettler {
     /// Take the delivery to settle it with a frame of its own.
     fn single(&mut self) -> Result<Single> {
         self.settled = true;
-        self.shared.outstanding.take(self.key).ok_or_else(|| expired())
+        self.shared.outstanding.take(self.key).ok_or_else(expired)
     }
 }
 

@@ -70,7 +70,7 @@ pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
         )
         .await
         .map_err(map_err)?;
-    let tag = format!("transport-{}", uuid::Uuid::now_v7().simple());
+    let tag = names::consumer_tag();
     let consumer = channel
         .basic_consume(
             s.queue.as_str().into(),

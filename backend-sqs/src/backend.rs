@@ -15,7 +15,7 @@ use transport_core::{
 use crate::config::SqsConfig;
 use crate::core::{map_sdk, Inner, Sqs, MAX_MESSAGE, MAX_VISIBILITY};
 use crate::dead_letter_queue::SqsDeadLetters;
-use crate::{names, SCHEME};
+use crate::SCHEME;
 
 /// Builds an SQS + SNS transport.
 #[derive(Debug, Clone, Default)]
@@ -124,8 +124,7 @@ async fn open(config: SqsConfig) -> Result<Sqs> {
                 format!(
                     "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
                 ),
-            )
-            .with_backend(SCHEME))
+            ))
         }
     };
     Ok(t)
@@ -175,12 +174,7 @@ impl RawTransport for Sqs {
     }
 
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        let name = options.dlq_topic(topic);
-        Ok(Box::new(SqsDeadLetters {
-            sqs: self.clone(),
-            queue_name: names::dlq_queue_name(&self.inner.config, &name),
-            topic: name,
-        }))
+        Ok(Box::new(SqsDeadLetters::new(self, options.dlq_topic(topic))))
     }
 
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {

@@ -8,25 +8,18 @@
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
-use crate::core::map_sdk;
-use crate::core::Sqs;
+use crate::core::{map_sdk, Sqs};
 use crate::dead_letter_queue::SqsDeadLetters;
+use crate::names;
 
 impl Sqs {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let c = &self.inner.config;
-        let dlq = options.dlq_topic(topic);
-        let dead = SqsDeadLetters {
-            sqs: self.clone(),
-            queue_name: crate::names::dlq_queue_name(c, &dlq),
-            topic: dlq,
-        }
-        .depth()
-        .await?;
+        let dead = SqsDeadLetters::new(self, options.dlq_topic(topic)).depth().await?;
         let name = if c.point_to_point {
-            crate::names::topic_queue_name(c, topic)
+            names::topic_queue_name(c, topic)
         } else {
-            crate::names::group_queue_name(c, topic, &options.group)
+            names::group_queue_name(c, topic, &options.group)
         };
         let url = match self.inner.sqs.get_queue_url().queue_name(&name).send().await {
             Ok(out) => out.queue_url().unwrap_or_default().to_owned(),
@@ -48,7 +41,7 @@ impl Sqs {
             .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
-            .map_err(|e| map_sdk(e))?;
+            .map_err(map_sdk)?;
         let get = |k: A| {
             out.attributes()
                 .and_then(|a| a.get(&k))

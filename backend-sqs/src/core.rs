@@ -1,5 +1,7 @@
-//! Everything that talks to AWS: clients, error mapping, names and the
-//! message encoding (body + at most 10 message attributes).
+//! The raw backend's state (the SQS and SNS clients, the configuration and
+//! the caches of topic ARNs and queue URLs), the mapping of AWS errors, and
+//! the message encoding every file shares (body + at most 10 message
+//! attributes, and reading them back from a received message).
 
 use std::collections::HashMap;
 use std::fmt::{self, Display};
@@ -7,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::Engine;
 use transport_core::backend::cloudevents::Binding;
 use transport_core::headers::{CE_ID, CE_PREFIX, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::SqsConfig;
-use crate::SCHEME;
 
 /// Attribute carrying the message id.
 pub(crate) const A_ID: &str = "transport-id";
@@ -28,8 +30,10 @@ const MAX_ATTRIBUTES: usize = 10;
 /// SQS and SNS accept at most 256 KiB per message, body and attributes.
 pub(crate) const WIRE_LIMIT: usize = 256 * 1024;
 
+/// An error of this backend (the core's wrapper names the backend and the
+/// operation).
 pub(crate) fn err(kind: ErrorKind, e: impl Display) -> Error {
-    Error::new(kind, e.to_string()).with_backend(SCHEME)
+    Error::new(kind, e.to_string())
 }
 
 /// The error kind of an AWS error code (also the codes of failed batch entries).
@@ -220,6 +224,36 @@ pub(crate) fn decode(body: &str, attributes: &HashMap<String, String>, fallback_
         headers,
         payload,
     }
+}
+
+/// The message attributes of a received message as text: String and Number
+/// attributes as they are, a foreign producer's Binary attribute in the
+/// lossless `base64:` form (text bytes stay text).
+pub(crate) fn attributes_of(m: &aws_sdk_sqs::types::Message) -> HashMap<String, String> {
+    m.message_attributes()
+        .map(|a| {
+            a.iter()
+                .filter_map(|(k, v)| {
+                    let text = match (v.string_value(), v.binary_value()) {
+                        (Some(text), _) => text.to_owned(),
+                        (None, Some(bytes)) => transport_core::headers::header_text(bytes.as_ref()).into_owned(),
+                        (None, None) => return None,
+                    };
+                    Some((k.clone(), text))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A numeric system attribute of a received message.
+pub(crate) fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<u64> {
+    m.attributes()?.get(&name)?.parse().ok()
+}
+
+/// The message a received SQS message carries.
+pub(crate) fn decode_received(m: &aws_sdk_sqs::types::Message) -> Message {
+    decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""))
 }
 
 /// Largest payload that fits 256 KiB even base64-encoded, with room for

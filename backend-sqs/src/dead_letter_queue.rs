@@ -6,18 +6,27 @@ use transport_core::backend::redrive_message;
 use transport_core::headers::{DLQ_GROUP, REDRIVE_COUNT};
 use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Result, Selection};
 
-use crate::core::{self, map_sdk, Sqs, DLQ_SCAN};
-use crate::deletes::{self};
-use crate::subscriber::{attributes_of, system};
+use crate::core::{self, map_sdk, system, Sqs, DLQ_SCAN};
+use crate::deletes;
+use crate::names;
 
 /// A group's dead-letter queue.
 pub(crate) struct SqsDeadLetters {
-    pub(crate) sqs: Sqs,
-    pub(crate) topic: String,
-    pub(crate) queue_name: String,
+    sqs: Sqs,
+    topic: String,
+    queue_name: String,
 }
 
 impl SqsDeadLetters {
+    /// The queue of the dead-letter topic `dlq_topic`.
+    pub(crate) fn new(sqs: &Sqs, dlq_topic: String) -> Self {
+        SqsDeadLetters {
+            sqs: sqs.clone(),
+            queue_name: names::dlq_queue_name(&sqs.inner.config, &dlq_topic),
+            topic: dlq_topic,
+        }
+    }
+
     async fn url(&self) -> Result<String> {
         Ok(self.sqs.queue(&self.queue_name, &self.sqs.fifo_attrs()).await?.0)
     }
@@ -64,8 +73,7 @@ impl SqsDeadLetters {
         let result = async {
             for m in picked {
                 if redrive {
-                    let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
-                    self.redrive_one(dead).await?;
+                    self.redrive_one(core::decode_received(m)).await?;
                 }
                 self.sqs
                     .inner
@@ -94,8 +102,8 @@ impl SqsDeadLetters {
             Some(group) => {
                 let c = &self.sqs.inner.config;
                 let name = match c.point_to_point {
-                    true => crate::names::topic_queue_name(c, &topic),
-                    false => crate::names::group_queue_name(c, &topic, group),
+                    true => names::topic_queue_name(c, &topic),
+                    false => names::group_queue_name(c, &topic, group),
                 };
                 let (target, _) = self.sqs.queue(&name, &self.sqs.fifo_attrs()).await?;
                 self.sqs.send_to_queue(&target, &message, &dedup).await
@@ -110,8 +118,7 @@ impl SqsDeadLetters {
         let all = self.scan(&url).await?;
         let mut left = selection.limit();
         let (picked, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|m| {
-            let dead = core::decode(m.body().unwrap_or(""), &attributes_of(m), m.message_id().unwrap_or(""));
-            let pick = left > 0 && selection.matches(&DeadLetter::from_message(dead));
+            let pick = left > 0 && selection.matches(&DeadLetter::from_message(core::decode_received(m)));
             left -= u64::from(pick);
             pick
         });
@@ -169,13 +176,7 @@ impl DeadLetterQueue for SqsDeadLetters {
         let out = all
             .iter()
             .take(n)
-            .map(|m| {
-                DeadLetter::from_message(core::decode(
-                    m.body().unwrap_or(""),
-                    &attributes_of(m),
-                    m.message_id().unwrap_or(""),
-                ))
-            })
+            .map(|m| DeadLetter::from_message(core::decode_received(m)))
             .collect();
         self.release(&url, &all).await;
         Ok(out)

@@ -6,13 +6,13 @@
 use aws_sdk_sqs::types::QueueAttributeName;
 use transport_core::{ErrorKind, Result};
 
-use crate::core::Sqs;
-use crate::core::{err, map_sdk};
+use crate::core::{err, map_sdk, Sqs};
+use crate::names;
 
 impl Sqs {
     /// The queue of a topic in point-to-point mode.
     pub(crate) async fn topic_queue(&self, topic: &str) -> Result<String> {
-        let name = crate::names::topic_queue_name(&self.inner.config, topic);
+        let name = names::topic_queue_name(&self.inner.config, topic);
         Ok(self.queue(&name, &self.fifo_attrs()).await?.0)
     }
 
@@ -20,7 +20,7 @@ impl Sqs {
         if let Some(arn) = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return Ok(arn.clone());
         }
-        let name = crate::names::topic_name(&self.inner.config, topic);
+        let name = names::topic_name(&self.inner.config, topic);
         let arn = if self.inner.config.create {
             let mut req = self.inner.sns.create_topic().name(&name);
             if self.fifo() {

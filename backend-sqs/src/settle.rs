@@ -39,11 +39,11 @@ impl SqsSettler {
 }
 
 /// Acks and dead-letters delete through the subscription's batcher.
-pub(crate) async fn delete(s: &Shared, receipt: String) -> Result<()> {
+async fn delete(s: &Shared, receipt: String) -> Result<()> {
     s.deleter.delete(receipt).await
 }
 
-pub(crate) async fn set_visibility(s: &Shared, receipt: &str, d: Duration) -> Result<()> {
+async fn set_visibility(s: &Shared, receipt: &str, d: Duration) -> Result<()> {
     s.sqs
         .inner
         .sqs

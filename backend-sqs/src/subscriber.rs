@@ -1,7 +1,6 @@
 //! Reading a group's queue: long-polling `ReceiveMessage` through the
 //! toolkit's pull loop; each delivery is settled by `settle`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -70,7 +69,7 @@ impl Sqs {
 }
 
 /// One long-polling `ReceiveMessage` of at most 10 (SQS's limit).
-pub(crate) struct SqsFetch {
+struct SqsFetch {
     shared: Arc<Shared>,
     request: SubscribeRequest,
 }
@@ -103,33 +102,9 @@ impl Fetch for SqsFetch {
     }
 }
 
-pub(crate) fn attributes_of(m: &aws_sdk_sqs::types::Message) -> HashMap<String, String> {
-    m.message_attributes()
-        .map(|a| {
-            a.iter()
-                // String and Number attributes as their text; a foreign
-                // producer's Binary attribute in the lossless `base64:`
-                // form (text bytes stay text).
-                .filter_map(|(k, v)| {
-                    let text = match (v.string_value(), v.binary_value()) {
-                        (Some(text), _) => text.to_owned(),
-                        (None, Some(bytes)) => transport_core::headers::header_text(bytes.as_ref()).into_owned(),
-                        (None, None) => return None,
-                    };
-                    Some((k.clone(), text))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub(crate) fn system(m: &aws_sdk_sqs::types::Message, name: MessageSystemAttributeName) -> Option<u64> {
-    m.attributes()?.get(&name)?.parse().ok()
-}
-
-pub(crate) fn delivery(s: &Arc<Shared>, request: &SubscribeRequest, m: aws_sdk_sqs::types::Message) -> Delivery {
-    let message = core::decode(m.body().unwrap_or(""), &attributes_of(&m), m.message_id().unwrap_or(""));
-    let attempt = system(&m, MessageSystemAttributeName::ApproximateReceiveCount)
+fn delivery(s: &Arc<Shared>, request: &SubscribeRequest, m: aws_sdk_sqs::types::Message) -> Delivery {
+    let message = core::decode_received(&m);
+    let attempt = core::system(&m, MessageSystemAttributeName::ApproximateReceiveCount)
         .unwrap_or(1)
         .max(1) as u32;
     let info = request.info(attempt, None);

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use tower::ServiceBuilder;
 use transport::runtime::{
     handler_fn, BreakerConfig, BreakerState, CatchPanicLayer, CircuitBreakerLayer, Consumer, ConsumerStats, Context,
-    HandlerError, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy, HandlerTimeoutLayer,
+    HandlerError, HandlerTimeoutLayer, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer,
+    RetryPolicy,
 };
 use transport::{Event, SubscribeOptions};
 

@@ -1,13 +1,13 @@
 //! `transport`: one command line for every broker this library supports.
 
 mod bench;
-mod measured;
 mod check;
 mod cli;
 mod consume;
 mod demo;
 mod demo_outbox;
 mod dlq;
+mod measured;
 mod monitor;
 mod outbox;
 mod plot;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use transport::Transport;
 
 use crate::bench::{measure, point_of, Limit, Measurement, Point};
-use crate::measured::{Dimension, Row};
 use crate::cli::BenchArgs;
+use crate::measured::{Dimension, Row};
 use crate::target::{connect, url_or_env, CliError, CliResult};
 
 const HEADER: &str = "backend,dimension,value,size,publishers,batch,consumers,keys,messages,seconds,\

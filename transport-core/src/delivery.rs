@@ -97,7 +97,7 @@ impl Delivery {
     /// dead-letters (with the attempts and the reason), anything else does
     /// what it says. Returns what was done.
     pub async fn settle(mut self, outcome: Outcome) -> Result<Settlement> {
-        match decide(outcome, &self.received.info()) {
+        match decide(outcome, self.received.info()) {
             Action::Ack => {
                 let op = Operation::Ack;
                 let settler = self.take_settler(op)?;
@@ -115,7 +115,7 @@ impl Delivery {
                 let settler = self.take_settler(op)?;
                 let dead = dead_letter_message(
                     self.received.message(),
-                    &self.received.info(),
+                    self.received.info(),
                     &reason,
                     SystemTime::now(),
                 );

@@ -23,7 +23,7 @@ pub const DEFAULT_OUTBOX_TABLE: &str = "transport_outbox";
 ///
 /// [`enqueue`](Self::enqueue) writes a message with the service's own
 /// transaction, so the state change and the event commit or roll back
-/// together; a [`Relay`] publishes committed rows. Cheap to clone.
+/// together; a [`Relay`](crate::Relay) publishes committed rows. Cheap to clone.
 pub struct Outbox<DB: Dialect> {
     pub(crate) pool: Pool<DB>,
     pub(crate) table: TableName,

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
 use transport::runtime::{
-    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerError, IdempotencyLayer,
-    LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy, HandlerTimeoutLayer,
+    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerError,
+    HandlerTimeoutLayer, IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy,
 };
 use transport::{Message, SubscribeOptions};
 

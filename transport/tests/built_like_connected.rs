@@ -94,7 +94,10 @@ async fn built_like_connected(url: &str, built: Arc<dyn Transport>) {
     let by_builder = report(&built, "built", &render, &recorder).await;
     let by_url = report(&connected, "connected", &render, &recorder).await;
     assert!(
-        by_url.metrics.iter().any(|l| l.starts_with("messaging_client_sent_messages")),
+        by_url
+            .metrics
+            .iter()
+            .any(|l| l.starts_with("messaging_client_sent_messages")),
         "{url}: no publish counted: {:?}",
         by_url.metrics
     );
@@ -106,7 +109,9 @@ async fn built_like_connected(url: &str, built: Arc<dyn Transport>) {
 
 #[tokio::test]
 async fn memory() {
-    let built = transport::memory::MemoryTransport::builder().max_message_size(1 << 20).build();
+    let built = transport::memory::MemoryTransport::builder()
+        .max_message_size(1 << 20)
+        .build();
     built_like_connected("memory://", built).await;
 }
 

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tower::ServiceBuilder;
-use transport::runtime::{
-    handler_fn, link_to_current, Consumer, ConsumerStats, Context, HandlerError, StatsHandle,
-};
+use transport::runtime::{handler_fn, link_to_current, Consumer, ConsumerStats, Context, HandlerError, StatsHandle};
 use transport::{ErrorKind, Message, Outcome, SubscribeOptions, Transport};
 
 async fn setup(what: &str) -> (Arc<dyn Transport>, String, SubscribeOptions) {

@@ -65,4 +65,3 @@ pub fn named<'a>(spans: &'a [SpanData], prefix: &str) -> &'a SpanData {
         )
     })
 }
-
