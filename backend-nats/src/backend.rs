@@ -1,24 +1,20 @@
 //! The NATS JetStream transport: the builder, and the raw backend the core
-//! wraps, which delegates to `provision`, `publisher`, `subscriber` (with
-//! `settle`), `dead_letter_queue` and `backlog`.
+//! wraps (`core::Nats`), which delegates to `publisher`, `subscriber`,
+//! `dead_letter_queue` and `backlog`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_nats::jetstream::{self};
 use async_trait::async_trait;
 use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message, Operation, Result,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result,
     SubscribeOptions, Transport,
 };
 
 use crate::config::{NatsConfig, Storage};
-use crate::core::{self, err, Inner, Nats};
+use crate::core::{self, Nats};
 use crate::dead_letter_queue::NatsDeadLetters;
 use crate::SCHEME;
-
-/// Headers and framing NATS adds on top of what `Message::encoded_len` counts.
-pub(crate) const HEADER_OVERHEAD: usize = 4096;
 
 /// Builds a NATS JetStream transport.
 #[derive(Debug, Clone, Default)]
@@ -103,52 +99,9 @@ impl NatsTransport {
 
     /// Connect with a configuration.
     pub async fn with_config(config: NatsConfig) -> Result<Arc<dyn Transport>> {
-        let nats = open(config).await.map_err(connect_error)?;
+        let nats = core::open(config).await.map_err(connect_error)?;
         Ok(transport_core::backend::transport(nats))
     }
-}
-
-/// Connect, and check that the server has JetStream for this account.
-async fn open(config: NatsConfig) -> Result<Nats> {
-    if !(1..=5).contains(&config.replicas) {
-        return Err(Error::invalid(format!(
-            "replicas must be 1 to 5, got {}",
-            config.replicas
-        )));
-    }
-    let client = core::connect(&config).await?;
-    let mut js = jetstream::new(client.clone());
-    js.set_timeout(config.request_timeout);
-    // Fail now, clearly, when the server has no JetStream: the API
-    // answers even for a stream that does not exist.
-    let probe = client
-        .request("$JS.API.INFO", transport_core::Bytes::new())
-        .await
-        .map_err(|e| {
-            err(
-                ErrorKind::Unsupported,
-                format!("JetStream is not available ({e}); start nats-server with -js"),
-            )
-        })?;
-    if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
-        return Err(err(
-            ErrorKind::Unauthorized,
-            format!(
-                "JetStream refused the account: {}",
-                String::from_utf8_lossy(&probe.payload)
-            ),
-        ));
-    }
-    let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
-    Ok(Nats {
-        inner: Arc::new(Inner {
-            config,
-            client,
-            js,
-            streams: Mutex::default(),
-            max_message_size,
-        }),
-    })
 }
 
 #[async_trait]

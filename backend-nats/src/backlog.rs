@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use transport_core::{Backlog, DeadLetterQueue, Result, SubscribeOptions};
 
-use crate::core::Nats;
-use crate::core::{self, other};
+use crate::core::{other, Nats};
 use crate::dead_letter_queue::NatsDeadLetters;
+use crate::names;
 
 impl Nats {
     pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
@@ -26,7 +26,7 @@ impl Nats {
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => return Ok(nothing),
             Err(e) => return Err(other(e)),
         };
-        let info = match stream.consumer_info(core::escape(&options.group)).await {
+        let info = match stream.consumer_info(names::consumer(&options.group)).await {
             Ok(info) => info,
             Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => return Ok(nothing),
             Err(e) => return Err(other(e)),

@@ -1,6 +1,6 @@
 //! The backend's core: the raw backend every operation holds (client,
-//! JetStream context, the streams known to exist), connecting, error
-//! mapping, names and the header encoding.
+//! JetStream context, the streams known to exist), connecting (with the
+//! JetStream check), error mapping and the header encoding.
 
 use std::collections::HashSet;
 use std::fmt::{self, Display};
@@ -79,20 +79,6 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
         };
         err(kind, format!("{e}{hint}"))
     })
-}
-
-/// Stream or consumer name for a topic or group: `_` becomes `__` and `.`
-/// becomes `_d`, so distinct names never collide and the result has no `.`.
-pub(crate) fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        match c {
-            '_' => out.push_str("__"),
-            '.' => out.push_str("_d"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// NATS headers for a message. `dedup` adds `Nats-Msg-Id` (plain publishes;
@@ -175,17 +161,55 @@ impl fmt::Debug for Nats {
     }
 }
 
+/// Headers and framing NATS adds on top of what `Message::encoded_len` counts.
+pub(crate) const HEADER_OVERHEAD: usize = 4096;
+
+/// Connect, and check that the server has JetStream for this account.
+pub(crate) async fn open(config: NatsConfig) -> Result<Nats, Error> {
+    if !(1..=5).contains(&config.replicas) {
+        return Err(Error::invalid(format!(
+            "replicas must be 1 to 5, got {}",
+            config.replicas
+        )));
+    }
+    let client = connect(&config).await?;
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(config.request_timeout);
+    // Fail now, clearly, when the server has no JetStream: the API
+    // answers even for a stream that does not exist.
+    let probe = client
+        .request("$JS.API.INFO", transport_core::Bytes::new())
+        .await
+        .map_err(|e| {
+            err(
+                ErrorKind::Unsupported,
+                format!("JetStream is not available ({e}); start nats-server with -js"),
+            )
+        })?;
+    if String::from_utf8_lossy(&probe.payload).contains("\"error\"") {
+        return Err(err(
+            ErrorKind::Unauthorized,
+            format!(
+                "JetStream refused the account: {}",
+                String::from_utf8_lossy(&probe.payload)
+            ),
+        ));
+    }
+    let max_message_size = client.server_info().max_payload.saturating_sub(HEADER_OVERHEAD);
+    Ok(Nats {
+        inner: Arc::new(Inner {
+            config,
+            client,
+            js,
+            streams: Mutex::default(),
+            max_message_size,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_is_injective_and_dot_free() {
-        let names = ["a.b", "a_b", "a_db", "a__b", "a._b", "a_.b"];
-        let escaped: std::collections::HashSet<String> = names.iter().map(|n| escape(n)).collect();
-        assert_eq!(escaped.len(), names.len());
-        assert!(escaped.iter().all(|e| !e.contains('.')));
-    }
 
     #[test]
     fn headers_round_trip() {

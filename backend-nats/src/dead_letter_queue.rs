@@ -62,7 +62,13 @@ impl NatsDeadLetters {
         let Some(s) = self.stream().await? else {
             return Ok(0);
         };
-        let (picked, _) = selection.partition(self.oldest(u64::MAX).await?, |(_, m)| m);
+        let limit = selection.limit();
+        let picked = if selection.is_everything() || *selection == Selection::all().oldest(limit) {
+            // No condition: the oldest `limit`, without reading the rest.
+            self.oldest(limit).await?
+        } else {
+            selection.partition(self.oldest(u64::MAX).await?, |(_, m)| m).0
+        };
         for (seq, dead) in &picked {
             self.take(&s, *seq, dead, redrive).await?;
         }

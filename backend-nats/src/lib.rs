@@ -6,6 +6,7 @@ mod backlog;
 mod config;
 mod core;
 mod dead_letter_queue;
+mod names;
 mod provision;
 mod publisher;
 mod settle;

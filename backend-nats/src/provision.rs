@@ -5,12 +5,12 @@ use async_nats::jetstream::stream;
 use transport_core::Result;
 
 use crate::config::Storage;
-use crate::core::Nats;
-use crate::core::{self, other};
+use crate::core::{other, Nats};
+use crate::names;
 
 impl Nats {
     pub(crate) fn stream_name(&self, topic: &str) -> String {
-        format!("{}{}", self.inner.config.stream_prefix, core::escape(topic))
+        names::stream(&self.inner.config, topic)
     }
 
     /// Create the topic's stream unless known to exist.

@@ -11,6 +11,7 @@ use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit,
 use transport_core::{Delivery, Result, StartFrom};
 
 use crate::core::{self, other, Nats};
+use crate::names;
 use crate::settle::{NatsSettler, Shared};
 
 /// How long one pull request waits for messages.
@@ -20,11 +21,10 @@ impl Nats {
     /// Create the streams and the group's durable consumer, and read it.
     pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
-        options.validate(topic)?;
         let stream = self.ensure_stream(topic).await?;
         let dlq_topic = request.dlq_topic();
         self.ensure_stream(&dlq_topic).await?;
-        let durable = core::escape(&options.group);
+        let durable = names::consumer(&options.group);
         let config = consumer::pull::Config {
             durable_name: Some(durable.clone()),
             ack_policy: consumer::AckPolicy::Explicit,

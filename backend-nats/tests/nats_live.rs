@@ -164,3 +164,51 @@ async fn duplicate_publishes_are_stored_once() {
         .await
         .is_err());
 }
+
+/// The dead-letter queue acts on what a selection picks, oldest first: the
+/// oldest `n` go back to their topic for the group, an id is discarded,
+/// and a purge empties the rest.
+#[tokio::test]
+async fn dead_letters_by_selection_oldest_first() {
+    use transport_core::Selection;
+    let Some(server) = Server::start(&[]) else { return };
+    let t = NatsTransport::connect(&server.url("")).await.unwrap();
+    let topic = "dlq".to_owned();
+    let options = SubscribeOptions::new("g");
+    let mut sub = t.subscribe(&topic, options.clone()).await.unwrap();
+    let sent: Vec<Message> = ["a", "b", "c"].into_iter().map(Message::new).collect();
+    t.publish_batch(&topic, sent.clone()).await.unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("a delivery within 5 s")
+            .unwrap()
+            .unwrap();
+        d.dead_letter("bad").await.unwrap();
+    }
+    let queue = t.dead_letters(&topic, &options).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap(), 3);
+    assert_eq!(queue.redrive(&Selection::all().oldest(1)).await.unwrap(), 1);
+    let ids: Vec<String> = queue
+        .peek(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.message.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [sent[1].id.clone(), sent[2].id.clone()],
+        "the oldest was not the one redriven"
+    );
+    let back = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the redriven message within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.id(), sent[0].id);
+    back.ack().await.unwrap();
+    assert_eq!(queue.discard(&Selection::ids([sent[2].id.clone()])).await.unwrap(), 1);
+    assert_eq!(queue.purge().await.unwrap(), 1);
+    assert_eq!(queue.depth().await.unwrap(), 0);
+}

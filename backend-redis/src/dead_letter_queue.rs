@@ -1,9 +1,9 @@
 //! A group's dead-letter stream: depth, peek, redrive and discard by selection.
 
-use async_trait::async_trait;
-use redis::Value;
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use redis::Value;
 use transport_core::backend::redrive_message;
 use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection};
 
@@ -124,18 +124,24 @@ impl DeadLetterQueue for RedisDeadLetters {
     }
 
     async fn redrive(&self, selection: &Selection) -> Result<u64> {
-        if !selection.is_everything() {
+        let limit = selection.limit();
+        if !selection.is_everything() && *selection != Selection::all().oldest(limit) {
             return self.take(selection, true).await;
         }
-        // Everything: in chunks, so a large queue is not read at once.
+        // Everything, or the oldest `limit`: from the head in chunks, so a
+        // large queue is not read at once.
         let mut moved = 0u64;
-        loop {
-            let entries = self.range(100).await?;
+        while moved < limit {
+            let chunk = (limit - moved).min(100) as usize;
+            let entries = self.range(chunk).await?;
             if entries.is_empty() {
                 break;
             }
             for (entry_id, dead) in entries {
                 moved += self.redrive_entry(&entry_id, &dead).await?;
+                if moved >= limit {
+                    break;
+                }
             }
         }
         Ok(moved)

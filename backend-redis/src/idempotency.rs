@@ -15,6 +15,7 @@ use transport_core::{Error, Operation, Result};
 
 use crate::config::RedisConfig;
 use crate::core::{connect, map_err, Conn};
+use crate::names;
 
 /// Idempotency keys in Redis, under `<key_prefix>idem:` (the URL's
 /// `key_prefix` option), each expiring with its lease or TTL.
@@ -42,14 +43,13 @@ impl RedisIdempotencyStore {
         let conn = connect(&config, config.command_timeout).await?;
         Ok(RedisIdempotencyStore {
             conn,
-            prefix: format!("{}idem:", config.key_prefix),
+            prefix: names::idempotency_prefix(&config),
         })
     }
 
-    /// The key of `(group, id)`. The group's length goes first, so no group
-    /// and id pair can be read as another (`a:b` + `c` vs `a` + `b:c`).
+    /// The key of `(group, id)`.
     fn key(&self, group: &str, id: &str) -> String {
-        format!("{}{}:{group}:{id}", self.prefix, group.len())
+        names::idempotency_key(&self.prefix, group, id)
     }
 }
 

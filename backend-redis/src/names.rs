@@ -1,5 +1,6 @@
-//! The name of every Redis key this backend uses, in one place: a topic's
-//! stream, a group's delayed set and failure times, the dead-letter stream.
+//! The name of every Redis object this backend uses, in one place: a
+//! topic's stream, a group's delayed set and failure times, the dead-letter
+//! stream, a consumer's name in its group, the idempotency keys.
 
 use transport_core::SubscribeOptions;
 
@@ -8,6 +9,23 @@ use crate::config::RedisConfig;
 /// The stream of `topic`.
 pub(crate) fn stream(config: &RedisConfig, topic: &str) -> String {
     format!("{}{topic}", config.key_prefix)
+}
+
+/// A new consumer's name in its group: unique to one subscription.
+pub(crate) fn consumer() -> String {
+    format!("c-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The prefix of every idempotency key.
+pub(crate) fn idempotency_prefix(config: &RedisConfig) -> String {
+    format!("{}idem:", config.key_prefix)
+}
+
+/// The idempotency key of `(group, id)` under `prefix`. The group's length
+/// goes first, so no group and id pair can be read as another (`a:b` + `c`
+/// vs `a` + `b:c`).
+pub(crate) fn idempotency_key(prefix: &str, group: &str, id: &str) -> String {
+    format!("{prefix}{}:{group}:{id}", group.len())
 }
 
 /// The keys of one topic and group.

@@ -1,6 +1,8 @@
-//! Settling an entry: ack, nack with delay, dead-letter and extend, each one
-//! script (or, across cluster slots, a copy then an ack), guarded by the
-//! delivery count the handle was handed out with.
+//! Settling an entry, the whole life of a delivery after it was handed out:
+//! ack, nack with delay, dead-letter and extend, each one script (or, across
+//! cluster slots, a copy then an ack), guarded by the delivery count the
+//! handle was handed out with; a handle dropped unsettled is nacked at once.
+//! Also the state a subscription and its deliveries share.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit,
 use transport_core::{Delivery, Error, ErrorKind, Result, StartFrom};
 
 use crate::core::{self, map_err, scripts, Conn, Core, Entry};
-use crate::names::Keys;
+use crate::names::{self, Keys};
 use crate::provision::create_group;
 use crate::settle::{ConsumerShared, RedisSettler};
 
@@ -36,7 +36,7 @@ impl Core {
             control,
             keys,
             group: Arc::from(request.group()),
-            name: format!("c-{}", uuid::Uuid::now_v7().simple()),
+            name: names::consumer(),
             ack_timeout: options.ack_timeout,
             in_flight: in_flight.clone(),
         });
