@@ -63,7 +63,7 @@ impl NatsDeadLetters {
             return Ok(0);
         };
         let limit = selection.limit();
-        let picked = if selection.is_everything() || *selection == Selection::all().oldest(limit) {
+        let picked = if !selection.has_conditions() {
             // No condition: the oldest `limit`, without reading the rest.
             self.oldest(limit).await?
         } else {

@@ -125,7 +125,7 @@ impl DeadLetterQueue for RedisDeadLetters {
 
     async fn redrive(&self, selection: &Selection) -> Result<u64> {
         let limit = selection.limit();
-        if !selection.is_everything() && *selection != Selection::all().oldest(limit) {
+        if selection.has_conditions() {
             return self.take(selection, true).await;
         }
         // Everything, or the oldest `limit`: from the head in chunks, so a

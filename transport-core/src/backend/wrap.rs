@@ -35,10 +35,12 @@ use crate::transport::{Publisher, Subscriber, Transport};
 
 /// The [`Transport`] applications use, over a backend's `raw` calls.
 pub fn transport<R: RawTransport>(raw: R) -> Arc<dyn Transport> {
-    let backend = raw.backend();
     Arc::new(Wrapped {
+        backend: raw.backend(),
+        // Read once: what a backend declares is fixed by its configuration,
+        // and every publish consults it.
+        capabilities: raw.capabilities(),
         raw: Arc::new(raw),
-        backend,
         lifecycle: Arc::new(Lifecycle::new()),
     })
 }
@@ -46,6 +48,7 @@ pub fn transport<R: RawTransport>(raw: R) -> Arc<dyn Transport> {
 struct Wrapped<R> {
     raw: Arc<R>,
     backend: &'static str,
+    capabilities: Capabilities,
     lifecycle: Arc<Lifecycle>,
 }
 
@@ -58,17 +61,14 @@ impl<R: RawTransport> fmt::Debug for Wrapped<R> {
 
 impl<R: RawTransport> Wrapped<R> {
     fn open(&self, op: Operation) -> Result<()> {
-        if self.lifecycle.is_closed() {
-            return Err(Error::new(ErrorKind::Closed, "the transport was closed").in_context(self.backend, op));
-        }
-        Ok(())
+        ensure_open(&self.lifecycle, self.backend, op)
     }
 
     /// Everything a publish checks before anything reaches the broker.
     fn check_publish(&self, op: Operation, topic: &str, messages: &[Message]) -> Result<()> {
         self.open(op)?;
         validate_topic(topic)?;
-        let limit = self.raw.capabilities().max_message_size.unwrap_or(usize::MAX);
+        let limit = self.capabilities.max_message_size.unwrap_or(usize::MAX);
         for m in messages {
             m.validate()?;
             m.check_size(limit)?;
@@ -110,7 +110,7 @@ impl<R: RawTransport> Subscriber for Wrapped<R> {
     async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription> {
         let op = Operation::Subscribe;
         self.check_group(op, topic, &options)?;
-        if options.start == StartFrom::Earliest && !self.raw.capabilities().replay {
+        if options.start == StartFrom::Earliest && !self.capabilities.replay {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 "StartFrom::Earliest: this backend keeps no history to replay to a new group; \
@@ -137,13 +137,13 @@ impl<R: RawTransport> Transport for Wrapped<R> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        self.raw.capabilities()
+        self.capabilities
     }
 
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
         let op = Operation::DeadLetters;
         self.check_group(op, topic, options)?;
-        if !self.raw.capabilities().dead_letter_ops {
+        if !self.capabilities.dead_letter_ops {
             return Err(Error::unsupported(
                 self.backend,
                 op,
@@ -196,11 +196,16 @@ impl WrappedDeadLetters {
     }
 
     fn open(&self, op: Operation) -> Result<()> {
-        if self.lifecycle.is_closed() {
-            return Err(Error::new(ErrorKind::Closed, "the transport was closed").in_context(self.backend, op));
-        }
-        Ok(())
+        ensure_open(&self.lifecycle, self.backend, op)
     }
+}
+
+/// `Closed` once the transport was closed: every call after `close` fails.
+fn ensure_open(lifecycle: &Lifecycle, backend: &'static str, op: Operation) -> Result<()> {
+    if lifecycle.is_closed() {
+        return Err(Error::new(ErrorKind::Closed, "the transport was closed").in_context(backend, op));
+    }
+    Ok(())
 }
 
 #[async_trait]
