@@ -2,24 +2,19 @@
 //! which delegates to `provision`, `publisher`, `subscriber` (with `group`
 //! and `settle`), `dead_letter_queue` and `backlog`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::admin::AdminClient;
-use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
+use rdkafka::producer::Producer;
+use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message,
-    Operation, Result, SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::{KafkaConfig, SaslMechanism};
-use crate::core::{blocking, err, kafka, Context, Inner, Kafka};
-use crate::dead_letter_queue::KafkaDeadLetters;
-use crate::publisher::BATCH_OVERHEAD;
+use crate::core::{blocking, kafka, Kafka};
 use crate::SCHEME;
 
 /// Builds a Kafka transport.
@@ -114,130 +109,13 @@ impl KafkaBuilder {
     }
 }
 
-/// A Kafka transport (see the crate docs for the mapping). Its
-/// constructors return the [`Transport`] every backend is, wrapped by the
-/// core (validation, error context, telemetry).
-#[derive(Debug)]
-pub enum KafkaTransport {}
-
-impl KafkaTransport {
-    /// A builder.
-    pub fn builder() -> KafkaBuilder {
-        KafkaBuilder::default()
-    }
-
-    /// Connect to a `kafka://` or `kafka+ssl://` URL (see [`KafkaConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
-        let config =
-            KafkaConfig::from_url(url).map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?;
-        Self::with_config(config).await
-    }
-
-    /// Connect with a configuration. Fails fast (within `request_timeout`)
-    /// when the brokers cannot be reached or refuse the credentials.
-    pub async fn with_config(config: KafkaConfig) -> Result<Arc<dyn Transport>> {
-        let kafka = Kafka::open(config)
-            .await
-            .map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?;
-        Ok(transport_core::backend::transport(kafka))
-    }
-}
-
-impl Kafka {
-    async fn open(config: KafkaConfig) -> Result<Kafka> {
-        config.validate()?;
-        let context = Context::default();
-        let mut pc = config.client_config();
-        pc.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", config.publish_timeout.as_millis().to_string())
-            .set(
-                "message.max.bytes",
-                (config.max_message_bytes + BATCH_OVERHEAD).to_string(),
-            )
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "2")
-            .set("allow.auto.create.topics", "false");
-        let producer: FutureProducer<Context> = pc.create_with_context(context.clone()).map_err(kafka)?;
-        let admin: AdminClient<Context> = config
-            .client_config()
-            .create_with_context(context.clone())
-            .map_err(kafka)?;
-        let transport = Kafka {
-            inner: Arc::new(Inner {
-                config,
-                context,
-                producer,
-                admin,
-                topics: Mutex::default(),
-            }),
-        };
-        // Metadata is the cheapest request that proves the brokers answer and
-        // accept the credentials; librdkafka would otherwise retry quietly.
-        let t = transport.clone();
-        let timeout = t.inner.config.request_timeout;
-        let probe = blocking(move || {
-            t.inner
-                .producer
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(drop)
-                .map_err(|e| t.connect_error(e))
-        })
-        .await;
-        probe?;
-        Ok(transport)
-    }
-}
-
-impl Kafka {
-    /// A reader of `topic` as consumer group `group` sees it (committed
-    /// offsets, records from there), that never joins the group: the
-    /// dead-letter operations (as `dlq_group`) and the backlog (as the
-    /// subscribers' group) use it.
-    pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
-        let mut cc = self.inner.config.client_config();
-        cc.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(kafka)?;
-        Ok(KafkaDeadLetters {
-            kafka: self.clone(),
-            topic,
-            consumer: Arc::new(consumer),
-        })
-    }
-
-    /// The backend's own connection errors are named by `with_config`.
-    pub(crate) fn connect_error(&self, e: KafkaError) -> Error {
-        if let Some(why) = self.inner.context.auth_failure() {
-            return err(ErrorKind::Unauthorized, format!("{why}; check the credentials"));
-        }
-        let mut e = kafka(e);
-        if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Backend {
-            e = err(
-                ErrorKind::ConnectionLost,
-                format!(
-                    "{e}; no Kafka broker answered at {}",
-                    self.inner.config.brokers.join(",")
-                ),
-            )
-            .with_retryable(true);
-        }
-        e
-    }
-
-    pub(crate) fn config(&self) -> &KafkaConfig {
-        &self.inner.config
-    }
-
-    pub(crate) fn context(&self) -> Context {
-        self.inner.context.clone()
-    }
-}
+/// A Kafka transport (see the crate docs for the mapping):
+/// `KafkaTransport::connect("kafka://...")`, `KafkaTransport::builder()` or
+/// `KafkaTransport::with_config(config)`, each returning the [`Transport`]
+/// every backend is, wrapped by the core (validation, error context,
+/// telemetry); connecting fails fast (within `request_timeout`) when the
+/// brokers cannot be reached or refuse the credentials.
+pub type KafkaTransport = Connector<KafkaConfig>;
 
 #[async_trait]
 impl RawTransport for Kafka {

@@ -6,18 +6,24 @@ use std::collections::HashSet;
 use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::Message as _;
 use transport_core::backend::cloudevents::Binding;
+use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::{header_text, repeated_header_text};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result, Transport};
 
+use crate::backend::KafkaBuilder;
 use crate::config::KafkaConfig;
+use crate::dead_letter_queue::KafkaDeadLetters;
+use crate::publisher::BATCH_OVERHEAD;
 use crate::SCHEME;
 
 /// Record header carrying the message id.
@@ -218,6 +224,116 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| err(ErrorKind::Backend, e))?
+}
+
+#[async_trait]
+impl BackendConfig for KafkaConfig {
+    const BACKEND: &'static str = SCHEME;
+    type Builder = KafkaBuilder;
+
+    fn from_url(url: &str) -> Result<Self> {
+        KafkaConfig::from_url(url)
+    }
+
+    async fn open(self) -> Result<Arc<dyn Transport>> {
+        Ok(backend::transport(Kafka::open(self).await?))
+    }
+}
+
+impl Kafka {
+    async fn open(config: KafkaConfig) -> Result<Kafka> {
+        config.validate()?;
+        let context = Context::default();
+        let mut pc = config.client_config();
+        pc.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", config.publish_timeout.as_millis().to_string())
+            .set(
+                "message.max.bytes",
+                (config.max_message_bytes + BATCH_OVERHEAD).to_string(),
+            )
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "2")
+            .set("allow.auto.create.topics", "false");
+        let producer: FutureProducer<Context> = pc.create_with_context(context.clone()).map_err(kafka)?;
+        let admin: AdminClient<Context> = config
+            .client_config()
+            .create_with_context(context.clone())
+            .map_err(kafka)?;
+        let transport = Kafka {
+            inner: Arc::new(Inner {
+                config,
+                context,
+                producer,
+                admin,
+                topics: Mutex::default(),
+            }),
+        };
+        // Metadata is the cheapest request that proves the brokers answer and
+        // accept the credentials; librdkafka would otherwise retry quietly.
+        let t = transport.clone();
+        let timeout = t.inner.config.request_timeout;
+        let probe = blocking(move || {
+            t.inner
+                .producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(drop)
+                .map_err(|e| t.connect_error(e))
+        })
+        .await;
+        probe?;
+        Ok(transport)
+    }
+}
+
+impl Kafka {
+    /// A reader of `topic` as consumer group `group` sees it (committed
+    /// offsets, records from there), that never joins the group: the
+    /// dead-letter operations (as `dlq_group`) and the backlog (as the
+    /// subscribers' group) use it.
+    pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
+        let mut cc = self.inner.config.client_config();
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(kafka)?;
+        Ok(KafkaDeadLetters {
+            kafka: self.clone(),
+            topic,
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    /// The backend's own connection errors are named by `with_config`.
+    pub(crate) fn connect_error(&self, e: KafkaError) -> Error {
+        if let Some(why) = self.inner.context.auth_failure() {
+            return err(ErrorKind::Unauthorized, format!("{why}; check the credentials"));
+        }
+        let mut e = kafka(e);
+        if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Backend {
+            e = err(
+                ErrorKind::ConnectionLost,
+                format!(
+                    "{e}; no Kafka broker answered at {}",
+                    self.inner.config.brokers.join(",")
+                ),
+            )
+            .with_retryable(true);
+        }
+        e
+    }
+
+    pub(crate) fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn context(&self) -> Context {
+        self.inner.context.clone()
+    }
 }
 
 #[cfg(test)]

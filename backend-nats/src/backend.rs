@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
+use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result,
     SubscribeOptions, Transport,
 };
 
 use crate::config::{NatsConfig, Storage};
-use crate::core::{self, Nats};
+use crate::core::Nats;
 use crate::dead_letter_queue::NatsDeadLetters;
 use crate::SCHEME;
 
@@ -76,33 +76,12 @@ impl NatsBuilder {
     }
 }
 
-/// A NATS JetStream transport (see the crate docs for the mapping). Its
-/// constructors return the [`Transport`] every backend is, wrapped by the
-/// core (validation, error context, telemetry).
-#[derive(Debug)]
-pub enum NatsTransport {}
-
-fn connect_error(e: Error) -> Error {
-    e.with_backend(SCHEME).with_operation(Operation::Connect)
-}
-
-impl NatsTransport {
-    /// A builder.
-    pub fn builder() -> NatsBuilder {
-        NatsBuilder::default()
-    }
-
-    /// Connect to a `nats://` or `tls://` URL (see [`NatsConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
-        Self::with_config(NatsConfig::from_url(url).map_err(connect_error)?).await
-    }
-
-    /// Connect with a configuration.
-    pub async fn with_config(config: NatsConfig) -> Result<Arc<dyn Transport>> {
-        let nats = core::open(config).await.map_err(connect_error)?;
-        Ok(transport_core::backend::transport(nats))
-    }
-}
+/// A NATS JetStream transport (see the crate docs for the mapping):
+/// `NatsTransport::connect("nats://...")`, `NatsTransport::builder()` or
+/// `NatsTransport::with_config(config)`, each returning the [`Transport`]
+/// every backend is, wrapped by the core (validation, error context,
+/// telemetry).
+pub type NatsTransport = Connector<NatsConfig>;
 
 #[async_trait]
 impl RawTransport for Nats {

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, HeaderMap};
+use async_trait::async_trait;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+use transport_core::backend::{self, BackendConfig};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
+use crate::backend::NatsBuilder;
 use crate::config::NatsConfig;
 use crate::SCHEME;
 
@@ -164,8 +167,22 @@ impl fmt::Debug for Nats {
 /// Headers and framing NATS adds on top of what `Message::encoded_len` counts.
 pub(crate) const HEADER_OVERHEAD: usize = 4096;
 
-/// Connect, and check that the server has JetStream for this account.
-pub(crate) async fn open(config: NatsConfig) -> Result<Nats, Error> {
+#[async_trait]
+impl BackendConfig for NatsConfig {
+    const BACKEND: &'static str = SCHEME;
+    type Builder = NatsBuilder;
+
+    fn from_url(url: &str) -> Result<Self, Error> {
+        NatsConfig::from_url(url)
+    }
+
+    /// Connect, and check that the server has JetStream for this account.
+    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+        Ok(backend::transport(open(self).await?))
+    }
+}
+
+async fn open(config: NatsConfig) -> Result<Nats, Error> {
     if !(1..=5).contains(&config.replicas) {
         return Err(Error::invalid(format!(
             "replicas must be 1 to 5, got {}",

@@ -3,17 +3,17 @@
 //! `dead_letter_queue` and `backlog` (queues and exchanges are declared in
 //! `provision`).
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
+use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result,
     SubscribeOptions, Transport,
 };
 
 use crate::config::RabbitConfig;
-use crate::core::{Conn, Inner, Rabbit};
+use crate::core::Rabbit;
 use crate::dead_letter_queue::RabbitDeadLetters;
 use crate::{names, SCHEME};
 
@@ -75,38 +75,12 @@ impl RabbitBuilder {
     }
 }
 
-/// A RabbitMQ transport (see the crate docs for the mapping). Its
-/// constructors return the [`Transport`] every backend is, wrapped by the
-/// core (validation, error context, telemetry).
-#[derive(Debug)]
-pub enum RabbitTransport {}
-
-fn connect_error(e: Error) -> Error {
-    e.with_backend(SCHEME).with_operation(Operation::Connect)
-}
-
-impl RabbitTransport {
-    /// A builder.
-    pub fn builder() -> RabbitBuilder {
-        RabbitBuilder::default()
-    }
-
-    /// Connect to an `amqp://` or `amqps://` URL (see [`RabbitConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
-        Self::with_config(RabbitConfig::from_url(url).map_err(connect_error)?).await
-    }
-
-    /// Connect with a configuration.
-    pub async fn with_config(config: RabbitConfig) -> Result<Arc<dyn Transport>> {
-        let conn = Conn::open(config).await.map_err(connect_error)?;
-        Ok(transport_core::backend::transport(Rabbit {
-            inner: Arc::new(Inner {
-                conn,
-                acks: Mutex::default(),
-            }),
-        }))
-    }
-}
+/// A RabbitMQ transport (see the crate docs for the mapping):
+/// `RabbitTransport::connect("amqp://...")`, `RabbitTransport::builder()` or
+/// `RabbitTransport::with_config(config)`, each returning the [`Transport`]
+/// every backend is, wrapped by the core (validation, error context,
+/// telemetry).
+pub type RabbitTransport = Connector<RabbitConfig>;
 
 #[async_trait]
 impl RawTransport for Rabbit {

@@ -12,13 +12,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use async_trait::async_trait;
 use tokio::sync::Mutex;
 use transport_core::backend::cloudevents::Binding;
+use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::{header_text, CONTENT_TYPE};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
 use crate::acks::Outstanding;
+use crate::backend::RabbitBuilder;
 use crate::config::RabbitConfig;
+use crate::SCHEME;
 
 /// Header carrying the key.
 pub(crate) const H_KEY: &str = "transport-key";
@@ -62,6 +66,26 @@ pub(crate) fn map_err(e: lapin::Error) -> Error {
         _ => "",
     };
     err(kind, format!("{text}{hint}"))
+}
+
+#[async_trait]
+impl BackendConfig for RabbitConfig {
+    const BACKEND: &'static str = SCHEME;
+    type Builder = RabbitBuilder;
+
+    fn from_url(url: &str) -> Result<Self, Error> {
+        RabbitConfig::from_url(url)
+    }
+
+    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+        let conn = Conn::open(self).await?;
+        Ok(backend::transport(Rabbit {
+            inner: Arc::new(Inner {
+                conn,
+                acks: std::sync::Mutex::default(),
+            }),
+        }))
+    }
 }
 
 /// A connection that is opened again when it drops, with the topology this

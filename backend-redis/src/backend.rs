@@ -6,14 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
+use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, KeyOrdering, Message, Operation, Result, Secret,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, Secret,
     SubscribeOptions, Transport,
 };
 
 use crate::config::RedisConfig;
-use crate::core::{self, Core};
+use crate::core::Core;
 use crate::dead_letter_queue::RedisDeadLetters;
 use crate::{names, SCHEME};
 
@@ -79,15 +79,16 @@ impl RedisBuilder {
     }
 }
 
-/// A Redis Streams transport (see the crate docs for the mapping). Its
-/// constructors return the [`Transport`] every backend is, wrapped by the
-/// core (validation, error context, telemetry).
-#[derive(Debug)]
-pub enum RedisTransport {}
+/// A Redis Streams transport (see the crate docs for the mapping):
+/// `RedisTransport::connect("redis://...")`, `RedisTransport::builder()` or
+/// `RedisTransport::with_config(config)`, each returning the [`Transport`]
+/// every backend is, wrapped by the core (validation, error context,
+/// telemetry).
+pub type RedisTransport = Connector<RedisConfig>;
 
 /// The raw backend the core's wrapper calls.
 pub(crate) struct Redis {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
 }
 
 impl fmt::Debug for Redis {
@@ -95,31 +96,6 @@ impl fmt::Debug for Redis {
         f.debug_struct("RedisTransport")
             .field("config", &self.core.config)
             .finish_non_exhaustive()
-    }
-}
-
-fn connect_error(e: Error) -> Error {
-    e.with_backend(SCHEME).with_operation(Operation::Connect)
-}
-
-impl RedisTransport {
-    /// A builder.
-    pub fn builder() -> RedisBuilder {
-        RedisBuilder::default()
-    }
-
-    /// Connect to a `redis://` or `rediss://` URL (see [`RedisConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
-        Self::with_config(RedisConfig::from_url(url).map_err(connect_error)?).await
-    }
-
-    /// Connect with a configuration.
-    pub async fn with_config(config: RedisConfig) -> Result<Arc<dyn Transport>> {
-        config.check_cluster().map_err(connect_error)?;
-        let conn = core::connect(&config, config.command_timeout).await?;
-        Ok(transport_core::backend::transport(Redis {
-            core: Arc::new(Core { config, conn }),
-        }))
     }
 }
 

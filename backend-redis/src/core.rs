@@ -3,18 +3,21 @@
 //! written once), error mapping, the entry encoding and the Lua scripts
 //! that make settlement transitions atomic.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use async_trait::async_trait;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use transport_core::backend::cloudevents::Binding;
+use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::header_text;
 use transport_core::Bytes;
-use transport_core::{Error, ErrorKind, Headers, Message, Operation};
+use transport_core::{Error, ErrorKind, Headers, Message, Operation, Transport};
 
+use crate::backend::{Redis, RedisBuilder};
 use crate::config::RedisConfig;
 use crate::SCHEME;
 
@@ -23,6 +26,24 @@ use crate::SCHEME;
 pub(crate) struct Core {
     pub(crate) config: RedisConfig,
     pub(crate) conn: Conn,
+}
+
+#[async_trait]
+impl BackendConfig for RedisConfig {
+    const BACKEND: &'static str = SCHEME;
+    type Builder = RedisBuilder;
+
+    fn from_url(url: &str) -> Result<Self, Error> {
+        RedisConfig::from_url(url)
+    }
+
+    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+        self.check_cluster()?;
+        let conn = connect(&self, self.command_timeout).await?;
+        Ok(backend::transport(Redis {
+            core: Arc::new(Core { config: self, conn }),
+        }))
+    }
 }
 
 /// Map a redis error to the library's error (the core's wrapper names the

@@ -2,18 +2,18 @@
 //! wraps, which delegates to `provision`, `publisher`, `subscriber` (with
 //! `settle` and `deletes`), `dead_letter_queue` and `backlog`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
+use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, Error, ErrorKind, KeyOrdering, Message,
-    Operation, Result, SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result,
+    SubscribeOptions, Transport,
 };
 
 use crate::config::SqsConfig;
-use crate::core::{map_sdk, Inner, Sqs, MAX_MESSAGE, MAX_VISIBILITY};
+use crate::core::{Sqs, MAX_MESSAGE, MAX_VISIBILITY};
 use crate::dead_letter_queue::SqsDeadLetters;
 use crate::SCHEME;
 
@@ -71,64 +71,12 @@ impl SqsBuilder {
     }
 }
 
-/// An SQS + SNS transport (see the crate docs for the mapping). Its
-/// constructors return the [`Transport`] every backend is, wrapped by the
-/// core (validation, error context, telemetry).
-#[derive(Debug)]
-pub enum SqsTransport {}
-
-fn connect_error(e: Error) -> Error {
-    e.with_backend(SCHEME).with_operation(Operation::Connect)
-}
-
-impl SqsTransport {
-    /// A builder.
-    pub fn builder() -> SqsBuilder {
-        SqsBuilder::default()
-    }
-
-    /// Connect from an `sqs://` URL (see [`SqsConfig::from_url`]).
-    pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
-        Self::with_config(SqsConfig::from_url(url).map_err(connect_error)?).await
-    }
-
-    /// Connect with a configuration; checks the endpoint and credentials
-    /// with one cheap call.
-    pub async fn with_config(config: SqsConfig) -> Result<Arc<dyn Transport>> {
-        let sqs = open(config).await.map_err(connect_error)?;
-        Ok(transport_core::backend::transport(sqs))
-    }
-}
-
-/// Make the clients and check the endpoint and credentials with one cheap
-/// call.
-async fn open(config: SqsConfig) -> Result<Sqs> {
-    config.check_region()?;
-    let sdk = config.sdk_config().await;
-    let t = Sqs {
-        inner: Arc::new(Inner {
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            sns: aws_sdk_sns::Client::new(&sdk),
-            config,
-            topics: Mutex::default(),
-            queues: Mutex::default(),
-        }),
-    };
-    let limit = t.inner.config.connect_timeout;
-    let check = t.inner.sqs.list_queues().max_results(1).send();
-    match tokio::time::timeout(limit, check).await {
-        Ok(answer) => answer.map_err(map_sdk)?,
-        Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
-                ),
-            ))
-        }
-    };
-    Ok(t)
-}
+/// An SQS + SNS transport (see the crate docs for the mapping):
+/// `SqsTransport::connect("sqs://...")`, `SqsTransport::builder()` or
+/// `SqsTransport::with_config(config)`, each returning the [`Transport`]
+/// every backend is, wrapped by the core (validation, error context,
+/// telemetry).
+pub type SqsTransport = Connector<SqsConfig>;
 
 #[async_trait]
 impl RawTransport for Sqs {

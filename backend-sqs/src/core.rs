@@ -10,12 +10,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
+use async_trait::async_trait;
 use base64::Engine;
 use transport_core::backend::cloudevents::Binding;
+use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::{CE_ID, CE_PREFIX, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, CONTENT_TYPE};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
+use crate::backend::SqsBuilder;
 use crate::config::SqsConfig;
+use crate::SCHEME;
 
 /// Attribute carrying the message id.
 pub(crate) const A_ID: &str = "transport-id";
@@ -289,6 +293,50 @@ impl fmt::Debug for Sqs {
 
 pub(crate) fn secs(d: Duration) -> i32 {
     d.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32
+}
+
+#[async_trait]
+impl BackendConfig for SqsConfig {
+    const BACKEND: &'static str = SCHEME;
+    type Builder = SqsBuilder;
+
+    fn from_url(url: &str) -> Result<Self, Error> {
+        SqsConfig::from_url(url)
+    }
+
+    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+        Ok(backend::transport(open(self).await?))
+    }
+}
+
+/// Make the clients and check the endpoint and credentials with one cheap
+/// call.
+async fn open(config: SqsConfig) -> Result<Sqs, Error> {
+    config.check_region()?;
+    let sdk = config.sdk_config().await;
+    let t = Sqs {
+        inner: Arc::new(Inner {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sns: aws_sdk_sns::Client::new(&sdk),
+            config,
+            topics: Mutex::default(),
+            queues: Mutex::default(),
+        }),
+    };
+    let limit = t.inner.config.connect_timeout;
+    let check = t.inner.sqs.list_queues().max_results(1).send();
+    match tokio::time::timeout(limit, check).await {
+        Ok(answer) => answer.map_err(map_sdk)?,
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "no answer from the endpoint within {limit:?} (connect_timeout_ms); check the endpoint and region"
+                ),
+            ))
+        }
+    };
+    Ok(t)
 }
 
 impl Sqs {

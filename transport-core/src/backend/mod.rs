@@ -7,7 +7,9 @@
 //! subscribe, open a dead-letter queue, read the backlog, close),
 //! [`Settler`] (the life of one delivery after it was handed out) and
 //! [`DeadLetterQueue`](crate::DeadLetterQueue) (over a
-//! [`Selection`](crate::Selection)); every constructor it offers returns
+//! [`Selection`](crate::Selection)), and its configuration implements
+//! [`BackendConfig`] (read from a URL, open the raw backend): its public
+//! type is then `Connector<ItsConfig>`, whose constructors return
 //! [`transport`]`(raw)`, which applies the closed guard, validation,
 //! capability enforcement, error context and telemetry once for all
 //! backends (see `wrap.rs`).
@@ -18,8 +20,8 @@
 //! |---|---|
 //! | `lib.rs` | the docs (`docs.md`), `SCHEME`, a few `pub use` lines |
 //! | `config.rs` | the configuration, from a URL and from the builder |
-//! | `backend.rs` | the builder, and the [`RawTransport`] impl delegating to the files below |
-//! | `core.rs` | the client connection and the mapping of its errors, in one place |
+//! | `backend.rs` | the builder, the public type (`Connector<ItsConfig>`), and the [`RawTransport`] impl delegating to the files below |
+//! | `core.rs` | the client connection (the [`BackendConfig`] impl) and the mapping of its errors, in one place |
 //! | `names.rs` | the name of every broker object (streams, keys, queues, exchanges, subjects) |
 //! | `provision.rs` | creating topics, groups and dead-letter queues on the broker |
 //! | `publisher.rs` | storing a batch |
@@ -37,12 +39,14 @@
 //! dead-letter model and name rules every backend applies.
 
 pub mod cloudevents;
+mod connector;
 mod lifecycle;
 mod pull;
 mod raw;
 mod stale;
 mod wrap;
 
+pub use connector::{BackendConfig, Connector};
 pub use lifecycle::{on_drop, Lifecycle};
 pub use pull::{pull_deliveries, Fetch, ReconnectBackoff};
 pub use raw::{Deliveries, RawTransport, SubscribeRequest};

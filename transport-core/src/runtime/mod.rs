@@ -71,6 +71,7 @@ pub use layers::idempotency::{Idempotency, IdempotencyLayer};
 pub use layers::lease::{LeaseKeeper, LeaseLayer};
 pub use layers::retry::{RetryDelay, RetryDelayLayer, RetryPolicy};
 pub use layers::timeout::{HandlerTimeout, HandlerTimeoutLayer};
+pub use layers::wrap_call::WrapCall;
 pub use stats::ConsumerStats;
 
 use std::collections::HashMap;

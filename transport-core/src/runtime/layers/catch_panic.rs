@@ -2,11 +2,13 @@
 //! its reason, so retries and the dead-letter reason show it.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::{Context as TaskContext, Poll};
 
 use futures::future::{BoxFuture, FutureExt};
-use tower::{Layer, Service};
+use tower::Layer;
+
+use super::wrap_call::{AroundCall, WrapCall};
 
 use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
@@ -19,37 +21,24 @@ pub struct CatchPanicLayer;
 impl<S> Layer<S> for CatchPanicLayer {
     type Service = CatchPanic<S>;
     fn layer(&self, inner: S) -> CatchPanic<S> {
-        CatchPanic { inner }
+        WrapCall::new(inner, *self)
     }
 }
 
 /// The service of [`CatchPanicLayer`].
-#[derive(Debug, Clone)]
-pub struct CatchPanic<S> {
-    inner: S,
-}
+pub type CatchPanic<S> = WrapCall<S, CatchPanicLayer>;
 
-impl<S> Service<Context> for CatchPanic<S>
-where
-    S: Service<Context, Response = Outcome>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Outcome;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, ctx: Context) -> Self::Future {
+impl AroundCall for CatchPanicLayer {
+    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
+    where
+        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
+    {
         let counters = ctx.counters.clone();
         // A closure handler panics in `call` itself, before any future exists.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(ctx))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| next(ctx))) {
             Ok(future) => async move {
                 match AssertUnwindSafe(future).catch_unwind().await {
-                    Ok(result) => result.map_err(Into::into),
+                    Ok(result) => result,
                     Err(panic) => {
                         counters.panicked();
                         Ok(Outcome::retry(panic_reason(panic.as_ref())))

@@ -1,12 +1,14 @@
 //! Keeps a delivery leased while a long call runs, so the broker does not
 //! hand it to another consumer meanwhile.
 
-use std::task::{Context as TaskContext, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
+
+use super::wrap_call::{AroundCall, WrapCall};
 
 use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
@@ -49,39 +51,22 @@ impl Default for LeaseLayer {
 impl<S> Layer<S> for LeaseLayer {
     type Service = LeaseKeeper<S>;
     fn layer(&self, inner: S) -> LeaseKeeper<S> {
-        LeaseKeeper {
-            inner,
-            max_total: self.max_total,
-        }
+        WrapCall::new(inner, *self)
     }
 }
 
 /// The service of [`LeaseLayer`].
-#[derive(Debug, Clone)]
-pub struct LeaseKeeper<S> {
-    inner: S,
-    max_total: Duration,
-}
+pub type LeaseKeeper<S> = WrapCall<S, LeaseLayer>;
 
-impl<S> Service<Context> for LeaseKeeper<S>
-where
-    S: Service<Context, Response = Outcome>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Outcome;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, ctx: Context) -> Self::Future {
+impl AroundCall for LeaseLayer {
+    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
+    where
+        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
+    {
         let lease = ctx.lease().clone();
         let id = ctx.id().to_owned();
         let until = Instant::now() + self.max_total;
-        let call = self.inner.call(ctx).map(|r| r.map_err(Into::into));
+        let call = next(ctx);
         async move {
             tokio::pin!(call);
             let period = lease.ack_timeout() / 2;

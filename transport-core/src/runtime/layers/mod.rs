@@ -9,3 +9,4 @@ pub(crate) mod idempotency;
 pub(crate) mod lease;
 pub(crate) mod retry;
 pub(crate) mod timeout;
+pub(crate) mod wrap_call;

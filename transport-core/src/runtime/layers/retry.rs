@@ -1,12 +1,14 @@
 //! Backoff between attempts: a retry without a delay gets the policy's
 //! delay for its attempt, which the broker's nack delay then enforces.
 
-use std::task::{Context as TaskContext, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::{BoxFuture, FutureExt};
-use tower::{Layer, Service};
+use tower::Layer;
+
+use super::wrap_call::{AroundCall, WrapCall};
 
 use crate::runtime::handler::{outcome_of, BoxError};
 use crate::runtime::Context;
@@ -95,38 +97,21 @@ impl RetryDelayLayer {
 impl<S> Layer<S> for RetryDelayLayer {
     type Service = RetryDelay<S>;
     fn layer(&self, inner: S) -> RetryDelay<S> {
-        RetryDelay {
-            inner,
-            policy: self.policy,
-        }
+        WrapCall::new(inner, *self)
     }
 }
 
 /// The service of [`RetryDelayLayer`].
-#[derive(Debug, Clone)]
-pub struct RetryDelay<S> {
-    inner: S,
-    policy: RetryPolicy,
-}
+pub type RetryDelay<S> = WrapCall<S, RetryDelayLayer>;
 
-impl<S> Service<Context> for RetryDelay<S>
-where
-    S: Service<Context, Response = Outcome>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Outcome;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, ctx: Context) -> Self::Future {
+impl AroundCall for RetryDelayLayer {
+    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
+    where
+        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
+    {
         let attempt = ctx.attempt();
         let policy = self.policy;
-        let call = self.inner.call(ctx);
+        let call = next(ctx);
         async move {
             Ok(match outcome_of(call.await) {
                 Outcome::Retry { delay: None, reason } => Outcome::Retry {

@@ -1,10 +1,12 @@
 //! A handler call that takes too long is a failure worth a retry.
 
-use std::task::{Context as TaskContext, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use tower::{Layer, Service};
+use tower::Layer;
+
+use super::wrap_call::{AroundCall, WrapCall};
 
 use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
@@ -29,41 +31,24 @@ impl HandlerTimeoutLayer {
 impl<S> Layer<S> for HandlerTimeoutLayer {
     type Service = HandlerTimeout<S>;
     fn layer(&self, inner: S) -> HandlerTimeout<S> {
-        HandlerTimeout {
-            inner,
-            limit: self.limit,
-        }
+        WrapCall::new(inner, *self)
     }
 }
 
 /// The service of [`HandlerTimeoutLayer`].
-#[derive(Debug, Clone)]
-pub struct HandlerTimeout<S> {
-    inner: S,
-    limit: Duration,
-}
+pub type HandlerTimeout<S> = WrapCall<S, HandlerTimeoutLayer>;
 
-impl<S> Service<Context> for HandlerTimeout<S>
-where
-    S: Service<Context, Response = Outcome>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Outcome;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, ctx: Context) -> Self::Future {
+impl AroundCall for HandlerTimeoutLayer {
+    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
+    where
+        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
+    {
         let limit = self.limit;
         let counters = ctx.counters.clone();
-        let call = self.inner.call(ctx);
+        let call = next(ctx);
         async move {
             match tokio::time::timeout(limit, call).await {
-                Ok(result) => result.map_err(Into::into),
+                Ok(result) => result,
                 Err(_) => {
                     counters.timed_out();
                     Ok(Outcome::retry(format!("handler timed out after {limit:?}")))
