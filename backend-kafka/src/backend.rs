@@ -1,117 +1,21 @@
-//! The Kafka transport: the builder, and the raw backend the core wraps,
+//! The Kafka transport: its public type, and the raw backend the core wraps,
 //! which delegates to `provision`, `publisher`, `subscriber` (with `group`
 //! and `settle`), `dead_letter_queue` and `backlog`.
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::producer::Producer;
 use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result,
-    SubscribeOptions, Transport,
+    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
 };
 
-use crate::config::{KafkaConfig, SaslMechanism};
+use crate::config::KafkaConfig;
 use crate::core::{blocking, kafka, Kafka};
 use crate::SCHEME;
 
-/// Builds a Kafka transport.
-#[derive(Debug, Clone, Default)]
-pub struct KafkaBuilder {
-    pub(crate) config: KafkaConfig,
-}
-
-impl KafkaBuilder {
-    /// Bootstrap brokers (`host:port`).
-    pub fn brokers(mut self, brokers: Vec<String>) -> Self {
-        self.config.brokers = brokers;
-        self
-    }
-    /// SASL authentication.
-    pub fn sasl(
-        mut self,
-        mechanism: SaslMechanism,
-        user: impl Into<String>,
-        password: impl Into<transport_core::Secret>,
-    ) -> Self {
-        self.config.sasl = Some(mechanism);
-        self.config.user = Some(user.into());
-        self.config.password = Some(password.into());
-        self
-    }
-    /// TLS, optionally with a CA file (PEM).
-    pub fn tls(mut self, ca_file: Option<String>) -> Self {
-        self.config.tls = true;
-        self.config.ca_file = ca_file;
-        self
-    }
-    /// Create missing topics (default on).
-    pub fn create_topics(mut self, on: bool) -> Self {
-        self.config.create_topics = on;
-        self
-    }
-    /// Partitions of topics created on demand.
-    pub fn partitions(mut self, n: i32) -> Self {
-        self.config.partitions = n;
-        self
-    }
-    /// Consumer-group session timeout.
-    pub fn session_timeout(mut self, timeout: Duration) -> Self {
-        self.config.session_timeout = timeout;
-        self
-    }
-    /// The partition assignment strategies this member offers its group
-    /// (see [`KafkaConfig::assignment`]): `range`, `roundrobin`.
-    pub fn assignment<I, S>(mut self, strategies: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.config.assignment = strategies.into_iter().map(Into::into).collect();
-        self
-    }
-    /// Replication factor of topics created on demand.
-    pub fn replication(mut self, n: i32) -> Self {
-        self.config.replication = n;
-        self
-    }
-    /// `min.insync.replicas` of topics created on demand (see
-    /// [`KafkaConfig::min_insync_replicas`]).
-    pub fn min_insync_replicas(mut self, n: i32) -> Self {
-        self.config.min_insync_replicas = Some(n);
-        self
-    }
-    /// Largest message accepted (at most the broker's `message.max.bytes`).
-    pub fn max_message_bytes(mut self, n: usize) -> Self {
-        self.config.max_message_bytes = n;
-        self
-    }
-    /// How long a publish may wait for its delivery report.
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.config.publish_timeout = timeout;
-        self
-    }
-    /// Kafka group ids `<topic>.<group>` (default) or the group name as is.
-    pub fn scoped_groups(mut self, on: bool) -> Self {
-        self.config.scoped_groups = on;
-        self
-    }
-    /// Whether `purge` sends DeleteRecords (off for brokers without it).
-    pub fn purge_deletes_records(mut self, on: bool) -> Self {
-        self.config.purge_deletes_records = on;
-        self
-    }
-    /// Connect.
-    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
-        KafkaTransport::with_config(self.config).await
-    }
-}
-
 /// A Kafka transport (see the crate docs for the mapping):
-/// `KafkaTransport::connect("kafka://...")`, `KafkaTransport::builder()` or
-/// `KafkaTransport::with_config(config)`, each returning the [`Transport`]
+/// `KafkaTransport::connect("kafka://...")` or
+/// `KafkaTransport::with_config(config)`, each returning the [`Transport`](transport_core::Transport)
 /// every backend is, wrapped by the core (validation, error context,
 /// telemetry); connecting fails fast (within `request_timeout`) when the
 /// brokers cannot be reached or refuse the credentials.

@@ -20,7 +20,6 @@ use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::{header_text, repeated_header_text};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result, Transport};
 
-use crate::backend::KafkaBuilder;
 use crate::config::KafkaConfig;
 use crate::dead_letter_queue::KafkaDeadLetters;
 use crate::publisher::BATCH_OVERHEAD;
@@ -229,7 +228,6 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 #[async_trait]
 impl BackendConfig for KafkaConfig {
     const BACKEND: &'static str = SCHEME;
-    type Builder = KafkaBuilder;
 
     fn from_url(url: &str) -> Result<Self> {
         KafkaConfig::from_url(url)

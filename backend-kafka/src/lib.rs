@@ -13,7 +13,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{KafkaBuilder, KafkaTransport};
+pub use backend::KafkaTransport;
 pub use config::{KafkaConfig, SaslMechanism};
 pub use core::TOMBSTONE;
 

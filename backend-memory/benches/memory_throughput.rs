@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_memory::MemoryTransport;
+use backend_memory::{MemoryConfig, MemoryTransport};
 use futures::StreamExt;
 use transport_core::{Bytes, Message, SubscribeOptions};
 
@@ -56,7 +56,10 @@ struct Run {
 }
 
 async fn run(n: usize, batch: usize) -> Run {
-    let t = Arc::new(MemoryTransport::builder().replay_window(1024).build());
+    let t = Arc::new(MemoryTransport::with_config(MemoryConfig {
+        replay_window: 1024,
+        ..MemoryConfig::default()
+    }));
     let mut sub = t
         .subscribe("bench", SubscribeOptions::new("g").max_in_flight(1024))
         .await

@@ -1,4 +1,4 @@
-//! The in-memory transport: the builder, and the raw backend the core wraps,
+//! The in-memory transport: its public type, and the raw backend the core wraps,
 //! which delegates to `publisher`, `subscriber` and `dead_letter_queue`
 //! (the broker itself is `core`, settling a delivery `settle`).
 
@@ -17,37 +17,6 @@ use crate::config::MemoryConfig;
 use crate::core::Broker;
 use crate::dead_letter_queue::MemoryDeadLetters;
 use crate::SCHEME;
-
-/// Builds an in-memory transport.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryBuilder {
-    pub(crate) config: MemoryConfig,
-}
-
-impl MemoryBuilder {
-    /// Share topics with every other handle of this name in the process.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = Some(name.into());
-        self
-    }
-
-    /// Largest message in bytes (default 1 MiB).
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
-        self
-    }
-
-    /// Consumed messages kept for new groups starting at `Earliest` (default 100,000).
-    pub fn replay_window(mut self, messages: usize) -> Self {
-        self.config.replay_window = messages;
-        self
-    }
-
-    /// The transport.
-    pub fn build(self) -> Arc<dyn Transport> {
-        MemoryTransport::with_config(self.config)
-    }
-}
 
 /// A complete broker inside the process: groups, competing consumers,
 /// per-key order, ack timeouts, nack delays, attempts and dead-letter queues.
@@ -83,11 +52,6 @@ impl MemoryTransport {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Arc<dyn Transport> {
         Self::with_config(MemoryConfig::default())
-    }
-
-    /// A builder.
-    pub fn builder() -> MemoryBuilder {
-        MemoryBuilder::default()
     }
 
     /// From a `memory://` URL (see [`MemoryConfig::from_url`]).

@@ -9,7 +9,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{MemoryBuilder, MemoryTransport};
+pub use backend::MemoryTransport;
 pub use config::MemoryConfig;
 
 /// URL scheme and backend name.

@@ -13,7 +13,6 @@ use transport_core::backend::cloudevents::Binding;
 use transport_core::backend::{self, BackendConfig};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
-use crate::backend::NatsBuilder;
 use crate::config::NatsConfig;
 use crate::SCHEME;
 
@@ -170,7 +169,6 @@ pub(crate) const HEADER_OVERHEAD: usize = 4096;
 #[async_trait]
 impl BackendConfig for NatsConfig {
     const BACKEND: &'static str = SCHEME;
-    type Builder = NatsBuilder;
 
     fn from_url(url: &str) -> Result<Self, Error> {
         NatsConfig::from_url(url)

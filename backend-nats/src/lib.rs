@@ -12,7 +12,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{NatsBuilder, NatsTransport};
+pub use backend::NatsTransport;
 pub use config::{NatsConfig, Storage};
 
 /// URL scheme and backend name (`tls` is accepted for TLS).

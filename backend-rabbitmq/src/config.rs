@@ -1,4 +1,5 @@
-//! Configuration of the RabbitMQ backend, from a URL or a builder.
+//! Configuration of the RabbitMQ backend: from a URL, or built in code
+//! (`..Default::default()` for whatever is not set).
 
 use std::time::Duration;
 
@@ -93,6 +94,21 @@ impl RabbitConfig {
             })
             .collect();
         Ok(c)
+    }
+
+    /// What a URL's parser refuses, refused for a configuration built in
+    /// code too.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.publish_window == 0 {
+            return Err(Error::invalid("publish_window must be at least 1"));
+        }
+        if self.quorum_group_size == Some(0) {
+            return Err(Error::invalid("quorum_group_size must be at least 1"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::invalid("request_timeout must be more than zero"));
+        }
+        Ok(())
     }
 
     /// Whether every queue is declared as a quorum queue (a cluster).
@@ -198,6 +214,29 @@ impl RabbitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_built_in_code_is_checked_like_a_url() {
+        assert!(RabbitConfig::default().check().is_ok());
+        for bad in [
+            RabbitConfig {
+                publish_window: 0,
+                ..RabbitConfig::default()
+            },
+            RabbitConfig {
+                quorum_group_size: Some(0),
+                ..RabbitConfig::default()
+            },
+            RabbitConfig {
+                request_timeout: Duration::ZERO,
+                ..RabbitConfig::default()
+            },
+        ] {
+            let e = bad.check().unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
 
     #[test]
     fn parses_and_hides_the_password() {

@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use async_trait::async_trait;
 use tokio::sync::Mutex;
 use transport_core::backend::cloudevents::Binding;
 use transport_core::backend::{self, BackendConfig};
@@ -20,7 +20,6 @@ use transport_core::headers::{header_text, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
 use crate::acks::Outstanding;
-use crate::backend::RabbitBuilder;
 use crate::config::RabbitConfig;
 use crate::SCHEME;
 
@@ -71,13 +70,13 @@ pub(crate) fn map_err(e: lapin::Error) -> Error {
 #[async_trait]
 impl BackendConfig for RabbitConfig {
     const BACKEND: &'static str = SCHEME;
-    type Builder = RabbitBuilder;
 
     fn from_url(url: &str) -> Result<Self, Error> {
         RabbitConfig::from_url(url)
     }
 
     async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+        self.check()?;
         let conn = Conn::open(self).await?;
         Ok(backend::transport(Rabbit {
             inner: Arc::new(Inner {

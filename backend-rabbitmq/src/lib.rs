@@ -13,7 +13,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{RabbitBuilder, RabbitTransport};
+pub use backend::RabbitTransport;
 pub use config::RabbitConfig;
 
 /// Backend name (URL schemes: `amqp`, `amqps`).

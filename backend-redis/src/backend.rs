@@ -1,4 +1,4 @@
-//! The Redis Streams transport: the builder, and the raw backend the core
+//! The Redis Streams transport: its public type, and the raw backend the core
 //! wraps, which delegates to `publisher`, `subscriber`, `dead_letter_queue`
 //! and `backlog`.
 
@@ -8,8 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, Secret,
-    SubscribeOptions, Transport,
+    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
 };
 
 use crate::config::RedisConfig;
@@ -17,71 +16,9 @@ use crate::core::Core;
 use crate::dead_letter_queue::RedisDeadLetters;
 use crate::{names, SCHEME};
 
-/// Builds a Redis Streams transport.
-#[derive(Debug, Clone, Default)]
-pub struct RedisBuilder {
-    pub(crate) config: RedisConfig,
-}
-
-impl RedisBuilder {
-    /// Host and port.
-    pub fn host(mut self, host: impl Into<String>, port: u16) -> Self {
-        self.config.host = host.into();
-        self.config.port = port;
-        self
-    }
-    /// Seed nodes (`host:port`) of a Redis Cluster: switches to cluster mode.
-    pub fn cluster(mut self, nodes: Vec<String>) -> Self {
-        self.config.cluster_nodes = nodes;
-        self
-    }
-    /// Database number.
-    pub fn db(mut self, db: i64) -> Self {
-        self.config.db = db;
-        self
-    }
-    /// ACL user and password.
-    pub fn credentials(mut self, username: Option<String>, password: impl Into<Secret>) -> Self {
-        self.config.username = username;
-        self.config.password = Some(password.into());
-        self
-    }
-    /// Use TLS.
-    pub fn tls(mut self, tls: bool) -> Self {
-        self.config.tls = tls;
-        self
-    }
-    /// Prefix for every key this backend creates.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.config.key_prefix = prefix.into();
-        self
-    }
-    /// Approximate stream length cap (`XADD MAXLEN ~`).
-    pub fn max_len(mut self, entries: u64) -> Self {
-        self.config.max_len = Some(entries);
-        self
-    }
-    /// Replicas that must hold a publish before it returns (`WAIT`), and
-    /// how long to wait for them.
-    pub fn wait_replicas(mut self, replicas: u32, timeout: std::time::Duration) -> Self {
-        self.config.wait_replicas = replicas;
-        self.config.wait_timeout = timeout;
-        self
-    }
-    /// Largest message in bytes.
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.config.max_message_size = bytes;
-        self
-    }
-    /// Connect.
-    pub async fn connect(self) -> Result<Arc<dyn Transport>> {
-        RedisTransport::with_config(self.config).await
-    }
-}
-
 /// A Redis Streams transport (see the crate docs for the mapping):
-/// `RedisTransport::connect("redis://...")`, `RedisTransport::builder()` or
-/// `RedisTransport::with_config(config)`, each returning the [`Transport`]
+/// `RedisTransport::connect("redis://...")` or
+/// `RedisTransport::with_config(config)`, each returning the [`Transport`](transport_core::Transport)
 /// every backend is, wrapped by the core (validation, error context,
 /// telemetry).
 pub type RedisTransport = Connector<RedisConfig>;

@@ -1,4 +1,5 @@
-//! Configuration of the Redis backend, from a URL or a builder.
+//! Configuration of the Redis backend: from a URL, or built in code
+//! (`..Default::default()` for whatever is not set).
 
 use std::time::Duration;
 

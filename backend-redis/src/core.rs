@@ -6,10 +6,10 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use async_trait::async_trait;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use transport_core::backend::cloudevents::Binding;
 use transport_core::backend::{self, BackendConfig};
@@ -17,7 +17,7 @@ use transport_core::headers::header_text;
 use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message, Operation, Transport};
 
-use crate::backend::{Redis, RedisBuilder};
+use crate::backend::Redis;
 use crate::config::RedisConfig;
 use crate::SCHEME;
 
@@ -31,7 +31,6 @@ pub(crate) struct Core {
 #[async_trait]
 impl BackendConfig for RedisConfig {
     const BACKEND: &'static str = SCHEME;
-    type Builder = RedisBuilder;
 
     fn from_url(url: &str) -> Result<Self, Error> {
         RedisConfig::from_url(url)

@@ -13,7 +13,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{RedisBuilder, RedisTransport};
+pub use backend::RedisTransport;
 pub use config::RedisConfig;
 pub use idempotency::RedisIdempotencyStore;
 

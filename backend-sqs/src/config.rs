@@ -1,4 +1,5 @@
-//! Configuration of the SQS/SNS backend, from a URL or a builder.
+//! Configuration of the SQS/SNS backend: from a URL, or built in code
+//! (`..Default::default()` for whatever is not set).
 
 use std::time::Duration;
 
@@ -148,7 +149,17 @@ impl SqsConfig {
     /// ...): a misspelt region is a configuration error, not a connection
     /// that keeps failing. With an endpoint (an emulator, a compatible
     /// service) any region is passed on.
-    pub(crate) fn check_region(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.wait > Duration::from_secs(20) {
+            return Err(Error::invalid(format!(
+                "wait is at most 20 s (SQS's longest long poll), got {:?}",
+                self.wait
+            )));
+        }
+        self.check_region()
+    }
+
+    fn check_region(&self) -> Result<()> {
         let (Some(region), None) = (&self.region, &self.endpoint) else {
             return Ok(());
         };
@@ -174,6 +185,23 @@ impl SqsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_longer_than_sqs_allows_is_invalid() {
+        let ok = SqsConfig {
+            wait: Duration::from_secs(20),
+            ..SqsConfig::default()
+        };
+        assert!(ok.check().is_ok());
+        let e = SqsConfig {
+            wait: Duration::from_secs(21),
+            ..SqsConfig::default()
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("at most 20 s"), "{e}");
+    }
 
     #[test]
     fn misspelt_region_is_a_configuration_error() {

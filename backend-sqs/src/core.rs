@@ -8,16 +8,15 @@ use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use async_trait::async_trait;
 use base64::Engine;
 use transport_core::backend::cloudevents::Binding;
 use transport_core::backend::{self, BackendConfig};
 use transport_core::headers::{CE_ID, CE_PREFIX, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, CONTENT_TYPE};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
 
-use crate::backend::SqsBuilder;
 use crate::config::SqsConfig;
 use crate::SCHEME;
 
@@ -298,7 +297,6 @@ pub(crate) fn secs(d: Duration) -> i32 {
 #[async_trait]
 impl BackendConfig for SqsConfig {
     const BACKEND: &'static str = SCHEME;
-    type Builder = SqsBuilder;
 
     fn from_url(url: &str) -> Result<Self, Error> {
         SqsConfig::from_url(url)
@@ -312,7 +310,7 @@ impl BackendConfig for SqsConfig {
 /// Make the clients and check the endpoint and credentials with one cheap
 /// call.
 async fn open(config: SqsConfig) -> Result<Sqs, Error> {
-    config.check_region()?;
+    config.check()?;
     let sdk = config.sdk_config().await;
     let t = Sqs {
         inner: Arc::new(Inner {

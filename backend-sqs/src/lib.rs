@@ -13,7 +13,7 @@ mod publisher;
 mod settle;
 mod subscriber;
 
-pub use backend::{SqsBuilder, SqsTransport};
+pub use backend::SqsTransport;
 pub use config::SqsConfig;
 
 /// URL scheme and backend name.

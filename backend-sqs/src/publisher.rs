@@ -179,16 +179,7 @@ impl Sqs {
             .send()
             .await
             .map_err(map_sdk)?;
-        Ok(out
-            .failed()
-            .iter()
-            .filter_map(|f| {
-                Some((
-                    f.id().parse().ok()?,
-                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                ))
-            })
-            .collect())
+        Ok(failed_entries(out.failed()))
     }
 
     /// One `SendMessageBatch` of the `pending` entries of a chunk; the
@@ -223,15 +214,36 @@ impl Sqs {
             .send()
             .await
             .map_err(map_sdk)?;
-        Ok(out
-            .failed()
-            .iter()
-            .filter_map(|f| {
-                Some((
-                    f.id().parse().ok()?,
-                    format!("{}: {}", f.code(), f.message().unwrap_or("")),
-                ))
-            })
-            .collect())
+        Ok(failed_entries(out.failed()))
     }
+}
+
+/// A failed entry of either batch API (each SDK has its own type): its
+/// position in the chunk, and why.
+trait FailedEntry {
+    fn position(&self) -> Option<usize>;
+    fn why(&self) -> String;
+}
+
+impl FailedEntry for aws_sdk_sns::types::BatchResultErrorEntry {
+    fn position(&self) -> Option<usize> {
+        self.id().parse().ok()
+    }
+    fn why(&self) -> String {
+        format!("{}: {}", self.code(), self.message().unwrap_or(""))
+    }
+}
+
+impl FailedEntry for aws_sdk_sqs::types::BatchResultErrorEntry {
+    fn position(&self) -> Option<usize> {
+        self.id().parse().ok()
+    }
+    fn why(&self) -> String {
+        format!("{}: {}", self.code(), self.message().unwrap_or(""))
+    }
+}
+
+/// The entries of a batch that failed, by position in the chunk.
+fn failed_entries(failed: &[impl FailedEntry]) -> Vec<(usize, String)> {
+    failed.iter().filter_map(|f| Some((f.position()?, f.why()))).collect()
 }

@@ -217,15 +217,7 @@ mod tests {
     }
 
     fn delivery(attempt: u32, max_attempts: u32) -> Delivery {
-        let info = DeliveryInfo {
-            topic: Arc::from("t"),
-            group: Arc::from("g"),
-            attempt,
-            max_attempts,
-            first_failure: None,
-            ack_timeout: Duration::from_secs(30),
-            stable_id: true,
-        };
+        let info = DeliveryInfo::for_test(attempt, max_attempts);
         Delivery::new(Arc::new(Message::new("m")), info, Box::new(Nothing))
     }
 

@@ -28,3 +28,20 @@ pub struct DeliveryInfo {
     /// refuses it.
     pub stable_id: bool,
 }
+
+#[cfg(test)]
+impl DeliveryInfo {
+    /// Attempt `attempt` of `max_attempts` on topic `t`, group `g` (for the
+    /// core's own unit tests).
+    pub(crate) fn for_test(attempt: u32, max_attempts: u32) -> Self {
+        DeliveryInfo {
+            topic: Arc::from("t"),
+            group: Arc::from("g"),
+            attempt,
+            max_attempts,
+            first_failure: None,
+            ack_timeout: Duration::from_secs(30),
+            stable_id: true,
+        }
+    }
+}

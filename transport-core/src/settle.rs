@@ -130,20 +130,11 @@ pub(crate) fn exhausted_on_arrival(info: &DeliveryInfo) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
     fn info(attempt: u32, max_attempts: u32) -> DeliveryInfo {
-        DeliveryInfo {
-            topic: Arc::from("t"),
-            group: Arc::from("g"),
-            attempt,
-            max_attempts,
-            first_failure: None,
-            ack_timeout: Duration::from_secs(30),
-            stable_id: true,
-        }
+        DeliveryInfo::for_test(attempt, max_attempts)
     }
 
     #[test]

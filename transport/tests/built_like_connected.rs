@@ -1,4 +1,4 @@
-//! A transport a service builds itself (a backend's builder or config)
+//! A transport a service builds itself (a backend's config)
 //! reports exactly what one opened by `transport::connect` reports: the
 //! same metrics through a Prometheus exporter, the same publish span with
 //! the same attributes, the trace context written into the message, and
@@ -91,7 +91,7 @@ async fn built_like_connected(url: &str, built: Arc<dyn Transport>) {
     let render = || handle.render();
 
     let connected = transport::connect(url).await.expect("connect");
-    let by_builder = report(&built, "built", &render, &recorder).await;
+    let by_config = report(&built, "built", &render, &recorder).await;
     let by_url = report(&connected, "connected", &render, &recorder).await;
     assert!(
         by_url
@@ -102,21 +102,23 @@ async fn built_like_connected(url: &str, built: Arc<dyn Transport>) {
         by_url.metrics
     );
     assert!(by_url.traceparent, "{url}: no trace context in the message");
-    assert_eq!(by_builder, by_url, "{url}: a built transport reports differently");
+    assert_eq!(by_config, by_url, "{url}: a built transport reports differently");
     let _ = built.close().await;
     let _ = connected.close().await;
 }
 
 #[tokio::test]
 async fn memory() {
-    let built = transport::memory::MemoryTransport::builder()
-        .max_message_size(1 << 20)
-        .build();
+    use transport::memory::{MemoryConfig, MemoryTransport};
+    let built = MemoryTransport::with_config(MemoryConfig {
+        max_message_size: 1 << 20,
+        ..MemoryConfig::default()
+    });
     built_like_connected("memory://", built).await;
 }
 
-// Each broker: the transport from the backend's own constructor (the one
-// its builder's `connect` ends in), against the one `connect(url)` opens.
+// Each broker: the transport from the backend's own constructor, from a
+// configuration built in code, against the one `connect(url)` opens.
 
 #[cfg(feature = "redis")]
 #[tokio::test]
@@ -124,12 +126,14 @@ async fn redis() {
     use transport::redis::{RedisConfig, RedisTransport};
     if let Some(url) = live("REDIS_URL") {
         let config = RedisConfig::from_url(&url).expect("config");
-        let built = RedisTransport::builder()
-            .host(config.host.clone(), config.port)
-            .db(config.db)
-            .connect()
-            .await
-            .expect("builder");
+        let built = RedisTransport::with_config(RedisConfig {
+            host: config.host.clone(),
+            port: config.port,
+            db: config.db,
+            ..RedisConfig::default()
+        })
+        .await
+        .expect("with_config");
         built_like_connected(&url, built).await;
     }
 }

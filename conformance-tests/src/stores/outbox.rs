@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_memory::MemoryTransport;
+use backend_memory::{MemoryConfig, MemoryTransport};
 use futures::future::BoxFuture;
 use transport_core::{ErrorKind, Message, Result, Selection, SubscribeOptions, Subscription, Transport};
 use transport_sql::{Dialect, Outbox, OutboxStatus, Relay};
@@ -348,7 +348,10 @@ async fn failing_row_blocks_only_its_key<DB: Dialect>(outbox: Outbox<DB>) -> Che
 
 async fn oversize_row_is_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
     let outbox = fresh(outbox).await?;
-    let t: Arc<dyn Transport> = MemoryTransport::builder().max_message_size(1024).build();
+    let t: Arc<dyn Transport> = MemoryTransport::with_config(MemoryConfig {
+        max_message_size: 1024,
+        ..MemoryConfig::default()
+    });
     let topic = unique("orders");
     let mut sub = subscribe(&t, &topic).await?;
     let big = Message::new(vec![7u8; 4096]).with_key("k");
@@ -641,7 +644,10 @@ async fn retried_rows_get_fresh_attempts<DB: Dialect>(outbox: Outbox<DB>) -> Che
 /// publish: a parked row is counted as parked only, however old it is.
 async fn status_counts_pending_apart_from_parked<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
     let outbox = fresh(outbox).await?;
-    let t: Arc<dyn Transport> = MemoryTransport::builder().max_message_size(1024).build();
+    let t: Arc<dyn Transport> = MemoryTransport::with_config(MemoryConfig {
+        max_message_size: 1024,
+        ..MemoryConfig::default()
+    });
     let topic = unique("orders");
     enqueue(&outbox, &topic, vec![Message::new(vec![0u8; 4096])], true).await?;
     let step = outbox.relay(t.clone()).run_once().await?;
@@ -668,7 +674,10 @@ async fn status_counts_pending_apart_from_parked<DB: Dialect>(outbox: Outbox<DB>
 /// when they were parked, not when they were enqueued.
 async fn parked_rows_are_picked_by_parking_time<DB: Dialect>(outbox: Outbox<DB>) -> CheckResult {
     let outbox = fresh(outbox).await?;
-    let t: Arc<dyn Transport> = MemoryTransport::builder().max_message_size(1024).build();
+    let t: Arc<dyn Transport> = MemoryTransport::with_config(MemoryConfig {
+        max_message_size: 1024,
+        ..MemoryConfig::default()
+    });
     let topic = unique("orders");
     let big = |n: u8| Message::new(vec![n; 4096]);
     let (first, second) = (big(1), big(2));

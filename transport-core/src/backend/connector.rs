@@ -1,8 +1,8 @@
 //! Every backend's constructors, once: a backend says how its configuration
 //! is read from a URL and how it connects ([`BackendConfig`]);
-//! [`Connector`] turns that into `builder()`, `connect(url)` and
-//! `with_config(config)`, each returning the wrapped [`Transport`] with the
-//! backend and [`Operation::Connect`] on every error.
+//! [`Connector`] turns that into `connect(url)` and `with_config(config)`,
+//! each returning the wrapped [`Transport`] with the backend and
+//! [`Operation::Connect`] on every error.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -14,19 +14,20 @@ use crate::error::{Error, Result};
 use crate::operation::Operation;
 use crate::transport::Transport;
 
-/// A backend's configuration: its name, the builder that fills it in, how
-/// it is read from a URL, and how it connects.
+/// A backend's configuration: its name, how it is read from a URL, and how
+/// it connects. Its fields are public and it has a `Default`, so code builds
+/// one as `Config { field: value, ..Default::default() }`: one way, the same
+/// value a URL or a configuration file gives.
 #[async_trait]
-pub trait BackendConfig: Sized + Send + 'static {
+pub trait BackendConfig: Default + Send + 'static {
     /// The backend's name in errors and telemetry (`"redis"`).
     const BACKEND: &'static str;
-    /// The builder of this configuration (`Connector::builder` returns it).
-    type Builder: Default;
     /// Read from the backend's URL; a malformed one is `Invalid`.
     fn from_url(url: &str) -> Result<Self>;
     /// Check the configuration, connect (within the configured timeouts)
-    /// and return [`transport`](super::transport)`(raw)`: the raw backend stays private to its
-    /// crate, and the wrapper is the only [`Transport`] it can become.
+    /// and return [`transport`](super::transport)`(raw)`: the raw backend
+    /// stays private to its crate, and the wrapper is the only
+    /// [`Transport`] it can become.
     async fn open(self) -> Result<Arc<dyn Transport>>;
 }
 
@@ -47,12 +48,6 @@ impl<C> fmt::Debug for Connector<C> {
 }
 
 impl<C: BackendConfig> Connector<C> {
-    /// A builder of the backend's settings; its `connect` is
-    /// [`Self::with_config`].
-    pub fn builder() -> C::Builder {
-        C::Builder::default()
-    }
-
     /// Connect to a URL of the backend's scheme (the configuration's
     /// `from_url` lists its forms and options).
     pub async fn connect(url: &str) -> Result<Arc<dyn Transport>> {
