@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -21,8 +20,6 @@ use transport_core::headers::{header_text, repeated_header_text};
 use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result, Transport};
 
 use crate::config::KafkaConfig;
-use crate::dead_letter_queue::KafkaDeadLetters;
-use crate::publisher::BATCH_OVERHEAD;
 use crate::SCHEME;
 
 /// Record header carrying the message id.
@@ -225,6 +222,9 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
         .map_err(|e| err(ErrorKind::Backend, e))?
 }
 
+/// Room librdkafka needs above the largest message for the record batch.
+const BATCH_OVERHEAD: usize = 64 * 1024;
+
 #[async_trait]
 impl BackendConfig for KafkaConfig {
     const BACKEND: &'static str = SCHEME;
@@ -286,26 +286,6 @@ impl Kafka {
 }
 
 impl Kafka {
-    /// A reader of `topic` as consumer group `group` sees it (committed
-    /// offsets, records from there), that never joins the group: the
-    /// dead-letter operations (as `dlq_group`) and the backlog (as the
-    /// subscribers' group) use it.
-    pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
-        let mut cc = self.inner.config.client_config();
-        cc.set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(kafka)?;
-        Ok(KafkaDeadLetters {
-            kafka: self.clone(),
-            topic,
-            consumer: Arc::new(consumer),
-        })
-    }
-
     /// The backend's own connection errors are named by `with_config`.
     pub(crate) fn connect_error(&self, e: KafkaError) -> Error {
         if let Some(why) = self.inner.context.auth_failure() {

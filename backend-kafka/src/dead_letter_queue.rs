@@ -177,6 +177,28 @@ impl KafkaDeadLetters {
     }
 }
 
+impl Kafka {
+    /// A reader of `topic` as consumer group `group` sees it (committed
+    /// offsets, records from there), that never joins the group: the
+    /// dead-letter operations (as `dlq_group`) and the backlog (as the
+    /// subscribers' group) use it.
+    pub(crate) fn offsets_reader(&self, topic: String, group: &str) -> Result<KafkaDeadLetters> {
+        let mut cc = self.inner.config.client_config();
+        cc.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: BaseConsumer<Context> = cc.create_with_context(self.context()).map_err(kafka)?;
+        Ok(KafkaDeadLetters {
+            kafka: self.clone(),
+            topic,
+            consumer: Arc::new(consumer),
+        })
+    }
+}
+
 #[async_trait]
 impl DeadLetterQueue for KafkaDeadLetters {
     fn topic(&self) -> &str {

@@ -11,9 +11,6 @@ use transport_core::{Error, ErrorKind, Message, Result};
 use crate::core::Kafka;
 use crate::core::{self, err, kafka};
 
-/// Room librdkafka needs above the largest message for the record batch.
-pub(crate) const BATCH_OVERHEAD: usize = 64 * 1024;
-
 impl Kafka {
     pub(crate) fn record<'a>(topic: &'a str, m: &'a Message) -> FutureRecord<'a, str, [u8]> {
         let mut r = FutureRecord::to(topic).headers(core::encode_headers(m));

@@ -2,9 +2,6 @@
 //! wraps, which delegates to `publisher`, `subscriber`, `dead_letter_queue`
 //! and `backlog`.
 
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
 use transport_core::{
@@ -12,7 +9,7 @@ use transport_core::{
 };
 
 use crate::config::RedisConfig;
-use crate::core::Core;
+use crate::core::Redis;
 use crate::dead_letter_queue::RedisDeadLetters;
 use crate::{names, SCHEME};
 
@@ -22,19 +19,6 @@ use crate::{names, SCHEME};
 /// every backend is, wrapped by the core (validation, error context,
 /// telemetry).
 pub type RedisTransport = Connector<RedisConfig>;
-
-/// The raw backend the core's wrapper calls.
-pub(crate) struct Redis {
-    pub(crate) core: Arc<Core>,
-}
-
-impl fmt::Debug for Redis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTransport")
-            .field("config", &self.core.config)
-            .finish_non_exhaustive()
-    }
-}
 
 #[async_trait]
 impl RawTransport for Redis {

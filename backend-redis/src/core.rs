@@ -1,8 +1,10 @@
-//! The backend's core: its configuration and connection (one server, or a
-//! cluster behind the same type so every command, pipeline and script is
-//! written once), error mapping, the entry encoding and the Lua scripts
-//! that make settlement transitions atomic.
+//! The backend's core: the raw backend (`Redis`), connecting (the
+//! `BackendConfig` impl; one server, or a cluster behind the same type so
+//! every command, pipeline and script is written once), error mapping, the
+//! entry encoding and the Lua scripts that make settlement transitions
+//! atomic.
 
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +19,6 @@ use transport_core::headers::header_text;
 use transport_core::Bytes;
 use transport_core::{Error, ErrorKind, Headers, Message, Operation, Transport};
 
-use crate::backend::Redis;
 use crate::config::RedisConfig;
 use crate::SCHEME;
 
@@ -26,6 +27,19 @@ use crate::SCHEME;
 pub(crate) struct Core {
     pub(crate) config: RedisConfig,
     pub(crate) conn: Conn,
+}
+
+/// The raw backend the core's wrapper calls.
+pub(crate) struct Redis {
+    pub(crate) core: Arc<Core>,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("config", &self.core.config)
+            .finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
