@@ -2,15 +2,12 @@
 //! its reason, so retries and the dead-letter reason show it.
 
 use std::any::Any;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
-use futures::future::{BoxFuture, FutureExt};
-use tower::Layer;
+use futures::future::FutureExt;
 
-use super::wrap_call::{AroundCall, WrapCall};
+use super::wrap_call::{wrap_call_layer, AroundCall, CallFuture, InnerCall};
 
-use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
 use crate::settle::Outcome;
 
@@ -18,21 +15,10 @@ use crate::settle::Outcome;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CatchPanicLayer;
 
-impl<S> Layer<S> for CatchPanicLayer {
-    type Service = CatchPanic<S>;
-    fn layer(&self, inner: S) -> CatchPanic<S> {
-        WrapCall::new(inner, *self)
-    }
-}
-
-/// The service of [`CatchPanicLayer`].
-pub type CatchPanic<S> = WrapCall<S, CatchPanicLayer>;
+wrap_call_layer!(CatchPanicLayer => CatchPanic);
 
 impl AroundCall for CatchPanicLayer {
-    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
-    where
-        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
-    {
+    fn around<F: InnerCall>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> CallFuture {
         let counters = ctx.counters.clone();
         // A closure handler panics in `call` itself, before any future exists.
         match std::panic::catch_unwind(AssertUnwindSafe(|| next(ctx))) {

@@ -1,18 +1,14 @@
 //! Keeps a delivery leased while a long call runs, so the broker does not
 //! hand it to another consumer meanwhile.
 
-use std::future::Future;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::FutureExt;
 use tokio::time::Instant;
-use tower::Layer;
 
-use super::wrap_call::{AroundCall, WrapCall};
+use super::wrap_call::{wrap_call_layer, AroundCall, CallFuture, InnerCall};
 
-use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
-use crate::settle::Outcome;
 
 /// Extends the delivery by a full ack timeout every half ack timeout while
 /// the call inside runs, up to `max_total` (one hour by default) after which
@@ -48,21 +44,10 @@ impl Default for LeaseLayer {
     }
 }
 
-impl<S> Layer<S> for LeaseLayer {
-    type Service = LeaseKeeper<S>;
-    fn layer(&self, inner: S) -> LeaseKeeper<S> {
-        WrapCall::new(inner, *self)
-    }
-}
-
-/// The service of [`LeaseLayer`].
-pub type LeaseKeeper<S> = WrapCall<S, LeaseLayer>;
+wrap_call_layer!(LeaseLayer => LeaseKeeper);
 
 impl AroundCall for LeaseLayer {
-    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
-    where
-        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
-    {
+    fn around<F: InnerCall>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> CallFuture {
         let lease = ctx.lease().clone();
         let id = ctx.id().to_owned();
         let until = Instant::now() + self.max_total;

@@ -1,16 +1,14 @@
 //! Backoff between attempts: a retry without a delay gets the policy's
 //! delay for its attempt, which the broker's nack delay then enforces.
 
-use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::future::{BoxFuture, FutureExt};
-use tower::Layer;
+use futures::future::FutureExt;
 
-use super::wrap_call::{AroundCall, WrapCall};
+use super::wrap_call::{wrap_call_layer, AroundCall, CallFuture, InnerCall};
 
-use crate::runtime::handler::{outcome_of, BoxError};
+use crate::runtime::handler::outcome_of;
 use crate::runtime::Context;
 use crate::settle::Outcome;
 
@@ -94,21 +92,10 @@ impl RetryDelayLayer {
     }
 }
 
-impl<S> Layer<S> for RetryDelayLayer {
-    type Service = RetryDelay<S>;
-    fn layer(&self, inner: S) -> RetryDelay<S> {
-        WrapCall::new(inner, *self)
-    }
-}
-
-/// The service of [`RetryDelayLayer`].
-pub type RetryDelay<S> = WrapCall<S, RetryDelayLayer>;
+wrap_call_layer!(RetryDelayLayer => RetryDelay);
 
 impl AroundCall for RetryDelayLayer {
-    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
-    where
-        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
-    {
+    fn around<F: InnerCall>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> CallFuture {
         let attempt = ctx.attempt();
         let policy = self.policy;
         let call = next(ctx);

@@ -1,14 +1,11 @@
 //! A handler call that takes too long is a failure worth a retry.
 
-use std::future::Future;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt};
-use tower::Layer;
+use futures::future::FutureExt;
 
-use super::wrap_call::{AroundCall, WrapCall};
+use super::wrap_call::{wrap_call_layer, AroundCall, CallFuture, InnerCall};
 
-use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
 use crate::settle::Outcome;
 
@@ -28,21 +25,10 @@ impl HandlerTimeoutLayer {
     }
 }
 
-impl<S> Layer<S> for HandlerTimeoutLayer {
-    type Service = HandlerTimeout<S>;
-    fn layer(&self, inner: S) -> HandlerTimeout<S> {
-        WrapCall::new(inner, *self)
-    }
-}
-
-/// The service of [`HandlerTimeoutLayer`].
-pub type HandlerTimeout<S> = WrapCall<S, HandlerTimeoutLayer>;
+wrap_call_layer!(HandlerTimeoutLayer => HandlerTimeout);
 
 impl AroundCall for HandlerTimeoutLayer {
-    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
-    where
-        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static,
-    {
+    fn around<F: InnerCall>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> CallFuture {
         let limit = self.limit;
         let counters = ctx.counters.clone();
         let call = next(ctx);

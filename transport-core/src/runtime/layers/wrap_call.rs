@@ -17,6 +17,14 @@ use crate::runtime::handler::BoxError;
 use crate::runtime::Context;
 use crate::settle::Outcome;
 
+/// The future of one call, as every layer of this kind returns it.
+pub type CallFuture = BoxFuture<'static, Result<Outcome, BoxError>>;
+
+/// The call of the services inside a layer, once `next` started it.
+pub trait InnerCall: Future<Output = Result<Outcome, BoxError>> + Send + 'static {}
+
+impl<F> InnerCall for F where F: Future<Output = Result<Outcome, BoxError>> + Send + 'static {}
+
 /// What a layer does around one call: it gets the delivery's context and
 /// `next`, which starts the call of the services inside (exactly once, or
 /// not at all), and returns the outcome's future.
@@ -24,10 +32,25 @@ use crate::settle::Outcome;
 /// Public only so [`WrapCall`]'s bounds can name it; it is not re-exported.
 pub trait AroundCall: Send + Sync + 'static {
     /// The future of one call, with whatever the layer adds around it.
-    fn around<F>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> BoxFuture<'static, Result<Outcome, BoxError>>
-    where
-        F: Future<Output = Result<Outcome, BoxError>> + Send + 'static;
+    fn around<F: InnerCall>(&self, ctx: Context, next: impl FnOnce(Context) -> F) -> CallFuture;
 }
+
+/// The [`tower::Layer`] impl of a layer whose service is [`WrapCall`], and
+/// the public name of that service.
+macro_rules! wrap_call_layer {
+    ($layer:ident => $service:ident) => {
+        impl<S> tower::Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> $service<S> {
+                $crate::runtime::layers::wrap_call::WrapCall::new(inner, self.clone())
+            }
+        }
+
+        #[doc = concat!("The service of [`", stringify!($layer), "`].")]
+        pub type $service<S> = $crate::runtime::layers::wrap_call::WrapCall<S, $layer>;
+    };
+}
+pub(crate) use wrap_call_layer;
 
 /// The service of [`HandlerTimeoutLayer`](crate::runtime::HandlerTimeoutLayer),
 /// [`RetryDelayLayer`](crate::runtime::RetryDelayLayer),
@@ -55,7 +78,7 @@ where
 {
     type Response = Outcome;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Outcome, BoxError>>;
+    type Future = CallFuture;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
