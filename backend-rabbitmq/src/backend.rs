@@ -73,10 +73,24 @@ impl RawTransport for Rabbit {
             let all = self.inner.acks.lock().unwrap_or_else(|e| e.into_inner());
             all.iter().filter_map(Weak::upgrade).collect()
         };
+        // Both wait for the broker (an ack frame, the Close-Ok), so both are
+        // bounded: a broker that stops answering must not hang `close`.
+        // What is not flushed in time is redelivered (at least once).
+        let limit = self.inner.conn.config().request_timeout;
         for outstanding in acks {
-            outstanding.flush(true).await;
+            if tokio::time::timeout(limit, outstanding.flush(true)).await.is_err() {
+                tracing::warn!(
+                    ?limit,
+                    "closing: the outstanding acks were not sent in time; their messages will be redelivered"
+                );
+            }
         }
-        self.inner.conn.close().await;
+        if tokio::time::timeout(limit, self.inner.conn.close()).await.is_err() {
+            tracing::warn!(
+                ?limit,
+                "closing: the broker did not confirm closing the connection in time; it was dropped"
+            );
+        }
         Ok(())
     }
 }
