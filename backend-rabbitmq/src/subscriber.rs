@@ -39,11 +39,16 @@ impl Rabbit {
             generation: AtomicU64::new(0),
             channel: Mutex::default(),
         });
-        // Declare and start consuming before returning, so the group exists.
-        let first = open_consumer(&shared).await?;
+        // Declare before returning, so the group exists (and a refusal is
+        // the caller's error); consume only once the stream is read, so a
+        // subscription that is never read takes no messages. Prefetched
+        // messages a subscription hands back count as a delivery on quorum
+        // queues before RabbitMQ 4.3, so the next reader would see them one
+        // attempt further on.
+        declare_queues(&shared).await?;
         tokio::spawn(sweep(Arc::downgrade(&shared)));
         tokio::spawn(flusher(Arc::downgrade(&shared), shared.outstanding.clone()));
-        let reader = Reader::new(shared, first);
+        let reader = Reader::new(shared);
         Ok(futures::stream::unfold(reader, |mut r| async move { r.next().await.map(|d| (d, r)) }).boxed())
     }
 }
@@ -55,14 +60,24 @@ pub(crate) struct Consuming {
     pub(crate) generation: u64,
 }
 
-pub(crate) async fn open_consumer(s: &Arc<Shared>) -> Result<Consuming> {
+/// The group's work queue (bound to the topic) and its dead-letter queue.
+async fn declare_queues(s: &Shared) -> Result<()> {
     let conn = &s.rabbit.inner.conn;
     let connection = conn.connection().await?;
-    let channel = connection.create_channel().await.map_err(map_err)?;
     conn.declare_work_queue(&connection, s.request.topic(), &s.queue)
         .await?;
     let publisher = conn.publisher().await?;
-    conn.declare_dead_letter_queue(&publisher, &s.dlq_topic).await?;
+    conn.declare_dead_letter_queue(&publisher, &s.dlq_topic).await
+}
+
+/// A channel consuming the work queue (declared again first when `declare`:
+/// after a reconnect the broker may be a node that lost them).
+pub(crate) async fn open_consumer(s: &Arc<Shared>, declare: bool) -> Result<Consuming> {
+    if declare {
+        declare_queues(s).await?;
+    }
+    let connection = s.rabbit.inner.conn.connection().await?;
+    let channel = connection.create_channel().await.map_err(map_err)?;
     channel
         .basic_qos(
             s.request.options().max_in_flight.min(u16::MAX as usize) as u16,
@@ -100,31 +115,43 @@ pub(crate) struct Reader {
     backoff: ReconnectBackoff,
     /// Wait this long before reopening (set after a failed reopen).
     pause: Option<Duration>,
+    /// The queues were declared by `read` and nothing was consumed yet.
+    declared: bool,
+    /// Ended by an error no reopening can fix.
+    closed: bool,
 }
 
 impl Reader {
-    pub(crate) fn new(s: Arc<Shared>, first: Consuming) -> Self {
+    pub(crate) fn new(s: Arc<Shared>) -> Self {
         Reader {
             s,
-            current: Some(first),
+            current: None,
             backoff: ReconnectBackoff::new(Duration::from_millis(200), Duration::from_secs(6)),
             pause: None,
+            declared: true,
+            closed: false,
         }
     }
 
     pub(crate) async fn next(&mut self) -> Option<Result<Delivery>> {
         loop {
-            if self.s.request.is_closed() {
+            if self.closed || self.s.request.is_closed() {
                 return None;
             }
             let Some(c) = self.current.as_mut() else {
                 if let Some(pause) = self.pause.take() {
                     tokio::time::sleep(pause).await;
                 }
-                match open_consumer(&self.s).await {
+                match open_consumer(&self.s, !std::mem::take(&mut self.declared)).await {
                     Ok(c) => {
                         self.backoff.reset();
                         self.current = Some(c);
+                    }
+                    // Nothing a reconnect can fix (no permission to read the
+                    // queue): the stream ends with it.
+                    Err(e) if matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::InvalidArgument) => {
+                        self.closed = true;
+                        return Some(Err(e.with_retryable(false)));
                     }
                     Err(e) => {
                         self.pause = Some(self.backoff.next_pause());
