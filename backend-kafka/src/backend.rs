@@ -1,13 +1,15 @@
-//! The Kafka transport: its public type, and the raw backend the core wraps,
-//! which delegates to `provision`, `publisher`, `subscriber` (with `group`
-//! and `settle`), `dead_letter_queue` and `backlog`.
+//! The Kafka transport: its public type, and what describes the raw backend the
+//! core wraps (its name, capabilities and close). Each concern of the raw
+//! backend is the trait impl in its own file: publishing in `publisher`,
+//! reading in `subscriber`, the dead-letter queue in `dead_letter_queue`, the
+//! backlog in `backlog`. Topics are created in `provision`; the group and its
+//! poll thread are `group`, a partition's bookkeeping `partition`, a delivery
+//! is settled in `settle`.
 
 use async_trait::async_trait;
 use rdkafka::producer::Producer;
-use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
-};
+use transport_core::backend::{Connector, RawTransport};
+use transport_core::{Accuracy, BacklogAccuracy, Capabilities, KeyOrdering, Result};
 
 use crate::config::KafkaConfig;
 use crate::core::{blocking, kafka, Kafka};
@@ -47,24 +49,6 @@ impl RawTransport for Kafka {
             },
             ..Capabilities::default()
         }
-    }
-
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.store(topic, messages).await
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        self.read(request).await
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        let dlq = options.dlq_topic(topic);
-        self.ensure_topic(&dlq, self.inner.config.dlq_partitions).await?;
-        Ok(Box::new(self.offsets_reader(dlq, &self.inner.config.dlq_group)?))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

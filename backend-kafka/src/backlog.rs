@@ -7,18 +7,23 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use rdkafka::consumer::Consumer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use transport_core::{Backlog, Result, SubscribeOptions};
 
-use transport_core::backend::RawTransport;
+use transport_core::backend::{RawBacklog, RawDeadLetters};
 
 use crate::core::kafka;
 use crate::core::Kafka;
 
-impl Kafka {
-    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let dead = RawTransport::dead_letters(self, topic, options).await?.depth().await?;
+#[async_trait]
+impl RawBacklog for Kafka {
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        let dead = RawDeadLetters::dead_letters(self, topic, options)
+            .await?
+            .depth()
+            .await?;
         let config = &self.inner.config;
         let reader = self.offsets_reader(topic.to_owned(), &config.group_id(topic, &options.group))?;
         let timeout = config.request_timeout;

@@ -9,11 +9,20 @@ use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message as _;
-use transport_core::backend::redrive_message;
-use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Result, Selection};
+use transport_core::backend::{redrive_message, RawDeadLetters};
+use transport_core::{DeadLetter, DeadLetterQueue, ErrorKind, Message, Result, Selection, SubscribeOptions};
 
 use crate::core::{self, err, kafka, Context};
 use crate::core::{blocking, Kafka};
+
+#[async_trait]
+impl RawDeadLetters for Kafka {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        let dlq = options.dlq_topic(topic);
+        self.ensure_topic(&dlq, self.inner.config.dlq_partitions).await?;
+        Ok(Box::new(self.offsets_reader(dlq, &self.inner.config.dlq_group)?))
+    }
+}
 
 /// A group's dead-letter topic, read with the library's own group
 /// (`dlq_group`), whose committed offsets mark what was redriven or purged.

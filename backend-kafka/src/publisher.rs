@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
+use transport_core::backend::RawPublish;
 use transport_core::{Error, ErrorKind, Message, Result};
 
 use crate::core::Kafka;
@@ -46,9 +48,9 @@ impl Kafka {
     }
 }
 
-impl Kafka {
-    /// Store a checked, non-empty batch on `topic`.
-    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+#[async_trait]
+impl RawPublish for Kafka {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         if let [message] = messages.as_slice() {
             return self.produce(topic, message).await;
         }

@@ -6,8 +6,9 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::stream::{self as fstream, StreamExt};
-use transport_core::backend::{Deliveries, SubscribeRequest};
+use transport_core::backend::{Deliveries, RawSubscribe, SubscribeRequest};
 use transport_core::{Delivery, Result};
 
 use crate::core::Kafka;
@@ -15,10 +16,9 @@ use crate::group::{self, DrainOnDrop, Shared};
 use crate::partition::Next;
 use crate::settle::KafkaSettler;
 
-impl Kafka {
-    /// Create the topic and its dead-letter topic, join the group, and
-    /// return the deliveries once the member has its first assignment.
-    pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
+#[async_trait]
+impl RawSubscribe for Kafka {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let config = self.config();
         self.ensure_topic(request.topic(), config.partitions).await?;
         self.ensure_topic(&request.dlq_topic(), config.dlq_partitions).await?;

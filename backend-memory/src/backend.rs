@@ -1,21 +1,18 @@
-//! The in-memory transport: its public type, and the raw backend the core wraps,
-//! which delegates to `publisher`, `subscriber` and `dead_letter_queue`
-//! (the broker itself is `core`, settling a delivery `settle`).
+//! The in-memory transport: its public type, and the raw backend the core
+//! wraps (its name, capabilities and close here; publishing, reading, the
+//! dead-letter queue and the backlog each in its own file, the broker itself
+//! in `core`, settling a delivery in `settle`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
-use transport_core::backend::{Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Operation, Result, SubscribeOptions,
-    Transport,
-};
+use transport_core::backend::RawTransport;
+use transport_core::{BacklogAccuracy, Capabilities, KeyOrdering, Operation, Result, Transport};
 
 use crate::config::MemoryConfig;
 use crate::core::Broker;
-use crate::dead_letter_queue::MemoryDeadLetters;
 use crate::SCHEME;
 
 /// A complete broker inside the process: groups, competing consumers,
@@ -106,40 +103,6 @@ impl RawTransport for Memory {
         }
     }
 
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.store(topic, messages);
-        Ok(())
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        Ok(self.read(request))
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        Ok(Box::new(MemoryDeadLetters {
-            broker: self.broker.clone(),
-            name: options.dlq_topic(topic),
-            replay_window: self.config.replay_window,
-        }))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let (waiting, in_flight, oldest) = self
-            .broker
-            .existing_topic(topic)
-            .map_or((0, 0, None), |t| t.backlog(&options.group));
-        let dead = self
-            .broker
-            .existing_topic(&options.dlq_topic(topic))
-            .map_or(0, |q| q.len() as u64);
-        Ok(Backlog::new(
-            Some(waiting),
-            Some(in_flight),
-            Some(dead),
-            Some(Backlog::waited_since(oldest)),
-        ))
-    }
-
     async fn close(&self) -> Result<()> {
         self.broker.notify_all();
         Ok(())
@@ -163,77 +126,12 @@ mod tests {
         assert_eq!(c.max_message_size, Some(1024 * 1024));
     }
 
-    /// Everything the group has left is counted once: a message waiting out
-    /// a nack delay or held behind its key waits; only what a consumer
-    /// holds is in flight; the oldest waiting age is the oldest message's.
-    #[tokio::test]
-    async fn backlog_counts_what_is_left() {
-        use futures::StreamExt;
-        use std::time::{Duration, Instant};
-        use transport_core::Message;
-        async fn next(sub: &mut transport_core::Subscription) -> transport_core::Delivery {
-            tokio::time::timeout(Duration::from_secs(5), sub.next())
-                .await
-                .expect("a delivery within 5 s")
-                .expect("open")
-                .expect("delivery")
-        }
-        let t = MemoryTransport::new();
-        let options = SubscribeOptions::new("g").max_in_flight(1);
-        let mut sub = t.subscribe("left", options.clone()).await.unwrap();
-        let published = Instant::now();
-        t.publish("left", Message::new("a1").with_key("a")).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        for m in [Message::new("a2").with_key("a"), Message::new("b1")] {
-            t.publish("left", m).await.unwrap();
-        }
-        let figures = |b: Backlog| (b.waiting, b.in_flight, b.dead_letters);
-        let b = t.backlog("left", &options).await.unwrap();
-        assert_eq!(figures(b), (Some(3), Some(0), Some(0)));
-        let age = b.oldest_waiting_age.unwrap();
-        assert!(
-            age >= Duration::from_millis(300) && age <= published.elapsed(),
-            "oldest waiting age {age:?}: not the first message's"
-        );
-
-        let a1 = next(&mut sub).await;
-        assert_eq!(a1.payload().as_ref(), b"a1");
-        let b = t.backlog("left", &options).await.unwrap();
-        assert_eq!(figures(b), (Some(2), Some(1), Some(0)), "one held, two waiting");
-        // a2 and b1 were published 300 ms after a1, which is no longer waiting.
-        let age = b.oldest_waiting_age.unwrap();
-        let ceiling = published.elapsed().saturating_sub(Duration::from_millis(280));
-        assert!(
-            age <= ceiling,
-            "oldest waiting age {age:?} counts the held message (at most {ceiling:?})"
-        );
-
-        // a1 waits out its delay, a2 waits behind it, b1 is handed out.
-        a1.nack(Some(Duration::from_secs(30))).await.unwrap();
-        let b1 = next(&mut sub).await;
-        assert_eq!(b1.payload().as_ref(), b"b1");
-        let b = t.backlog("left", &options).await.unwrap();
-        assert_eq!(
-            figures(b),
-            (Some(2), Some(1), Some(0)),
-            "delayed and blocked still wait"
-        );
-        let age = b.oldest_waiting_age.unwrap();
-        assert!(
-            age >= Duration::from_millis(300),
-            "the delayed first message's age, got {age:?}"
-        );
-        b1.ack().await.unwrap();
-        let b = t.backlog("left", &options).await.unwrap();
-        assert_eq!(figures(b), (Some(2), Some(0), Some(0)));
-    }
-
     /// After `close`, every operation is a final `Closed`, and an open
     /// subscription ends instead of waiting forever.
     #[tokio::test]
     async fn closed_transport_refuses() {
         use futures::StreamExt;
-        use transport_core::{ErrorKind, Message};
+        use transport_core::{ErrorKind, Message, SubscribeOptions};
         let t = MemoryTransport::new();
         let mut sub = t.subscribe("t", SubscribeOptions::new("g")).await.unwrap();
         t.close().await.unwrap();

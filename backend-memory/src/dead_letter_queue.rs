@@ -3,10 +3,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use transport_core::backend::redrive_message;
-use transport_core::{DeadLetter, DeadLetterQueue, Result, Selection};
+use transport_core::backend::{redrive_message, RawDeadLetters};
+use transport_core::{DeadLetter, DeadLetterQueue, Result, Selection, SubscribeOptions};
 
+use crate::backend::Memory;
 use crate::core::{Broker, Topic};
+
+#[async_trait]
+impl RawDeadLetters for Memory {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        Ok(Box::new(MemoryDeadLetters {
+            broker: self.broker.clone(),
+            name: options.dlq_topic(topic),
+            replay_window: self.config.replay_window,
+        }))
+    }
+}
 
 /// A group's dead-letter queue: the retained log of its dead-letter topic.
 pub(crate) struct MemoryDeadLetters {

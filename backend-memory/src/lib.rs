@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod backlog;
 mod config;
 mod core;
 mod dead_letter_queue;

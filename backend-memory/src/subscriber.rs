@@ -4,17 +4,18 @@
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
-use transport_core::backend::{Deliveries, SubscribeRequest};
-use transport_core::Delivery;
+use transport_core::backend::{Deliveries, RawSubscribe, SubscribeRequest};
+use transport_core::{Delivery, Result};
 
 use crate::backend::Memory;
 use crate::core::Fetched;
 use crate::settle::{GroupSlot, MemorySettler};
 
-impl Memory {
-    /// The deliveries of a (checked) subscription.
-    pub(crate) fn read(&self, request: SubscribeRequest) -> Deliveries {
+#[async_trait]
+impl RawSubscribe for Memory {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let source = self.broker.topic(request.topic());
         source.join(request.group(), request.options().start);
         let dlq = self.broker.topic(&request.dlq_topic());
@@ -29,11 +30,13 @@ impl Memory {
             }),
             request,
         };
-        stream::unfold((consumer, Vec::new()), |(consumer, mut buf)| async move {
-            let delivery = consumer.next(&mut buf).await?;
-            Some((Ok(delivery), (consumer, buf)))
-        })
-        .boxed()
+        Ok(
+            stream::unfold((consumer, Vec::new()), |(consumer, mut buf)| async move {
+                let delivery = consumer.next(&mut buf).await?;
+                Some((Ok(delivery), (consumer, buf)))
+            })
+            .boxed(),
+        )
     }
 }
 

@@ -1,16 +1,15 @@
-//! The NATS JetStream transport: its public type, and the raw backend the core
-//! wraps (`core::Nats`), which delegates to `publisher`, `subscriber`,
-//! `dead_letter_queue` and `backlog`.
+//! The NATS JetStream transport: its public type, and what describes the raw
+//! backend the core wraps (its name, capabilities and close). Each concern of
+//! the raw backend is the trait impl in its own file: publishing in
+//! `publisher`, reading in `subscriber`, the dead-letter queue in
+//! `dead_letter_queue`, the backlog in `backlog`.
 
 use async_trait::async_trait;
-use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
-};
+use transport_core::backend::{Connector, RawTransport};
+use transport_core::{BacklogAccuracy, Capabilities, KeyOrdering, Result};
 
 use crate::config::{NatsConfig, Storage};
 use crate::core::Nats;
-use crate::dead_letter_queue::NatsDeadLetters;
 use crate::SCHEME;
 
 /// A NATS JetStream transport (see the crate docs for the mapping):
@@ -40,25 +39,6 @@ impl RawTransport for Nats {
             backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
-    }
-
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.store(topic, messages).await
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        self.read(request).await
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        Ok(Box::new(NatsDeadLetters {
-            nats: self.clone(),
-            topic: options.dlq_topic(topic),
-        }))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -6,14 +6,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use transport_core::backend::RawBacklog;
 use transport_core::{Backlog, DeadLetterQueue, Result, SubscribeOptions};
 
 use crate::core::{other, Nats};
 use crate::dead_letter_queue::NatsDeadLetters;
 use crate::names;
 
-impl Nats {
-    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+#[async_trait]
+impl RawBacklog for Nats {
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let dead = NatsDeadLetters {
             nats: self.clone(),
             topic: options.dlq_topic(topic),

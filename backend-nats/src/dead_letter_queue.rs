@@ -2,10 +2,20 @@
 
 use async_nats::jetstream::stream;
 use async_trait::async_trait;
-use transport_core::backend::redrive_message;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection};
+use transport_core::backend::{redrive_message, RawDeadLetters};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection, SubscribeOptions};
 
 use crate::core::{self, other, Nats};
+
+#[async_trait]
+impl RawDeadLetters for Nats {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        Ok(Box::new(NatsDeadLetters {
+            nats: self.clone(),
+            topic: options.dlq_topic(topic),
+        }))
+    }
+}
 
 /// A group's dead-letter stream.
 pub(crate) struct NatsDeadLetters {

@@ -1,6 +1,8 @@
 //! Publishing: one `PubAck` per message, `Nats-Msg-Id` set to the message
 //! id so the stream's duplicate window absorbs retries.
 
+use async_trait::async_trait;
+use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
 
 use crate::core::{self, err, other, Nats};
@@ -52,9 +54,9 @@ impl Nats {
     }
 }
 
-impl Nats {
-    /// Store a checked, non-empty batch on `topic`.
-    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+#[async_trait]
+impl RawPublish for Nats {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         Self::check_headers(&messages)?;
         if let [message] = messages.as_slice() {
             return self.publish_one(topic, message, true).await;

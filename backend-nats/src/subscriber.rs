@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer};
 use async_trait::async_trait;
 use futures::stream::StreamExt;
-use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit, StaleGuard, SubscribeRequest};
+use transport_core::backend::{
+    pull_deliveries, Deliveries, Fetch, InFlightLimit, RawSubscribe, StaleGuard, SubscribeRequest,
+};
 use transport_core::{Delivery, Result, StartFrom};
 
 use crate::core::{self, other, Nats};
@@ -17,9 +19,9 @@ use crate::settle::{NatsSettler, Shared};
 /// How long one pull request waits for messages.
 pub(crate) const PULL_EXPIRES: Duration = Duration::from_millis(500);
 
-impl Nats {
-    /// Create the streams and the group's durable consumer, and read it.
-    pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
+#[async_trait]
+impl RawSubscribe for Nats {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
         let stream = self.ensure_stream(topic).await?;
         let dlq_topic = request.dlq_topic();

@@ -1,20 +1,19 @@
-//! The RabbitMQ transport: its public type, and the raw backend the core wraps,
-//! which delegates to `publisher`, `subscriber` (with `settle`),
-//! `dead_letter_queue` and `backlog` (queues and exchanges are declared in
-//! `provision`).
+//! The RabbitMQ transport: its public type, and what describes the raw backend
+//! the core wraps (its name, capabilities and close). Each concern of the raw
+//! backend is the trait impl in its own file: publishing in `publisher`,
+//! reading in `subscriber`, the dead-letter queue in `dead_letter_queue`, the
+//! backlog in `backlog`. Queues and exchanges are declared in `provision`; a
+//! delivery is settled in `settle`.
 
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
-};
+use transport_core::backend::{Connector, RawTransport};
+use transport_core::{Accuracy, BacklogAccuracy, Capabilities, KeyOrdering, Result};
 
 use crate::config::RabbitConfig;
 use crate::core::Rabbit;
-use crate::dead_letter_queue::RabbitDeadLetters;
-use crate::{names, SCHEME};
+use crate::SCHEME;
 
 /// A RabbitMQ transport (see the crate docs for the mapping):
 /// `RabbitTransport::connect("amqp://...")` or
@@ -45,27 +44,6 @@ impl RawTransport for Rabbit {
             },
             ..Capabilities::default()
         }
-    }
-
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.store(topic, messages).await
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        self.read(request).await
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        let name = options.dlq_topic(topic);
-        Ok(Box::new(RabbitDeadLetters {
-            rabbit: self.clone(),
-            queue: names::dlq_queue(&name),
-            topic: name,
-        }))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -4,8 +4,10 @@
 //! message, and copies waiting out a nack delay sit in retry queues that
 //! are not counted: `waiting` is exact for what is ready.
 
+use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use transport_core::backend::RawBacklog;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
 use crate::core::map_err;
@@ -13,8 +15,9 @@ use crate::core::Rabbit;
 use crate::dead_letter_queue::RabbitDeadLetters;
 use crate::names::{dlq_queue, work_queue};
 
-impl Rabbit {
-    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+#[async_trait]
+impl RawBacklog for Rabbit {
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let dlq = options.dlq_topic(topic);
         let dead = RabbitDeadLetters {
             rabbit: self.clone(),

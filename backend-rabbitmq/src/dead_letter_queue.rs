@@ -5,11 +5,24 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDe
 use lapin::types::FieldTable;
 use lapin::Channel;
 use transport_core::backend::redrive_message;
+use transport_core::backend::{RawDeadLetters, RawPublish};
 use transport_core::headers::DLQ_GROUP;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection, SubscribeOptions};
 
 use crate::core::{self, map_err, Rabbit};
-use crate::names::work_queue;
+use crate::names::{self, work_queue};
+
+#[async_trait]
+impl RawDeadLetters for Rabbit {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        let name = options.dlq_topic(topic);
+        Ok(Box::new(RabbitDeadLetters {
+            rabbit: self.clone(),
+            queue: names::dlq_queue(&name),
+            topic: name,
+        }))
+    }
+}
 
 /// A group's dead-letter queue: the queue bound to the DLQ topic (classic
 /// on a single node, quorum on a cluster).
@@ -51,7 +64,7 @@ impl RabbitDeadLetters {
                     .publish_to("", &work_queue(&topic, group), &message, &[])
                     .await
             }
-            None => self.rabbit.store(&topic, vec![message]).await,
+            None => self.rabbit.publish(&topic, vec![message]).await,
         }
     }
 

@@ -7,9 +7,11 @@
 
 use std::collections::VecDeque;
 
+use async_trait::async_trait;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::SemaphorePermit;
+use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
 
 use crate::core::{self, err, map_err, Rabbit};
@@ -122,9 +124,9 @@ impl Rabbit {
     }
 }
 
-impl Rabbit {
-    /// Store a checked, non-empty batch on `topic`.
-    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+#[async_trait]
+impl RawPublish for Rabbit {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         self.bounded(async {
             let ch = self.inner.conn.publisher().await?;
             self.inner.conn.declare_exchange(&ch, topic).await?;

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
-use transport_core::backend::{on_drop, Deliveries, ReconnectBackoff, SubscribeRequest};
+use transport_core::backend::{on_drop, Deliveries, RawSubscribe, ReconnectBackoff, SubscribeRequest};
 use transport_core::{Delivery, ErrorKind, Result};
 
 use crate::acks::{requeue, Outstanding};
@@ -18,9 +19,9 @@ use crate::core::{self, err, map_err, Rabbit};
 use crate::names;
 use crate::settle::{RabbitSettler, Shared};
 
-impl Rabbit {
-    /// Declare the group's queues, start consuming, and read.
-    pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
+#[async_trait]
+impl RawSubscribe for Rabbit {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
         let queue = names::work_queue(topic, &options.group);
         let dlq_topic = request.dlq_topic();

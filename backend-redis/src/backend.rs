@@ -1,17 +1,16 @@
-//! The Redis Streams transport: its public type, and the raw backend the core
-//! wraps, which delegates to `publisher`, `subscriber`, `dead_letter_queue`
-//! and `backlog`.
+//! The Redis Streams transport: its public type, and what describes the raw
+//! backend the core wraps (its name, capabilities and close). Each concern of
+//! the raw backend is the trait impl in its own file: publishing in
+//! `publisher`, reading in `subscriber`, the dead-letter queue in
+//! `dead_letter_queue`, the backlog in `backlog`.
 
 use async_trait::async_trait;
-use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
-};
+use transport_core::backend::{Connector, RawTransport};
+use transport_core::{BacklogAccuracy, Capabilities, KeyOrdering, Result};
 
 use crate::config::RedisConfig;
 use crate::core::Redis;
-use crate::dead_letter_queue::RedisDeadLetters;
-use crate::{names, SCHEME};
+use crate::SCHEME;
 
 /// A Redis Streams transport (see the crate docs for the mapping):
 /// `RedisTransport::connect("redis://...")` or
@@ -39,27 +38,6 @@ impl RawTransport for Redis {
             backlog: BacklogAccuracy::EXACT,
             ..Capabilities::default()
         }
-    }
-
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.core.store(topic, messages).await
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        self.core.read(request).await
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        let name = options.dlq_topic(topic);
-        Ok(Box::new(RedisDeadLetters {
-            core: self.core.clone(),
-            key: names::stream(&self.core.config, &name),
-            topic: name,
-        }))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.core.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

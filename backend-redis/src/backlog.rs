@@ -7,16 +7,19 @@
 use std::collections::HashMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use redis::Value;
+use transport_core::backend::RawBacklog;
 use transport_core::{Backlog, Result, SubscribeOptions};
 
-use crate::core::{map_err, Core};
+use crate::core::{map_err, Redis};
 use crate::names::Keys;
 
-impl Core {
-    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        let keys = Keys::new(&self.config, topic, options);
-        let mut conn = self.conn.clone();
+#[async_trait]
+impl RawBacklog for Redis {
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+        let keys = Keys::new(&self.core.config, topic, options);
+        let mut conn = self.core.conn.clone();
         // The dead-letter stream is a topic of its own (another slot on a
         // cluster): read apart from the pipeline on the stream's node.
         let (exists, delayed, (secs, micros)): (bool, u64, (u64, u64)) = redis::pipe()

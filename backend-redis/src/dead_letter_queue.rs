@@ -4,11 +4,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::Value;
-use transport_core::backend::redrive_message;
-use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection};
+use transport_core::backend::{redrive_message, RawDeadLetters};
+use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection, SubscribeOptions};
 
-use crate::core::{self, map_err, scripts, Conn, Core};
+use crate::core::{self, map_err, scripts, Conn, Core, Redis};
 use crate::names;
+
+#[async_trait]
+impl RawDeadLetters for Redis {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        let name = options.dlq_topic(topic);
+        Ok(Box::new(RedisDeadLetters {
+            core: self.core.clone(),
+            key: names::stream(&self.core.config, &name),
+            topic: name,
+        }))
+    }
+}
 
 /// A group's dead-letter stream.
 pub(crate) struct RedisDeadLetters {

@@ -1,18 +1,20 @@
 //! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all),
 //! then `WAIT` for replicas when `wait_replicas` asks for them.
 
+use async_trait::async_trait;
 use redis::Value;
+use transport_core::backend::RawPublish;
 use transport_core::{Error, ErrorKind, Message, Result};
 
-use crate::core::{self, map_err, Core};
+use crate::core::{self, map_err, Redis};
 use crate::names;
 
-impl Core {
-    /// Store a checked, non-empty batch on `topic`.
-    pub(crate) async fn store(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let stream = names::stream(&self.config, topic);
-        let c = &self.config;
-        let mut conn = self.conn.clone();
+#[async_trait]
+impl RawPublish for Redis {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        let stream = names::stream(&self.core.config, topic);
+        let c = &self.core.config;
+        let mut conn = self.core.conn.clone();
         let batch = messages.len() > 1;
         let wait = c.wait_replicas > 0;
         // MULTI/EXEC: a batch is stored whole or not at all, in order.

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::Value;
-use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit, SubscribeRequest};
+use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit, RawSubscribe, SubscribeRequest};
 use transport_core::{Delivery, Error, ErrorKind, Result, StartFrom};
 
-use crate::core::{self, map_err, scripts, Conn, Core, Entry};
+use crate::core::{self, map_err, scripts, Conn, Entry, Redis};
 use crate::names::{self, Keys};
 use crate::provision::create_group;
 use crate::settle::{ConsumerShared, RedisSettler};
@@ -22,15 +22,15 @@ pub(crate) const BLOCK: Duration = Duration::from_millis(200);
 /// How often nacked entries whose delay is over are claimed.
 pub(crate) const DUE_INTERVAL: Duration = Duration::from_millis(100);
 
-impl Core {
-    /// The deliveries of a (checked) subscription.
-    pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
+#[async_trait]
+impl RawSubscribe for Redis {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let options = request.options();
-        let keys = Keys::new(&self.config, request.topic(), options);
-        let mut control = self.conn.clone();
+        let keys = Keys::new(&self.core.config, request.topic(), options);
+        let mut control = self.core.conn.clone();
         create_group(&mut control, &keys, request.group(), options.start).await?;
         // XREADGROUP BLOCK holds its connection: each subscription gets its own.
-        let reader = core::connect(&self.config, BLOCK + self.config.command_timeout).await?;
+        let reader = core::connect(&self.core.config, BLOCK + self.core.config.command_timeout).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let consumer = Arc::new(ConsumerShared {
             control,

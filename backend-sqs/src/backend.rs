@@ -1,16 +1,17 @@
-//! The SQS + SNS transport: its public type, and the raw backend the core
-//! wraps, which delegates to `provision`, `publisher`, `subscriber` (with
-//! `settle` and `deletes`), `dead_letter_queue` and `backlog`.
+//! The SQS + SNS transport: its public type, and what describes the raw backend
+//! the core wraps (its name, capabilities and close). Each concern of the raw
+//! backend is the trait impl in its own file: publishing in `publisher`,
+//! reading in `subscriber`, the dead-letter queue in `dead_letter_queue`, the
+//! backlog in `backlog`. Queues, topics and subscriptions are created in
+//! `provision`; a delivery is settled in `settle` (deletes batched in
+//! `deletes`).
 
 use async_trait::async_trait;
-use transport_core::backend::{Connector, Deliveries, RawTransport, SubscribeRequest};
-use transport_core::{
-    Accuracy, Backlog, BacklogAccuracy, Capabilities, DeadLetterQueue, KeyOrdering, Message, Result, SubscribeOptions,
-};
+use transport_core::backend::{Connector, RawTransport};
+use transport_core::{Accuracy, BacklogAccuracy, Capabilities, KeyOrdering, Result};
 
 use crate::config::SqsConfig;
 use crate::core::{Sqs, MAX_MESSAGE, MAX_VISIBILITY};
-use crate::dead_letter_queue::SqsDeadLetters;
 use crate::SCHEME;
 
 /// An SQS + SNS transport (see the crate docs for the mapping):
@@ -53,22 +54,6 @@ impl RawTransport for Sqs {
             single_group: self.point_to_point(),
             ..Capabilities::default()
         }
-    }
-
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.store(topic, messages).await
-    }
-
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
-        self.read(request).await
-    }
-
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
-        Ok(Box::new(SqsDeadLetters::new(self, options.dlq_topic(topic))))
-    }
-
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
-        self.read_backlog(topic, options).await
     }
 
     async fn close(&self) -> Result<()> {

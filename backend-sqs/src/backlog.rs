@@ -5,15 +5,18 @@
 //! a minute on AWS; the age of the oldest message is a CloudWatch metric,
 //! not an SQS attribute.
 
+use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName as A;
+use transport_core::backend::RawBacklog;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
 use crate::core::{map_sdk, Sqs};
 use crate::dead_letter_queue::SqsDeadLetters;
 use crate::names;
 
-impl Sqs {
-    pub(crate) async fn read_backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
+#[async_trait]
+impl RawBacklog for Sqs {
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let c = &self.inner.config;
         let dead = SqsDeadLetters::new(self, options.dlq_topic(topic)).depth().await?;
         let name = if c.point_to_point {

@@ -3,12 +3,20 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use transport_core::backend::redrive_message;
+use transport_core::backend::{RawDeadLetters, RawPublish};
 use transport_core::headers::{DLQ_GROUP, REDRIVE_COUNT};
-use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Result, Selection};
+use transport_core::{DeadLetter, DeadLetterQueue, Error, Message, Result, Selection, SubscribeOptions};
 
 use crate::core::{self, map_sdk, system, Sqs, DLQ_SCAN};
 use crate::deletes;
 use crate::names;
+
+#[async_trait]
+impl RawDeadLetters for Sqs {
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
+        Ok(Box::new(SqsDeadLetters::new(self, options.dlq_topic(topic))))
+    }
+}
 
 /// A group's dead-letter queue.
 pub(crate) struct SqsDeadLetters {
@@ -108,7 +116,7 @@ impl SqsDeadLetters {
                 let (target, _) = self.sqs.queue(&name, &self.sqs.fifo_attrs()).await?;
                 self.sqs.send_to_queue(&target, &message, &dedup).await
             }
-            None => self.sqs.store(&topic, vec![message]).await,
+            None => self.sqs.publish(&topic, vec![message]).await,
         }
     }
 

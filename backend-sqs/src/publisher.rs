@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
+use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
 
 use crate::core::{self, err, map_sdk, Sqs, Wire};
@@ -69,16 +71,18 @@ impl Sqs {
     }
 }
 
-impl Sqs {
-    /// Store a checked, non-empty batch on `topic`.
-    pub(crate) async fn store(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
+#[async_trait]
+impl RawPublish for Sqs {
+    async fn publish(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
         if messages.len() == 1 {
             let message = messages.pop().expect("one message");
             return self.publish_one(topic, message).await;
         }
         self.publish_many(topic, messages).await
     }
+}
 
+impl Sqs {
     async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
         if self.point_to_point() {
             let url = self.topic_queue(topic).await?;

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use transport_core::backend::{pull_deliveries, Deliveries, Fetch, InFlightLimit, StaleGuard, SubscribeRequest};
+use transport_core::backend::{
+    pull_deliveries, Deliveries, Fetch, InFlightLimit, RawSubscribe, StaleGuard, SubscribeRequest,
+};
 use transport_core::{Delivery, Result};
 
 use crate::core::{self, map_sdk, secs, Sqs};
@@ -13,10 +15,9 @@ use crate::deletes::Deleter;
 use crate::names;
 use crate::settle::{Shared, SqsSettler};
 
-impl Sqs {
-    /// Create the group's queue (subscribed to the topic, with its native
-    /// redrive to the dead-letter queue), and read it.
-    pub(crate) async fn read(&self, request: SubscribeRequest) -> Result<Deliveries> {
+#[async_trait]
+impl RawSubscribe for Sqs {
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
         let c = &self.inner.config;
         let dlq_topic = request.dlq_topic();

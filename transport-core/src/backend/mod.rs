@@ -3,8 +3,10 @@
 //! what every backend needs and would otherwise write again. Applications do
 //! not need anything here.
 //!
-//! A backend implements [`RawTransport`] (publish a validated batch,
-//! subscribe, open a dead-letter queue, read the backlog, close),
+//! A backend implements [`RawTransport`] (its name, capabilities and
+//! close) and the narrow traits it is made of, each in the file of its
+//! concern: [`RawPublish`] (store a validated batch), [`RawSubscribe`],
+//! [`RawDeadLetters`] (open a dead-letter queue) and [`RawBacklog`]; also
 //! [`Settler`] (the life of one delivery after it was handed out) and
 //! [`DeadLetterQueue`](crate::DeadLetterQueue) (over a
 //! [`Selection`](crate::Selection)), and its configuration implements
@@ -19,16 +21,16 @@
 //! | file | holds |
 //! |---|---|
 //! | `lib.rs` | the docs (`docs.md`), `SCHEME`, a few `pub use` lines |
-//! | `config.rs` | the configuration, from a URL and from the builder |
-//! | `backend.rs` | the builder, the public type (`Connector<ItsConfig>`), and the [`RawTransport`] impl delegating to the files below |
+//! | `config.rs` | the configuration, from a URL, a file or code |
+//! | `backend.rs` | the public type (`Connector<ItsConfig>`) and the [`RawTransport`] impl: name, capabilities, close |
 //! | `core.rs` | the client connection (the [`BackendConfig`] impl) and the mapping of its errors, in one place |
 //! | `names.rs` | the name of every broker object (streams, keys, queues, exchanges, subjects) |
 //! | `provision.rs` | creating topics, groups and dead-letter queues on the broker |
-//! | `publisher.rs` | storing a batch |
-//! | `subscriber.rs` | the read loop (mostly a [`Fetch`] run by [`pull_deliveries`]) |
+//! | `publisher.rs` | storing a batch ([`RawPublish`]) |
+//! | `subscriber.rs` | the read loop ([`RawSubscribe`], mostly a [`Fetch`] run by [`pull_deliveries`]) |
 //! | `settle.rs` | the [`Settler`]: ack, nack with delay, dead-letter, extend |
-//! | `dead_letter_queue.rs` | depth, peek, redrive and discard by [`Selection`](crate::Selection) |
-//! | `backlog.rs` | what a group has left, read from the broker |
+//! | `dead_letter_queue.rs` | depth, peek, redrive and discard by [`Selection`](crate::Selection) ([`RawDeadLetters`] opens it) |
+//! | `backlog.rs` | what a group has left, read from the broker ([`RawBacklog`]) |
 //!
 //! Operation structs hold the backend's `Arc<Core>`, never the public
 //! transport. The pieces here: [`cloudevents::Binding`] (the broker's
@@ -49,7 +51,7 @@ mod wrap;
 pub use connector::{BackendConfig, Connector};
 pub use lifecycle::{on_drop, Lifecycle};
 pub use pull::{pull_deliveries, Fetch, ReconnectBackoff};
-pub use raw::{Deliveries, RawTransport, SubscribeRequest};
+pub use raw::{Deliveries, RawBacklog, RawDeadLetters, RawPublish, RawSubscribe, RawTransport, SubscribeRequest};
 pub use stale::StaleGuard;
 pub use wrap::transport;
 

@@ -1,8 +1,10 @@
 //! What a backend implements: the broker calls and nothing around them.
 //!
-//! A backend implements [`RawTransport`] (and, for what it hands out,
+//! A backend implements [`RawTransport`] and the narrow traits it is made
+//! of, one per concern ([`RawPublish`], [`RawSubscribe`],
+//! [`RawDeadLetters`], [`RawBacklog`]), and, for what it hands out,
 //! [`Settler`](crate::backend::Settler) and
-//! [`DeadLetterQueue`](crate::DeadLetterQueue)); [`transport`](crate::backend::transport)
+//! [`DeadLetterQueue`](crate::DeadLetterQueue); [`transport`](crate::backend::transport)
 //! wraps it into the [`Transport`](crate::Transport) applications use. The
 //! wrapper does, once for every backend, what would otherwise be written in
 //! each: the closed guard, name, size and header validation, capability
@@ -32,37 +34,56 @@ use crate::options::SubscribeOptions;
 /// backend shares are applied.
 pub type Deliveries = BoxStream<'static, Result<Delivery>>;
 
-/// A broker, as a backend implements it. Applications never see this: they
-/// get a [`Transport`](crate::Transport) from [`transport`](crate::backend::transport).
+/// Storing messages: a backend's `publisher.rs`.
 #[async_trait]
-pub trait RawTransport: Debug + Send + Sync + 'static {
+pub trait RawPublish: Send + Sync {
+    /// Store `messages` on `topic` in their order and return once the broker
+    /// confirmed all of them. The topic name is valid, the batch is not
+    /// empty and every message is valid and within the size limit.
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()>;
+}
+
+/// Reading a group: a backend's `subscriber.rs`.
+#[async_trait]
+pub trait RawSubscribe: Send + Sync {
+    /// Read `request.topic()` in `request.group()`, creating what the broker
+    /// needs (provisioning). Names and options are valid; the stream ends
+    /// once [`SubscribeRequest::is_closed`] says so.
+    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries>;
+}
+
+/// Opening a group's dead-letter queue: a backend's `dead_letter_queue.rs`.
+#[async_trait]
+pub trait RawDeadLetters: Send + Sync {
+    /// The dead-letter queue of `options.group` on `topic` (named
+    /// [`SubscribeOptions::dlq_topic`]). Names are valid.
+    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>>;
+}
+
+/// Reading what a group has left: a backend's `backlog.rs`.
+#[async_trait]
+pub trait RawBacklog: Send + Sync {
+    /// What `options.group` has left to do on `topic` (see
+    /// [`Transport::backlog`](crate::Transport::backlog)). Names are valid.
+    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog>;
+}
+
+/// A broker, as a backend implements it: one narrow trait per concern, each
+/// implemented in the file of that concern, and this one (in `backend.rs`)
+/// for what describes the whole. Applications never see it: they get a
+/// [`Transport`](crate::Transport) from [`transport`](crate::backend::transport).
+#[async_trait]
+pub trait RawTransport: RawPublish + RawSubscribe + RawDeadLetters + RawBacklog + Debug + 'static {
     /// The backend's name (`"memory"`, `"redis"`, ...): errors, spans and
     /// metrics carry it.
     fn backend(&self) -> &'static str;
 
     /// What holds on this backend. The wrapper enforces what it can: a
-    /// message over `max_message_size` never reaches [`publish`](Self::publish),
-    /// a backend without `replay` never sees `StartFrom::Earliest`, one
-    /// without `dead_letter_ops` is never asked for a dead-letter queue.
+    /// message over `max_message_size` never reaches
+    /// [`publish`](RawPublish::publish), a backend without `replay` never
+    /// sees `StartFrom::Earliest`, one without `dead_letter_ops` is never
+    /// asked for a dead-letter queue.
     fn capabilities(&self) -> Capabilities;
-
-    /// Store `messages` on `topic` in their order and return once the broker
-    /// confirmed all of them. The topic name is valid, the batch is not
-    /// empty and every message is valid and within the size limit.
-    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()>;
-
-    /// Read `request.topic()` in `request.group()`, creating what the broker
-    /// needs (provisioning). Names and options are valid; the stream ends
-    /// once [`SubscribeRequest::is_closed`] says so.
-    async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries>;
-
-    /// The dead-letter queue of `options.group` on `topic` (named
-    /// [`SubscribeOptions::dlq_topic`]). Names are valid.
-    async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>>;
-
-    /// What `options.group` has left to do on `topic` (see
-    /// [`Transport::backlog`](crate::Transport::backlog)). Names are valid.
-    async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog>;
 
     /// Release the connection. Called once; the wrapper has already marked
     /// the transport closed, so open subscriptions end and later calls fail.
