@@ -497,6 +497,57 @@ pub async fn dead_letters_by_selection(t: &Arc<dyn Transport>) -> CheckResult {
     dlq_depth(t, &topic, &options, 0).await
 }
 
+/// `oldest(n)` picks the earliest dead-lettered: redriving the oldest one
+/// brings back the first message dead-lettered (and only it), discarding
+/// the oldest one then drops the second, and the third is left.
+pub async fn dead_letters_oldest_first(t: &Arc<dyn Transport>) -> CheckResult {
+    let t: &dyn Transport = t.as_ref();
+    let options = opts("g");
+    let (topic, mut sub) = fresh(t, "dlqoldest", options.clone()).await?;
+    for i in 0..3 {
+        t.publish(&topic, Message::new(format!("o{i}"))).await?;
+    }
+    // One at a time, in the order received, each dead-lettered in a later
+    // millisecond than the one before: brokers without a queue order (SQS
+    // standard, Kafka's partitions) order dead letters by a millisecond
+    // timestamp.
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let d = next(&mut sub).await?;
+        order.push(d.id().to_owned());
+        d.dead_letter("oldest first").await?;
+        let settled = SystemTime::now();
+        while SystemTime::now() < settled + Duration::from_millis(2) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    dlq_depth(t, &topic, &options, 3).await?;
+    let dlq = t.dead_letters(&topic, &options).await?;
+    let moved = dlq.redrive(&Selection::all().oldest(1)).await?;
+    ensure!(moved == 1, "redriving the oldest one moved {moved}");
+    let back = next(&mut sub).await?;
+    ensure!(
+        back.id() == order[0],
+        "redriven {}, but the first dead-lettered was {} (order {order:?})",
+        back.id(),
+        order[0]
+    );
+    back.ack().await?;
+    expect_quiet(&mut sub, "after the one redriven message").await?;
+    dlq_depth(t, &topic, &options, 2).await?;
+    let dropped = dlq.discard(&Selection::all().oldest(1)).await?;
+    ensure!(dropped == 1, "discarding the oldest one dropped {dropped}");
+    dlq_depth(t, &topic, &options, 1).await?;
+    let left: Vec<String> = dlq.peek(10).await?.into_iter().map(|d| d.message.id).collect();
+    ensure!(
+        left == [order[2].clone()],
+        "left in the queue: {left:?}; only the last dead-lettered ({}) was expected",
+        order[2]
+    );
+    dlq.purge().await?;
+    dlq_depth(t, &topic, &options, 0).await
+}
+
 /// The checks of this file, each with what it needs of the backend.
 pub(crate) fn checks() -> Vec<Check> {
     vec![
@@ -511,5 +562,6 @@ pub(crate) fn checks() -> Vec<Check> {
         check!(dead_letter_queue_counts_many, |c| (!c.dead_letter_ops)
             .then_some(NO_DLQ)),
         check!(dead_letters_by_selection, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
+        check!(dead_letters_oldest_first, |c| (!c.dead_letter_ops).then_some(NO_DLQ)),
     ]
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::capabilities::Capabilities;
 use crate::dead_letter::dead_letter_message;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
@@ -68,6 +69,27 @@ pub struct Delivery {
     /// Names the backend in settlement errors; set by the subscription that
     /// hands the delivery out.
     backend: &'static str,
+    /// What the backend's capabilities allow; set with `backend`.
+    allowed: Allowed,
+}
+
+/// The capabilities a settlement depends on, enforced here once for every
+/// backend (a settler is never asked for what its backend declared away).
+#[derive(Debug, Clone, Copy)]
+struct Allowed {
+    nack_delay: bool,
+    max_nack_delay: Option<Duration>,
+    extend: bool,
+}
+
+impl Allowed {
+    /// Before a subscription binds the delivery (a backend's own tests):
+    /// everything is passed to the settler.
+    const ALL: Allowed = Allowed {
+        nack_delay: true,
+        max_nack_delay: None,
+        extend: true,
+    };
 }
 
 impl Delivery {
@@ -77,11 +99,18 @@ impl Delivery {
             received: Received::new(message, info),
             settler: Some(settler),
             backend: "",
+            allowed: Allowed::ALL,
         }
     }
 
-    pub(crate) fn set_backend(&mut self, backend: &'static str) {
+    /// The backend that handed it out, and what its capabilities allow.
+    pub(crate) fn bind(&mut self, backend: &'static str, capabilities: &Capabilities) {
         self.backend = backend;
+        self.allowed = Allowed {
+            nack_delay: capabilities.nack_delay,
+            max_nack_delay: capabilities.max_nack_delay,
+            extend: capabilities.extend,
+        };
     }
 
     fn take_settler(&mut self, op: Operation) -> Result<Box<dyn Settler>> {
@@ -106,6 +135,24 @@ impl Delivery {
             }
             Action::Nack(delay) => {
                 let op = Operation::Nack;
+                let delay = match delay {
+                    // Redelivering at once instead would turn a backoff
+                    // into a hot loop.
+                    Some(_) if !self.allowed.nack_delay => {
+                        return Err(self.error(
+                            op,
+                            Error::new(
+                                ErrorKind::Unsupported,
+                                "this backend cannot delay a redelivery: nack without a delay \
+                                 (the consumer runtime holds the message for the delay instead)",
+                            )
+                            .with_retryable(false),
+                        ))
+                    }
+                    // Longer than the broker can delay: the longest it can.
+                    Some(d) => Some(self.allowed.max_nack_delay.map_or(d, |max| d.min(max))),
+                    None => None,
+                };
                 let settler = self.take_settler(op)?;
                 settler.nack(delay).await.map_err(|e| self.error(op, e))?;
                 Ok(Settlement::Retried)
@@ -164,6 +211,12 @@ impl Delivery {
                     "extend by {by:?}: must be positive and at most the ack timeout ({:?})",
                     self.received.info().ack_timeout
                 )),
+            ));
+        }
+        if !self.allowed.extend {
+            return Err(self.error(
+                op,
+                Error::new(ErrorKind::Unsupported, "this backend cannot extend a delivery").with_retryable(false),
             ));
         }
         match &self.settler {
@@ -242,5 +295,96 @@ mod tests {
                 "{refused:?}"
             );
         }
+    }
+
+    /// What the settler was asked: nack delays and extends.
+    #[derive(Default)]
+    struct Asked {
+        nacks: std::sync::Mutex<Vec<Option<Duration>>>,
+        extends: std::sync::atomic::AtomicUsize,
+    }
+
+    struct Recording(Arc<Asked>);
+
+    #[async_trait]
+    impl Settler for Recording {
+        async fn ack(self: Box<Self>) -> Result<()> {
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, delay: Option<Duration>) -> Result<()> {
+            self.0.nacks.lock().unwrap().push(delay);
+            Ok(())
+        }
+        async fn dead_letter(self: Box<Self>, _: Message) -> Result<()> {
+            Ok(())
+        }
+        async fn extend(&self, _: Duration) -> Result<()> {
+            self.0.extends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn bound(capabilities: Capabilities) -> (Delivery, Arc<Asked>) {
+        let asked = Arc::new(Asked::default());
+        let info = DeliveryInfo::for_test(1, 3);
+        let mut d = Delivery::new(Arc::new(Message::new("m")), info, Box::new(Recording(asked.clone())));
+        d.bind("test", &capabilities);
+        (d, asked)
+    }
+
+    /// A backend declaring no nack delay and no extend is never asked for
+    /// either: both are a final `Unsupported` naming the backend, and a
+    /// nack without a delay still reaches the settler.
+    #[tokio::test]
+    async fn capabilities_declared_away_never_reach_the_settler() {
+        let none = Capabilities {
+            nack_delay: false,
+            extend: false,
+            ..Capabilities::default()
+        };
+        let (d, asked) = bound(none);
+        let e = d.extend(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(!e.is_retryable() && e.to_string().contains("test"), "{e}");
+        let e = d.nack(Some(Duration::from_secs(1))).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(!e.is_retryable(), "{e}");
+        assert_eq!(asked.extends.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(asked.nacks.lock().unwrap().is_empty());
+
+        let (d, asked) = bound(none);
+        d.nack(None).await.unwrap();
+        assert_eq!(*asked.nacks.lock().unwrap(), [None]);
+    }
+
+    /// A delay longer than the backend's `max_nack_delay` becomes the
+    /// longest it can do; shorter ones and backends without a limit pass
+    /// unchanged; a declared extend reaches the settler.
+    #[tokio::test]
+    async fn nack_delays_are_capped_at_the_backends_longest() {
+        let max = Duration::from_secs(60);
+        let capped = Capabilities {
+            nack_delay: true,
+            extend: true,
+            max_nack_delay: Some(max),
+            ..Capabilities::default()
+        };
+        for (asked_for, sent) in [
+            (Duration::from_secs(3600), max),
+            (Duration::from_secs(5), Duration::from_secs(5)),
+        ] {
+            let (d, asked) = bound(capped);
+            d.nack(Some(asked_for)).await.unwrap();
+            assert_eq!(*asked.nacks.lock().unwrap(), [Some(sent)], "asked for {asked_for:?}");
+        }
+        let unlimited = Capabilities {
+            max_nack_delay: None,
+            ..capped
+        };
+        let (d, asked) = bound(unlimited);
+        d.extend(Duration::from_secs(1)).await.unwrap();
+        d.nack(Some(Duration::from_secs(3600))).await.unwrap();
+        assert_eq!(*asked.nacks.lock().unwrap(), [Some(Duration::from_secs(3600))]);
+        assert_eq!(asked.extends.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

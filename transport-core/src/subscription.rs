@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use futures::stream::{BoxStream, Stream};
 
+use crate::capabilities::Capabilities;
 use crate::dead_letter::REDRIVE_GROUP;
 use crate::delivery::Delivery;
 use crate::error::Result;
@@ -27,6 +28,7 @@ use crate::settle::{exhausted_on_arrival, Outcome};
 /// can still be settled.
 pub struct Subscription {
     backend: &'static str,
+    capabilities: Capabilities,
     topic: String,
     group: String,
     inner: BoxStream<'static, Result<Delivery>>,
@@ -36,12 +38,14 @@ impl Subscription {
     /// Built by the core's wrapper over a backend's raw deliveries.
     pub(crate) fn new(
         backend: &'static str,
+        capabilities: Capabilities,
         topic: impl Into<String>,
         group: impl Into<String>,
         inner: BoxStream<'static, Result<Delivery>>,
     ) -> Self {
         Subscription {
             backend,
+            capabilities,
             topic: topic.into(),
             group: group.into(),
             inner,
@@ -65,7 +69,7 @@ impl Subscription {
     /// Returns the delivery when it is for the caller, or settles it in the
     /// background and returns `None`.
     fn screen(&self, mut delivery: Delivery) -> Option<Delivery> {
-        delivery.set_backend(self.backend);
+        delivery.bind(self.backend, &self.capabilities);
         if let Some(reason) = exhausted_on_arrival(delivery.info()) {
             tracing::warn!(topic = %self.topic, group = %self.group, id = delivery.id(), "{reason}; dead-lettering");
             tokio::spawn(async move {

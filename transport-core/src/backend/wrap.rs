@@ -10,7 +10,9 @@
 //! (span, metrics, trace context); and error context (the backend and the
 //! [`Operation`] on every error). Subscriptions get the rules every backend
 //! shares ([`Subscription`]), and each delivery the backend's name for its
-//! settlement errors.
+//! settlement errors and the capabilities its settlement is held to (no
+//! nack delay or extend the backend declared away, no delay over
+//! `max_nack_delay`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,7 +128,13 @@ impl<R: RawTransport> Subscriber for Wrapped<R> {
             .subscribe(request)
             .await
             .map_err(|e| e.in_context(self.backend, op))?;
-        Ok(Subscription::new(self.backend, topic, group, deliveries))
+        Ok(Subscription::new(
+            self.backend,
+            self.capabilities,
+            topic,
+            group,
+            deliveries,
+        ))
     }
 }
 

@@ -236,13 +236,6 @@ async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
             tokio::time::sleep(delay.min(delivery.info().ack_timeout / 2)).await;
             Outcome::Retry { delay: None, reason }
         }
-        Outcome::Retry {
-            delay: Some(delay),
-            reason,
-        } => Outcome::Retry {
-            delay: Some(caps.max_nack_delay.map_or(delay, |max| delay.min(max))),
-            reason,
-        },
         other => other,
     };
     let id = delivery.id().to_owned();
