@@ -257,6 +257,11 @@ pub const CAPABILITY_NAMES: &[(&str, HasCapability)] = &[
     ("no_duplicates", |c| !c.duplicates_possible),
     ("fan_out", |c| !c.single_group),
     ("durable", |c| c.durable),
+    // Not booleans, so a backend could drop them silently: the size limit
+    // the wrapper enforces, and a backlog read from the broker (the backlog
+    // checks are skipped without one).
+    ("size_limit", |c| c.max_message_size.is_some()),
+    ("backlog", |c| c.backlog != transport_core::BacklogAccuracy::default()),
 ];
 
 fn required() -> Vec<String> {

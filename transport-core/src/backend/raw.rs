@@ -90,7 +90,7 @@ pub trait RawTransport: RawPublish + RawSubscribe + RawDeadLetters + RawBacklog 
     async fn close(&self) -> Result<()>;
 }
 
-/// What the wrapper hands a backend's [`RawTransport::subscribe`]: the
+/// What the wrapper hands a backend's [`RawSubscribe::subscribe`]: the
 /// validated topic and options, whether the transport was closed, and the
 /// one way to describe a delivery.
 #[derive(Debug, Clone)]
