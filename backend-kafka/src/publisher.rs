@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
@@ -48,7 +47,6 @@ impl Kafka {
     }
 }
 
-#[async_trait]
 impl RawPublish for Kafka {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         if let [message] = messages.as_slice() {

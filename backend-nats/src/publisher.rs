@@ -1,7 +1,6 @@
 //! Publishing: one `PubAck` per message, `Nats-Msg-Id` set to the message
 //! id so the stream's duplicate window absorbs retries.
 
-use async_trait::async_trait;
 use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
 
@@ -54,7 +53,6 @@ impl Nats {
     }
 }
 
-#[async_trait]
 impl RawPublish for Nats {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         Self::check_headers(&messages)?;

@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 
-use async_trait::async_trait;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use tokio::sync::SemaphorePermit;
@@ -124,7 +123,6 @@ impl Rabbit {
     }
 }
 
-#[async_trait]
 impl RawPublish for Rabbit {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         self.bounded(async {

@@ -1,7 +1,6 @@
 //! Publishing: `XADD`, batches in one `MULTI`/`EXEC` (whole or not at all),
 //! then `WAIT` for replicas when `wait_replicas` asks for them.
 
-use async_trait::async_trait;
 use redis::Value;
 use transport_core::backend::RawPublish;
 use transport_core::{Error, ErrorKind, Message, Result};
@@ -9,7 +8,6 @@ use transport_core::{Error, ErrorKind, Message, Result};
 use crate::core::{self, map_err, Redis};
 use crate::names;
 
-#[async_trait]
 impl RawPublish for Redis {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         let stream = names::stream(&self.core.config, topic);

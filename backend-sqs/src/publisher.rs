@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
 
@@ -71,7 +70,6 @@ impl Sqs {
     }
 }
 
-#[async_trait]
 impl RawPublish for Sqs {
     async fn publish(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
         if messages.len() == 1 {

@@ -44,6 +44,7 @@ pub fn transport<R: RawTransport>(raw: R) -> Arc<dyn Transport> {
         capabilities: raw.capabilities(),
         raw: Arc::new(raw),
         lifecycle: Arc::new(Lifecycle::new()),
+        publish_metrics: telemetry::PublishMetrics::default(),
     })
 }
 
@@ -52,6 +53,7 @@ struct Wrapped<R> {
     backend: &'static str,
     capabilities: Capabilities,
     lifecycle: Arc<Lifecycle>,
+    publish_metrics: telemetry::PublishMetrics,
 }
 
 impl<R: RawTransport> fmt::Debug for Wrapped<R> {
@@ -79,13 +81,20 @@ impl<R: RawTransport> Wrapped<R> {
     }
 
     async fn send(&self, op: Operation, topic: &str, messages: Vec<Message>) -> Result<()> {
-        telemetry::traced(self.backend, op, topic, messages, |messages| async move {
-            self.check_publish(op, topic, &messages)?;
-            if messages.is_empty() {
-                return Ok(());
-            }
-            self.raw.publish(topic, messages).await
-        })
+        telemetry::traced(
+            &self.publish_metrics,
+            self.backend,
+            op,
+            topic,
+            messages,
+            |messages| async move {
+                self.check_publish(op, topic, &messages)?;
+                if messages.is_empty() {
+                    return Ok(());
+                }
+                self.raw.publish(topic, messages).await
+            },
+        )
         .await
         .map_err(|e| e.in_context(self.backend, op))
     }

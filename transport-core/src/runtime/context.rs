@@ -157,14 +157,16 @@ impl Link {
 }
 
 tokio::task_local! {
-    static CURRENT: Link;
+    /// The message the current task handles. Its link is made when asked
+    /// for: most handlers publish nothing, and a link costs two strings.
+    static CAUSE: Arc<Message>;
 }
 
 /// The link of the message being handled by the current task, when called
 /// from inside a handler (code deep in a call stack that publishes without a
 /// [`Context`] at hand).
 pub fn current_link() -> Option<Link> {
-    CURRENT.try_with(Clone::clone).ok()
+    CAUSE.try_with(|cause| Link::from_cause(cause)).ok()
 }
 
 /// `message` linked to the message the current task handles; unchanged
@@ -176,8 +178,10 @@ pub fn link_to_current(message: Message) -> Message {
     }
 }
 
-pub(crate) async fn with_link<F: std::future::Future>(link: Link, f: F) -> F::Output {
-    CURRENT.scope(link, f).await
+/// Run `f` as the handling of `cause`: what it publishes through
+/// [`link_to_current`] is linked to `cause`.
+pub(crate) async fn with_cause<F: std::future::Future>(cause: Arc<Message>, f: F) -> F::Output {
+    CAUSE.scope(cause, f).await
 }
 
 /// A handle on a delivery's lease, valid while the consumer holds the
@@ -258,12 +262,10 @@ mod tests {
     #[tokio::test]
     async fn current_link_is_scoped_to_the_handler() {
         assert!(current_link().is_none());
-        let link = Link {
-            correlation_id: "c".into(),
-            causation_id: "m".into(),
-        };
-        let m = with_link(link, async { link_to_current(Message::new("x")) }).await;
+        let cause = Arc::new(Message::new("a").with_id("m").with_header(CE_CORRELATIONID, "c"));
+        let m = with_cause(cause, async { link_to_current(Message::new("x")) }).await;
         assert_eq!(m.headers.get(CE_CAUSATIONID), Some("m"));
+        assert_eq!(m.headers.get(CE_CORRELATIONID), Some("c"));
         assert!(link_to_current(Message::new("y")).headers.is_empty());
     }
 }

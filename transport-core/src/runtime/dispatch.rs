@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use super::context::{with_link, Context, Lease, LeaseRequest};
+use super::context::{with_cause, Context, Lease, LeaseRequest};
 use super::handler::{outcome_of, BoxError};
 use super::layers::catch_panic::panic_reason;
 use super::stats::Counters;
@@ -105,7 +105,7 @@ where
                 shared.transport.clone(),
                 shared.counters.clone(),
             );
-            let link = ctx.link();
+            let cause = delivery.shared_message();
             let span = process_span(&shared, &delivery);
             let started = std::time::Instant::now();
             // The last safety net: a panic no layer caught (in `call` itself
@@ -116,7 +116,7 @@ where
                 match call {
                     Ok(future) => {
                         let future = future.map(|r| r.map_err(Into::<BoxError>::into));
-                        AssertUnwindSafe(with_link(link, future)).catch_unwind().await
+                        AssertUnwindSafe(with_cause(cause, future)).catch_unwind().await
                     }
                     Err(panic) => Err(panic),
                 }
@@ -200,8 +200,11 @@ async fn hold<T>(
     work: impl std::future::Future<Output = T>,
 ) -> T {
     tokio::pin!(work);
+    // A sleep pinned here rather than an `Interval` (which boxes its
+    // sleep): this runs twice for every delivery, and most never wait.
     let period = heartbeat.unwrap_or(Duration::from_secs(3600));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let beat = tokio::time::sleep(period);
+    tokio::pin!(beat);
     let mut listening = true;
     loop {
         tokio::select! {
@@ -213,7 +216,8 @@ async fn hold<T>(
                 }
                 None => listening = false,
             },
-            _ = ticks.tick(), if heartbeat.is_some() => {
+            _ = &mut beat, if heartbeat.is_some() => {
+                beat.as_mut().reset(tokio::time::Instant::now() + period);
                 if let Err(e) = delivery.extend(delivery.info().ack_timeout).await {
                     tracing::warn!(id = delivery.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered");
                 }
@@ -238,7 +242,10 @@ async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
         }
         other => other,
     };
-    let id = delivery.id().to_owned();
+    // For the log lines after settling, which consumes the delivery: the
+    // shared message, not a copy of its id.
+    let message = delivery.shared_message();
+    let id = message.id.as_str();
     let attempt = delivery.attempt();
     let reason = outcome.reason().map(str::to_owned);
     let counters = &shared.counters;
@@ -247,15 +254,15 @@ async fn settle(shared: &Shared, delivery: Delivery, outcome: Outcome) {
         Ok(Settlement::Acked) => counters.acked(),
         Ok(Settlement::Retried) => {
             counters.retried();
-            tracing::debug!(%id, attempt, reason = reason.as_deref(), "retrying later");
+            tracing::debug!(id, attempt, reason = reason.as_deref(), "retrying later");
         }
         Ok(Settlement::DeadLettered) => {
             counters.dead_lettered();
-            tracing::warn!(%id, attempt, reason = reason.as_deref(), "dead-lettered");
+            tracing::warn!(id, attempt, reason = reason.as_deref(), "dead-lettered");
         }
         Err(e) => {
             counters.settle_error();
-            tracing::warn!(%id, error = %e, "settling failed; the message will be redelivered");
+            tracing::warn!(id, error = %e, "settling failed; the message will be redelivered");
         }
     }
 }

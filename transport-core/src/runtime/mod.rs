@@ -85,7 +85,9 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use crate::delivery::Delivery;
 use crate::error::Result;
+use crate::message::Message;
 use crate::options::SubscribeOptions;
 use crate::settle::Outcome;
 use crate::transport::Transport;
@@ -189,8 +191,8 @@ impl Consumer {
         let mut tasks = JoinSet::new();
         // The key of each running task, and for each key with deliveries
         // held: how many, and the signal the last of them gives when done.
-        let mut task_keys: HashMap<Id, Option<String>> = HashMap::new();
-        let mut lines: HashMap<String, Line> = HashMap::new();
+        let mut task_keys: HashMap<Id, OrderingKey> = HashMap::new();
+        let mut lines: HashMap<OrderingKey, Line> = HashMap::new();
         let mut failure = None;
         tokio::pin!(shutdown);
 
@@ -206,7 +208,7 @@ impl Consumer {
                             e.id()
                         }
                     };
-                    if let Some(key) = task_keys.remove(&id).flatten() {
+                    if let Some(key) = task_keys.remove(&id) {
                         let line = lines.get_mut(&key).expect("a running task's key has a line");
                         line.held -= 1;
                         if line.held == 0 {
@@ -219,13 +221,13 @@ impl Consumer {
                 next = subscription.next() => match next {
                     Some(Ok(delivery)) => {
                         self.counters.received();
-                        let key = delivery.key().map(str::to_owned);
+                        let key = OrderingKey::of(&delivery);
                         let turn = match &key {
                             // A keyed delivery waits for the one before it
                             // and signals the one after it.
                             Some(key) => {
                                 let (done, next_wait) = oneshot::channel();
-                                let wait = match lines.get_mut(key) {
+                                let wait = match lines.get_mut(key.as_str()) {
                                     Some(line) => {
                                         line.held += 1;
                                         Some(std::mem::replace(&mut line.last_done, next_wait))
@@ -240,7 +242,9 @@ impl Consumer {
                             None => Turn { wait: None, done: None },
                         };
                         let handle = tasks.spawn(process(shared.clone(), service.clone(), delivery, turn));
-                        task_keys.insert(handle.id(), key);
+                        if let Some(key) = key {
+                            task_keys.insert(handle.id(), key);
+                        }
                     }
                     Some(Err(e)) => {
                         self.counters.receive_error();
@@ -279,6 +283,43 @@ impl std::fmt::Debug for Consumer {
             .field("group", &self.options.group)
             .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
+    }
+}
+
+/// A delivery's ordering key, read from its shared message rather than
+/// copied: the runtime keeps one per running task and per key with
+/// deliveries held.
+#[derive(Clone)]
+struct OrderingKey(Arc<Message>);
+
+impl OrderingKey {
+    fn of(delivery: &Delivery) -> Option<Self> {
+        delivery.key().is_some().then(|| OrderingKey(delivery.shared_message()))
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.key.as_deref().unwrap_or_default()
+    }
+}
+
+impl PartialEq for OrderingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for OrderingKey {}
+
+// Hashed as the key's text, so a map of them can be searched by `&str`.
+impl std::hash::Hash for OrderingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for OrderingKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
     }
 }
 

@@ -13,4 +13,4 @@ pub mod names;
 pub mod propagation;
 mod publish;
 
-pub(crate) use publish::traced;
+pub(crate) use publish::{traced, PublishMetrics};
