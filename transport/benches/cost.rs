@@ -22,7 +22,9 @@
 //! Paths: `publish` (one message a call), `publish_batch` (100 a call),
 //! `receive_ack` (take a delivery from the subscription and ack it),
 //! `runtime` (one delivery through `Consumer::run_fn`: retry delays and
-//! panic catching around an acking handler).
+//! panic catching around an acking handler), `runtime_full` (the README's
+//! full stack: retry delays, lease, breaker, idempotency on the in-memory
+//! store, handler timeout, panic catching).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -31,10 +33,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
-use transport::runtime::Consumer;
-use transport::{Message, SubscribeOptions};
+
+use transport::runtime::{
+    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerTimeoutLayer,
+    IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy,
+};
+use transport::{Message, Outcome, SubscribeOptions};
 
 /// Counts allocations (and reallocations, which may move) while counting is on.
 struct Counting;
@@ -71,7 +78,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const PATHS: [&str; 4] = ["publish", "publish_batch", "receive_ack", "runtime"];
+const PATHS: [&str; 5] = ["publish", "publish_batch", "receive_ack", "runtime", "runtime_full"];
 const TOPIC: &str = "cost";
 const BATCH: usize = 100;
 
@@ -159,7 +166,7 @@ fn run(path: &str, n: usize) -> Counted {
                 }),
             )
         }
-        "runtime" => {
+        "runtime" | "runtime_full" => {
             // The group exists (and holds the n messages) before the
             // consumer subscribes again.
             runtime
@@ -172,7 +179,7 @@ fn run(path: &str, n: usize) -> Counted {
             let handled = Arc::new(AtomicU64::new(0));
             let consumer = Consumer::new(transport.clone(), TOPIC, options).concurrency(16);
             let (notify, count) = (done.clone(), handled.clone());
-            let handler = move |_ctx| {
+            let handler = move |_ctx: Context| {
                 let (notify, count) = (notify.clone(), count.clone());
                 async move {
                     if count.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
@@ -181,19 +188,47 @@ fn run(path: &str, n: usize) -> Counted {
                     transport::Outcome::Ack
                 }
             };
+            let full = path == "runtime_full";
             cost_measured_section(
                 &runtime,
                 Box::pin(async move {
-                    let stats = consumer
-                        .run_fn(handler, async move { done.notified().await })
-                        .await
-                        .expect("the consumer ran");
+                    let shutdown = async move { done.notified().await };
+                    let stats = if full {
+                        consumer.run(full_stack(handler), shutdown).await
+                    } else {
+                        consumer.run_fn(handler, shutdown).await
+                    }
+                    .expect("the consumer ran");
                     assert_eq!(stats.acked, n as u64, "every delivery acked");
                 }),
             )
         }
         other => panic!("unknown path {other:?}: one of {PATHS:?}"),
     }
+}
+
+/// The README's full stack around `handler`: retry delays, lease, breaker,
+/// idempotency (in-memory store), handler timeout, panic catching.
+fn full_stack<F, Fut>(
+    handler: F,
+) -> impl tower::Service<Context, Response = Outcome, Error = transport::runtime::BoxError, Future: Send>
+       + Clone
+       + Send
+       + 'static
+where
+    F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .layer(RetryDelayLayer::new(RetryPolicy::default()))
+        .layer(LeaseLayer::new())
+        .layer(CircuitBreakerLayer::new(
+            BreakerConfig::consecutive_failures(5).open_for(Duration::from_secs(10)),
+        ))
+        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
+        .layer(HandlerTimeoutLayer::new(Duration::from_secs(10)))
+        .layer(CatchPanicLayer)
+        .service(handler_fn(handler))
 }
 
 /// Per message: the cost at `2n` less the cost at `n`, over `n`.

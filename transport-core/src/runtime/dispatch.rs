@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
@@ -27,57 +28,45 @@ pub(super) struct Shared {
     pub counters: Arc<Counters>,
     pub capabilities: Capabilities,
     pub shutdown: CancellationToken,
-    /// One permit per handler call allowed at once (the concurrency).
-    pub calls: Arc<Semaphore>,
 }
 
-/// A delivery's place in its key's line: wait for the one before, then let
-/// the one after go (dropping `done` does that, however the task ends).
-pub(super) struct Turn {
-    pub wait: Option<oneshot::Receiver<()>>,
-    pub done: Option<oneshot::Sender<()>>,
-}
-
-pub(super) async fn process<S>(shared: Arc<Shared>, mut service: S, delivery: Delivery, turn: Turn)
+/// Handle one delivery that may start (its key's turn has come and a
+/// handler call is free), which the consumer took at `since`.
+pub(super) async fn process<S>(shared: &Shared, service: &mut S, delivery: Delivery, since: Instant)
 where
-    S: Service<Context, Response = Outcome> + Clone + Send + 'static,
+    S: Service<Context, Response = Outcome> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    let Turn { wait, done } = turn;
-    let _signal_next = done;
     let ack_timeout = delivery.info().ack_timeout;
     let (lease, mut requests) = Lease::channel(ack_timeout);
-    // While the delivery waits for its turn nobody works on it, so its lease
-    // is kept here; while the handler runs, extending is the handler's (or
-    // the lease layer's) decision, so a hung handler is not held forever.
+    // While the delivery waits for the service (a breaker holding calls)
+    // nobody works on it, so its lease is kept here; while the handler runs,
+    // extending is the handler's (or the lease layer's) decision, so a hung
+    // handler is not held forever.
     let heartbeat = shared.capabilities.extend.then_some(ack_timeout / 2);
 
-    let waiting_since = tokio::time::Instant::now();
-    // Held until the delivery is settled.
-    let mut permit = None;
-    let ready = {
-        let service = &mut service;
-        let shutdown = &shared.shutdown;
-        let (calls, permit) = (&shared.calls, &mut permit);
-        let turn = async move {
-            if let Some(wait) = wait {
-                let _ = wait.await;
-            }
-            *permit = Some(calls.acquire().await.expect("the semaphore is never closed"));
-            ServiceExt::<Context>::ready(service)
-                .await
-                .map(drop)
-                .map_err(Into::<BoxError>::into)
-        };
-        let waiting = async move {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => None,
-                ready = turn => Some(ready),
-            }
-        };
-        hold(&delivery, &mut requests, heartbeat, waiting).await
+    // Most of the time the service is ready at once: no lease keeping, no
+    // timer for that.
+    let at_once = ServiceExt::<Context>::ready(&mut *service)
+        .now_or_never()
+        .map(|ready| ready.map(drop).map_err(Into::<BoxError>::into));
+    let ready = match at_once {
+        Some(ready) => Some(ready),
+        None => {
+            let service = &mut *service;
+            let shutdown = &shared.shutdown;
+            let waiting = async move {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => None,
+                    ready = ServiceExt::<Context>::ready(service) => {
+                        Some(ready.map(drop).map_err(Into::<BoxError>::into))
+                    }
+                }
+            };
+            hold(&delivery, &mut requests, heartbeat, waiting).await
+        }
     };
     let outcome = match ready {
         // Shutting down before the handler started: leave it unsettled, the
@@ -88,11 +77,12 @@ where
             Outcome::retry(format!("the consumer's service failed: {e}"))
         }
         Some(Ok(())) => {
-            // The heartbeat's last extension may be up to half a timeout
-            // old, and a lease layer extends half a timeout after the call
-            // starts: together a whole timeout. A fresh lease now keeps a
-            // delivery that waited from expiring just as its handler starts.
-            if heartbeat.is_some() && waiting_since.elapsed() >= ack_timeout / 4 {
+            // The consumer's last extension of a waiting delivery may be up
+            // to half a timeout old, and a lease layer extends half a
+            // timeout after the call starts: together a whole timeout. A
+            // fresh lease now keeps a delivery that waited from expiring
+            // just as its handler starts.
+            if heartbeat.is_some() && since.elapsed() >= ack_timeout / 4 {
                 if let Err(e) = delivery.extend(ack_timeout).await {
                     tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
                 }
@@ -106,7 +96,7 @@ where
                 shared.counters.clone(),
             );
             let cause = delivery.shared_message();
-            let span = process_span(&shared, &delivery);
+            let span = process_span(shared, &delivery);
             let started = std::time::Instant::now();
             // The last safety net: a panic no layer caught (in `call` itself
             // or in its future) is a failure worth a retry, and the consumer
@@ -132,8 +122,7 @@ where
             }
         }
     };
-    settle(&shared, delivery, outcome).await;
-    drop(permit);
+    settle(shared, delivery, outcome).await;
 }
 
 /// The handler call's span (OpenTelemetry consumer kind, messaging

@@ -61,6 +61,8 @@ mod handler;
 mod idempotency;
 mod layers;
 mod stats;
+mod waiting;
+mod workers;
 
 pub use context::{current_link, link_to_current, Context, Lease, Link};
 pub use handler::{handler_fn, outcome_of, BoxError, Failure, HandlerError, HandlerFn, IntoOutcome};
@@ -74,25 +76,23 @@ pub use layers::timeout::{HandlerTimeout, HandlerTimeoutLayer};
 pub use layers::wrap_call::WrapCall;
 pub use stats::ConsumerStats;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::oneshot;
-use tokio::task::{Id, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::delivery::Delivery;
 use crate::error::Result;
-use crate::message::Message;
 use crate::options::SubscribeOptions;
 use crate::settle::Outcome;
 use crate::transport::Transport;
-use dispatch::{process, Shared, Turn};
+use dispatch::Shared;
 use stats::Counters;
+use workers::{worker, Pool};
 
 /// Runs a service over one topic and group. Owns its transport, so
 /// `tokio::spawn(consumer.run(service, shutdown))` works.
@@ -186,13 +186,16 @@ impl Consumer {
             counters: self.counters.clone(),
             capabilities: self.transport.capabilities(),
             shutdown: stop.clone(),
-            calls: Arc::new(tokio::sync::Semaphore::new(self.concurrency)),
         });
-        let mut tasks = JoinSet::new();
-        // The key of each running task, and for each key with deliveries
-        // held: how many, and the signal the last of them gives when done.
-        let mut task_keys: HashMap<Id, OrderingKey> = HashMap::new();
-        let mut lines: HashMap<OrderingKey, Line> = HashMap::new();
+        // At most `concurrency` workers, started as deliveries come.
+        let pool = Arc::new(Pool::default());
+        let mut workers = JoinSet::new();
+        // The leases of waiting deliveries are kept from here, every half
+        // ack timeout, where the backend can extend them.
+        let keep_leases = shared.capabilities.extend;
+        let period = (self.options.ack_timeout / 2).max(Duration::from_millis(1));
+        let beat = tokio::time::sleep(period);
+        tokio::pin!(beat);
         let mut failure = None;
         tokio::pin!(shutdown);
 
@@ -200,50 +203,34 @@ impl Consumer {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let id = match joined {
-                        Ok((id, ())) => id,
-                        Err(e) => {
-                            tracing::error!(error = %e, "a delivery task failed");
-                            e.id()
-                        }
-                    };
-                    if let Some(key) = task_keys.remove(&id) {
-                        let line = lines.get_mut(&key).expect("a running task's key has a line");
-                        line.held -= 1;
-                        if line.held == 0 {
-                            lines.remove(&key);
-                        }
+                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                    // Workers end only when the consumer stops; one that
+                    // ended early is replaced by the next delivery.
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "a consumer worker failed");
                     }
+                }
+                _ = &mut beat, if keep_leases => {
+                    beat.as_mut().reset(tokio::time::Instant::now() + period);
+                    let waiting = pool.waiting().deliveries();
+                    keep_waiting_leases(waiting).await;
                 }
                 // Taken at once, whatever is running: a delivery left in the
                 // subscription's buffer would have no one keeping its lease.
                 next = subscription.next() => match next {
                     Some(Ok(delivery)) => {
                         self.counters.received();
-                        let key = OrderingKey::of(&delivery);
-                        let turn = match &key {
-                            // A keyed delivery waits for the one before it
-                            // and signals the one after it.
-                            Some(key) => {
-                                let (done, next_wait) = oneshot::channel();
-                                let wait = match lines.get_mut(key.as_str()) {
-                                    Some(line) => {
-                                        line.held += 1;
-                                        Some(std::mem::replace(&mut line.last_done, next_wait))
-                                    }
-                                    None => {
-                                        lines.insert(key.clone(), Line { held: 1, last_done: next_wait });
-                                        None
-                                    }
-                                };
-                                Turn { wait, done: Some(done) }
-                            }
-                            None => Turn { wait: None, done: None },
+                        let ready = {
+                            let mut waiting = pool.waiting();
+                            waiting.arrive(delivery);
+                            waiting.has_ready()
                         };
-                        let handle = tasks.spawn(process(shared.clone(), service.clone(), delivery, turn));
-                        if let Some(key) = key {
-                            task_keys.insert(handle.id(), key);
+                        if ready {
+                            if workers.len() < self.concurrency {
+                                workers.spawn(worker(pool.clone(), shared.clone(), service.clone()));
+                            } else {
+                                pool.wake();
+                            }
                         }
                     }
                     Some(Err(e)) => {
@@ -261,18 +248,31 @@ impl Consumer {
         }
 
         // Stop fetching (nothing polls the subscription any more), tell
-        // handlers, let waiting deliveries go back. The subscription is
-        // dropped only once the running handlers settled: on some backends
-        // dropping it hands back what it still holds, and a handler that
-        // finishes within the shutdown timeout must have its ack count.
+        // handlers, let waiting deliveries go back unsettled. The
+        // subscription is dropped only once the running handlers settled:
+        // on some backends dropping it hands back what it still holds, and
+        // a handler that finishes within the shutdown timeout must have its
+        // ack count.
         stop.cancel();
-        drain(tasks, self.shutdown_timeout).await;
+        let left = std::mem::take(&mut *pool.waiting());
+        drop(left);
+        drain(workers, self.shutdown_timeout).await;
         drop(subscription);
         match failure {
             Some(e) => Err(e),
             None => Ok(self.counters.snapshot()),
         }
     }
+}
+
+/// Extend every waiting delivery by its ack timeout, all at once.
+async fn keep_waiting_leases(waiting: Vec<Arc<Delivery>>) {
+    let extends = waiting.iter().map(|d| async move {
+        if let Err(e) = d.extend(d.info().ack_timeout).await {
+            tracing::warn!(id = d.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered");
+        }
+    });
+    futures::future::join_all(extends).await;
 }
 
 impl std::fmt::Debug for Consumer {
@@ -286,50 +286,7 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-/// A delivery's ordering key, read from its shared message rather than
-/// copied: the runtime keeps one per running task and per key with
-/// deliveries held.
-#[derive(Clone)]
-struct OrderingKey(Arc<Message>);
-
-impl OrderingKey {
-    fn of(delivery: &Delivery) -> Option<Self> {
-        delivery.key().is_some().then(|| OrderingKey(delivery.shared_message()))
-    }
-
-    fn as_str(&self) -> &str {
-        self.0.key.as_deref().unwrap_or_default()
-    }
-}
-
-impl PartialEq for OrderingKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for OrderingKey {}
-
-// Hashed as the key's text, so a map of them can be searched by `&str`.
-impl std::hash::Hash for OrderingKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl std::borrow::Borrow<str> for OrderingKey {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-/// Deliveries of one key held by the consumer.
-struct Line {
-    held: usize,
-    last_done: oneshot::Receiver<()>,
-}
-
-async fn drain(mut tasks: JoinSet<()>, timeout: Duration) {
+async fn drain<T: 'static>(mut tasks: JoinSet<T>, timeout: Duration) {
     let finished = tokio::time::timeout(timeout, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_err() {
         tracing::warn!(

@@ -1,0 +1,139 @@
+//! Deliveries the consumer took that have not started: behind a running
+//! delivery of the same key, or waiting for a free worker. They wait here
+//! rather than each in a task of its own, and the consumer's loop keeps the
+//! leases of all of them at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::delivery::Delivery;
+use crate::message::Message;
+
+/// A delivery's ordering key, read from its shared message rather than
+/// copied.
+#[derive(Clone)]
+pub(super) struct OrderingKey(Arc<Message>);
+
+impl OrderingKey {
+    pub(super) fn of(delivery: &Delivery) -> Option<Self> {
+        delivery.key().is_some().then(|| OrderingKey(delivery.shared_message()))
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.key.as_deref().unwrap_or_default()
+    }
+}
+
+impl PartialEq for OrderingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for OrderingKey {}
+
+// Hashed as the key's text, so a map of them can be searched by `&str`.
+impl std::hash::Hash for OrderingKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::borrow::Borrow<str> for OrderingKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// A delivery and when the consumer took it. Shared only while the
+/// consumer's loop extends its lease (see [`Waiting::deliveries`]).
+pub(super) struct Parked {
+    pub delivery: Arc<Delivery>,
+    pub since: Instant,
+}
+
+impl Parked {
+    /// The delivery, once no lease extension holds it any more.
+    pub(super) async fn take(self) -> Delivery {
+        let mut shared = self.delivery;
+        loop {
+            match Arc::try_unwrap(shared) {
+                Ok(delivery) => return delivery,
+                // Rare (an extension every half ack timeout) and short (one
+                // broker call): no signal is worth keeping for it.
+                Err(still) => {
+                    shared = still;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The waiting deliveries: those that may start, in the order they came,
+/// and for each key with a delivery started or about to start, the ones of
+/// that key behind it.
+#[derive(Default)]
+pub(super) struct Waiting {
+    ready: VecDeque<Parked>,
+    lines: HashMap<OrderingKey, VecDeque<Parked>>,
+}
+
+impl Waiting {
+    /// A delivery the subscription handed out: ready at once unless a
+    /// delivery of its key is ahead of it.
+    pub(super) fn arrive(&mut self, delivery: Delivery) {
+        let parked = Parked {
+            delivery: Arc::new(delivery),
+            since: Instant::now(),
+        };
+        match OrderingKey::of(&parked.delivery) {
+            Some(key) => match self.lines.get_mut(key.as_str()) {
+                Some(line) => line.push_back(parked),
+                None => {
+                    self.lines.insert(key, VecDeque::new());
+                    self.ready.push_back(parked);
+                }
+            },
+            None => self.ready.push_back(parked),
+        }
+    }
+
+    /// The next delivery that may start.
+    pub(super) fn next_ready(&mut self) -> Option<Parked> {
+        self.ready.pop_front()
+    }
+
+    /// The delivery of `key` that started last is settled (or given up):
+    /// the next of its key may start. Whether there was one.
+    pub(super) fn finished(&mut self, key: &OrderingKey) -> bool {
+        match self.lines.get_mut(key.as_str()).and_then(VecDeque::pop_front) {
+            Some(next) => {
+                self.ready.push_back(next);
+                true
+            }
+            None => {
+                self.lines.remove(key.as_str());
+                false
+            }
+        }
+    }
+
+    /// Whether a delivery may start.
+    pub(super) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Every waiting delivery, shared: the loop extends their leases
+    /// without holding the lock, and a worker that takes one meanwhile
+    /// waits for its extension to end ([`Parked::take`]).
+    pub(super) fn deliveries(&self) -> Vec<Arc<Delivery>> {
+        self.ready
+            .iter()
+            .chain(self.lines.values().flatten())
+            .map(|p| p.delivery.clone())
+            .collect()
+    }
+}
