@@ -19,6 +19,10 @@
 //!   (`connect/keysN`: a backend that keeps per-key order across
 //!   consumers hands out one message of a key at a time).
 //!
+//! Where one consumer reads messages without keys in order (`mpsc`,
+//! `connect`), every 16th message's publish-to-receipt time is kept and the
+//! median round's p50 and p99 printed.
+//!
 //! ```text
 //! cargo bench -p transport --bench paths                      memory://
 //! TRANSPORT_URL=nats://127.0.0.1:4222 cargo bench -p transport --all-features --bench paths
@@ -46,6 +50,67 @@ const LOOP: &str = "connect/batch100";
 /// The publisher stays at most this many messages ahead of the acks, as a
 /// producer with flow control would.
 const AHEAD: u64 = 2048;
+
+/// Every `SAMPLE`th message's publish-to-receipt time is kept.
+const SAMPLE: u64 = 16;
+
+/// Send times of every `SAMPLE`th message, by index: with one consumer and
+/// no keys the i-th message received is the i-th sent, so no time travels
+/// in the message.
+struct Latency {
+    start: Instant,
+    sent: Vec<AtomicU64>,
+    seen: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Latency {
+    fn new(n: u64) -> Arc<Self> {
+        Arc::new(Latency {
+            start: Instant::now(),
+            sent: (0..n.div_ceil(SAMPLE)).map(|_| AtomicU64::new(0)).collect(),
+            seen: std::sync::Mutex::new(Vec::with_capacity((n / SAMPLE) as usize + 1)),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn sending(&self, first: u64, count: u64) {
+        let now = self.now();
+        for i in (first..first + count).filter(|i| i % SAMPLE == 0) {
+            self.sent[(i / SAMPLE) as usize].store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn received(&self, i: u64) {
+        if i % SAMPLE == 0 {
+            let sent = self.sent[(i / SAMPLE) as usize].load(Ordering::Relaxed);
+            let took = self.now().saturating_sub(sent);
+            self.seen.lock().expect("not poisoned").push(took);
+        }
+    }
+
+    /// p50 and p99 in microseconds.
+    fn percentiles(&self) -> (f64, f64) {
+        let mut seen = self.seen.lock().expect("not poisoned").clone();
+        seen.sort_unstable();
+        let at = |p: f64| {
+            seen.get(((seen.len().max(1) - 1) as f64 * p) as usize)
+                .copied()
+                .unwrap_or(0) as f64
+                / 1e3
+        };
+        (at(0.5), at(0.99))
+    }
+}
+
+/// What one run measured.
+struct Measured {
+    seconds: f64,
+    /// p50 and p99 publish-to-receipt in microseconds, where measured.
+    latency: Option<(f64, f64)>,
+}
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -139,17 +204,23 @@ fn main() {
         broker.backend()
     );
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
     for round in 0..rounds {
         for (i, w) in workloads.iter().enumerate() {
             let topic = format!("bench-paths-{}-{round}-{i}", std::process::id());
-            let seconds = runtime.block_on(run(&broker, &topic, n, w.run));
-            rates[i].push(n as f64 / seconds);
+            let measured = runtime.block_on(run(&broker, &topic, n, w.run));
+            rates[i].push(n as f64 / measured.seconds);
+            if let Some((p50, p99)) = measured.latency {
+                p50s[i].push(p50);
+                p99s[i].push(p99);
+            }
         }
     }
     let medians: Vec<f64> = rates.iter().map(|r| median(r)).collect();
     println!(
-        "{:<20} {:>12} {:>22} {:>16}",
-        "workload", "msg/s", "spread", "vs its limit"
+        "{:<20} {:>12} {:>22} {:>22} {:>20}",
+        "workload", "msg/s", "spread", "vs its limit", "latency p50 / p99"
     );
     for (i, w) in workloads.iter().enumerate() {
         let (lo, hi) = spread(&rates[i]);
@@ -158,9 +229,14 @@ fn main() {
             .and_then(|l| workloads.iter().position(|o| o.name == l))
             .map(|j| format!("{:.2}x {}", medians[i] / medians[j], workloads[j].name))
             .unwrap_or_default();
+        let latency = if p50s[i].is_empty() {
+            String::new()
+        } else {
+            format!("{:.0} / {:.0} µs", median(&p50s[i]), median(&p99s[i]))
+        };
         println!(
-            "{:<20} {:>12.0} {:>10.0}-{:<11.0} {:>16}",
-            w.name, medians[i], lo, hi, ratio
+            "{:<20} {:>12.0} {:>10.0}-{:<11.0} {:>22} {:>20}",
+            w.name, medians[i], lo, hi, ratio, latency
         );
     }
     let _ = runtime.block_on(broker.close());
@@ -186,20 +262,24 @@ fn message(payload: &Bytes, i: u64, keys: usize) -> Message {
     }
 }
 
-/// Seconds from the first publish to the last message settled.
-async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> f64 {
+/// Seconds from the first publish to the last message settled, and the
+/// latency where one consumer reads messages without keys in order.
+async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> Measured {
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let options = SubscribeOptions::new("bench").max_in_flight(1024);
     let done = Arc::new(AtomicU64::new(0));
     match run {
         Run::Mpsc { batch } => {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(AHEAD as usize / batch);
+            let latency = Latency::new(n);
             let start = Instant::now();
+            let sending = latency.clone();
             let publisher = tokio::spawn(async move {
                 let mut sent = 0;
                 while sent < n {
                     let k = (batch as u64).min(n - sent);
                     let msgs = (sent..sent + k).map(|i| message(&payload, i, 0)).collect();
+                    sending.sending(sent, k);
                     tx.send(msgs).await.expect("the receiver waits");
                     sent += k;
                 }
@@ -207,25 +287,46 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> f64 
             let mut received = 0;
             while received < n {
                 let batch = rx.recv().await.expect("the sender sends n");
-                received += batch.len() as u64;
+                for _ in &batch {
+                    latency.received(received);
+                    received += 1;
+                }
                 drop(batch);
             }
             let seconds = start.elapsed().as_secs_f64();
             publisher.await.expect("the publisher finished");
-            seconds
+            Measured {
+                seconds,
+                latency: Some(latency.percentiles()),
+            }
         }
         Run::Connect { batch, keys } => {
             let mut sub = broker.subscribe(topic, options).await.expect("subscribed");
+            let latency = (keys == 0).then(|| Latency::new(n));
             let start = Instant::now();
-            let publisher = publish(broker.clone(), topic.into(), n, batch, keys, done.clone());
-            for _ in 0..n {
+            let publisher = publish(
+                broker.clone(),
+                topic.into(),
+                n,
+                batch,
+                keys,
+                done.clone(),
+                latency.clone(),
+            );
+            for i in 0..n {
                 let d = sub.next().await.expect("a delivery").expect("received");
+                if let Some(latency) = &latency {
+                    latency.received(i);
+                }
                 d.ack().await.expect("acked");
                 done.fetch_add(1, Ordering::Relaxed);
             }
             let seconds = start.elapsed().as_secs_f64();
             publisher.await.expect("the publisher finished");
-            seconds
+            Measured {
+                seconds,
+                latency: latency.map(|l| l.percentiles()),
+            }
         }
         Run::Runtime {
             stack,
@@ -249,7 +350,7 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> f64 
             let stop = finished.clone();
             let shutdown = async move { stop.notified().await };
             let start = Instant::now();
-            let publisher = publish(broker.clone(), topic.into(), n, 100, keys, done.clone());
+            let publisher = publish(broker.clone(), topic.into(), n, 100, keys, done.clone(), None);
             let stats = match stack {
                 Stack::None => {
                     let service = handler_fn(handler);
@@ -274,13 +375,13 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> f64 
             let seconds = start.elapsed().as_secs_f64();
             publisher.await.expect("the publisher finished");
             assert!(stats.acked >= n, "every message acked ({} of {n})", stats.acked);
-            seconds
+            Measured { seconds, latency: None }
         }
     }
 }
 
 /// Publishes `n` messages in batches of `batch`, at most [`AHEAD`] ahead
-/// of `done`.
+/// of `done`, noting send times in `latency`.
 fn publish(
     broker: Arc<dyn Transport>,
     topic: String,
@@ -288,12 +389,16 @@ fn publish(
     batch: usize,
     keys: usize,
     done: Arc<AtomicU64>,
+    latency: Option<Arc<Latency>>,
 ) -> tokio::task::JoinHandle<()> {
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     tokio::spawn(async move {
         let mut sent = 0;
         while sent < n {
             let k = (batch as u64).min(n - sent);
+            if let Some(latency) = &latency {
+                latency.sending(sent, k);
+            }
             if k == 1 {
                 broker
                     .publish(&topic, message(&payload, sent, keys))

@@ -102,7 +102,14 @@ use workers::{worker, Pool};
 /// every delivery the subscription hands out (at most its `max_in_flight`)
 /// is taken at once and keeps its lease while it waits for its turn (where
 /// the backend can [`extend`](crate::Delivery::extend)), so none expires
-/// unseen in a buffer; on shutdown, fetching
+/// unseen in a buffer.
+///
+/// How: at most `concurrency` worker tasks, started as deliveries come,
+/// each handling one delivery after another; deliveries that may not start
+/// yet (behind a running one of their key, or with every worker busy) wait
+/// in one queue whose leases the consumer extends every half ack timeout.
+/// No task is spawned per delivery, and a worker that settled a delivery
+/// takes the next of its key itself. On shutdown, fetching
 /// stops, handlers see [`Context::shutdown`] and get the shutdown timeout
 /// to finish, and every delivery not settled by then (including those
 /// queued behind a busy key) is left unsettled for redelivery.
