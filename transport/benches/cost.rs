@@ -33,15 +33,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use std::time::Duration;
+use support::full_stack;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
-
-use transport::runtime::{
-    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerTimeoutLayer,
-    IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy,
-};
+use transport::runtime::{Consumer, Context};
 use transport::{Message, Outcome, SubscribeOptions};
+
+#[path = "support/full_stack.rs"]
+mod support;
 
 /// Counts allocations (and reallocations, which may move) while counting is on.
 struct Counting;
@@ -185,7 +184,7 @@ fn run(path: &str, n: usize) -> Counted {
                     if count.fetch_add(1, Ordering::Relaxed) + 1 == n as u64 {
                         notify.notify_one();
                     }
-                    transport::Outcome::Ack
+                    Outcome::Ack
                 }
             };
             let full = path == "runtime_full";
@@ -205,30 +204,6 @@ fn run(path: &str, n: usize) -> Counted {
         }
         other => panic!("unknown path {other:?}: one of {PATHS:?}"),
     }
-}
-
-/// The README's full stack around `handler`: retry delays, lease, breaker,
-/// idempotency (in-memory store), handler timeout, panic catching.
-fn full_stack<F, Fut>(
-    handler: F,
-) -> impl tower::Service<Context, Response = Outcome, Error = transport::runtime::BoxError, Future: Send>
-       + Clone
-       + Send
-       + 'static
-where
-    F: Fn(Context) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    tower::ServiceBuilder::new()
-        .layer(RetryDelayLayer::new(RetryPolicy::default()))
-        .layer(LeaseLayer::new())
-        .layer(CircuitBreakerLayer::new(
-            BreakerConfig::consecutive_failures(5).open_for(Duration::from_secs(10)),
-        ))
-        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
-        .layer(HandlerTimeoutLayer::new(Duration::from_secs(10)))
-        .layer(CatchPanicLayer)
-        .service(handler_fn(handler))
 }
 
 /// Per message: the cost at `2n` less the cost at `n`, over `n`.

@@ -33,15 +33,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
+use support::full_stack;
 use tokio::sync::Notify;
-use transport::runtime::{
-    handler_fn, BreakerConfig, CatchPanicLayer, CircuitBreakerLayer, Consumer, Context, HandlerTimeoutLayer,
-    IdempotencyLayer, LeaseLayer, MemoryIdempotencyStore, RetryDelayLayer, RetryPolicy,
-};
+use transport::runtime::{handler_fn, Consumer, Context};
 use transport::{Bytes, Message, SubscribeOptions, Transport};
+
+#[path = "support/full_stack.rs"]
+mod support;
 
 const PAYLOAD: usize = 1024;
 /// The bare subscription loop (receive, ack) behind a publisher of batches
@@ -357,19 +358,7 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, run: Run) -> Meas
                     consumer.run(service, shutdown).await
                 }
                 Stack::Default => consumer.run_fn(handler, shutdown).await,
-                Stack::Full => {
-                    let service = tower::ServiceBuilder::new()
-                        .layer(RetryDelayLayer::new(RetryPolicy::default()))
-                        .layer(LeaseLayer::new())
-                        .layer(CircuitBreakerLayer::new(
-                            BreakerConfig::consecutive_failures(5).open_for(Duration::from_secs(10)),
-                        ))
-                        .layer(IdempotencyLayer::new(Arc::new(MemoryIdempotencyStore::new())))
-                        .layer(HandlerTimeoutLayer::new(Duration::from_secs(10)))
-                        .layer(CatchPanicLayer)
-                        .service(handler_fn(handler));
-                    consumer.run(service, shutdown).await
-                }
+                Stack::Full => consumer.run(full_stack(handler), shutdown).await,
             }
             .expect("the consumer ran");
             let seconds = start.elapsed().as_secs_f64();
