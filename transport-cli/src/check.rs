@@ -18,17 +18,26 @@ const BACKENDS: &[&str] = &["memory", "redis", "nats", "rabbitmq", "sqs", "kafka
 /// Report name prefixes of the store suite (`conformance-tests/tests/stores.rs`).
 const STORE_SUITES: &[&str] = &["outbox-", "idempotency-"];
 
+/// Report name of the cost gate (`scripts/cost`, `cost.json`): paths x
+/// instructions and allocations per message, not a broker.
+const COST_SUITE: &str = "cost";
+
 pub async fn run(args: CheckArgs) -> CliResult {
     if let Some(dir) = &args.from_reports {
         // The store suite's reports (outbox-*, idempotency-*) are a matrix
         // of their own: stores x store checks, not brokers x broker checks.
-        let (stores, brokers): (Vec<Report>, Vec<Report>) = read_reports(dir)?
+        // So is the cost gate's.
+        let (cost, reports): (Vec<Report>, Vec<Report>) =
+            read_reports(dir)?.into_iter().partition(|r| r.backend == COST_SUITE);
+        let (stores, brokers): (Vec<Report>, Vec<Report>) = reports
             .into_iter()
             .partition(|r| STORE_SUITES.iter().any(|s| r.backend.starts_with(s)));
         print_matrix(&brokers);
-        if !stores.is_empty() {
-            println!();
-            print_matrix(&stores);
+        for other in [stores, cost] {
+            if !other.is_empty() {
+                println!();
+                print_matrix(&other);
+            }
         }
         return Ok(());
     }
