@@ -78,7 +78,9 @@ pub async fn run(topic: &str, w: Workload, probe: &Arc<Probe>, concurrency: usiz
             // a publish before it would reach nobody on this broker.
             let running = app.start().await.expect("the service starts");
             let begin = Instant::now();
-            let publisher = tokio::spawn(publish_all(publisher, topic.to_owned(), probe.clone(), w.batch, |_| None));
+            let publisher = tokio::spawn(publish_all(publisher, topic.to_owned(), probe.clone(), w.batch, |_| {
+                None
+            }));
             probe.finished().await;
             let elapsed = begin.elapsed();
             publisher.await.expect("the publisher finished");

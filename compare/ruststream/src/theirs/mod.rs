@@ -103,9 +103,9 @@ where
             publisher.publish(message, opts.as_ref()).await.expect("published");
         } else {
             let opts: Vec<Option<P::Options>> = (sent..sent + k).map(&options).collect();
-            let publishes = (sent..sent + k).zip(&opts).map(|(seq, o)| {
-                publisher.publish(OutgoingMessage::produced(&name, probe.payload(seq)), o.as_ref())
-            });
+            let publishes = (sent..sent + k)
+                .zip(&opts)
+                .map(|(seq, o)| publisher.publish(OutgoingMessage::produced(&name, probe.payload(seq)), o.as_ref()));
             futures::future::try_join_all(publishes).await.expect("published");
         }
         sent += k;
