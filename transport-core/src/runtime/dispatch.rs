@@ -1,6 +1,6 @@
-//! One delivery's way through the runtime: wait for its turn (its key's
-//! previous delivery, the service's readiness) while keeping its lease, call
-//! the service, and settle the outcome in the one place that does.
+//! One delivery's way through a worker, once its turn has come: wait for
+//! the service's readiness while keeping its lease, call the service, and
+//! settle the outcome in the one place that does.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crate::delivery::Delivery;
 use crate::settle::{Outcome, Settlement};
 use crate::transport::Transport;
 
-/// What every delivery task of one consumer shares.
+/// What the workers of one consumer share.
 pub(super) struct Shared {
     pub transport: Arc<dyn Transport>,
     pub counters: Arc<Counters>,
@@ -31,13 +31,20 @@ pub(super) struct Shared {
 }
 
 /// Handle one delivery that may start (its key's turn has come and a
-/// handler call is free), which the consumer took at `since`.
-pub(super) async fn process<S>(shared: &Shared, service: &mut S, delivery: Delivery, since: Instant)
+/// worker is free), which the consumer took at `since`. Returns whether
+/// `service` may serve the next delivery: not after its readiness failed
+/// or its `call` panicked (tower's contract: such a service is discarded).
+pub(super) async fn process<S>(shared: &Shared, service: &mut S, delivery: Delivery, since: Instant) -> bool
 where
     S: Service<Context, Response = Outcome> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    // Taken just as shutdown began: leave it unsettled for redelivery, as
+    // every delivery that had not started.
+    if shared.shutdown.is_cancelled() {
+        return true;
+    }
     let ack_timeout = delivery.info().ack_timeout;
     let (lease, mut requests) = Lease::channel(ack_timeout);
     // While the delivery waits for the service (a breaker holding calls)
@@ -45,6 +52,20 @@ where
     // extending is the handler's (or the lease layer's) decision, so a hung
     // handler is not held forever.
     let heartbeat = shared.capabilities.extend.then_some(ack_timeout / 2);
+    // The consumer's last extension of a waiting delivery may be up to half
+    // a timeout old; a wait for the service or a lease layer may add half a
+    // timeout before the next: together a whole one. A fresh lease before
+    // either keeps a delivery that waited from expiring.
+    let renew = |since: Instant| {
+        let delivery = &delivery;
+        async move {
+            if heartbeat.is_some() && since.elapsed() >= ack_timeout / 4 {
+                if let Err(e) = delivery.extend(ack_timeout).await {
+                    tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
+                }
+            }
+        }
+    };
 
     // Most of the time the service is ready at once: no lease keeping, no
     // timer for that.
@@ -52,8 +73,13 @@ where
         .now_or_never()
         .map(|ready| ready.map(drop).map_err(Into::<BoxError>::into));
     let ready = match at_once {
-        Some(ready) => Some(ready),
+        Some(ready) => {
+            renew(since).await;
+            Some(ready)
+        }
         None => {
+            renew(since).await;
+            let held_from = Instant::now();
             let service = &mut *service;
             let shutdown = &shared.shutdown;
             let waiting = async move {
@@ -65,28 +91,23 @@ where
                     }
                 }
             };
-            hold(&delivery, &mut requests, heartbeat, waiting).await
+            let ready = hold(&delivery, &mut requests, heartbeat, waiting).await;
+            // The heartbeat's last extension may be up to half a timeout old.
+            renew(held_from).await;
+            ready
         }
     };
+    let reusable;
     let outcome = match ready {
         // Shutting down before the handler started: leave it unsettled, the
         // broker hands it out again.
-        None => return,
+        None => return true,
         Some(Err(e)) => {
             tracing::error!(error = %e, "the consumer's service failed before handling a message");
+            reusable = false;
             Outcome::retry(format!("the consumer's service failed: {e}"))
         }
         Some(Ok(())) => {
-            // The consumer's last extension of a waiting delivery may be up
-            // to half a timeout old, and a lease layer extends half a
-            // timeout after the call starts: together a whole timeout. A
-            // fresh lease now keeps a delivery that waited from expiring
-            // just as its handler starts.
-            if heartbeat.is_some() && since.elapsed() >= ack_timeout / 4 {
-                if let Err(e) = delivery.extend(ack_timeout).await {
-                    tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
-                }
-            }
             let ctx = Context::new(
                 delivery.shared_message(),
                 delivery.info().clone(),
@@ -102,6 +123,7 @@ where
             // or in its future) is a failure worth a retry, and the consumer
             // keeps running.
             let call = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx))));
+            reusable = call.is_ok();
             let handled = async {
                 match call {
                     Ok(future) => {
@@ -123,6 +145,7 @@ where
         }
     };
     settle(shared, delivery, outcome).await;
+    reusable
 }
 
 /// The handler call's span (OpenTelemetry consumer kind, messaging
@@ -190,7 +213,7 @@ async fn hold<T>(
 ) -> T {
     tokio::pin!(work);
     // A sleep pinned here rather than an `Interval` (which boxes its
-    // sleep): this runs twice for every delivery, and most never wait.
+    // sleep): this runs for every delivery's call.
     let period = heartbeat.unwrap_or(Duration::from_secs(3600));
     let beat = tokio::time::sleep(period);
     tokio::pin!(beat);

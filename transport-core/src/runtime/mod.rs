@@ -85,13 +85,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::delivery::Delivery;
 use crate::error::Result;
 use crate::options::SubscribeOptions;
 use crate::settle::Outcome;
 use crate::transport::Transport;
 use dispatch::Shared;
 use stats::Counters;
+use waiting::keep_leases;
 use workers::{worker, Pool};
 
 /// Runs a service over one topic and group. Owns its transport, so
@@ -199,10 +199,14 @@ impl Consumer {
         let mut workers = JoinSet::new();
         // The leases of waiting deliveries are kept from here, every half
         // ack timeout, where the backend can extend them.
-        let keep_leases = shared.capabilities.extend;
+        let can_extend = shared.capabilities.extend;
         let period = (self.options.ack_timeout / 2).max(Duration::from_millis(1));
         let beat = tokio::time::sleep(period);
         tokio::pin!(beat);
+        // The extensions of one beat run beside the loop, which keeps
+        // reading, starting workers and watching for shutdown meanwhile;
+        // a beat that finds the last one still running skips.
+        let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
         let mut failure = None;
         tokio::pin!(shutdown);
 
@@ -211,16 +215,19 @@ impl Consumer {
                 biased;
                 _ = &mut shutdown => break,
                 Some(joined) = workers.join_next(), if !workers.is_empty() => {
-                    // Workers end only when the consumer stops; one that
-                    // ended early is replaced by the next delivery.
+                    // Workers end only when the consumer stops (they catch
+                    // panics); one that ended anyway is replaced as soon as a
+                    // delivery arrives.
                     if let Err(e) = joined {
                         tracing::error!(error = %e, "a consumer worker failed");
                     }
                 }
-                _ = &mut beat, if keep_leases => {
+                _ = &mut beat, if can_extend => {
                     beat.as_mut().reset(tokio::time::Instant::now() + period);
-                    let waiting = pool.waiting().deliveries();
-                    keep_waiting_leases(waiting).await;
+                    if keeping.as_ref().is_none_or(|k| k.is_finished()) {
+                        let waiting = pool.waiting().deliveries();
+                        keeping = Some(tokio::spawn(keep_leases(waiting, period)));
+                    }
                 }
                 // Taken at once, whatever is running: a delivery left in the
                 // subscription's buffer would have no one keeping its lease.
@@ -261,6 +268,11 @@ impl Consumer {
         // a handler that finishes within the shutdown timeout must have its
         // ack count.
         stop.cancel();
+        if let Some(keeping) = keeping {
+            keeping.abort();
+        }
+        // Taken out of the lock first: dropping a delivery may run backend
+        // work (handing it back).
         let left = std::mem::take(&mut *pool.waiting());
         drop(left);
         drain(workers, self.shutdown_timeout).await;
@@ -270,16 +282,6 @@ impl Consumer {
             None => Ok(self.counters.snapshot()),
         }
     }
-}
-
-/// Extend every waiting delivery by its ack timeout, all at once.
-async fn keep_waiting_leases(waiting: Vec<Arc<Delivery>>) {
-    let extends = waiting.iter().map(|d| async move {
-        if let Err(e) = d.extend(d.info().ack_timeout).await {
-            tracing::warn!(id = d.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered");
-        }
-    });
-    futures::future::join_all(extends).await;
 }
 
 impl std::fmt::Debug for Consumer {

@@ -1,10 +1,14 @@
 //! Deliveries the consumer took that have not started: behind a running
 //! delivery of the same key, or waiting for a free worker. They wait here
-//! rather than each in a task of its own, and the consumer's loop keeps the
-//! leases of all of them at once.
+//! rather than each in a task of its own, and their leases are kept all at
+//! once: every half ack timeout the consumer's loop takes them
+//! ([`Waiting::deliveries`]) and extends them in a task beside it
+//! ([`keep_leases`]); a worker that takes one meanwhile waits for its
+//! extension to end ([`Parked::take`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -61,8 +65,9 @@ impl Parked {
         loop {
             match Arc::try_unwrap(shared) {
                 Ok(delivery) => return delivery,
-                // Rare (an extension every half ack timeout) and short (one
-                // broker call): no signal is worth keeping for it.
+                // Rare (a beat every half ack timeout) and bounded (each
+                // extension gives up after a beat, and lets go of its
+                // delivery as soon as it ends): no signal is worth keeping.
                 Err(still) => {
                     shared = still;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -107,16 +112,12 @@ impl Waiting {
     }
 
     /// The delivery of `key` that started last is settled (or given up):
-    /// the next of its key may start. Whether there was one.
-    pub(super) fn finished(&mut self, key: &OrderingKey) -> bool {
+    /// the next of its key may start.
+    pub(super) fn finished(&mut self, key: &OrderingKey) {
         match self.lines.get_mut(key.as_str()).and_then(VecDeque::pop_front) {
-            Some(next) => {
-                self.ready.push_back(next);
-                true
-            }
+            Some(next) => self.ready.push_back(next),
             None => {
                 self.lines.remove(key.as_str());
-                false
             }
         }
     }
@@ -136,4 +137,26 @@ impl Waiting {
             .map(|p| p.delivery.clone())
             .collect()
     }
+}
+
+/// Extend every delivery by its ack timeout, all at once, each giving up
+/// after `limit` (the next beat); each delivery is let go as soon as its
+/// own extension ends, so a worker waiting to take it waits for that one
+/// call only.
+pub(super) async fn keep_leases(deliveries: Vec<Arc<Delivery>>, limit: Duration) {
+    let extends = deliveries.into_iter().map(|d| async move {
+        let kept = tokio::time::timeout(limit, d.extend(d.info().ack_timeout)).await;
+        match kept {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(id = d.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered")
+            }
+            Err(_) => tracing::warn!(
+                id = d.id(),
+                "keeping a waiting delivery's lease took longer than half its ack timeout; it may be redelivered"
+            ),
+        }
+        drop(d);
+    });
+    futures::future::join_all(extends).await;
 }

@@ -1,14 +1,13 @@
 //! The consumer's workers: at most `concurrency` tasks, each taking the
 //! next delivery that may start and handling it, one after another. A
-//! worker that settled a delivery of a key takes the next of that key
-//! itself when it is next in line, so a line of one key runs without a
-//! hand-off between tasks, and no task is spawned per delivery.
+//! worker that settled a delivery of a key makes the next of that key
+//! ready and takes the first ready one itself, so no task is spawned per
+//! delivery and no other worker is woken for it.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use tower::Service;
@@ -35,19 +34,23 @@ impl Pool {
     }
 
     /// The waiting deliveries, locked for a moment. A panic while they were
-    /// locked leaves them whole (every change is one push or pop).
+    /// locked leaves them usable (no change leaves a delivery in two places
+    /// or in none).
     pub(super) fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// Take deliveries that may start and handle them until the consumer stops.
-pub(super) async fn worker<S>(pool: Arc<Pool>, shared: Arc<Shared>, mut service: S)
+pub(super) async fn worker<S>(pool: Arc<Pool>, shared: Arc<Shared>, pristine: S)
 where
-    S: Service<Context, Response = Outcome> + Send + 'static,
+    S: Service<Context, Response = Outcome> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
+    // One instance for every delivery this worker handles, replaced by a
+    // fresh clone once it failed or panicked (tower: discard such a one).
+    let mut service = pristine.clone();
     loop {
         if shared.shutdown.is_cancelled() {
             return;
@@ -81,14 +84,17 @@ where
         let handled = AssertUnwindSafe(process(&shared, &mut service, delivery, since))
             .catch_unwind()
             .await;
-        if handled.is_err() {
-            tracing::error!("handling a delivery panicked; the delivery will be redelivered");
+        let reusable = handled.unwrap_or_else(|_| {
+            tracing::error!("handling a delivery panicked outside the handler; the delivery will be redelivered");
+            false
+        });
+        if !reusable {
+            service = pristine.clone();
         }
+        // The next of this key, if any, is now ready; this worker takes it
+        // (or whatever is first) on its next turn: no other needs waking.
         if let Some(key) = key {
-            let next_of_key = pool.waiting().finished(&key);
-            if next_of_key {
-                pool.wake();
-            }
+            pool.waiting().finished(&key);
         }
     }
 }

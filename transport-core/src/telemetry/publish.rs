@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::names::*;
 use crate::error::Result;
 use crate::message::Message;
+use crate::names::validate_topic;
 use crate::operation::Operation;
 
 /// Topics whose metric keys a transport keeps; a service publishing to
@@ -66,7 +67,11 @@ impl TopicKeys {
     }
 
     fn slot(op: Operation) -> usize {
-        usize::from(op != Operation::Publish)
+        match op {
+            Operation::Publish => 0,
+            Operation::PublishBatch => 1,
+            other => unreachable!("{other} is not a publish"),
+        }
     }
 }
 
@@ -78,6 +83,10 @@ impl PublishMetrics {
             return keys.clone();
         }
         let keys = Arc::new(TopicKeys::new(backend, topic));
+        // A refused name (a publish that failed validation) is not kept.
+        if validate_topic(topic).is_err() {
+            return keys;
+        }
         let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
         if topics.len() < KEYED_TOPICS {
             topics.entry(topic.into()).or_insert_with(|| keys.clone());
@@ -90,7 +99,7 @@ impl PublishMetrics {
 /// after writing the trace context into the messages, and record its
 /// duration and outcome.
 pub(crate) async fn traced<F, Fut>(
-    metrics: &PublishMetrics,
+    publish_metrics: &PublishMetrics,
     backend: &'static str,
     op: Operation,
     topic: &str,
@@ -132,7 +141,7 @@ where
         let start = Instant::now();
         let result = send(messages).await;
         let elapsed = start.elapsed().as_secs_f64();
-        let keys = metrics.keys(backend, topic);
+        let keys = publish_metrics.keys(backend, topic);
         let slot = TopicKeys::slot(op);
         metrics::with_recorder(|recorder| {
             recorder
