@@ -8,7 +8,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-
 use tokio::sync::Notify;
 use tower::Service;
 
