@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -15,9 +14,9 @@ use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::Message as _;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::backend::{self, BackendConfig};
+use transport_core::backend::{BackendConfig, RawTransport};
 use transport_core::headers::{header_text, repeated_header_text};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result, Transport};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Result};
 
 use crate::config::KafkaConfig;
 use crate::SCHEME;
@@ -225,7 +224,6 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + 
 /// Room librdkafka needs above the largest message for the record batch.
 const BATCH_OVERHEAD: usize = 64 * 1024;
 
-#[async_trait]
 impl BackendConfig for KafkaConfig {
     const BACKEND: &'static str = SCHEME;
 
@@ -233,8 +231,8 @@ impl BackendConfig for KafkaConfig {
         KafkaConfig::from_url(url)
     }
 
-    async fn open(self) -> Result<Arc<dyn Transport>> {
-        Ok(backend::transport(Kafka::open(self).await?))
+    async fn open(self) -> Result<impl RawTransport> {
+        Kafka::open(self).await
     }
 }
 

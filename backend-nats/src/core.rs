@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, HeaderMap};
-use async_trait::async_trait;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::backend::{self, BackendConfig};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
+use transport_core::backend::{BackendConfig, RawTransport};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::NatsConfig;
 use crate::SCHEME;
@@ -166,7 +165,6 @@ impl fmt::Debug for Nats {
 /// Headers and framing NATS adds on top of what `Message::encoded_len` counts.
 pub(crate) const HEADER_OVERHEAD: usize = 4096;
 
-#[async_trait]
 impl BackendConfig for NatsConfig {
     const BACKEND: &'static str = SCHEME;
 
@@ -175,8 +173,8 @@ impl BackendConfig for NatsConfig {
     }
 
     /// Connect, and check that the server has JetStream for this account.
-    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
-        Ok(backend::transport(open(self).await?))
+    async fn open(self) -> Result<impl RawTransport, Error> {
+        open(self).await
     }
 }
 

@@ -5,8 +5,6 @@
 //! are not counted: `waiting` is exact for what is ready.
 
 use async_trait::async_trait;
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use transport_core::backend::RawBacklog;
 use transport_core::{Backlog, DeadLetterQueue, ErrorKind, Result, SubscribeOptions};
 
@@ -14,6 +12,7 @@ use crate::core::map_err;
 use crate::core::Rabbit;
 use crate::dead_letter_queue::RabbitDeadLetters;
 use crate::names::{dlq_queue, work_queue};
+use crate::provision::ready_count;
 
 #[async_trait]
 impl RawBacklog for Rabbit {
@@ -37,26 +36,11 @@ impl RawBacklog for Rabbit {
                     .create_channel()
                     .await
                     .map_err(map_err)?;
-                let declared = ch
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .map_err(map_err);
-                match declared {
-                    Ok(q) => {
-                        let _ = ch.close(200, "done".into()).await;
-                        Ok(q.message_count() as u64)
-                    }
+                match ready_count(&ch, &queue).await {
                     // No such queue: the group has not subscribed yet (the
                     // broker closed the channel).
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
-                    Err(e) => Err(e),
+                    other => other,
                 }
             })
             .await?;

@@ -9,15 +9,14 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::backend::{self, BackendConfig};
+use transport_core::backend::{BackendConfig, RawTransport};
 use transport_core::headers::{header_text, CONTENT_TYPE};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::acks::Outstanding;
 use crate::config::RabbitConfig;
@@ -67,7 +66,6 @@ pub(crate) fn map_err(e: lapin::Error) -> Error {
     err(kind, format!("{text}{hint}"))
 }
 
-#[async_trait]
 impl BackendConfig for RabbitConfig {
     const BACKEND: &'static str = SCHEME;
 
@@ -75,15 +73,15 @@ impl BackendConfig for RabbitConfig {
         RabbitConfig::from_url(url)
     }
 
-    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+    async fn open(self) -> Result<impl RawTransport, Error> {
         self.check()?;
         let conn = Conn::open(self).await?;
-        Ok(backend::transport(Rabbit {
+        Ok(Rabbit {
             inner: Arc::new(Inner {
                 conn,
                 acks: std::sync::Mutex::default(),
             }),
-        }))
+        })
     }
 }
 

@@ -1,8 +1,7 @@
 //! A group's dead-letter queue: depth, peek, redrive and discard by selection.
 
 use async_trait::async_trait;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueuePurgeOptions};
 use lapin::Channel;
 use transport_core::backend::redrive_message;
 use transport_core::backend::{RawDeadLetters, RawPublish};
@@ -11,6 +10,7 @@ use transport_core::{DeadLetter, DeadLetterQueue, Message, Result, Selection, Su
 
 use crate::core::{self, map_err, Rabbit};
 use crate::names::{self, work_queue};
+use crate::provision::ready_count;
 
 #[async_trait]
 impl RawDeadLetters for Rabbit {
@@ -113,20 +113,7 @@ impl DeadLetterQueue for RabbitDeadLetters {
     }
 
     async fn depth(&self) -> Result<u64> {
-        let ch = self.channel().await?;
-        let q = ch
-            .queue_declare(
-                self.queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(map_err)?;
-        let _ = ch.close(200, "done".into()).await;
-        Ok(q.message_count() as u64)
+        ready_count(&self.channel().await?, &self.queue).await
     }
 
     async fn peek(&self, n: usize) -> Result<Vec<DeadLetter>> {

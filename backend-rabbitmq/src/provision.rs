@@ -48,16 +48,7 @@ impl Conn {
         if self.known(&tag) {
             return Ok(());
         }
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map_err(map_err)?;
+        declare_durable(ch, queue, args).await?;
         ch.queue_bind(
             queue.into(),
             topic.into(),
@@ -119,19 +110,35 @@ impl Conn {
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
         args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
         args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .map_err(map_err)?;
+        declare_durable(ch, name, args).await?;
         self.remember(tag);
         Ok(())
     }
+}
+
+async fn declare_durable(ch: &Channel, queue: &str, args: FieldTable) -> Result<(), Error> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), options, args).await.map_err(map_err)?;
+    Ok(())
+}
+
+/// The ready-message count of a queue (a passive `queue.declare`, which
+/// declares nothing). A missing queue is `NotFound`, and the broker closes
+/// the channel; otherwise the channel is closed here.
+pub(crate) async fn ready_count(ch: &Channel, queue: &str) -> Result<u64, Error> {
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .map_err(map_err)?;
+    let _ = ch.close(200, "done".into()).await;
+    Ok(q.message_count() as u64)
 }
 
 /// The broker's own delivery limit on work queues: none that matters. The

@@ -8,16 +8,15 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use transport_core::backend::cloudevents::Binding;
-use transport_core::backend::{self, BackendConfig};
+use transport_core::backend::{BackendConfig, RawTransport};
 use transport_core::headers::header_text;
 use transport_core::Bytes;
-use transport_core::{Error, ErrorKind, Headers, Message, Operation, Transport};
+use transport_core::{Error, ErrorKind, Headers, Message, Operation};
 
 use crate::config::RedisConfig;
 use crate::SCHEME;
@@ -42,7 +41,6 @@ impl fmt::Debug for Redis {
     }
 }
 
-#[async_trait]
 impl BackendConfig for RedisConfig {
     const BACKEND: &'static str = SCHEME;
 
@@ -50,12 +48,12 @@ impl BackendConfig for RedisConfig {
         RedisConfig::from_url(url)
     }
 
-    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
+    async fn open(self) -> Result<impl RawTransport, Error> {
         self.check_cluster()?;
         let conn = connect(&self, self.command_timeout).await?;
-        Ok(backend::transport(Redis {
+        Ok(Redis {
             core: Arc::new(Core { config: self, conn }),
-        }))
+        })
     }
 }
 
@@ -387,6 +385,32 @@ pub(crate) struct Scripts {
     pub current: Script,
 }
 
+/// A script that settles a delivery (KEYS: stream, delayed set, first-failure
+/// hash; ARGV: group, entry id, the handle's delivery count, then its own).
+/// It acts only while the entry is pending with the handle's delivery
+/// count, and returns 0 otherwise.
+macro_rules! settling_script {
+    ($($body:expr),+ $(,)?) => {
+        Script::new(concat!(
+            "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n",
+            "if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end\n",
+            $($body),+
+        ))
+    };
+}
+
+/// The end of a delivery: acked, and its nack delay and first failure
+/// forgotten.
+macro_rules! release {
+    () => {
+        concat!(
+            "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n",
+            "redis.call('ZREM', KEYS[2], ARGV[2])\n",
+            "redis.call('HDEL', KEYS[3], ARGV[2])\n",
+        )
+    };
+}
+
 pub(crate) fn scripts() -> &'static Scripts {
     static S: OnceLock<Scripts> = OnceLock::new();
     S.get_or_init(|| Scripts {
@@ -431,47 +455,19 @@ return out",
         // Settling checks the entry's delivery count: a handle from before
         // a redelivery (the count has grown since) settles nothing, so it
         // cannot ack or requeue the live redelivery. Returns 0 then.
-        nack: Script::new(
-            r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[5])
-return 1",
+        nack: settling_script!(
+            "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])\n",
+            "redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[5])\n",
+            "return 1",
         ),
-        ack: Script::new(
-            r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[2])
-return 1",
-        ),
-        dead_letter: Script::new(
-            r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
-redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HDEL', KEYS[3], ARGV[2])
-return 1",
-        ),
+        ack: settling_script!(release!(), "return 1"),
+        dead_letter: settling_script!("redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))\n", release!(), "return 1"),
         // JUSTID leaves the delivery count alone.
-        extend: Script::new(
-            r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
-local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'IDLE', tonumber(ARGV[5]), 'JUSTID')
-return #c",
+        extend: settling_script!(
+            "local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[2], 'IDLE', tonumber(ARGV[5]), 'JUSTID')\n",
+            "return #c",
         ),
-        current: Script::new(
-            r"
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not p[1] or tonumber(p[1][4]) ~= tonumber(ARGV[3]) then return 0 end
-return 1",
-        ),
+        current: settling_script!("return 1"),
         redrive: Script::new(
             r"
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end

@@ -8,14 +8,13 @@ use std::fmt::{self, Display};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use base64::Engine;
 use transport_core::backend::cloudevents::Binding;
-use transport_core::backend::{self, BackendConfig};
+use transport_core::backend::{BackendConfig, RawTransport};
 use transport_core::headers::{CE_ID, CE_PREFIX, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, CONTENT_TYPE};
-use transport_core::{Bytes, Error, ErrorKind, Headers, Message, Transport};
+use transport_core::{Bytes, Error, ErrorKind, Headers, Message};
 
 use crate::config::SqsConfig;
 use crate::SCHEME;
@@ -294,7 +293,6 @@ pub(crate) fn secs(d: Duration) -> i32 {
     d.min(MAX_VISIBILITY).as_secs_f64().ceil() as i32
 }
 
-#[async_trait]
 impl BackendConfig for SqsConfig {
     const BACKEND: &'static str = SCHEME;
 
@@ -302,8 +300,8 @@ impl BackendConfig for SqsConfig {
         SqsConfig::from_url(url)
     }
 
-    async fn open(self) -> Result<Arc<dyn Transport>, Error> {
-        Ok(backend::transport(open(self).await?))
+    async fn open(self) -> Result<impl RawTransport, Error> {
+        open(self).await
     }
 }
 

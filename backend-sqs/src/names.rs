@@ -3,21 +3,9 @@
 //! dead-letter topic's queue. Names are escaped so distinct topics never
 //! share one, and fitted into AWS's length limits with a hash.
 
-use crate::config::SqsConfig;
+use transport_core::backend::escape_dots;
 
-/// `_` becomes `__` and `.` becomes `_d`: SNS and SQS names allow neither
-/// dots nor (for us) ambiguity. `_s` (never produced) separates parts.
-fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        match c {
-            '_' => out.push_str("__"),
-            '.' => out.push_str("_d"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::config::SqsConfig;
 
 /// Fit a name into `max` characters, keeping it unique with a hash suffix.
 fn fit(name: String, max: usize) -> String {
@@ -43,13 +31,19 @@ fn suffix(fifo: bool) -> &'static str {
 /// SNS topic name of a topic.
 pub(crate) fn topic_name(c: &SqsConfig, topic: &str) -> String {
     let s = suffix(c.fifo);
-    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 256 - s.len()))
+    format!(
+        "{}{s}",
+        fit(format!("{}{}", c.prefix, escape_dots(topic)), 256 - s.len())
+    )
 }
 
 /// SQS queue of a topic in point-to-point mode.
 pub(crate) fn topic_queue_name(c: &SqsConfig, topic: &str) -> String {
     let s = suffix(c.fifo);
-    format!("{}{s}", fit(format!("{}{}", c.prefix, escape(topic)), 80 - s.len()))
+    format!(
+        "{}{s}",
+        fit(format!("{}{}", c.prefix, escape_dots(topic)), 80 - s.len())
+    )
 }
 
 /// SQS queue name of a group on a topic.
@@ -58,7 +52,7 @@ pub(crate) fn group_queue_name(c: &SqsConfig, topic: &str, group: &str) -> Strin
     format!(
         "{}{s}",
         fit(
-            format!("{}{}_s{}", c.prefix, escape(topic), escape(group)),
+            format!("{}{}_s{}", c.prefix, escape_dots(topic), escape_dots(group)),
             80 - s.len()
         )
     )
@@ -69,7 +63,7 @@ pub(crate) fn dlq_queue_name(c: &SqsConfig, dlq_topic: &str) -> String {
     let s = suffix(c.fifo);
     format!(
         "{}{s}",
-        fit(format!("{}{}_sdlq", c.prefix, escape(dlq_topic)), 80 - s.len())
+        fit(format!("{}{}_sdlq", c.prefix, escape_dots(dlq_topic)), 80 - s.len())
     )
 }
 

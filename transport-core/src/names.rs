@@ -19,6 +19,23 @@ pub fn validate_group(name: &str) -> Result<()> {
     validate("group", name)
 }
 
+/// A portable name in a broker that allows no `.` in its object names
+/// (NATS streams and consumers, SNS topics, SQS queues): `_` becomes `__`
+/// and `.` becomes `_d`, so distinct names never collide. An escaped name
+/// read pair by pair never holds the pair `_s`, so a backend can use it to
+/// separate parts.
+pub fn escape_dots(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '.' => out.push_str("_d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn validate(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid(format!("{what} name must not be empty")));
@@ -49,6 +66,15 @@ fn validate(what: &str, name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn escaped_names_have_no_dot_and_never_collide() {
+        let names = ["a.b", "a_b", "a_db", "a__b", "a._b", "a_.b", "a..b", "a_d.b"];
+        let escaped: std::collections::HashSet<_> = names.iter().map(|n| escape_dots(n)).collect();
+        assert_eq!(escaped.len(), names.len(), "{escaped:?}");
+        assert!(escaped.iter().all(|e| !e.contains('.')));
+        assert_eq!(escape_dots("orders.placed_v1"), "orders_dplaced__v1");
+    }
 
     #[test]
     fn accepts_portable_names() {

@@ -5,11 +5,11 @@
 //! [`Operation::Connect`] on every error.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
+use super::{transport, RawTransport};
 use crate::error::{Error, Result};
 use crate::operation::Operation;
 use crate::transport::Transport;
@@ -18,17 +18,16 @@ use crate::transport::Transport;
 /// it connects. Its fields are public and it has a `Default`, so code builds
 /// one as `Config { field: value, ..Default::default() }`: one way, the same
 /// value a URL or a configuration file gives.
-#[async_trait]
 pub trait BackendConfig: Default + Send + 'static {
     /// The backend's name in errors and telemetry (`"redis"`).
     const BACKEND: &'static str;
     /// Read from the backend's URL; a malformed one is `Invalid`.
     fn from_url(url: &str) -> Result<Self>;
-    /// Check the configuration, connect (within the configured timeouts)
-    /// and return [`transport`](super::transport)`(raw)`: the raw backend
-    /// stays private to its crate, and the wrapper is the only
-    /// [`Transport`] it can become.
-    async fn open(self) -> Result<Arc<dyn Transport>>;
+    /// Check the configuration and connect (within the configured
+    /// timeouts). What it returns is the raw backend, which stays private
+    /// to its crate (`impl RawTransport`): [`Connector`] wraps it, so the
+    /// wrapper is the only [`Transport`] it can become.
+    fn open(self) -> impl Future<Output = Result<impl RawTransport>> + Send;
 }
 
 /// The constructors of a backend whose configuration is `C`; each backend
@@ -58,7 +57,8 @@ impl<C: BackendConfig> Connector<C> {
     /// Check `config` and connect: fails within the configured timeouts when
     /// the broker cannot be reached or refuses the credentials.
     pub async fn with_config(config: C) -> Result<Arc<dyn Transport>> {
-        config.open().await.map_err(connect_error::<C>)
+        let raw = config.open().await.map_err(connect_error::<C>)?;
+        Ok(transport(raw))
     }
 }
 

@@ -58,7 +58,7 @@ pub use wrap::transport;
 pub use crate::dead_letter::{dead_letter_message, redrive_message};
 pub use crate::delivery::Settler;
 pub use crate::flow::InFlightLimit;
-pub use crate::names::{validate_group, validate_topic};
+pub use crate::names::{escape_dots, validate_group, validate_topic};
 
 use std::sync::Arc;
 

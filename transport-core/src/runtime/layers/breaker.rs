@@ -414,6 +414,17 @@ mod tests {
         CircuitBreakerLayer::new(BreakerConfig::consecutive_failures(2).open_for(Duration::from_secs(10)))
     }
 
+    /// Two failures open the breaker; past its open time the next
+    /// admission is the probe.
+    async fn opened_until_probe(b: &Arc<Breaker>) -> Permit {
+        for _ in 0..2 {
+            let p = b.clone().admit().await;
+            b.record(p, true);
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        b.clone().admit().await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_after_the_streak_probes_once_and_closes_on_success() {
         let layer = machine();
@@ -445,12 +456,7 @@ mod tests {
     async fn failed_probe_reopens_and_dropped_probe_is_given_back() {
         let layer = machine();
         let b = layer.shared.clone();
-        for _ in 0..2 {
-            let p = b.clone().admit().await;
-            b.record(p, true);
-        }
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        let probe = b.clone().admit().await;
+        let probe = opened_until_probe(&b).await;
         assert!(b.record(probe, true).0);
         assert_eq!(layer.handle().opened(), 2);
         tokio::time::sleep(Duration::from_secs(11)).await;
@@ -477,12 +483,7 @@ mod tests {
     async fn a_breaker_closed_by_its_probe_needs_a_new_streak() {
         let layer = machine();
         let b = layer.shared.clone();
-        for _ in 0..2 {
-            let p = b.clone().admit().await;
-            b.record(p, true);
-        }
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        let probe = b.clone().admit().await;
+        let probe = opened_until_probe(&b).await;
         assert!(!b.record(probe, false).0, "the probe closes it");
         // The streak that opened it is over: one failure is not two in a row.
         let p = b.clone().admit().await;
