@@ -6,7 +6,7 @@
 //! are wrapped before the lock is taken and freed after it is released, and
 //! wake-ups are sent only when a consumer sleeps.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -52,9 +52,9 @@ pub(crate) struct GroupState {
     /// Messages available again (redeliveries), oldest first.
     ready: BTreeMap<u64, Pending>,
     /// Messages waiting for their key to be released.
-    blocked: HashMap<String, BTreeMap<u64, Pending>>,
+    blocked: foldhash::HashMap<String, BTreeMap<u64, Pending>>,
     /// Keys with a message in flight or waiting out a nack delay.
-    locked: HashSet<String>,
+    locked: foldhash::HashSet<String>,
     /// Keyed by log offset; offsets are not attacker-chosen, so a fast
     /// non-keyed hash is safe here.
     in_flight: FxHashMap<u64, InFlight>,

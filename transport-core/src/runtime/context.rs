@@ -4,13 +4,13 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::stats::Counters;
+use crate::delivery::Delivery;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{CE_CAUSATIONID, CE_CORRELATIONID};
@@ -185,37 +185,32 @@ pub(crate) async fn with_cause<F: std::future::Future>(cause: Arc<Message>, f: F
 }
 
 /// A handle on a delivery's lease, valid while the consumer holds the
-/// delivery. Cheap to clone.
+/// delivery (until it is settled). Cheap to clone; it does not keep the
+/// delivery alive.
 #[derive(Clone)]
 pub struct Lease {
-    requests: mpsc::Sender<LeaseRequest>,
+    delivery: Weak<Delivery>,
     ack_timeout: Duration,
 }
 
-pub(crate) struct LeaseRequest {
-    pub(crate) by: Duration,
-    pub(crate) reply: oneshot::Sender<Result<()>>,
-}
-
 impl Lease {
-    pub(crate) fn channel(ack_timeout: Duration) -> (Lease, mpsc::Receiver<LeaseRequest>) {
-        let (requests, rx) = mpsc::channel(4);
-        (Lease { requests, ack_timeout }, rx)
+    /// The lease of a delivery the consumer holds, shared until it settles.
+    pub(crate) fn of(delivery: &Arc<Delivery>) -> Lease {
+        Lease {
+            delivery: Arc::downgrade(delivery),
+            ack_timeout: delivery.info().ack_timeout,
+        }
     }
 
     /// Keep the delivery from being redelivered for `by` from now; see
     /// [`Delivery::extend`](crate::Delivery::extend) for what it means on
     /// every backend. `by` is at most the ack timeout.
     pub async fn extend(&self, by: Duration) -> Result<()> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || {
+        // Settled (or given up) since: nothing to keep.
+        let delivery = self.delivery.upgrade().ok_or_else(|| {
             Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation(Operation::Extend)
-        };
-        self.requests
-            .send(LeaseRequest { by, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        })?;
+        delivery.extend(by).await
     }
 
     /// Extend by a full ack timeout.

@@ -1,28 +1,30 @@
-//! One delivery's way through a worker, once its turn has come: wait for
-//! the service's readiness while keeping its lease, call the service, and
-//! settle the outcome in the one place that does.
+//! One delivery's way once its turn has come: the service is called for it
+//! (synchronously, right after the consumer saw the service ready), and
+//! the call's future runs with the delivery's lease served, then the
+//! outcome is settled in the one place that does.
 
+use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tower::{Service, ServiceExt};
+use tower::Service;
 use tracing::Instrument;
 
-use super::context::{with_cause, Context, Lease, LeaseRequest};
+use super::context::{with_cause, Context, Lease};
 use super::handler::{outcome_of, BoxError};
 use super::layers::catch_panic::panic_reason;
 use super::stats::Counters;
+use super::waiting::{unshare, OrderingKey, Parked};
 use crate::capabilities::Capabilities;
 use crate::delivery::Delivery;
 use crate::settle::{Outcome, Settlement};
 use crate::transport::Transport;
 
-/// What the workers of one consumer share.
+/// What every delivery of one consumer shares.
 pub(super) struct Shared {
     pub transport: Arc<dyn Transport>,
     pub counters: Arc<Counters>,
@@ -30,100 +32,99 @@ pub(super) struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// Handle one delivery that may start (its key's turn has come and a
-/// worker is free), which the consumer took at `since`. Returns whether
-/// `service` may serve the next delivery: not after its readiness failed
-/// or its `call` panicked (tower's contract: such a service is discarded).
-pub(super) async fn process<S>(shared: &Shared, service: &mut S, delivery: Delivery, since: Instant) -> bool
+/// The handler call of a delivery: the future `call` returned, or the
+/// panic of `call` itself.
+type Call<F> = Result<F, Box<dyn Any + Send>>;
+
+/// A delivery whose turn has come, started: its handler call made, its
+/// settlement still to come ([`finish`]).
+pub(super) struct Handling<F> {
+    parked: Parked,
+    /// The call, or why the service could not be called (it failed or
+    /// panicked before it was ready).
+    call: Result<Call<F>, BoxError>,
+    span: tracing::Span,
+}
+
+/// Call `service` (already ready) for the delivery: its context, its span,
+/// the call. Returns whether `service` may serve the next delivery: not
+/// after its `call` panicked (tower's contract: such a service is
+/// discarded).
+pub(super) fn start<S>(shared: &Shared, service: &mut S, parked: Parked) -> (Handling<S::Future>, bool)
 where
-    S: Service<Context, Response = Outcome> + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
+    S: Service<Context, Response = Outcome>,
 {
+    let delivery = &parked.delivery;
+    let ctx = Context::new(
+        delivery.shared_message(),
+        delivery.info().clone(),
+        Lease::of(delivery),
+        shared.shutdown.clone(),
+        shared.transport.clone(),
+        shared.counters.clone(),
+    );
+    let span = process_span(shared, delivery);
+    let call = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx))));
+    let reusable = call.is_ok();
+    let handling = Handling {
+        parked,
+        call: Ok(call),
+        span,
+    };
+    (handling, reusable)
+}
+
+/// A delivery that gets no call: the service failed before it was ready.
+pub(super) fn not_ready<F>(parked: Parked, error: BoxError) -> Handling<F> {
+    Handling {
+        parked,
+        call: Err(error),
+        span: tracing::Span::none(),
+    }
+}
+
+/// Run the started call while serving the delivery's lease, then settle its
+/// outcome. Returns the delivery's ordering key, whose next delivery may
+/// then start, whatever happened: `call` and its future are caught by
+/// [`settle_call`]'s own net, and this one catches any other panic (the
+/// delivery is then redelivered), so a key's line always moves on and the
+/// consumer keeps running.
+pub(super) async fn finish<F, E>(shared: Arc<Shared>, handling: Handling<F>) -> Option<OrderingKey>
+where
+    F: Future<Output = Result<Outcome, E>>,
+    E: Into<BoxError>,
+{
+    let key = OrderingKey::of(&handling.parked.delivery);
+    if AssertUnwindSafe(settle_call(&shared, handling))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!("handling a delivery panicked outside the handler; the delivery will be redelivered");
+    }
+    key
+}
+
+async fn settle_call<F, E>(shared: &Shared, handling: Handling<F>)
+where
+    F: Future<Output = Result<Outcome, E>>,
+    E: Into<BoxError>,
+{
+    let Handling { parked, call, span } = handling;
+    let Parked { delivery, since } = parked;
     // Taken just as shutdown began: leave it unsettled for redelivery, as
     // every delivery that had not started.
     if shared.shutdown.is_cancelled() {
-        return true;
+        return;
     }
-    let ack_timeout = delivery.info().ack_timeout;
-    let (lease, mut requests) = Lease::channel(ack_timeout);
-    // While the delivery waits for the service (a breaker holding calls)
-    // nobody works on it, so its lease is kept here; while the handler runs,
-    // extending is the handler's (or the lease layer's) decision, so a hung
-    // handler is not held forever.
-    let heartbeat = shared.capabilities.extend.then_some(ack_timeout / 2);
-    // The consumer's last extension of a waiting delivery may be up to half
-    // a timeout old; a wait for the service or a lease layer may add half a
-    // timeout before the next: together a whole one. A fresh lease before
-    // either keeps a delivery that waited from expiring.
-    let renew = |since: Instant| {
-        let delivery = &delivery;
-        async move {
-            if heartbeat.is_some() && since.elapsed() >= ack_timeout / 4 {
-                if let Err(e) = delivery.extend(ack_timeout).await {
-                    tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
-                }
-            }
-        }
-    };
-
-    // Most of the time the service is ready at once: no lease keeping, no
-    // timer for that.
-    let at_once = ServiceExt::<Context>::ready(&mut *service)
-        .now_or_never()
-        .map(|ready| ready.map(drop).map_err(Into::<BoxError>::into));
-    let ready = match at_once {
-        Some(ready) => {
-            renew(since).await;
-            Some(ready)
-        }
-        None => {
-            renew(since).await;
-            let held_from = Instant::now();
-            let service = &mut *service;
-            let shutdown = &shared.shutdown;
-            let waiting = async move {
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => None,
-                    ready = ServiceExt::<Context>::ready(service) => {
-                        Some(ready.map(drop).map_err(Into::<BoxError>::into))
-                    }
-                }
-            };
-            let ready = hold(&delivery, &mut requests, heartbeat, waiting).await;
-            // The heartbeat's last extension may be up to half a timeout old.
-            renew(held_from).await;
-            ready
-        }
-    };
-    let reusable;
-    let outcome = match ready {
-        // Shutting down before the handler started: leave it unsettled, the
-        // broker hands it out again.
-        None => return true,
-        Some(Err(e)) => {
+    renew(shared, &delivery, since).await;
+    let outcome = match call {
+        Err(e) => {
             tracing::error!(error = %e, "the consumer's service failed before handling a message");
-            reusable = false;
             Outcome::retry(format!("the consumer's service failed: {e}"))
         }
-        Some(Ok(())) => {
-            let ctx = Context::new(
-                delivery.shared_message(),
-                delivery.info().clone(),
-                lease,
-                shared.shutdown.clone(),
-                shared.transport.clone(),
-                shared.counters.clone(),
-            );
+        Ok(call) => {
             let cause = delivery.shared_message();
-            let span = process_span(shared, &delivery);
-            let started = std::time::Instant::now();
-            // The last safety net: a panic no layer caught (in `call` itself
-            // or in its future) is a failure worth a retry, and the consumer
-            // keeps running.
-            let call = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| service.call(ctx))));
-            reusable = call.is_ok();
             let handled = async {
                 match call {
                     Ok(future) => {
@@ -133,10 +134,14 @@ where
                     Err(panic) => Err(panic),
                 }
             };
-            let held = hold(&delivery, &mut requests, None, handled).instrument(span).await;
-            shared.counters.processed(started.elapsed());
+            let began = std::time::Instant::now();
+            let held = handled.instrument(span).await;
+            shared.counters.processed(began.elapsed());
             match held {
                 Ok(result) => outcome_of(result),
+                // The last safety net: a panic no layer caught (in `call`
+                // itself or in its future) is a failure worth a retry, and
+                // the consumer keeps running.
                 Err(panic) => {
                     shared.counters.panicked();
                     Outcome::retry(panic_reason(panic.as_ref()))
@@ -144,8 +149,22 @@ where
             }
         }
     };
-    settle(shared, delivery, outcome).await;
-    reusable
+    // Shared with the handler's lease until now; an extension still
+    // running holds it for that one call.
+    settle(shared, unshare(delivery).await, outcome).await;
+}
+
+/// The consumer's last extension of a waiting delivery may be up to half a
+/// timeout old, and a lease layer extends half a timeout after the call
+/// starts: together a whole one. A delivery that waited gets a fresh lease
+/// before its call so it cannot expire in between.
+async fn renew(shared: &Shared, delivery: &Delivery, since: Instant) {
+    let ack_timeout = delivery.info().ack_timeout;
+    if shared.capabilities.extend && since.elapsed() >= ack_timeout / 4 {
+        if let Err(e) = delivery.extend(ack_timeout).await {
+            tracing::warn!(id = delivery.id(), error = %e, "renewing the lease of a delivery that waited failed");
+        }
+    }
 }
 
 /// The handler call's span (OpenTelemetry consumer kind, messaging
@@ -201,41 +220,6 @@ fn settle_span(shared: &Shared, delivery: &Delivery, outcome: &Outcome) -> traci
         messaging.message.id = delivery.id(),
     );
     in_message_trace(span, delivery)
-}
-
-/// Run `work` while serving the delivery's lease: extension requests from
-/// the handler, and a heartbeat every `heartbeat` when given.
-async fn hold<T>(
-    delivery: &Delivery,
-    requests: &mut mpsc::Receiver<LeaseRequest>,
-    heartbeat: Option<Duration>,
-    work: impl std::future::Future<Output = T>,
-) -> T {
-    tokio::pin!(work);
-    // A sleep pinned here rather than an `Interval` (which boxes its
-    // sleep): this runs for every delivery's call.
-    let period = heartbeat.unwrap_or(Duration::from_secs(3600));
-    let beat = tokio::time::sleep(period);
-    tokio::pin!(beat);
-    let mut listening = true;
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return out,
-            request = requests.recv(), if listening => match request {
-                Some(LeaseRequest { by, reply }) => {
-                    let _ = reply.send(delivery.extend(by).await);
-                }
-                None => listening = false,
-            },
-            _ = &mut beat, if heartbeat.is_some() => {
-                beat.as_mut().reset(tokio::time::Instant::now() + period);
-                if let Err(e) = delivery.extend(delivery.info().ack_timeout).await {
-                    tracing::warn!(id = delivery.id(), error = %e, "keeping a waiting delivery's lease failed; it may be redelivered");
-                }
-            }
-        }
-    }
 }
 
 /// The runtime's one settlement: the outcome goes to

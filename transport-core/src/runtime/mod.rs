@@ -62,7 +62,6 @@ mod idempotency;
 mod layers;
 mod stats;
 mod waiting;
-mod workers;
 
 pub use context::{current_link, link_to_current, Context, Lease, Link};
 pub use handler::{handler_fn, outcome_of, BoxError, Failure, HandlerError, HandlerFn, IntoOutcome};
@@ -77,11 +76,13 @@ pub use layers::wrap_call::WrapCall;
 pub use stats::ConsumerStats;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -89,10 +90,10 @@ use crate::error::Result;
 use crate::options::SubscribeOptions;
 use crate::settle::Outcome;
 use crate::transport::Transport;
-use dispatch::Shared;
+use dispatch::{finish, not_ready, start, Shared};
+use layers::catch_panic::panic_reason;
 use stats::Counters;
-use waiting::keep_leases;
-use workers::{worker, Pool};
+use waiting::{keep_leases, Waiting};
 
 /// Runs a service over one topic and group. Owns its transport, so
 /// `tokio::spawn(consumer.run(service, shutdown))` works.
@@ -194,9 +195,14 @@ impl Consumer {
             capabilities: self.transport.capabilities(),
             shutdown: stop.clone(),
         });
-        // At most `concurrency` workers, started as deliveries come.
-        let pool = Arc::new(Pool::default());
-        let mut workers = JoinSet::new();
+        // The service every call goes through, replaced by a fresh clone of
+        // the pristine one once it failed or panicked (tower: discard such
+        // a one).
+        let pristine = service;
+        let mut service = pristine.clone();
+        let mut waiting = Waiting::default();
+        // The calls running (at most `concurrency`), each to its settlement.
+        let mut running = FuturesUnordered::new();
         // The leases of waiting deliveries are kept from here, every half
         // ack timeout, where the backend can extend them.
         let can_extend = shared.capabilities.extend;
@@ -204,29 +210,45 @@ impl Consumer {
         let beat = tokio::time::sleep(period);
         tokio::pin!(beat);
         // The extensions of one beat run beside the loop, which keeps
-        // reading, starting workers and watching for shutdown meanwhile;
-        // a beat that finds the last one still running skips.
+        // reading, starting calls and watching for shutdown meanwhile; a
+        // beat that finds the last one still running skips.
         let mut keeping: Option<tokio::task::JoinHandle<()>> = None;
         let mut failure = None;
         tokio::pin!(shutdown);
 
         loop {
+            let may_start = waiting.has_ready() && running.len() < self.concurrency;
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(joined) = workers.join_next(), if !workers.is_empty() => {
-                    // Workers end only when the consumer stops (they catch
-                    // panics); one that ended anyway is replaced as soon as a
-                    // delivery arrives.
-                    if let Err(e) = joined {
-                        tracing::error!(error = %e, "a consumer worker failed");
+                // A call settled: the next delivery of its key may start.
+                Some(key) = running.next(), if !running.is_empty() => {
+                    if let Some(key) = key {
+                        waiting.finished(&key);
+                    }
+                }
+                // A delivery may start once the service is ready (a circuit
+                // breaker may hold it: the delivery waits, its lease kept).
+                ready = std::future::poll_fn(|cx| poll_ready(&mut service, cx)), if may_start => {
+                    let Some(parked) = waiting.next_ready() else { continue };
+                    match ready {
+                        Ok(()) => {
+                            let (handling, reusable) = start(&shared, &mut service, parked);
+                            if !reusable {
+                                service = pristine.clone();
+                            }
+                            running.push(finish(shared.clone(), handling));
+                        }
+                        Err(e) => {
+                            service = pristine.clone();
+                            running.push(finish(shared.clone(), not_ready(parked, e)));
+                        }
                     }
                 }
                 _ = &mut beat, if can_extend => {
                     beat.as_mut().reset(tokio::time::Instant::now() + period);
                     if keeping.as_ref().is_none_or(|k| k.is_finished()) {
-                        let waiting = pool.waiting().deliveries();
-                        keeping = Some(tokio::spawn(keep_leases(waiting, period)));
+                        keeping = Some(tokio::spawn(keep_leases(waiting.deliveries(), period)));
                     }
                 }
                 // Taken at once, whatever is running: a delivery left in the
@@ -234,18 +256,7 @@ impl Consumer {
                 next = subscription.next() => match next {
                     Some(Ok(delivery)) => {
                         self.counters.received();
-                        let ready = {
-                            let mut waiting = pool.waiting();
-                            waiting.arrive(delivery);
-                            waiting.has_ready()
-                        };
-                        if ready {
-                            if workers.len() < self.concurrency {
-                                workers.spawn(worker(pool.clone(), shared.clone(), service.clone()));
-                            } else {
-                                pool.wake();
-                            }
-                        }
+                        waiting.arrive(delivery);
                     }
                     Some(Err(e)) => {
                         self.counters.receive_error();
@@ -271,16 +282,28 @@ impl Consumer {
         if let Some(keeping) = keeping {
             keeping.abort();
         }
-        // Taken out of the lock first: dropping a delivery may run backend
-        // work (handing it back).
-        let left = std::mem::take(&mut *pool.waiting());
-        drop(left);
-        drain(workers, self.shutdown_timeout).await;
+        drop(waiting);
+        drain(running, self.shutdown_timeout).await;
         drop(subscription);
         match failure {
             Some(e) => Err(e),
             None => Ok(self.counters.snapshot()),
         }
+    }
+}
+
+/// The service's readiness; a panic in `poll_ready` is a failure like an
+/// error (the service is replaced, the delivery retried).
+fn poll_ready<S>(service: &mut S, cx: &mut std::task::Context<'_>) -> Poll<std::result::Result<(), BoxError>>
+where
+    S: Service<Context>,
+    S::Error: Into<BoxError>,
+{
+    match std::panic::catch_unwind(AssertUnwindSafe(|| service.poll_ready(cx))) {
+        Ok(ready) => ready.map_err(Into::into),
+        Err(panic) => Poll::Ready(Err(
+            format!("poll_ready panicked: {}", panic_reason(panic.as_ref())).into()
+        )),
     }
 }
 
@@ -295,15 +318,15 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
-async fn drain<T: 'static>(mut tasks: JoinSet<T>, timeout: Duration) {
-    let finished = tokio::time::timeout(timeout, async { while tasks.join_next().await.is_some() {} }).await;
+/// Let the running calls finish within `timeout`; what has not settled by
+/// then is dropped unsettled (the broker redelivers it).
+async fn drain<F: Future>(mut running: FuturesUnordered<F>, timeout: Duration) {
+    let finished = tokio::time::timeout(timeout, async { while running.next().await.is_some() {} }).await;
     if finished.is_err() {
         tracing::warn!(
-            left = tasks.len(),
+            left = running.len(),
             "shutdown deadline passed; unfinished deliveries will be redelivered"
         );
-        // Aborting drops their deliveries unsettled: the broker redelivers them.
-        tasks.shutdown().await;
     }
 }
 

@@ -1,12 +1,12 @@
 //! Deliveries the consumer took that have not started: behind a running
-//! delivery of the same key, or waiting for a free worker. They wait here
+//! delivery of the same key, or waiting for a free call slot. They wait here
 //! rather than each in a task of its own, and their leases are kept all at
 //! once: every half ack timeout the consumer's loop takes them
 //! ([`Waiting::deliveries`]) and extends them in a task beside it
-//! ([`keep_leases`]); a worker that takes one meanwhile waits for its
-//! extension to end ([`Parked::take`]).
+//! ([`keep_leases`]); a delivery that settles meanwhile waits for its
+//! extension to end ([`unshare`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,27 +51,28 @@ impl std::borrow::Borrow<str> for OrderingKey {
     }
 }
 
-/// A delivery and when the consumer took it. Shared only while the
-/// consumer's loop extends its lease (see [`Waiting::deliveries`]).
+/// A delivery and when the consumer took it. Shared while the consumer's
+/// beat extends its lease (see [`Waiting::deliveries`]) and, once it runs,
+/// with its handler's [`Lease`](super::Lease).
 pub(super) struct Parked {
     pub delivery: Arc<Delivery>,
     pub since: Instant,
 }
 
-impl Parked {
-    /// The delivery, once no lease extension holds it any more.
-    pub(super) async fn take(self) -> Delivery {
-        let mut shared = self.delivery;
-        loop {
-            match Arc::try_unwrap(shared) {
-                Ok(delivery) => return delivery,
-                // Rare (a beat every half ack timeout) and bounded (each
-                // extension gives up after a beat, and lets go of its
-                // delivery as soon as it ends): no signal is worth keeping.
-                Err(still) => {
-                    shared = still;
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
+/// The delivery, once nothing shares it any more: a lease extension (the
+/// consumer's beat, or the handler's [`Lease`](super::Lease)) may hold it
+/// for the length of one broker call.
+pub(super) async fn unshare(mut shared: Arc<Delivery>) -> Delivery {
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(delivery) => return delivery,
+            // Rare (a beat every half ack timeout, or a handler's extension
+            // that outlived its call) and bounded (each extension is one
+            // broker call, and lets go of its delivery as soon as it ends):
+            // no signal is worth keeping.
+            Err(still) => {
+                shared = still;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }
     }
@@ -83,7 +84,7 @@ impl Parked {
 #[derive(Default)]
 pub(super) struct Waiting {
     ready: VecDeque<Parked>,
-    lines: HashMap<OrderingKey, VecDeque<Parked>>,
+    lines: foldhash::HashMap<OrderingKey, VecDeque<Parked>>,
 }
 
 impl Waiting {
@@ -127,9 +128,9 @@ impl Waiting {
         !self.ready.is_empty()
     }
 
-    /// Every waiting delivery, shared: the loop extends their leases
-    /// without holding the lock, and a worker that takes one meanwhile
-    /// waits for its extension to end ([`Parked::take`]).
+    /// Every waiting delivery, shared: a task beside the consumer's loop
+    /// extends their leases, and one that settles meanwhile waits for its
+    /// extension to end ([`unshare`]).
     pub(super) fn deliveries(&self) -> Vec<Arc<Delivery>> {
         self.ready
             .iter()
@@ -141,7 +142,7 @@ impl Waiting {
 
 /// Extend every delivery by its ack timeout, all at once, each giving up
 /// after `limit` (the next beat); each delivery is let go as soon as its
-/// own extension ends, so a worker waiting to take it waits for that one
+/// own extension ends, so one that settles meanwhile waits for that one
 /// call only.
 pub(super) async fn keep_leases(deliveries: Vec<Arc<Delivery>>, limit: Duration) {
     let extends = deliveries.into_iter().map(|d| async move {
