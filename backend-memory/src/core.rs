@@ -186,12 +186,17 @@ impl Topic {
 
     pub fn append(&self, messages: impl IntoIterator<Item = Message>, replay_window: usize) {
         let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
-        self.append_shared(messages, replay_window);
+        self.append_shared(messages.into_iter(), replay_window);
+    }
+
+    /// Append one message (no batch built around it).
+    pub fn append_one(&self, message: Message, replay_window: usize) {
+        self.append_shared(std::iter::once(Arc::new(message)), replay_window);
     }
 
     /// Append already shared messages: the allocations happen before the
     /// lock, and the messages the window lets go are freed after it.
-    fn append_shared(&self, messages: Vec<Arc<Message>>, replay_window: usize) {
+    fn append_shared(&self, messages: impl ExactSizeIterator<Item = Arc<Message>>, replay_window: usize) {
         let dropped = {
             let mut st = self.lock();
             let now = SystemTime::now();
@@ -322,7 +327,7 @@ impl Topic {
             let mut st = self.lock();
             let g = st.groups.get_mut(group).ok_or_else(expired)?;
             let flight = g.take(seq, token)?;
-            dlq.append_shared(vec![Arc::new(dead)], window);
+            dlq.append_one(dead, window);
             g.release(&flight.pending);
         }
         self.wake();

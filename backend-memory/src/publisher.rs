@@ -11,4 +11,9 @@ impl RawPublish for Memory {
         self.broker.topic(topic).append(messages, self.config.replay_window);
         Ok(())
     }
+
+    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
+        self.broker.topic(topic).append_one(message, self.config.replay_window);
+        Ok(())
+    }
 }

@@ -33,7 +33,7 @@ impl RawTransport for Nats {
             dead_letter_ops: true,
             replay: true,
             ack_timeout_redelivery: true,
-            publish_dedup: true,
+            publish_dedup: self.inner.config.dedup,
             durable: self.inner.config.storage == Storage::File,
             max_message_size: Some(self.inner.max_message_size),
             backlog: BacklogAccuracy::EXACT,

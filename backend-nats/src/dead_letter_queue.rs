@@ -61,7 +61,7 @@ impl NatsDeadLetters {
     async fn take(&self, s: &stream::Stream, seq: u64, dead: &Message, redrive: bool) -> Result<()> {
         if redrive {
             let (topic, message) = redrive_message(dead)?;
-            self.nats.publish_one(&topic, &message, false).await?;
+            self.nats.send_one(&topic, &message, false).await?;
         }
         s.delete_message(seq).await.map_err(other)?;
         Ok(())

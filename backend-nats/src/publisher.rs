@@ -1,5 +1,6 @@
 //! Publishing: one `PubAck` per message, `Nats-Msg-Id` set to the message
-//! id so the stream's duplicate window absorbs retries.
+//! id (unless `dedup` is off) so the stream's duplicate window absorbs
+//! retries.
 
 use transport_core::backend::RawPublish;
 use transport_core::{ErrorKind, Message, Result};
@@ -14,7 +15,7 @@ impl Nats {
     }
 
     /// Publish and wait for the `PubAck`; (re)creates the stream when missing.
-    pub(crate) async fn publish_one(&self, topic: &str, m: &Message, dedup: bool) -> Result<()> {
+    pub(crate) async fn send_one(&self, topic: &str, m: &Message, dedup: bool) -> Result<()> {
         if !self.stream_known(topic) {
             self.ensure_stream(topic).await?;
         }
@@ -56,8 +57,9 @@ impl Nats {
 impl RawPublish for Nats {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
         Self::check_headers(&messages)?;
+        let dedup = self.inner.config.dedup;
         if let [message] = messages.as_slice() {
-            return self.publish_one(topic, message, true).await;
+            return self.send_one(topic, message, dedup).await;
         }
         if !self.stream_known(topic) {
             self.ensure_stream(topic).await?;
@@ -68,7 +70,7 @@ impl RawPublish for Nats {
             let ack = self
                 .inner
                 .js
-                .publish_with_headers(topic.to_owned(), core::encode(m, true), m.payload.clone())
+                .publish_with_headers(topic.to_owned(), core::encode(m, dedup), m.payload.clone())
                 .await
                 .map_err(other)?;
             acks.push((m.id.clone(), ack));
@@ -78,5 +80,10 @@ impl RawPublish for Nats {
                 .map_err(|e| other(format!("message {id} was not confirmed: {e}")))?;
         }
         Ok(())
+    }
+
+    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
+        core::check_headers(&message)?;
+        self.send_one(topic, &message, self.inner.config.dedup).await
     }
 }

@@ -62,7 +62,7 @@ impl Settler for NatsSettler {
         let (s, msg) = self.take();
         // Store the copy first, then terminate the original: a crash in
         // between duplicates the message, it never loses it.
-        if let Err(e) = s.nats.publish_one(&s.dlq_topic, &dead, false).await {
+        if let Err(e) = s.nats.send_one(&s.dlq_topic, &dead, false).await {
             let _ = msg.ack_with(AckKind::Nak(None)).await;
             return Err(e);
         }

@@ -164,3 +164,25 @@ async fn duplicate_publishes_are_stored_once() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn without_dedup_a_republished_message_is_stored_twice() {
+    let Some(server) = Server::start(&[]) else { return };
+    let t = NatsTransport::connect(&format!("{}?dedup=false", server.url("")))
+        .await
+        .unwrap();
+    assert!(!t.capabilities().publish_dedup, "declared off");
+    let mut sub = t.subscribe("twice", SubscribeOptions::new("g")).await.unwrap();
+    let m = Message::new("twice");
+    t.publish("twice", m.clone()).await.unwrap();
+    t.publish_batch("twice", vec![m.clone()]).await.unwrap();
+    for copy in 0..2 {
+        let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("copy {copy} not delivered"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.id(), m.id);
+        d.ack().await.unwrap();
+    }
+}

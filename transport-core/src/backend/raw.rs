@@ -45,6 +45,13 @@ pub trait RawPublish: Send + Sync {
     /// confirmed all of them. The topic name is valid, the batch is not
     /// empty and every message is valid and within the size limit.
     fn publish(&self, topic: &str, messages: Vec<Message>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Store one message, as [`publish`](Self::publish) of a batch of one.
+    /// The default builds that batch; a backend whose broker takes single
+    /// messages as cheaply overrides it and saves the allocation.
+    fn publish_one(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send {
+        self.publish(topic, vec![message])
+    }
 }
 
 /// Reading a group: a backend's `subscriber.rs`.

@@ -14,7 +14,9 @@
 //! nack delay or extend the backend declared away, no delay over
 //! `max_nack_delay`).
 
+use std::borrow::BorrowMut;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -80,7 +82,14 @@ impl<R: RawTransport> Wrapped<R> {
         Ok(())
     }
 
-    async fn send(&self, op: Operation, topic: &str, messages: Vec<Message>) -> Result<()> {
+    /// Publish `messages` (a `Vec` or a one-message array) with `raw_send`,
+    /// checked and traced.
+    async fn send<M, F, Fut>(&self, op: Operation, topic: &str, messages: M, raw_send: F) -> Result<()>
+    where
+        M: BorrowMut<[Message]>,
+        F: FnOnce(M) -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
         telemetry::traced(
             &self.publish_metrics,
             self.backend,
@@ -88,11 +97,11 @@ impl<R: RawTransport> Wrapped<R> {
             topic,
             messages,
             |messages| async move {
-                self.check_publish(op, topic, &messages)?;
-                if messages.is_empty() {
+                self.check_publish(op, topic, messages.borrow())?;
+                if messages.borrow().is_empty() {
                     return Ok(());
                 }
-                self.raw.publish(topic, messages).await
+                raw_send(messages).await
             },
         )
         .await
@@ -108,11 +117,17 @@ impl<R: RawTransport> Wrapped<R> {
 #[async_trait]
 impl<R: RawTransport> Publisher for Wrapped<R> {
     async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        self.send(Operation::Publish, topic, vec![message]).await
+        self.send(Operation::Publish, topic, [message], |[message]| {
+            self.raw.publish_one(topic, message)
+        })
+        .await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.send(Operation::PublishBatch, topic, messages).await
+        self.send(Operation::PublishBatch, topic, messages, |messages| {
+            self.raw.publish(topic, messages)
+        })
+        .await
     }
 }
 

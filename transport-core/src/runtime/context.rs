@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::stats::Counters;
-use crate::delivery::Delivery;
+use super::waiting::Held;
 use crate::delivery_info::DeliveryInfo;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{CE_CAUSATIONID, CE_CORRELATIONID};
@@ -189,13 +189,13 @@ pub(crate) async fn with_cause<F: std::future::Future>(cause: Arc<Message>, f: F
 /// delivery alive.
 #[derive(Clone)]
 pub struct Lease {
-    delivery: Weak<Delivery>,
+    delivery: Weak<Held>,
     ack_timeout: Duration,
 }
 
 impl Lease {
     /// The lease of a delivery the consumer holds, shared until it settles.
-    pub(crate) fn of(delivery: &Arc<Delivery>) -> Lease {
+    pub(crate) fn of(delivery: &Arc<Held>) -> Lease {
         Lease {
             delivery: Arc::downgrade(delivery),
             ack_timeout: delivery.info().ack_timeout,
@@ -206,11 +206,12 @@ impl Lease {
     /// [`Delivery::extend`](crate::Delivery::extend) for what it means on
     /// every backend. `by` is at most the ack timeout.
     pub async fn extend(&self, by: Duration) -> Result<()> {
-        // Settled (or given up) since: nothing to keep.
-        let delivery = self.delivery.upgrade().ok_or_else(|| {
+        let gone = || {
             Error::new(ErrorKind::DeliveryExpired, "the delivery is no longer held").with_operation(Operation::Extend)
-        })?;
-        delivery.extend(by).await
+        };
+        // Settled (or being settled) since: nothing to keep.
+        let held = self.delivery.upgrade().ok_or_else(gone)?;
+        held.extendable().ok_or_else(gone)?.extend(by).await
     }
 
     /// Extend by a full ack timeout.

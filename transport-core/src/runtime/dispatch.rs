@@ -112,9 +112,11 @@ where
 {
     let Handling { parked, call, span } = handling;
     let Parked { delivery, since } = parked;
-    // Taken just as shutdown began: leave it unsettled for redelivery, as
-    // every delivery that had not started.
-    if shared.shutdown.is_cancelled() {
+    let ack_timeout = delivery.info().ack_timeout;
+    // Not called, and shutting down: leave it unsettled for redelivery, as
+    // every delivery that had not started. (A call made before shutdown
+    // runs to its end within the shutdown timeout, like every running one.)
+    if call.is_err() && shared.shutdown.is_cancelled() {
         return;
     }
     renew(shared, &delivery, since).await;
@@ -151,7 +153,9 @@ where
     };
     // Shared with the handler's lease until now; an extension still
     // running holds it for that one call.
-    settle(shared, unshare(delivery).await, outcome).await;
+    if let Some(delivery) = unshare(delivery, ack_timeout).await {
+        settle(shared, delivery, outcome).await;
+    }
 }
 
 /// The consumer's last extension of a waiting delivery may be up to half a

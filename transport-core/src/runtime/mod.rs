@@ -93,7 +93,7 @@ use crate::transport::Transport;
 use dispatch::{finish, not_ready, start, Shared};
 use layers::catch_panic::panic_reason;
 use stats::Counters;
-use waiting::{keep_leases, Waiting};
+use waiting::{keep_leases, OrderingKey, Waiting};
 
 /// Runs a service over one topic and group. Owns its transport, so
 /// `tokio::spawn(consumer.run(service, shutdown))` works.
@@ -105,15 +105,21 @@ use waiting::{keep_leases, Waiting};
 /// the backend can [`extend`](crate::Delivery::extend)), so none expires
 /// unseen in a buffer.
 ///
-/// How: at most `concurrency` worker tasks, started as deliveries come,
-/// each handling one delivery after another; deliveries that may not start
-/// yet (behind a running one of their key, or with every worker busy) wait
-/// in one queue whose leases the consumer extends every half ack timeout.
-/// No task is spawned per delivery, and a worker that settled a delivery
-/// takes the next of its key itself. On shutdown, fetching
-/// stops, handlers see [`Context::shutdown`] and get the shutdown timeout
-/// to finish, and every delivery not settled by then (including those
-/// queued behind a busy key) is left unsettled for redelivery.
+/// How: the consumer's own task reads the subscription and runs up to
+/// `concurrency` handler calls concurrently (not in parallel: like
+/// `StreamExt::for_each_concurrent`, so a delivery is never handed to
+/// another task and back). Deliveries that may not start yet (behind a
+/// running one of their key, or with every call slot taken, or while the
+/// service is not ready, e.g. an open circuit breaker) wait in one queue
+/// whose leases the consumer extends every half ack timeout. On shutdown,
+/// fetching stops, handlers see [`Context::shutdown`] and get the shutdown
+/// timeout to finish, and every delivery not settled by then (including
+/// those queued behind a busy key) is left unsettled for redelivery.
+///
+/// A handler that computes for long without awaiting holds up every other
+/// call of its consumer and the keeping of leases: move such work to
+/// [`tokio::task::spawn_blocking`] (or `tokio::spawn` it and await the
+/// handle) so it runs on other cores.
 pub struct Consumer {
     transport: Arc<dyn Transport>,
     topic: String,
@@ -138,8 +144,8 @@ impl Consumer {
     }
 
     /// Handler calls running at once, at most (messages of one key still
-    /// run one at a time). Also bounds the deliveries held while a circuit
-    /// breaker is open.
+    /// run one at a time). A call's slot is free again once its delivery
+    /// is settled.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -207,6 +213,9 @@ impl Consumer {
         // ack timeout, where the backend can extend them.
         let can_extend = shared.capabilities.extend;
         let period = (self.options.ack_timeout / 2).max(Duration::from_millis(1));
+        // Each beat's extensions end before the next beat: one that hangs
+        // never makes the next beat skip.
+        let extend_limit = period * 3 / 4;
         let beat = tokio::time::sleep(period);
         tokio::pin!(beat);
         // The extensions of one beat run beside the loop, which keeps
@@ -230,14 +239,33 @@ impl Consumer {
                 // A delivery may start once the service is ready (a circuit
                 // breaker may hold it: the delivery waits, its lease kept).
                 ready = std::future::poll_fn(|cx| poll_ready(&mut service, cx)), if may_start => {
+                    // `may_start` saw one ready, and nothing took it since.
                     let Some(parked) = waiting.next_ready() else { continue };
                     match ready {
                         Ok(()) => {
-                            let (handling, reusable) = start(&shared, &mut service, parked);
-                            if !reusable {
-                                service = pristine.clone();
+                            let key = OrderingKey::of(&parked.delivery);
+                            // `start` runs the service's `call` and builds
+                            // the context and span; a panic there (past
+                            // `call`'s own net) loses this delivery to
+                            // redelivery, never the consumer or its key.
+                            let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                start(&shared, &mut service, parked)
+                            }));
+                            match started {
+                                Ok((handling, reusable)) => {
+                                    if !reusable {
+                                        service = pristine.clone();
+                                    }
+                                    running.push(finish(shared.clone(), handling));
+                                }
+                                Err(_) => {
+                                    tracing::error!("starting a delivery's call panicked; the delivery will be redelivered");
+                                    service = pristine.clone();
+                                    if let Some(key) = key {
+                                        waiting.finished(&key);
+                                    }
+                                }
                             }
-                            running.push(finish(shared.clone(), handling));
                         }
                         Err(e) => {
                             service = pristine.clone();
@@ -248,7 +276,7 @@ impl Consumer {
                 _ = &mut beat, if can_extend => {
                     beat.as_mut().reset(tokio::time::Instant::now() + period);
                     if keeping.as_ref().is_none_or(|k| k.is_finished()) {
-                        keeping = Some(tokio::spawn(keep_leases(waiting.deliveries(), period)));
+                        keeping = Some(tokio::spawn(keep_leases(waiting.deliveries(), extend_limit)));
                     }
                 }
                 // Taken at once, whatever is running: a delivery left in the
@@ -281,6 +309,9 @@ impl Consumer {
         stop.cancel();
         if let Some(keeping) = keeping {
             keeping.abort();
+            // Its shares of the waiting deliveries go before the
+            // subscription does.
+            let _ = keeping.await;
         }
         drop(waiting);
         drain(running, self.shutdown_timeout).await;
@@ -327,6 +358,11 @@ async fn drain<F: Future>(mut running: FuturesUnordered<F>, timeout: Duration) {
             left = running.len(),
             "shutdown deadline passed; unfinished deliveries will be redelivered"
         );
+        // Dropping them drops their deliveries unsettled; a handler's future
+        // that panics in its drop must not take the consumer down.
+        if std::panic::catch_unwind(AssertUnwindSafe(move || drop(running))).is_err() {
+            tracing::error!("dropping an unfinished handler panicked");
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! extension to end ([`unshare`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,28 +52,60 @@ impl std::borrow::Borrow<str> for OrderingKey {
     }
 }
 
-/// A delivery and when the consumer took it. Shared while the consumer's
-/// beat extends its lease (see [`Waiting::deliveries`]) and, once it runs,
-/// with its handler's [`Lease`](super::Lease).
+/// A delivery the consumer holds, shared with what extends its lease: the
+/// consumer's beat while it waits (see [`Waiting::deliveries`]) and, once
+/// it runs, its handler's [`Lease`](super::Lease).
+pub(crate) struct Held {
+    delivery: Delivery,
+    /// Set when the delivery is about to be settled: no extension starts
+    /// after it, so the wait for the ones running is bounded.
+    settling: AtomicBool,
+}
+
+impl Held {
+    /// The delivery, unless it is being settled.
+    pub(crate) fn extendable(&self) -> Option<&Delivery> {
+        (!self.settling.load(Ordering::SeqCst)).then_some(&self.delivery)
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Delivery;
+
+    fn deref(&self) -> &Delivery {
+        &self.delivery
+    }
+}
+
+/// A delivery and when the consumer took it.
 pub(super) struct Parked {
-    pub delivery: Arc<Delivery>,
+    pub delivery: Arc<Held>,
     pub since: Instant,
 }
 
-/// The delivery, once nothing shares it any more: a lease extension (the
-/// consumer's beat, or the handler's [`Lease`](super::Lease)) may hold it
-/// for the length of one broker call.
-pub(super) async fn unshare(mut shared: Arc<Delivery>) -> Delivery {
+/// The delivery, once nothing shares it any more, to be settled: no new
+/// extension starts, and the ones running (each one broker call) are
+/// waited for, up to `limit`. `None` past the limit: the delivery is left
+/// unsettled, as if its consumer had stopped (the broker redelivers it).
+pub(super) async fn unshare(mut shared: Arc<Held>, limit: Duration) -> Option<Delivery> {
+    shared.settling.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + limit;
     loop {
         match Arc::try_unwrap(shared) {
-            Ok(delivery) => return delivery,
+            Ok(held) => return Some(held.delivery),
             // Rare (a beat every half ack timeout, or a handler's extension
-            // that outlived its call) and bounded (each extension is one
-            // broker call, and lets go of its delivery as soon as it ends):
-            // no signal is worth keeping.
-            Err(still) => {
+            // that outlived its call) and bounded: no signal is worth
+            // keeping.
+            Err(still) if Instant::now() < deadline => {
                 shared = still;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(still) => {
+                tracing::warn!(
+                    id = still.id(),
+                    "a lease extension held the delivery past its ack timeout; it is left unsettled for redelivery"
+                );
+                return None;
             }
         }
     }
@@ -92,7 +125,10 @@ impl Waiting {
     /// delivery of its key is ahead of it.
     pub(super) fn arrive(&mut self, delivery: Delivery) {
         let parked = Parked {
-            delivery: Arc::new(delivery),
+            delivery: Arc::new(Held {
+                delivery,
+                settling: AtomicBool::new(false),
+            }),
             since: Instant::now(),
         };
         match OrderingKey::of(&parked.delivery) {
@@ -131,7 +167,7 @@ impl Waiting {
     /// Every waiting delivery, shared: a task beside the consumer's loop
     /// extends their leases, and one that settles meanwhile waits for its
     /// extension to end ([`unshare`]).
-    pub(super) fn deliveries(&self) -> Vec<Arc<Delivery>> {
+    pub(super) fn deliveries(&self) -> Vec<Arc<Held>> {
         self.ready
             .iter()
             .chain(self.lines.values().flatten())
@@ -141,11 +177,13 @@ impl Waiting {
 }
 
 /// Extend every delivery by its ack timeout, all at once, each giving up
-/// after `limit` (the next beat); each delivery is let go as soon as its
-/// own extension ends, so one that settles meanwhile waits for that one
-/// call only.
-pub(super) async fn keep_leases(deliveries: Vec<Arc<Delivery>>, limit: Duration) {
-    let extends = deliveries.into_iter().map(|d| async move {
+/// after `limit` (less than the time to the next beat, so a beat never
+/// finds the last one's task still running); each delivery is let go as
+/// soon as its own extension ends, and one that began settling meanwhile
+/// is not extended.
+pub(super) async fn keep_leases(deliveries: Vec<Arc<Held>>, limit: Duration) {
+    let extends = deliveries.into_iter().map(|held| async move {
+        let Some(d) = held.extendable() else { return };
         let kept = tokio::time::timeout(limit, d.extend(d.info().ack_timeout)).await;
         match kept {
             Ok(Ok(())) => {}
@@ -154,10 +192,9 @@ pub(super) async fn keep_leases(deliveries: Vec<Arc<Delivery>>, limit: Duration)
             }
             Err(_) => tracing::warn!(
                 id = d.id(),
-                "keeping a waiting delivery's lease took longer than half its ack timeout; it may be redelivered"
+                "keeping a waiting delivery's lease took longer than its limit; it may be redelivered"
             ),
         }
-        drop(d);
     });
     futures::future::join_all(extends).await;
 }

@@ -4,6 +4,7 @@
 //! `messaging.client.operation.duration` per backend and topic, and with the
 //! `otel` feature the current trace context written into each message.
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -98,19 +99,20 @@ impl PublishMetrics {
 /// Run `send` (the backend's publish of `messages`) inside the publish span,
 /// after writing the trace context into the messages, and record its
 /// duration and outcome.
-pub(crate) async fn traced<F, Fut>(
+pub(crate) async fn traced<M, F, Fut>(
     publish_metrics: &PublishMetrics,
     backend: &'static str,
     op: Operation,
     topic: &str,
-    mut messages: Vec<Message>,
+    mut messages: M,
     send: F,
 ) -> Result<()>
 where
-    F: FnOnce(Vec<Message>) -> Fut,
+    M: BorrowMut<[Message]>,
+    F: FnOnce(M) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    let count = messages.len();
+    let count = messages.borrow().len();
     // The field values are only evaluated when a subscriber wants the span.
     let span = tracing::info_span!(
         "publish",
@@ -121,7 +123,7 @@ where
         messaging.operation.name = op.as_str(),
         messaging.operation.type = "send",
         messaging.batch.message_count = count,
-        messaging.message.id = messages.first().map(|m| m.id.as_str()).unwrap_or_default(),
+        messaging.message.id = messages.borrow().first().map(|m| m.id.as_str()).unwrap_or_default(),
         error.type = tracing::field::Empty,
     );
     async {
@@ -131,6 +133,7 @@ where
         // the consumer's span joins that trace.
         #[cfg(feature = "otel")]
         for m in messages
+            .borrow_mut()
             .iter_mut()
             .filter(|m| !m.headers.contains(super::propagation::TRACEPARENT))
         {
