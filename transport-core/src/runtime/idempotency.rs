@@ -2,7 +2,6 @@
 //! republished message has its effect once: the [`IdempotencyStore`] trait
 //! and the in-memory store.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -60,7 +59,9 @@ pub struct MemoryIdempotencyStore {
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<(String, String), Entry>,
+    /// By group, then by message id: looked up by `&str` without building
+    /// a key (ids come from producers, hence a seeded hasher).
+    map: foldhash::HashMap<String, foldhash::HashMap<String, Entry>>,
     ops: u64,
 }
 
@@ -81,7 +82,12 @@ impl MemoryIdempotencyStore {
     /// Keys remembered now (claimed or done, not expired).
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.lock().map.values().filter(|e| e.expires > now).count()
+        self.lock()
+            .map
+            .values()
+            .flat_map(|ids| ids.values())
+            .filter(|e| e.expires > now)
+            .count()
     }
 
     /// Whether nothing is remembered.
@@ -114,8 +120,19 @@ impl Entries {
     fn tick(&mut self, now: Instant) {
         self.ops += 1;
         if self.ops & 1023 == 0 {
-            self.map.retain(|_, e| e.expires > now);
+            self.map.retain(|_, ids| {
+                ids.retain(|_, e| e.expires > now);
+                !ids.is_empty()
+            });
         }
+    }
+
+    /// The entries of `group`, made when missing.
+    fn group(&mut self, group: &str) -> &mut foldhash::HashMap<String, Entry> {
+        if !self.map.contains_key(group) {
+            self.map.insert(group.to_owned(), Default::default());
+        }
+        self.map.get_mut(group).expect("inserted above")
     }
 }
 
@@ -125,18 +142,20 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         let now = Instant::now();
         let mut entries = self.lock();
         entries.tick(now);
-        let key = (group.to_owned(), id.to_owned());
-        match entries.map.get(&key) {
+        let ids = entries.group(group);
+        let claimed = Entry {
+            done: false,
+            expires: now + lease,
+        };
+        match ids.get_mut(id) {
             Some(e) if e.expires > now && e.done => Ok(Claim::Done),
             Some(e) if e.expires > now => Ok(Claim::InProgress(e.expires - now)),
-            _ => {
-                entries.map.insert(
-                    key,
-                    Entry {
-                        done: false,
-                        expires: now + lease,
-                    },
-                );
+            Some(expired) => {
+                *expired = claimed;
+                Ok(Claim::Acquired)
+            }
+            None => {
+                ids.insert(id.to_owned(), claimed);
                 Ok(Claim::Acquired)
             }
         }
@@ -146,21 +165,26 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         let now = Instant::now();
         let mut entries = self.lock();
         entries.tick(now);
-        entries.map.insert(
-            (group.to_owned(), id.to_owned()),
-            Entry {
-                done: true,
-                expires: now + ttl,
-            },
-        );
+        let done = Entry {
+            done: true,
+            expires: now + ttl,
+        };
+        let ids = entries.group(group);
+        match ids.get_mut(id) {
+            Some(entry) => *entry = done,
+            None => {
+                ids.insert(id.to_owned(), done);
+            }
+        }
         Ok(())
     }
 
     async fn release(&self, group: &str, id: &str) -> Result<()> {
         let mut entries = self.lock();
-        let key = (group.to_owned(), id.to_owned());
-        if entries.map.get(&key).is_some_and(|e| !e.done) {
-            entries.map.remove(&key);
+        if let Some(ids) = entries.map.get_mut(group) {
+            if ids.get(id).is_some_and(|e| !e.done) {
+                ids.remove(id);
+            }
         }
         Ok(())
     }
