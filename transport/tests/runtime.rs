@@ -223,3 +223,81 @@ async fn a_done_key_outlives_the_claim_lease_and_is_the_derived_key() {
     assert_eq!(effects.load(Ordering::SeqCst), 1, "{s:?}");
     assert_eq!((s.acked, s.duplicates), (2, 1), "{s:?}");
 }
+
+/// A service whose `poll_ready` panics the first time it is asked.
+#[derive(Clone)]
+struct PanicsWhenFirstReady {
+    asked: Arc<AtomicU32>,
+}
+
+impl tower::Service<Context> for PanicsWhenFirstReady {
+    type Response = Outcome;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Outcome, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        if self.asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("not ready, loudly");
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Context) -> Self::Future {
+        std::future::ready(Ok(Outcome::Ack))
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_poll_ready_is_a_failure_worth_a_retry_not_the_end_of_the_consumer() {
+    let (broker, topic, options) = setup("ready-panic").await;
+    broker.publish(&topic, Message::new("r")).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options);
+    let stats = consumer.stats_handle();
+    let asked = Arc::new(AtomicU32::new(0));
+    let service = PanicsWhenFirstReady { asked: asked.clone() };
+    let s = consumer.run(service, until(stats, |s| s.acked >= 1)).await.unwrap();
+    assert_eq!((s.acked, s.retried), (1, 1), "{s:?}");
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_lease_kept_past_its_call_neither_extends_nor_holds_up_the_settlement() {
+    let (broker, topic, options) = setup("lease-after").await;
+    broker.publish(&topic, Message::new("l")).await.unwrap();
+    let consumer = Consumer::new(broker.clone(), &topic, options);
+    let stats = consumer.stats_handle();
+    // The handler leaves a task behind that renews the lease without a
+    // pause: the settlement must not wait for it, and once the delivery is
+    // settled (or being settled) the task's renewals are refused.
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let refused_tx = Arc::new(Mutex::new(Some(refused_tx)));
+    let service = handler_fn(move |ctx: Context| {
+        let refused_tx = refused_tx.clone();
+        async move {
+            let lease = ctx.lease().clone();
+            tokio::spawn(async move {
+                let error = loop {
+                    if let Err(e) = lease.renew().await {
+                        break e;
+                    }
+                    tokio::task::yield_now().await;
+                };
+                if let Some(tx) = refused_tx.lock().unwrap().take() {
+                    let _ = tx.send(error);
+                }
+            });
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let began = Instant::now();
+    let s = consumer.run(service, until(stats, |s| s.acked >= 1)).await.unwrap();
+    assert_eq!(s.acked, 1, "{s:?}");
+    // Well within the 2 s ack timeout (the most settling may wait for an
+    // extension): nothing held it up.
+    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
+    let refused = tokio::time::timeout(Duration::from_secs(5), refused_rx)
+        .await
+        .expect("renewals were refused once the delivery settled")
+        .unwrap();
+    assert_eq!(refused.kind(), ErrorKind::DeliveryExpired, "{refused}");
+}
