@@ -156,8 +156,10 @@ async fn flow(url: &str) -> transport::Result<()> {
     // Show the breaker's state changes as they happen.
     let watch = {
         let handle = breaker.handle();
+        // Read before the consumer starts, not when the task first runs: on
+        // a loaded machine that can be after the breaker already opened.
+        let mut last = handle.state();
         tokio::spawn(async move {
-            let mut last = handle.state();
             loop {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 let now = handle.state();
