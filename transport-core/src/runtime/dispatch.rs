@@ -83,18 +83,21 @@ pub(super) fn not_ready<F>(parked: Parked, error: BoxError) -> Handling<F> {
     }
 }
 
-/// Run the started call while serving the delivery's lease, then settle its
-/// outcome. Returns the delivery's ordering key, whose next delivery may
-/// then start, whatever happened: `call` and its future are caught by
-/// [`settle_call`]'s own net, and this one catches any other panic (the
-/// delivery is then redelivered), so a key's line always moves on and the
-/// consumer keeps running.
-pub(super) async fn finish<F, E>(shared: Arc<Shared>, handling: Handling<F>) -> Option<OrderingKey>
+/// Run the started call, then settle its outcome. Returns `key`, the
+/// delivery's ordering key, whose next delivery may then start, whatever
+/// happened: `call` and its future are caught by [`settle_call`]'s own
+/// net, and this one catches any other panic (the delivery is then
+/// redelivered), so a key's line always moves on and the consumer keeps
+/// running.
+pub(super) async fn finish<F, E>(
+    shared: Arc<Shared>,
+    handling: Handling<F>,
+    key: Option<OrderingKey>,
+) -> Option<OrderingKey>
 where
     F: Future<Output = Result<Outcome, E>>,
     E: Into<BoxError>,
 {
-    let key = OrderingKey::of(&handling.parked.delivery);
     if AssertUnwindSafe(settle_call(&shared, handling))
         .catch_unwind()
         .await

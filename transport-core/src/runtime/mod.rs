@@ -241,9 +241,11 @@ impl Consumer {
                 ready = std::future::poll_fn(|cx| poll_ready(&mut service, cx)), if may_start => {
                     // `may_start` saw one ready, and nothing took it since.
                     let Some(parked) = waiting.next_ready() else { continue };
+                    // Its key's turn ends when its call settles (or fails
+                    // to start).
+                    let key = OrderingKey::of(&parked.delivery);
                     match ready {
                         Ok(()) => {
-                            let key = OrderingKey::of(&parked.delivery);
                             // `start` runs the service's `call` and builds
                             // the context and span; a panic there (past
                             // `call`'s own net) loses this delivery to
@@ -256,7 +258,7 @@ impl Consumer {
                                     if !reusable {
                                         service = pristine.clone();
                                     }
-                                    running.push(finish(shared.clone(), handling));
+                                    running.push(finish(shared.clone(), handling, key));
                                 }
                                 Err(_) => {
                                     tracing::error!("starting a delivery's call panicked; the delivery will be redelivered");
@@ -269,7 +271,7 @@ impl Consumer {
                         }
                         Err(e) => {
                             service = pristine.clone();
-                            running.push(finish(shared.clone(), not_ready(parked, e)));
+                            running.push(finish(shared.clone(), not_ready(parked, e), key));
                         }
                     }
                 }
