@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -256,7 +257,21 @@ impl<T: Serialize> Event<T> {
     /// The message carrying this event: JSON data, attributes as `ce-*`
     /// headers, `content-type` the data's media type.
     pub fn to_message(&self) -> Result<Message, Error> {
-        let mut m = Message::json(&self.data)?.with_id(self.id.clone());
+        let json = Message::json(&self.data)?;
+        self.to_message_with(json.payload)
+    }
+}
+
+impl<T> Event<T> {
+    /// The message carrying this event with `data` as its payload, already
+    /// encoded (Avro, Protobuf, validated JSON: see the contracts layer):
+    /// attributes as `ce-*` headers, `content-type` the data's media type
+    /// (`data_content_type`, which the caller sets to match the encoding).
+    pub fn to_message_with(&self, data: impl Into<Bytes>) -> Result<Message, Error> {
+        let mut m = Message::new(data).with_id(self.id.clone());
+        if self.data_content_type.is_none() {
+            m.headers.insert(CONTENT_TYPE, "application/json");
+        }
         m.key = self.key.clone();
         let h = &mut m.headers;
         if let Some(ct) = &self.data_content_type {
@@ -292,6 +307,36 @@ impl<T: Serialize> Event<T> {
             h.insert(header, value.clone());
         }
         Ok(m)
+    }
+
+    /// This event with its data turned into another (the attributes kept).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Event<U> {
+        Event {
+            id: self.id,
+            event_type: self.event_type,
+            source: self.source,
+            version: self.version,
+            time: self.time,
+            subject: self.subject,
+            data_schema: self.data_schema,
+            data_content_type: self.data_content_type,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            tenant: self.tenant,
+            key: self.key,
+            extensions: self.extensions,
+            data: f(self.data),
+        }
+    }
+}
+
+impl Event<Bytes> {
+    /// The event a message carries with its data still encoded, for
+    /// decoders other than JSON: the attributes are checked as
+    /// [`decode`](Event::decode) checks them.
+    pub fn raw(message: &Message) -> Result<Self, EventError> {
+        let attributes = Attributes::read(message)?;
+        Ok(attributes.into_event_with(message, message.payload.clone()))
     }
 }
 
@@ -372,8 +417,6 @@ impl Attributes {
     }
 
     fn into_event<T: DeserializeOwned>(self, message: &Message) -> Result<Event<T>, EventError> {
-        let h = &message.headers;
-        let owned = |name: &str| h.get(name).map(str::to_owned);
         // CloudEvents data is optional: no payload reads as JSON `null`, so
         // an `Event<Option<T>>` or `Event<()>` takes an event without data.
         let payload: &[u8] = if message.payload.is_empty() {
@@ -382,7 +425,13 @@ impl Attributes {
             &message.payload
         };
         let data = serde_json::from_slice(payload).map_err(EventError::Payload)?;
-        Ok(Event {
+        Ok(self.into_event_with(message, data))
+    }
+
+    fn into_event_with<T>(self, message: &Message, data: T) -> Event<T> {
+        let h = &message.headers;
+        let owned = |name: &str| h.get(name).map(str::to_owned);
+        Event {
             id: self.id,
             event_type: self.event_type,
             source: self.source,
@@ -397,7 +446,7 @@ impl Attributes {
             key: message.key.clone().or_else(|| owned(CE_PARTITIONKEY)),
             extensions: self.extensions,
             data,
-        })
+        }
     }
 }
 
