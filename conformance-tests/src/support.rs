@@ -71,6 +71,12 @@ impl From<transport_core::Error> for CheckFailure {
     }
 }
 
+impl From<transport_contracts::ContractError> for CheckFailure {
+    fn from(e: transport_contracts::ContractError) -> Self {
+        CheckFailure(format!("unexpected contract error: {e}"))
+    }
+}
+
 /// Result of a check.
 pub type CheckResult = Result<(), CheckFailure>;
 

@@ -4,9 +4,10 @@
 //! timeouts and panics as transient failures, graceful shutdown).
 //!
 //! One file per concern: `dispatch.rs`, `retry.rs`, `lease.rs`,
-//! `breaker.rs`, `idempotency.rs`; the helpers they share are here.
+//! `breaker.rs`, `idempotency.rs`, `contracts.rs`; the helpers they share are here.
 
 mod breaker;
+mod contracts;
 mod dispatch;
 mod idempotency;
 mod lease;
@@ -19,6 +20,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 pub use breaker::*;
+pub use contracts::*;
 pub use dispatch::*;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -253,6 +255,7 @@ pub(crate) fn checks() -> Vec<Check> {
     [
         dispatch::checks(),
         retry::checks(),
+        contracts::checks(),
         lease::checks(),
         breaker::checks(),
         idempotency::checks(),
