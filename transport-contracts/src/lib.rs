@@ -69,3 +69,6 @@ pub use event_type::{EventType, Upcast};
 pub use failures::{EVENT_TYPE, FAILURE, VALIDATION_FAILURES};
 pub use router::{Router, Unroutable};
 pub use version::Version;
+/// The crate that derives the JSON Schemas, for `#[derive(JsonSchema)]`
+/// without a direct dependency: `#[schemars(crate = "transport_contracts::schemars")]`.
+pub use schemars;

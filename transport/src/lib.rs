@@ -74,6 +74,14 @@ pub mod sql {
     pub use transport_sql::*;
 }
 
+/// Events as contracts (feature `contracts`): declared event types with
+/// versions and schemas, checked at publish and consume, upcast from older
+/// versions, and routed by type to typed handlers.
+#[cfg(feature = "contracts")]
+pub mod contracts {
+    pub use transport_contracts::*;
+}
+
 /// The Redis Streams backend (feature `redis`).
 #[cfg(feature = "redis")]
 pub mod redis {
