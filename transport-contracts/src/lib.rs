@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod compatibility;
 mod contract;
 mod error;
 mod event_type;
@@ -63,6 +64,7 @@ mod router;
 mod version;
 
 pub use codec::{Codec, Json, ValidatedJson};
+pub use compatibility::{json_schema_breaks, Breaking, Compatibility, Reader};
 pub use contract::Contract;
 pub use error::{ContractError, DataError, DataErrorKind};
 pub use event_type::{EventType, Upcast};

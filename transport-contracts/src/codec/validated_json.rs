@@ -47,7 +47,14 @@ impl<T: Serialize + DeserializeOwned + JsonSchema> Codec<T> for ValidatedJson {
 
     fn build() -> Result<Self, ContractError> {
         let schema = json_schema_of::<T>();
-        let validator = jsonschema::validator_for(&schema).map_err(|e| {
+        // Formats are checked (`date-time`, `email`, `uuid`: what schemars
+        // derives for such types); formats unknown to the validator, such
+        // as schemars' `int64` annotations, are not.
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .should_ignore_unknown_formats(true)
+            .build(&schema)
+            .map_err(|e| {
             ContractError::Declaration(format!(
                 "the JSON Schema of {} does not compile: {e}",
                 std::any::type_name::<T>()
