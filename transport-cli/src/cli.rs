@@ -122,6 +122,22 @@ what is pending and exits. Parked rows are those the relay gave up on
 with their errors.")]
     Outbox(OutboxArgs),
 
+    /// The compatibility gate of a service's event schemas: compare the
+    /// current schemas with the accepted ones, and accept them.
+    #[command(after_help = "EXAMPLES:
+  transport contracts check --current target/contracts
+  transport contracts check --locked contracts --current target/contracts --compatibility FULL_TRANSITIVE
+  transport contracts lock --current target/contracts
+
+The current schemas are the files a service writes with Catalog::write
+(<type>/<major>.<minor>.schema.json); the accepted ones live in the service's
+repository (default contracts/). check exits 1 and names every breaking
+change (the field, the rule, which reader it breaks); lock runs the same gate,
+then adds the current files to the accepted ones. Compatibility: BACKWARD
+(default), FORWARD, FULL, each also _TRANSITIVE (against every locked version
+of the major, not only the newest).")]
+    Contracts(ContractsArgs),
+
     /// An order-processing flow on memory:// (no broker needed): retries,
     /// dead letters with reasons, a redrive and a summary.
     #[command(after_help = "EXAMPLES:
@@ -430,6 +446,30 @@ pub struct BenchArgs {
     /// Redraw the SVG from this sweep CSV (several: one line each), run nothing.
     #[arg(long, value_name = "CSV", conflicts_with_all = ["url", "sweep", "json"])]
     pub plot: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ContractsArgs {
+    #[command(subcommand)]
+    pub command: ContractsCommand,
+    /// The accepted schemas (kept in the service's repository).
+    #[arg(long, global = true, default_value = "contracts")]
+    pub locked: PathBuf,
+    /// The current schemas, as the service wrote them.
+    #[arg(long, global = true, default_value = "target/contracts")]
+    pub current: PathBuf,
+    /// Which readers must keep working: BACKWARD, FORWARD, FULL, or one of
+    /// them _TRANSITIVE.
+    #[arg(long, global = true, default_value = "BACKWARD")]
+    pub compatibility: transport::contracts::Compatibility,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContractsCommand {
+    /// Compare the current schemas with the accepted ones; exit 1 on a breaking change.
+    Check,
+    /// Check, then add the current schemas to the accepted ones.
+    Lock,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod cli;
 mod consume;
+mod contracts;
 mod demo;
 mod demo_outbox;
 mod dlq;
@@ -43,6 +44,7 @@ fn main() -> std::process::ExitCode {
             Command::Check(a) => check::run(a).await,
             Command::Bench(a) if a.sweep || !a.plot.is_empty() => sweep::command(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Contracts(a) => contracts::run(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Outbox(a) => outbox::run(a).await,
         }

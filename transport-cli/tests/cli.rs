@@ -36,7 +36,7 @@ fn unique(what: &str) -> String {
 #[test]
 fn every_subcommand_has_help_with_examples() {
     for sub in [
-        "publish", "consume", "dlq", "stats", "monitor", "check", "bench", "demo",
+        "publish", "consume", "dlq", "stats", "monitor", "check", "bench", "demo", "contracts",
     ] {
         transport()
             .args([sub, "--help"])
@@ -435,4 +435,58 @@ fn redis_check_and_secrets() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("supersecret").not());
+}
+
+/// `transport contracts`: lock accepts the first schemas, check passes a
+/// compatible minor and refuses a breaking one with exit 1 naming it, and a
+/// folder without schemas is an error.
+#[test]
+fn contracts_gate_checks_and_locks_schema_files() {
+    let root = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("contracts"));
+    let (locked, current) = (root.join("contracts"), root.join("current"));
+    let write = |version: &str, schema: serde_json::Value| {
+        let folder = current.join("shop.order.placed");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(format!("{version}.schema.json")), schema.to_string()).unwrap();
+    };
+    let gate = |command: &str, mode: &str| {
+        let mut c = transport();
+        c.args(["contracts", command, "--locked"])
+            .arg(&locked)
+            .arg("--current")
+            .arg(&current)
+            .args(["--compatibility", mode]);
+        c
+    };
+    let v10 = serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]});
+    write("1.0", v10);
+    gate("lock", "BACKWARD")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("shop.order.placed 1.0"));
+    assert!(locked.join("shop.order.placed/1.0.schema.json").is_file());
+
+    let v11 = serde_json::json!({"type": "object", "properties": {
+        "id": {"type": "string"}, "note": {"type": "string"}}, "required": ["id"]});
+    write("1.1", v11);
+    gate("check", "full").assert().success().stdout(predicate::str::contains("new: shop.order.placed 1.1"));
+
+    let v12 = serde_json::json!({"type": "object", "properties": {
+        "id": {"type": "integer"}, "note": {"type": "string"}}, "required": ["id"]});
+    std::fs::remove_file(current.join("shop.order.placed/1.1.schema.json")).unwrap();
+    write("1.2", v12);
+    gate("lock", "BACKWARD").assert().code(1).stderr(
+        predicate::str::contains("shop.order.placed 1.0 -> 1.2: /id: type-narrowed")
+            .and(predicate::str::contains("breaks new readers of old data")),
+    );
+    assert!(!locked.join("shop.order.placed/1.2.schema.json").exists());
+
+    gate("check", "SIDEWAYS").assert().code(2).stderr(predicate::str::contains("BACKWARD"));
+    let mut empty = transport();
+    empty
+        .args(["contracts", "check", "--current"])
+        .arg(root.join("nothing"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no schemas"));
 }

@@ -54,15 +54,18 @@
 //! ```
 #![warn(missing_docs)]
 
+mod catalog;
 mod codec;
 mod compatibility;
 mod contract;
 mod error;
 mod event_type;
 mod failures;
+pub mod gate;
 mod router;
 mod version;
 
+pub use catalog::{Catalog, Declared};
 pub use codec::{Codec, Json, ValidatedJson};
 pub use compatibility::{json_schema_breaks, Breaking, Compatibility, Reader};
 pub use contract::Contract;

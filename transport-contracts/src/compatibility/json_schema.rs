@@ -137,10 +137,10 @@ impl<'a> Walk<'a> {
             (_, Value::Bool(true)) | (Value::Bool(false), _) => return,
             (Value::Bool(true), r) if is_unconstrained(r) => return,
             (Value::Bool(true), _) => {
-                return self.report(path, "constraint-added", "anything was accepted, now only what the schema says".into());
+                return self.report(path, "constraint-added", "the writer allows anything, the reader constrains it".into());
             }
             (_, Value::Bool(false)) => {
-                return self.report(path, "constraint-added", "nothing is accepted any more".into());
+                return self.report(path, "constraint-added", "the reader accepts nothing here".into());
             }
             _ => {}
         }
@@ -195,12 +195,12 @@ impl<'a> Walk<'a> {
     fn types(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         let Some(reads) = types_of(r) else { return };
         let Some(writes) = types_of(w) else {
-            return self.report(path, "type-narrowed", format!("any type was accepted, now only {}", reads.join(" or ")));
+            return self.report(path, "type-narrowed", format!("the writer allows any type, the reader only {}", reads.join(" or ")));
         };
         for t in writes {
             let accepted = reads.contains(&t) || (t == "integer" && reads.iter().any(|r| r == "number"));
             if !accepted {
-                self.report(path, "type-narrowed", format!("{t} is no longer accepted (now {})", reads.join(" or ")));
+                self.report(path, "type-narrowed", format!("{t} is written, the reader accepts {}", reads.join(" or ")));
             }
         }
     }
@@ -208,10 +208,10 @@ impl<'a> Walk<'a> {
     fn enums(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         let Some(allowed) = values_of(r) else { return };
         match values_of(w) {
-            None => self.report(path, "enum-added", format!("only {} accepted now", list(&allowed))),
+            None => self.report(path, "enum-added", format!("the reader accepts only {}", list(&allowed))),
             Some(written) => {
                 for v in written.iter().filter(|v| !allowed.contains(v)) {
-                    self.report(path, "enum-value-removed", format!("{v} is no longer accepted"));
+                    self.report(path, "enum-value-removed", format!("{v} is written, the reader does not accept it"));
                 }
             }
         }
@@ -223,13 +223,13 @@ impl<'a> Walk<'a> {
         if let Some((rmin, rex)) = lower(r) {
             match lower(w) {
                 Some((wmin, wex)) if wmin > rmin || (wmin == rmin && (wex || !rex)) => {}
-                was => self.report(path, "minimum-raised", format!("{} now {}", describe(was, "no minimum"), show(rmin, rex, ">"))),
+                was => self.report(path, "minimum-raised", format!("writer {}, reader {}", describe(was, "no minimum", ">"), show(rmin, rex, ">"))),
             }
         }
         if let Some((rmax, rex)) = upper(r) {
             match upper(w) {
                 Some((wmax, wex)) if wmax < rmax || (wmax == rmax && (wex || !rex)) => {}
-                was => self.report(path, "maximum-lowered", format!("{} now {}", describe(was, "no maximum"), show(rmax, rex, "<"))),
+                was => self.report(path, "maximum-lowered", format!("writer {}, reader {}", describe(was, "no maximum", "<"), show(rmax, rex, "<"))),
             }
         }
         if let Some(m) = r.get("multipleOf").and_then(Value::as_f64) {
@@ -238,7 +238,7 @@ impl<'a> Walk<'a> {
                 .and_then(Value::as_f64)
                 .is_some_and(|n| (n / m - (n / m).round()).abs() < 1e-9);
             if !ok {
-                self.report(path, "multiple-of-changed", format!("values must now be multiples of {m}"));
+                self.report(path, "multiple-of-changed", format!("the reader wants multiples of {m}"));
             }
         }
     }
@@ -248,12 +248,12 @@ impl<'a> Walk<'a> {
         self.at_most(w, r, path, "maxLength", "max-length-lowered");
         if let Some(p) = r.get("pattern") {
             if w.get("pattern") != Some(p) {
-                self.report(path, "pattern-changed", format!("values must now match {p}"));
+                self.report(path, "pattern-changed", format!("the reader wants values matching {p}"));
             }
         }
         if let Some(f) = r.get("format").and_then(Value::as_str).filter(|f| CHECKED_FORMATS.contains(f)) {
             if w.get("format").and_then(Value::as_str) != Some(f) {
-                self.report(path, "format-added", format!("values must now be a {f}"));
+                self.report(path, "format-added", format!("the reader wants a {f}"));
             }
         }
     }
@@ -262,7 +262,7 @@ impl<'a> Walk<'a> {
         self.at_least(w, r, path, "minItems", "min-items-raised");
         self.at_most(w, r, path, "maxItems", "max-items-lowered");
         if r.get("uniqueItems") == Some(&Value::Bool(true)) && w.get("uniqueItems") != Some(&Value::Bool(true)) {
-            self.report(path, "unique-items-added", "items must now be unique".into());
+            self.report(path, "unique-items-added", "the reader wants unique items".into());
         }
         if let Some(ri) = r.get("items") {
             let wi = w.get("items").unwrap_or(&Value::Bool(true));
@@ -283,9 +283,9 @@ impl<'a> Walk<'a> {
         let (wreq, rreq) = (required(w), required(r));
         for name in rreq.iter().filter(|n| !wreq.contains(n)) {
             let detail = if declared(wprops, name) {
-                "optional before, required now"
+                "optional for the writer, required by the reader"
             } else {
-                "a new property is required"
+                "required by the reader, not written"
             };
             self.report(&child(path, name), "required-added", detail.into());
         }
@@ -303,7 +303,7 @@ impl<'a> Walk<'a> {
         for (name, wschema) in wprops.into_iter().flatten().filter(|(n, _)| !declared(rprops, n)) {
             match closed {
                 Some(Value::Bool(false)) => {
-                    self.report(&child(path, name), "property-removed", "written, but the object no longer allows it".into())
+                    self.report(&child(path, name), "property-removed", "written, and the reader's object does not allow it".into())
                 }
                 Some(e) if e.is_object() => self.subset(wschema, e, &child(path, name)),
                 _ => {}
@@ -311,7 +311,7 @@ impl<'a> Walk<'a> {
         }
         if let (Some(we), Some(re)) = (extra.filter(|e| e.is_object()), closed) {
             match re {
-                Value::Bool(false) => self.report(path, "property-removed", "entries were allowed, now none".into()),
+                Value::Bool(false) => self.report(path, "property-removed", "the writer allows entries, the reader none".into()),
                 re if re.is_object() => self.subset(we, re, &format!("{path}/*")),
                 _ => {}
             }
@@ -323,7 +323,7 @@ impl<'a> Walk<'a> {
     fn at_least(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str, key: &str, rule: &'static str) {
         if let Some(rmin) = r.get(key).and_then(Value::as_f64) {
             if w.get(key).and_then(Value::as_f64).is_none_or(|wmin| wmin < rmin) {
-                self.report(path, rule, format!("{key} {} now {rmin}", opt(w.get(key))));
+                self.report(path, rule, format!("writer {key} {}, reader {rmin}", opt(w.get(key))));
             }
         }
     }
@@ -331,7 +331,7 @@ impl<'a> Walk<'a> {
     fn at_most(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str, key: &str, rule: &'static str) {
         if let Some(rmax) = r.get(key).and_then(Value::as_f64) {
             if w.get(key).and_then(Value::as_f64).is_none_or(|wmax| wmax > rmax) {
-                self.report(path, rule, format!("{key} {} now {rmax}", opt(w.get(key))));
+                self.report(path, rule, format!("writer {key} {}, reader {rmax}", opt(w.get(key))));
             }
         }
     }
@@ -413,15 +413,15 @@ fn show(v: f64, exclusive: bool, op: &str) -> String {
     format!("{op}{} {v}", if exclusive { "" } else { "=" })
 }
 
-fn describe(bound: Option<(f64, bool)>, none: &str) -> String {
+fn describe(bound: Option<(f64, bool)>, none: &str, op: &str) -> String {
     match bound {
-        None => format!("{none} before,"),
-        Some((v, ex)) => format!("{} before,", show(v, ex, if none.contains("minimum") { ">" } else { "<" })),
+        None => none.to_owned(),
+        Some((v, ex)) => show(v, ex, op),
     }
 }
 
 fn opt(v: Option<&Value>) -> String {
-    v.map_or("none before,".into(), |v| format!("{v} before,"))
+    v.map_or("none".into(), Value::to_string)
 }
 
 fn list(values: &[Value]) -> String {
