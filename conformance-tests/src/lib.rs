@@ -47,6 +47,7 @@ macro_rules! check {
     };
 }
 
+pub mod contracts;
 mod dead_letters;
 mod lifecycle;
 mod negative;

@@ -54,6 +54,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod asyncapi;
 mod catalog;
 mod codec;
 mod compatibility;
@@ -65,7 +66,8 @@ pub mod gate;
 mod router;
 mod version;
 
-pub use catalog::{Catalog, Declared};
+pub use asyncapi::Server;
+pub use catalog::{Catalog, Consumed, Declared, MANIFEST};
 pub use codec::{Codec, Json, ValidatedJson};
 pub use compatibility::{json_schema_breaks, Breaking, Compatibility, Reader};
 pub use contract::Contract;

@@ -8,64 +8,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use transport_contracts::{Contract, EventType, Json, Router, Unroutable, Upcast, ValidatedJson, Version};
+use transport_contracts::{Contract, EventType, Router, Unroutable};
 use transport_core::runtime::{Context, HandlerError};
 use transport_core::{Event, Message, Transport};
 
 use super::*;
+use crate::contracts::events::{OrderCancelled, OrderPlaced, OrderPlacedV1};
 use crate::support::*;
 use crate::{ensure, Check};
-
-/// Version 1: the amount as a decimal number.
-#[derive(Serialize, Deserialize, JsonSchema)]
-struct OrderPlacedV1 {
-    order_id: String,
-    amount: f64,
-}
-
-impl EventType for OrderPlacedV1 {
-    const TYPE: &'static str = "conformance.order.placed";
-    const VERSION: Version = Version::new(1, 0);
-    type Codec = Json;
-}
-
-/// Version 2: the amount in cents, at least 1.
-#[derive(Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-struct OrderPlaced {
-    order_id: String,
-    #[schemars(range(min = 1))]
-    amount_cents: i64,
-}
-
-impl EventType for OrderPlaced {
-    const TYPE: &'static str = "conformance.order.placed";
-    const VERSION: Version = Version::new(2, 0);
-    type Codec = ValidatedJson;
-}
-
-impl Upcast for OrderPlacedV1 {
-    type Next = OrderPlaced;
-    fn upcast(self) -> OrderPlaced {
-        OrderPlaced {
-            order_id: self.order_id,
-            amount_cents: (self.amount * 100.0).round() as i64,
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, JsonSchema)]
-struct OrderCancelled {
-    order_id: String,
-}
-
-impl EventType for OrderCancelled {
-    const TYPE: &'static str = "conformance.order.cancelled";
-    const VERSION: Version = Version::new(1, 0);
-    type Codec = ValidatedJson;
-}
 
 const SOURCE: &str = "conformance/contracts";
 
