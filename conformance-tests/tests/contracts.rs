@@ -110,6 +110,50 @@ fn asyncapi_diff_sees_the_change_the_gate_refuses() -> CheckResult {
     }
 }
 
+/// The Markdown catalog lists every version with its fields, rules and
+/// doc comments, what changed between versions, and an example payload
+/// that its schema accepts (judged by the validator).
+fn event_catalog_lists_fields_and_valid_examples() -> CheckResult {
+    let catalog = events::catalog()?;
+    let text = catalog.markdown();
+    if std::env::var_os("CONTRACTS_PRINT").is_some() {
+        eprintln!("{text}");
+    }
+    for want in [
+        "# Events of shop-checkout 1.4.0",
+        "| [`conformance.order.placed`](#conformanceorderplaced) | 1.0, 2.0 | orders | orders (billing) |",
+        "| `amount_cents` | integer (int64) | yes | The amount, in cents. (>= 1) |",
+        "Changed from 1.0 (a new major version after it):",
+        "- `amount_cents` added",
+        "- `amount` removed",
+        "Consumed from: orders (group billing).",
+    ] {
+        if !text.contains(want) {
+            return Err(CheckFailure(format!("the catalog lacks {want:?}:\n{text}")));
+        }
+    }
+    let examples: Vec<&str> = text.split("```json\n").skip(1).filter_map(|b| b.split("\n```").next()).collect();
+    let declared: Vec<_> = catalog.events().collect();
+    if examples.len() != declared.len() {
+        return Err(CheckFailure(format!("{} examples for {} versions", examples.len(), declared.len())));
+    }
+    // Versions are listed newest first within each type, types in order.
+    let mut in_order: Vec<_> = declared.clone();
+    in_order.sort_by(|a, b| a.event_type.cmp(&b.event_type).then(b.version.cmp(&a.version)));
+    for (example, d) in examples.iter().zip(in_order) {
+        let value: Value = serde_json::from_str(example)
+            .map_err(|e| CheckFailure(format!("the example of {} {} is not JSON: {e}", d.event_type, d.version)))?;
+        let validator = jsonschema::validator_for(&d.schema).map_err(|e| CheckFailure(e.to_string()))?;
+        if let Err(e) = validator.validate(&value) {
+            return Err(CheckFailure(format!(
+                "the example of {} {} breaks its schema: {e}: {value}",
+                d.event_type, d.version
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let rt = Arc::new(
@@ -129,6 +173,13 @@ fn main() {
         })
         .collect();
     let absent = judges::absent();
+    cases.push(async_case(
+        "event_catalog_lists_fields_and_valid_examples",
+        rt.clone(),
+        CHECK_TIMEOUT,
+        None,
+        || async { event_catalog_lists_fields_and_valid_examples() }.boxed(),
+    ));
     let judged: [(&'static str, fn() -> CheckResult); 2] = [
         ("asyncapi_document_is_valid", asyncapi_document_is_valid),
         (

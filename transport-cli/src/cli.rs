@@ -128,10 +128,12 @@ with their errors.")]
   transport contracts check --current target/contracts
   transport contracts check --locked contracts --current target/contracts --compatibility FULL_TRANSITIVE
   transport contracts lock --current target/contracts
+  transport contracts asyncapi --server production=kafka://k1:9092 --out asyncapi.json
+  transport contracts catalog --out EVENTS.md
 
-The current schemas are the files a service writes with Catalog::write
-(<type>/<major>.<minor>.schema.json); the accepted ones live in the service's
-repository (default contracts/). check exits 1 and names every breaking
+The current schemas are what a service writes with Catalog::write
+(catalog.json and <type>/<major>.<minor>.schema.json); the accepted ones live
+in the service's repository (default contracts/). check exits 1 and names every breaking
 change (the field, the rule, which reader it breaks); lock runs the same gate,
 then adds the current files to the accepted ones. Compatibility: BACKWARD
 (default), FORWARD, FULL, each also _TRANSITIVE (against every locked version
@@ -470,6 +472,22 @@ pub enum ContractsCommand {
     Check,
     /// Check, then add the current schemas to the accepted ones.
     Lock,
+    /// Write the AsyncAPI 3.0 document of the current catalog.
+    Asyncapi {
+        /// A broker the service runs against, NAME=URL (repeatable); only
+        /// the scheme, host and port are written.
+        #[arg(long = "server", value_name = "NAME=URL")]
+        servers: Vec<transport::contracts::Server>,
+        /// Write it here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write the Markdown event catalog of the current catalog.
+    Catalog {
+        /// Write it here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -463,7 +463,7 @@ fn contracts_gate_checks_and_locks_schema_files() {
     gate("lock", "BACKWARD")
         .assert()
         .success()
-        .stdout(predicate::str::contains("shop.order.placed 1.0"));
+        .stdout(predicate::str::contains("new: shop.order.placed 1.0"));
     assert!(locked.join("shop.order.placed/1.0.schema.json").is_file());
 
     let v11 = serde_json::json!({"type": "object", "properties": {
@@ -489,4 +489,51 @@ fn contracts_gate_checks_and_locks_schema_files() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no schemas"));
+}
+
+/// `transport contracts asyncapi` and `catalog` read what a service wrote
+/// (catalog.json) and write the document and the Markdown; servers carry no
+/// credentials; without a catalog the error says how to write one.
+#[test]
+fn contracts_documents_come_from_the_written_catalog() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("catalog"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog = serde_json::json!({
+        "service": "checkout",
+        "version": "2.3.1",
+        "events": [{
+            "type": "shop.order.placed", "version": "1.0", "rustType": "checkout::OrderPlaced",
+            "contentType": "application/json",
+            "schema": {"type": "object", "description": "An order was placed.",
+                       "properties": {"id": {"type": "string", "description": "The order."}}, "required": ["id"]},
+            "producedTo": ["orders"], "consumedIn": [{"topic": "orders", "group": "billing"}]
+        }]
+    });
+    std::fs::write(dir.join("catalog.json"), catalog.to_string()).unwrap();
+    let out = transport()
+        .args(["contracts", "asyncapi", "--server", "prod=kafka://app:pw@k1:9092", "--current"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    assert_eq!(doc["info"]["version"], "2.3.1");
+    assert_eq!(doc["servers"]["prod"]["host"], "k1:9092");
+    assert!(!String::from_utf8_lossy(&out).contains("pw"));
+    assert_eq!(doc["operations"]["receive_orders_billing"]["action"], "receive");
+    transport()
+        .args(["contracts", "catalog", "--current"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("| `id` | string | yes | The order. |"));
+    transport()
+        .args(["contracts", "catalog", "--current"])
+        .arg(dir.join("absent"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("Catalog::write"));
 }

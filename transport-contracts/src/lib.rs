@@ -62,6 +62,7 @@ mod contract;
 mod error;
 mod event_type;
 mod failures;
+mod markdown;
 pub mod gate;
 mod router;
 mod version;
