@@ -5,7 +5,9 @@
 //! burns no attempts), a duplicate acknowledged without charging twice,
 //! permanent failures dead-lettered with their reasons, a redrive after a
 //! "fix", and a summary. Then a transactional outbox in SQLite feeding an
-//! exactly-once consumer (`demo_outbox.rs`).
+//! exactly-once consumer (`demo_outbox.rs`), and typed events with a
+//! version upcast on arrival and an invalid one dead-lettered with the field
+//! named (`demo_contracts.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -221,6 +223,7 @@ async fn flow(url: &str) -> transport::Result<()> {
     println!("  redrive:    moved {moved}, then acked {}", second.acked);
     println!("  dead-letter queue now holds {}", dlq.depth().await?);
     crate::demo_outbox::run(broker.clone()).await?;
+    crate::demo_contracts::run(broker.clone()).await?;
     broker.close().await
 }
 

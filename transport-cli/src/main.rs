@@ -6,6 +6,7 @@ mod cli;
 mod consume;
 mod contracts;
 mod demo;
+mod demo_contracts;
 mod demo_outbox;
 mod dlq;
 mod measured;

@@ -57,7 +57,13 @@ fn demo_runs_on_memory() {
         .stdout(predicate::str::contains("moved 2, then acked 2"))
         .stdout(predicate::str::contains("[circuit breaker open]"))
         .stdout(predicate::str::contains("order 5 delivered twice, charged 1 time(s)"))
-        .stdout(predicate::str::contains("dead-letter queue now holds 0"));
+        .stdout(predicate::str::contains("dead-letter queue now holds 0"))
+        .stdout(predicate::str::contains("shipping order 11 to Paris, FR (1 Rue Lepic) [v1 event upcast on arrival]"))
+        .stdout(predicate::str::contains("order 14 refused at publish, nothing sent"))
+        .stdout(predicate::str::contains(
+            "dead-lettered: demo.shipment.requested v2.0: field /address/country breaks `maxLength`",
+        ))
+        .stdout(predicate::str::contains("contracts: acked 3, dead-lettered 1"));
 }
 
 /// The demo works on the brokers too, including NATS, whose duplicate
