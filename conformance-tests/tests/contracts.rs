@@ -53,7 +53,9 @@ fn asyncapi_document_is_valid() -> CheckResult {
     let mut wrong = doc.clone();
     wrong["operations"]["send_orders"]["action"] = "publish".into();
     if judges::validate(&wrong)?.0.is_empty() {
-        return Err(CheckFailure("the parser accepted an operation with action \"publish\"".into()));
+        return Err(CheckFailure(
+            "the parser accepted an operation with action \"publish\"".into(),
+        ));
     }
     let text = doc.to_string();
     if text.contains("secret") {
@@ -95,7 +97,9 @@ fn asyncapi_diff_sees_the_change_the_gate_refuses() -> CheckResult {
     // classifies the document's structure, not schema compatibility): what
     // shows is that it sees the same change at the same field.
     let seen = all.iter().find(|c| {
-        c["path"].as_str().is_some_and(|p| p.ends_with("/payload/properties/amount_cents/type"))
+        c["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/payload/properties/amount_cents/type"))
             && c["before"] == "integer"
             && c["after"] == "string"
     });
@@ -132,17 +136,29 @@ fn event_catalog_lists_fields_and_valid_examples() -> CheckResult {
             return Err(CheckFailure(format!("the catalog lacks {want:?}:\n{text}")));
         }
     }
-    let examples: Vec<&str> = text.split("```json\n").skip(1).filter_map(|b| b.split("\n```").next()).collect();
+    let examples: Vec<&str> = text
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n```").next())
+        .collect();
     let declared: Vec<_> = catalog.events().collect();
     if examples.len() != declared.len() {
-        return Err(CheckFailure(format!("{} examples for {} versions", examples.len(), declared.len())));
+        return Err(CheckFailure(format!(
+            "{} examples for {} versions",
+            examples.len(),
+            declared.len()
+        )));
     }
     // Versions are listed newest first within each type, types in order.
     let mut in_order: Vec<_> = declared.clone();
     in_order.sort_by(|a, b| a.event_type.cmp(&b.event_type).then(b.version.cmp(&a.version)));
     for (example, d) in examples.iter().zip(in_order) {
-        let value: Value = serde_json::from_str(example)
-            .map_err(|e| CheckFailure(format!("the example of {} {} is not JSON: {e}", d.event_type, d.version)))?;
+        let value: Value = serde_json::from_str(example).map_err(|e| {
+            CheckFailure(format!(
+                "the example of {} {} is not JSON: {e}",
+                d.event_type, d.version
+            ))
+        })?;
         let validator = jsonschema::validator_for(&d.schema).map_err(|e| CheckFailure(e.to_string()))?;
         if let Err(e) = validator.validate(&value) {
             return Err(CheckFailure(format!(

@@ -57,10 +57,17 @@ fn gate(args: &ContractsArgs) -> CliResult {
         .filter(|k| !locked.contains_key(*k))
         .map(|(t, v)| format!("{t} {v}"))
         .collect();
-    let new = if new.is_empty() { "none".to_owned() } else { new.join(", ") };
+    let new = if new.is_empty() {
+        "none".to_owned()
+    } else {
+        new.join(", ")
+    };
     if matches!(args.command, ContractsCommand::Lock) {
         gate::write(&args.locked, &current).map_err(|e| {
-            CliError::new(format!("writing the accepted schemas to {}: {e}", args.locked.display()))
+            CliError::new(format!(
+                "writing the accepted schemas to {}: {e}",
+                args.locked.display()
+            ))
         })?;
         println!(
             "accepted under {} into {}; new: {new}",

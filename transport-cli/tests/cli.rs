@@ -36,7 +36,15 @@ fn unique(what: &str) -> String {
 #[test]
 fn every_subcommand_has_help_with_examples() {
     for sub in [
-        "publish", "consume", "dlq", "stats", "monitor", "check", "bench", "demo", "contracts",
+        "publish",
+        "consume",
+        "dlq",
+        "stats",
+        "monitor",
+        "check",
+        "bench",
+        "demo",
+        "contracts",
     ] {
         transport()
             .args([sub, "--help"])
@@ -58,7 +66,9 @@ fn demo_runs_on_memory() {
         .stdout(predicate::str::contains("[circuit breaker open]"))
         .stdout(predicate::str::contains("order 5 delivered twice, charged 1 time(s)"))
         .stdout(predicate::str::contains("dead-letter queue now holds 0"))
-        .stdout(predicate::str::contains("shipping order 11 to Paris, FR (1 Rue Lepic) [v1 event upcast on arrival]"))
+        .stdout(predicate::str::contains(
+            "shipping order 11 to Paris, FR (1 Rue Lepic) [v1 event upcast on arrival]",
+        ))
         .stdout(predicate::str::contains("order 14 refused at publish, nothing sent"))
         .stdout(predicate::str::contains(
             "dead-lettered: demo.shipment.requested v2.0: field /address/country breaks `maxLength`",
@@ -475,7 +485,10 @@ fn contracts_gate_checks_and_locks_schema_files() {
     let v11 = serde_json::json!({"type": "object", "properties": {
         "id": {"type": "string"}, "note": {"type": "string"}}, "required": ["id"]});
     write("1.1", v11);
-    gate("check", "full").assert().success().stdout(predicate::str::contains("new: shop.order.placed 1.1"));
+    gate("check", "full")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("new: shop.order.placed 1.1"));
 
     let v12 = serde_json::json!({"type": "object", "properties": {
         "id": {"type": "integer"}, "note": {"type": "string"}}, "required": ["id"]});
@@ -487,7 +500,10 @@ fn contracts_gate_checks_and_locks_schema_files() {
     );
     assert!(!locked.join("shop.order.placed/1.2.schema.json").exists());
 
-    gate("check", "SIDEWAYS").assert().code(2).stderr(predicate::str::contains("BACKWARD"));
+    gate("check", "SIDEWAYS")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("BACKWARD"));
     let mut empty = transport();
     empty
         .args(["contracts", "check", "--current"])
@@ -517,7 +533,13 @@ fn contracts_documents_come_from_the_written_catalog() {
     });
     std::fs::write(dir.join("catalog.json"), catalog.to_string()).unwrap();
     let out = transport()
-        .args(["contracts", "asyncapi", "--server", "prod=kafka://app:pw@k1:9092", "--current"])
+        .args([
+            "contracts",
+            "asyncapi",
+            "--server",
+            "prod=kafka://app:pw@k1:9092",
+            "--current",
+        ])
         .arg(&dir)
         .assert()
         .success()

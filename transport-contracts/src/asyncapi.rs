@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 use transport_core::headers::{
-    CE_CAUSATIONID, CE_CORRELATIONID, CE_DATAVERSION, CE_ID, CE_SOURCE, CE_SPECVERSION, CE_SUBJECT, CE_TIME,
-    CE_TYPE, CONTENT_TYPE, DLQ_ATTEMPTS, DLQ_REASON,
+    CE_CAUSATIONID, CE_CORRELATIONID, CE_DATAVERSION, CE_ID, CE_SOURCE, CE_SPECVERSION, CE_SUBJECT, CE_TIME, CE_TYPE,
+    CONTENT_TYPE, DLQ_ATTEMPTS, DLQ_REASON,
 };
 
 use crate::catalog::{Catalog, Declared};
@@ -99,7 +99,10 @@ fn payload(schema: &Value, prefix: &str, components: &mut Map<String, Value>) ->
                     .map(|(k, v)| match (k.as_str(), v.as_str()) {
                         ("$ref", Some(r)) if r.starts_with("#/$defs/") => {
                             let name = component(&r["#/$defs/".len()..]);
-                            (k.clone(), Value::String(format!("#/components/schemas/{prefix}.{name}")))
+                            (
+                                k.clone(),
+                                Value::String(format!("#/components/schemas/{prefix}.{name}")),
+                            )
                         }
                         _ => (k.clone(), rewrite(v, prefix)),
                     })
@@ -120,7 +123,13 @@ fn payload(schema: &Value, prefix: &str, components: &mut Map<String, Value>) ->
 /// A component key: letters, digits, `.`, `-`, `_`.
 fn component(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

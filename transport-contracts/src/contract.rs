@@ -54,7 +54,11 @@ impl<E: EventType> Contract<E> {
         let content_type = <E::Codec as Codec<E>>::CONTENT_TYPE;
         let contradiction = if event.event_type != E::TYPE {
             Some(format!("its type is {:?}", event.event_type))
-        } else if let Some(v) = event.version.as_deref().filter(|v| Version::parse(v).map(|v| v.major) != Some(E::VERSION.major)) {
+        } else if let Some(v) = event
+            .version
+            .as_deref()
+            .filter(|v| Version::parse(v).map(|v| v.major) != Some(E::VERSION.major))
+        {
             Some(format!("its dataversion is {v:?}"))
         } else if let Some(ct) = event.data_content_type.as_deref().filter(|ct| *ct != content_type) {
             Some(format!("its datacontenttype is {ct:?}"))

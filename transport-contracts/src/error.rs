@@ -35,7 +35,12 @@ impl DataError {
     /// `field` is a JSON pointer (`/items/0/sku`, empty for the whole data);
     /// `rule` the schema keyword broken (`required`, `minimum`, `type`) or,
     /// for malformed data, `syntax`.
-    pub fn new(kind: DataErrorKind, field: impl Into<String>, rule: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn new(
+        kind: DataErrorKind,
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         DataError {
             kind,
             field: field.into(),
@@ -142,7 +147,11 @@ impl fmt::Display for ContractError {
                 readable,
             } => {
                 let readable: Vec<String> = readable.iter().map(|m| format!("v{m}")).collect();
-                let version = if version.is_empty() { "without a dataversion" } else { version };
+                let version = if version.is_empty() {
+                    "without a dataversion"
+                } else {
+                    version
+                };
                 write!(
                     f,
                     "{event_type} {version}: this consumer reads {} of it",

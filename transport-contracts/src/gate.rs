@@ -135,7 +135,12 @@ fn without_annotations(schema: &Value) -> Value {
     match schema {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "title" | "description" | "examples" | "$comment" | "$schema"))
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "title" | "description" | "examples" | "$comment" | "$schema"
+                    )
+                })
                 .map(|(k, v)| (k.clone(), without_annotations(v)))
                 .collect(),
         ),

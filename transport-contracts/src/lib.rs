@@ -62,8 +62,8 @@ mod contract;
 mod error;
 mod event_type;
 mod failures;
-mod markdown;
 pub mod gate;
+mod markdown;
 mod router;
 mod version;
 
@@ -76,7 +76,7 @@ pub use error::{ContractError, DataError, DataErrorKind};
 pub use event_type::{EventType, Upcast};
 pub use failures::{EVENT_TYPE, FAILURE, VALIDATION_FAILURES};
 pub use router::{Router, Unroutable};
-pub use version::Version;
 /// The crate that derives the JSON Schemas, for `#[derive(JsonSchema)]`
 /// without a direct dependency: `#[schemars(crate = "transport_contracts::schemars")]`.
 pub use schemars;
+pub use version::Version;

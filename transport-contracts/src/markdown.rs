@@ -33,20 +33,36 @@ impl Catalog {
                 let mut all: Vec<String> = versions.iter().flat_map(|d| f(d)).collect();
                 all.sort();
                 all.dedup();
-                if all.is_empty() { "-".to_owned() } else { all.join(", ") }
+                if all.is_empty() {
+                    "-".to_owned()
+                } else {
+                    all.join(", ")
+                }
             };
             let _ = writeln!(
                 out,
                 "| [`{event_type}`](#{}) | {} | {} | {} |",
                 anchor(event_type),
-                versions.iter().map(|d| d.version.to_string()).collect::<Vec<_>>().join(", "),
+                versions
+                    .iter()
+                    .map(|d| d.version.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 list(&|d| d.produced_to.clone()),
-                list(&|d| d.consumed_in.iter().map(|c| format!("{} ({})", c.topic, c.group)).collect()),
+                list(&|d| d
+                    .consumed_in
+                    .iter()
+                    .map(|c| format!("{} ({})", c.topic, c.group))
+                    .collect()),
             );
         }
         for (event_type, versions) in &by_type {
             let _ = writeln!(out, "\n## {event_type}\n");
-            if let Some(text) = versions.last().and_then(|d| d.schema.get("description")).and_then(Value::as_str) {
+            if let Some(text) = versions
+                .last()
+                .and_then(|d| d.schema.get("description"))
+                .and_then(Value::as_str)
+            {
                 let _ = writeln!(out, "{text}\n");
             }
             for (i, d) in versions.iter().enumerate().rev() {
@@ -152,7 +168,10 @@ fn resolve<'v>(root: &'v Value, schema: &'v Value) -> &'v Value {
 fn non_null<'v>(root: &'v Value, schema: &'v Value) -> (&'v Value, bool) {
     let s = resolve(root, schema);
     if let Some(branches) = s.get("anyOf").or_else(|| s.get("oneOf")).and_then(Value::as_array) {
-        let others: Vec<&Value> = branches.iter().filter(|b| b.get("type") != Some(&json!("null"))).collect();
+        let others: Vec<&Value> = branches
+            .iter()
+            .filter(|b| b.get("type") != Some(&json!("null")))
+            .collect();
         if others.len() == 1 && branches.len() == 2 {
             return (resolve(root, others[0]), true);
         }
@@ -273,16 +292,31 @@ pub(crate) fn example_of(root: &Value, schema: &Value, depth: usize) -> Value {
     }
     let t = match s.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
         _ if s.get("properties").is_some() => "object",
         _ => "null",
     };
     let number = |integer: bool| {
         let min = s.get("minimum").and_then(Value::as_f64);
-        let ex = s.get("exclusiveMinimum").and_then(Value::as_f64).map(|v| if integer { v + 1.0 } else { v + 0.5 });
+        let ex = s
+            .get("exclusiveMinimum")
+            .and_then(Value::as_f64)
+            .map(|v| if integer { v + 1.0 } else { v + 0.5 });
         let max = s.get("maximum").and_then(Value::as_f64);
-        let v = min.or(ex).unwrap_or(if max.is_some_and(|m| m < 1.0) { max.unwrap_or(0.0) } else { 1.0 });
-        if integer { json!(v as i64) } else { json!(v) }
+        let v = min.or(ex).unwrap_or(if max.is_some_and(|m| m < 1.0) {
+            max.unwrap_or(0.0)
+        } else {
+            1.0
+        });
+        if integer {
+            json!(v as i64)
+        } else {
+            json!(v)
+        }
     };
     match t {
         "object" if depth > 0 => {
@@ -295,7 +329,10 @@ pub(crate) fn example_of(root: &Value, schema: &Value, depth: usize) -> Value {
         "object" => json!({}),
         "array" if depth > 0 => {
             let n = s.get("minItems").and_then(Value::as_u64).unwrap_or(1).max(1);
-            let item = s.get("items").map(|i| example_of(root, i, depth - 1)).unwrap_or(Value::Null);
+            let item = s
+                .get("items")
+                .map(|i| example_of(root, i, depth - 1))
+                .unwrap_or(Value::Null);
             Value::Array(vec![item; n as usize])
         }
         "array" => json!([]),

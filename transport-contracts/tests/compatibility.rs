@@ -56,7 +56,10 @@ fn recursive_types_terminate() {
     let mut narrowed = tree.clone();
     narrowed["$defs"]["Node"]["properties"]["name"]["maxLength"] = json!(3);
     let breaks = json_schema_breaks(&tree, &narrowed, Compatibility::Backward);
-    assert_eq!(breaks.iter().map(|b| b.rule).collect::<Vec<_>>(), ["max-length-lowered"]);
+    assert_eq!(
+        breaks.iter().map(|b| b.rule).collect::<Vec<_>>(),
+        ["max-length-lowered"]
+    );
 }
 
 #[test]

@@ -95,12 +95,17 @@ fn the_life_of_a_contracts_folder() {
         .unwrap();
     let p = problems(changed.check(&locked, backward).unwrap_err());
     assert!(
-        p.iter().any(|p| matches!(p, Problem::VersionWentBack { current, locked, .. }
+        p.iter()
+            .any(|p| matches!(p, Problem::VersionWentBack { current, locked, .. }
             if *current == Version::new(1, 0) && *locked == Version::new(1, 1)))
             || p.iter().any(|p| matches!(p, Problem::LockedVersionChanged { .. })),
         "{p:?}"
     );
-    assert!(p.iter().any(|p| matches!(p, Problem::LockedVersionChanged { version, .. } if *version == Version::new(1, 0))), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| matches!(p, Problem::LockedVersionChanged { version, .. } if *version == Version::new(1, 0))),
+        "{p:?}"
+    );
 
     // A new major is free; dropping v1 and the cancelled type is reported.
     let v20 = Catalog::new("checkout").produces::<Placed20>("orders").unwrap();
@@ -114,7 +119,10 @@ fn the_life_of_a_contracts_folder() {
         .collect();
     assert_eq!(
         removed,
-        [("shop.order.cancelled".to_owned(), 1), ("shop.order.placed".to_owned(), 1)]
+        [
+            ("shop.order.cancelled".to_owned(), 1),
+            ("shop.order.placed".to_owned(), 1)
+        ]
     );
     // Keeping v1 declared (consumers still read it through an upcaster): accepted.
     Catalog::new("checkout")
@@ -137,8 +145,16 @@ fn transitive_modes_compare_with_every_locked_version() {
     event!(A11, "t.x", 1, 1, { id: String, amount: Option<i64> });
     event!(A12, "t.x", 1, 2, { id: String, amount: Option<i64>, note: Option<String> });
     let locked = dir("transitive");
-    Catalog::new("s").produces::<A10>("t").unwrap().lock(&locked, Compatibility::Backward).unwrap();
-    Catalog::new("s").produces::<A11>("t").unwrap().lock(&locked, Compatibility::Backward).unwrap();
+    Catalog::new("s")
+        .produces::<A10>("t")
+        .unwrap()
+        .lock(&locked, Compatibility::Backward)
+        .unwrap();
+    Catalog::new("s")
+        .produces::<A11>("t")
+        .unwrap()
+        .lock(&locked, Compatibility::Backward)
+        .unwrap();
     let a12 = Catalog::new("s").produces::<A12>("t").unwrap();
     a12.check(&locked, Compatibility::Forward).unwrap();
     let p = problems(a12.check(&locked, Compatibility::ForwardTransitive).unwrap_err());
@@ -159,7 +175,10 @@ fn unreadable_files_are_named() {
     std::fs::create_dir_all(locked.join("shop.order.placed")).unwrap();
     std::fs::write(locked.join("shop.order.placed/1.x.schema.json"), "{}").unwrap();
     let e = Catalog::new("s").check(&locked, Compatibility::Backward).unwrap_err();
-    assert!(matches!(&e, GateError::Unreadable { path, .. } if path.ends_with("1.x.schema.json")), "{e}");
+    assert!(
+        matches!(&e, GateError::Unreadable { path, .. } if path.ends_with("1.x.schema.json")),
+        "{e}"
+    );
     std::fs::write(locked.join("shop.order.placed/1.x.schema.json"), "").unwrap();
     std::fs::remove_file(locked.join("shop.order.placed/1.x.schema.json")).unwrap();
     std::fs::write(locked.join("shop.order.placed/1.0.schema.json"), "{not json").unwrap();

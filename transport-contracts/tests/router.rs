@@ -12,7 +12,9 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use transport_contracts::{Contract, ContractError, EventType, Json, Router, Unroutable, Upcast, ValidatedJson, Version};
+use transport_contracts::{
+    Contract, ContractError, EventType, Json, Router, Unroutable, Upcast, ValidatedJson, Version,
+};
 use transport_core::headers::{CE_DATAVERSION, CE_TYPE, CONTENT_TYPE};
 use transport_core::runtime::{Consumer, ConsumerStats, Context, HandlerError};
 use transport_core::{ErrorKind, Event, Message, SubscribeOptions, Transport};
@@ -90,7 +92,10 @@ fn declaration(result: Result<Router, ContractError>) -> String {
 fn contradicting_declarations_are_refused() {
     // An upcaster whose next version nobody reads yet.
     let e = declaration(Router::new().upcast::<ShippedV2>());
-    assert!(e.contains("parcel.shipped v2.0 upcasts into parcel.shipped v3.1"), "{e}");
+    assert!(
+        e.contains("parcel.shipped v2.0 upcasts into parcel.shipped v3.1"),
+        "{e}"
+    );
     // The same type and major twice.
     let e = declaration(Router::new().route(ok).and_then(|r| r.route(ok)));
     assert!(e.contains("declared twice"), "{e}");
@@ -194,8 +199,16 @@ async fn chains_upcasters_and_follows_the_policies_and_counts_failures() {
     for m in [
         raw("parcel.shipped", "1", json!({"parcel": "p-1"})),
         raw("parcel.shipped", "2.0", json!({"parcel": "p-2", "carrier": "ups"})),
-        raw("parcel.shipped", "3.4", json!({"parcel": "p-3", "carrier": "dhl", "country": "FR", "new": 1})),
-        raw("parcel.shipped", "3.0", json!({"parcel": "p-4", "carrier": "dhl", "country": "F"})),
+        raw(
+            "parcel.shipped",
+            "3.4",
+            json!({"parcel": "p-3", "carrier": "dhl", "country": "FR", "new": 1}),
+        ),
+        raw(
+            "parcel.shipped",
+            "3.0",
+            json!({"parcel": "p-4", "carrier": "dhl", "country": "F"}),
+        ),
         raw("parcel.shipped", "4.0", json!({"parcel": "p-5"})),
         raw("parcel.shipped", "three", json!({})),
         raw("parcel.lost", "1.0", json!({"parcel": "p-6"})),
@@ -210,7 +223,9 @@ async fn chains_upcasters_and_follows_the_policies_and_counts_failures() {
             move |_: Context, s: Shipped| {
                 let seen = seen.clone();
                 async move {
-                    seen.lock().unwrap().push(format!("{}/{}/{}", s.parcel, s.carrier, s.country));
+                    seen.lock()
+                        .unwrap()
+                        .push(format!("{}/{}/{}", s.parcel, s.carrier, s.country));
                     Ok::<_, HandlerError>(())
                 }
             }
@@ -224,7 +239,10 @@ async fn chains_upcasters_and_follows_the_policies_and_counts_failures() {
         .unknown_types(Unroutable::Skip);
     // Acked: p-1..p-3 and the skipped parcel.lost; dead-lettered: p-4
     // (country too short), v4 after 2 attempts, "three", the string.
-    let s = run(&t, topic, options.clone(), router, |s| s.acked >= 4 && s.dead_lettered >= 4).await;
+    let s = run(&t, topic, options.clone(), router, |s| {
+        s.acked >= 4 && s.dead_lettered >= 4
+    })
+    .await;
     assert_eq!((s.acked, s.dead_lettered, s.retried), (4, 4, 1), "{s:?}");
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
@@ -246,7 +264,10 @@ async fn chains_upcasters_and_follows_the_policies_and_counts_failures() {
         "parcel.shipped v3.1: field /country breaks `minLength`",
     ];
     for (reason, want) in reasons.iter().zip(want) {
-        assert!(reason.starts_with(want), "reason {reason:?}, expected {want:?}; all: {reasons:#?}");
+        assert!(
+            reason.starts_with(want),
+            "reason {reason:?}, expected {want:?}; all: {reasons:#?}"
+        );
     }
 
     let text = metrics.render();
@@ -299,8 +320,12 @@ async fn a_panicking_upcaster_does_not_stop_the_consumer() {
     let t = MemoryTransport::new();
     let options = SubscribeOptions::new("g").max_attempts(1);
     drop(t.subscribe("counters", options.clone()).await.unwrap());
-    t.publish("counters", raw("counter.moved", "1", json!({"n": -1}))).await.unwrap();
-    t.publish("counters", raw("counter.moved", "1", json!({"n": 3}))).await.unwrap();
+    t.publish("counters", raw("counter.moved", "1", json!({"n": -1})))
+        .await
+        .unwrap();
+    t.publish("counters", raw("counter.moved", "1", json!({"n": 3})))
+        .await
+        .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let router = Router::new()
         .route({

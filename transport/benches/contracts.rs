@@ -180,12 +180,7 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, path: Path) -> (f
     let options = SubscribeOptions::new("bench").max_in_flight(1024);
     drop(broker.subscribe(topic, options.clone()).await.expect("subscribed"));
     let sample = &messages(path, 0, 1)[0];
-    let size = sample.payload.len()
-        + sample
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
+    let size = sample.payload.len() + sample.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(Notify::new());
     let count = {
@@ -225,8 +220,8 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, path: Path) -> (f
                         let count = count.clone();
                         async move {
                             if decode {
-                                let order: Order = serde_json::from_slice(ctx.payload())
-                                    .map_err(HandlerError::permanent)?;
+                                let order: Order =
+                                    serde_json::from_slice(ctx.payload()).map_err(HandlerError::permanent)?;
                                 std::hint::black_box(order);
                             }
                             count();

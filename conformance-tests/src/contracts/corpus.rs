@@ -306,11 +306,17 @@ pub fn corpus() -> Vec<CorpusCase> {
             "nested required added in array items",
             edit(|s| {
                 s["$defs"]["Line"]["properties"]["unit"] = json!({"type": "integer"});
-                s["$defs"]["Line"]["required"].as_array_mut().unwrap().push(json!("unit"));
+                s["$defs"]["Line"]["required"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("unit"));
             }),
             &["required-added"],
             &[],
-            vec![order(json!({})), order(json!({"lines": [{"sku": "a", "qty": 1, "unit": 3}]}))],
+            vec![
+                order(json!({})),
+                order(json!({"lines": [{"sku": "a", "qty": 1, "unit": 3}]})),
+            ],
         ),
         case(
             "minItems added",
@@ -420,7 +426,10 @@ pub fn judge(case: &CorpusCase) -> CheckResult {
         if got != want {
             disagreements.push(format!("{reader:?}: the gate says {got:?}, the corpus {want:?}"));
         }
-        let witness = case.samples.iter().any(|s| writer_v.is_valid(s) && !reader_v.is_valid(s));
+        let witness = case
+            .samples
+            .iter()
+            .any(|s| writer_v.is_valid(s) && !reader_v.is_valid(s));
         if witness == got.is_empty() {
             disagreements.push(format!(
                 "{reader:?}: the gate says {got:?}, but the validator finds {} sample the writer accepts and the reader refuses",

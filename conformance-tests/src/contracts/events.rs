@@ -59,7 +59,6 @@ impl EventType for OrderCancelled {
     type Codec = ValidatedJson;
 }
 
-
 /// The catalog of a service that publishes orders and bills them: both
 /// versions of `OrderPlaced` (v1 is still read), and cancellations.
 pub fn catalog() -> Result<Catalog, ContractError> {

@@ -18,7 +18,10 @@ fn folder() -> PathBuf {
 /// installed), or `None` when they can.
 pub fn absent() -> Option<String> {
     let installed = folder().join("node_modules/@asyncapi/parser").is_dir();
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     match (node, installed) {
         (false, _) => Some("Node.js is not installed (scripts/test installs it)".into()),
         (true, false) => Some(format!(
@@ -42,9 +45,7 @@ fn run(command: &str, docs: &[&Value]) -> Result<(Value, bool), CheckFailure> {
         std::fs::write(&path, text).map_err(|e| CheckFailure(format!("writing {}: {e}", path.display())))?;
         cmd.arg(path);
     }
-    let out = cmd
-        .output()
-        .map_err(|e| CheckFailure(format!("running node: {e}")))?;
+    let out = cmd.output().map_err(|e| CheckFailure(format!("running node: {e}")))?;
     let _ = std::fs::remove_dir_all(&dir);
     let answer = serde_json::from_slice(&out.stdout).map_err(|e| {
         CheckFailure(format!(

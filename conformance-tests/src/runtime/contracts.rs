@@ -70,7 +70,12 @@ pub async fn runtime_routes_typed_events_by_type_and_version(t: &Arc<dyn Transpo
             "3.0",
             json!({"order_id": "o-5", "total": {"cents": 5}}),
         )?,
-        unchecked("refunded", "conformance.order.refunded", "1.0", json!({"order_id": "o-6"}))?,
+        unchecked(
+            "refunded",
+            "conformance.order.refunded",
+            "1.0",
+            json!({"order_id": "o-6"}),
+        )?,
         Message::new("not an event").with_header("case", "plain"),
     ];
     // Refused at publish: data breaking the v2 schema never leaves.
@@ -152,7 +157,10 @@ pub async fn runtime_routes_typed_events_by_type_and_version(t: &Arc<dyn Transpo
         })
         .collect();
     let expect = [
-        ("invalid", "conformance.order.placed v2.0: field /amount_cents breaks `minimum`"),
+        (
+            "invalid",
+            "conformance.order.placed v2.0: field /amount_cents breaks `minimum`",
+        ),
         ("v3", "conformance.order.placed 3.0: this consumer reads v1, v2 of it"),
         ("plain", "not a CloudEvent"),
     ];

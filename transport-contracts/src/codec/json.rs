@@ -141,9 +141,15 @@ mod tests {
 
     #[test]
     fn names_the_field_and_rule_without_the_value() {
-        let e = Codec::<Order>::decode(&codec(), br#"{"id":"o-1","lines":[{"sku":"a","quantity":"4111 1111"}]}"#)
-            .unwrap_err();
-        assert_eq!((e.kind(), e.field(), e.rule()), (DataErrorKind::Invalid, "/lines/0/quantity", "type"));
+        let e = Codec::<Order>::decode(
+            &codec(),
+            br#"{"id":"o-1","lines":[{"sku":"a","quantity":"4111 1111"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.kind(), e.field(), e.rule()),
+            (DataErrorKind::Invalid, "/lines/0/quantity", "type")
+        );
         assert!(!e.to_string().contains("4111"), "{e}");
         let e = Codec::<Order>::decode(&codec(), br#"{"lines":[]}"#).unwrap_err();
         assert_eq!((e.field(), e.rule()), ("", "required"));
@@ -156,6 +162,9 @@ mod tests {
     fn derives_the_schema_with_required_fields() {
         let schema = Codec::<Order>::schema(&codec()).clone();
         let required = schema["required"].as_array().unwrap();
-        assert!(required.contains(&"id".into()) && !required.contains(&"note".into()), "{schema}");
+        assert!(
+            required.contains(&"id".into()) && !required.contains(&"note".into()),
+            "{schema}"
+        );
     }
 }

@@ -55,11 +55,11 @@ impl<T: Serialize + DeserializeOwned + JsonSchema> Codec<T> for ValidatedJson {
             .should_ignore_unknown_formats(true)
             .build(&schema)
             .map_err(|e| {
-            ContractError::Declaration(format!(
-                "the JSON Schema of {} does not compile: {e}",
-                std::any::type_name::<T>()
-            ))
-        })?;
+                ContractError::Declaration(format!(
+                    "the JSON Schema of {} does not compile: {e}",
+                    std::any::type_name::<T>()
+                ))
+            })?;
         Ok(ValidatedJson { schema, validator })
     }
 
@@ -122,14 +122,30 @@ mod tests {
     #[test]
     fn names_field_and_keyword_when_reading() {
         let cases: [(&[u8], &str, &str); 4] = [
-            (br#"{"order_id":"o","amount_cents":5,"currency":"EURO"}"#, "/currency", "maxLength"),
-            (br#"{"order_id":"o","amount_cents":-3,"currency":"EUR"}"#, "/amount_cents", "minimum"),
+            (
+                br#"{"order_id":"o","amount_cents":5,"currency":"EURO"}"#,
+                "/currency",
+                "maxLength",
+            ),
+            (
+                br#"{"order_id":"o","amount_cents":-3,"currency":"EUR"}"#,
+                "/amount_cents",
+                "minimum",
+            ),
             (br#"{"order_id":"o","currency":"EUR"}"#, "", "required"),
-            (br#"{"order_id":7,"amount_cents":5,"currency":"EUR"}"#, "/order_id", "type"),
+            (
+                br#"{"order_id":7,"amount_cents":5,"currency":"EUR"}"#,
+                "/order_id",
+                "type",
+            ),
         ];
         for (data, field, rule) in cases {
             let e = Codec::<Payment>::decode(&codec(), data).unwrap_err();
-            assert_eq!((e.kind(), e.field(), e.rule()), (DataErrorKind::Invalid, field, rule), "{e}");
+            assert_eq!(
+                (e.kind(), e.field(), e.rule()),
+                (DataErrorKind::Invalid, field, rule),
+                "{e}"
+            );
             assert!(!e.to_string().contains("EURO") && !e.to_string().contains("-3"), "{e}");
         }
         let e = Codec::<Payment>::decode(&codec(), b"{not json").unwrap_err();

@@ -137,7 +137,11 @@ impl<'a> Walk<'a> {
             (_, Value::Bool(true)) | (Value::Bool(false), _) => return,
             (Value::Bool(true), r) if is_unconstrained(r) => return,
             (Value::Bool(true), _) => {
-                return self.report(path, "constraint-added", "the writer allows anything, the reader constrains it".into());
+                return self.report(
+                    path,
+                    "constraint-added",
+                    "the writer allows anything, the reader constrains it".into(),
+                );
             }
             (_, Value::Bool(false)) => {
                 return self.report(path, "constraint-added", "the reader accepts nothing here".into());
@@ -145,7 +149,11 @@ impl<'a> Walk<'a> {
             _ => {}
         }
         let (Some(w), Some(r)) = (writer.as_object(), reader.as_object()) else {
-            return self.report(path, "invalid-schema", "a schema is neither an object nor a boolean".into());
+            return self.report(
+                path,
+                "invalid-schema",
+                "a schema is neither an object nor a boolean".into(),
+            );
         };
         // Alternatives of the writer: each must be accepted.
         if let Some(branches) = alternatives(w) {
@@ -176,7 +184,11 @@ impl<'a> Walk<'a> {
         self.types(w, r, path);
         self.enums(w, r, path);
         let kinds = types_of(w);
-        let may = |t: &str| kinds.as_ref().is_none_or(|k| k.iter().any(|k| k == t || (t == "number" && k == "integer")));
+        let may = |t: &str| {
+            kinds
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|k| k == t || (t == "number" && k == "integer")))
+        };
         if may("number") {
             self.numbers(w, r, path);
         }
@@ -195,12 +207,20 @@ impl<'a> Walk<'a> {
     fn types(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         let Some(reads) = types_of(r) else { return };
         let Some(writes) = types_of(w) else {
-            return self.report(path, "type-narrowed", format!("the writer allows any type, the reader only {}", reads.join(" or ")));
+            return self.report(
+                path,
+                "type-narrowed",
+                format!("the writer allows any type, the reader only {}", reads.join(" or ")),
+            );
         };
         for t in writes {
             let accepted = reads.contains(&t) || (t == "integer" && reads.iter().any(|r| r == "number"));
             if !accepted {
-                self.report(path, "type-narrowed", format!("{t} is written, the reader accepts {}", reads.join(" or ")));
+                self.report(
+                    path,
+                    "type-narrowed",
+                    format!("{t} is written, the reader accepts {}", reads.join(" or ")),
+                );
             }
         }
     }
@@ -208,10 +228,18 @@ impl<'a> Walk<'a> {
     fn enums(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         let Some(allowed) = values_of(r) else { return };
         match values_of(w) {
-            None => self.report(path, "enum-added", format!("the reader accepts only {}", list(&allowed))),
+            None => self.report(
+                path,
+                "enum-added",
+                format!("the reader accepts only {}", list(&allowed)),
+            ),
             Some(written) => {
                 for v in written.iter().filter(|v| !allowed.contains(v)) {
-                    self.report(path, "enum-value-removed", format!("{v} is written, the reader does not accept it"));
+                    self.report(
+                        path,
+                        "enum-value-removed",
+                        format!("{v} is written, the reader does not accept it"),
+                    );
                 }
             }
         }
@@ -223,13 +251,29 @@ impl<'a> Walk<'a> {
         if let Some((rmin, rex)) = lower(r) {
             match lower(w) {
                 Some((wmin, wex)) if wmin > rmin || (wmin == rmin && (wex || !rex)) => {}
-                was => self.report(path, "minimum-raised", format!("writer {}, reader {}", describe(was, "no minimum", ">"), show(rmin, rex, ">"))),
+                was => self.report(
+                    path,
+                    "minimum-raised",
+                    format!(
+                        "writer {}, reader {}",
+                        describe(was, "no minimum", ">"),
+                        show(rmin, rex, ">")
+                    ),
+                ),
             }
         }
         if let Some((rmax, rex)) = upper(r) {
             match upper(w) {
                 Some((wmax, wex)) if wmax < rmax || (wmax == rmax && (wex || !rex)) => {}
-                was => self.report(path, "maximum-lowered", format!("writer {}, reader {}", describe(was, "no maximum", "<"), show(rmax, rex, "<"))),
+                was => self.report(
+                    path,
+                    "maximum-lowered",
+                    format!(
+                        "writer {}, reader {}",
+                        describe(was, "no maximum", "<"),
+                        show(rmax, rex, "<")
+                    ),
+                ),
             }
         }
         if let Some(m) = r.get("multipleOf").and_then(Value::as_f64) {
@@ -238,7 +282,11 @@ impl<'a> Walk<'a> {
                 .and_then(Value::as_f64)
                 .is_some_and(|n| (n / m - (n / m).round()).abs() < 1e-9);
             if !ok {
-                self.report(path, "multiple-of-changed", format!("the reader wants multiples of {m}"));
+                self.report(
+                    path,
+                    "multiple-of-changed",
+                    format!("the reader wants multiples of {m}"),
+                );
             }
         }
     }
@@ -251,7 +299,11 @@ impl<'a> Walk<'a> {
                 self.report(path, "pattern-changed", format!("the reader wants values matching {p}"));
             }
         }
-        if let Some(f) = r.get("format").and_then(Value::as_str).filter(|f| CHECKED_FORMATS.contains(f)) {
+        if let Some(f) = r
+            .get("format")
+            .and_then(Value::as_str)
+            .filter(|f| CHECKED_FORMATS.contains(f))
+        {
             if w.get("format").and_then(Value::as_str) != Some(f) {
                 self.report(path, "format-added", format!("the reader wants a {f}"));
             }
@@ -302,16 +354,22 @@ impl<'a> Walk<'a> {
         let closed = r.get("additionalProperties");
         for (name, wschema) in wprops.into_iter().flatten().filter(|(n, _)| !declared(rprops, n)) {
             match closed {
-                Some(Value::Bool(false)) => {
-                    self.report(&child(path, name), "property-removed", "written, and the reader's object does not allow it".into())
-                }
+                Some(Value::Bool(false)) => self.report(
+                    &child(path, name),
+                    "property-removed",
+                    "written, and the reader's object does not allow it".into(),
+                ),
                 Some(e) if e.is_object() => self.subset(wschema, e, &child(path, name)),
                 _ => {}
             }
         }
         if let (Some(we), Some(re)) = (extra.filter(|e| e.is_object()), closed) {
             match re {
-                Value::Bool(false) => self.report(path, "property-removed", "the writer allows entries, the reader none".into()),
+                Value::Bool(false) => self.report(
+                    path,
+                    "property-removed",
+                    "the writer allows entries, the reader none".into(),
+                ),
                 re if re.is_object() => self.subset(we, re, &format!("{path}/*")),
                 _ => {}
             }
@@ -341,7 +399,11 @@ impl<'a> Walk<'a> {
         for (key, value) in r {
             let known = ANNOTATIONS.contains(&key.as_str()) || ANALYSED.contains(&key.as_str());
             if (!known || key == "allOf" || key == "not") && w.get(key) != Some(value) {
-                self.report(path, "unanalysed-keyword-changed", format!("`{key}` differs and is not analysed"));
+                self.report(
+                    path,
+                    "unanalysed-keyword-changed",
+                    format!("`{key}` differs and is not analysed"),
+                );
             }
         }
     }
@@ -352,8 +414,12 @@ fn resolve<'v>(root: &'v Value, schema: &'v Value) -> (&'v Value, Option<String>
     let mut current = schema;
     let mut last = None;
     for _ in 0..32 {
-        let Some(r) = current.get("$ref").and_then(Value::as_str) else { break };
-        let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p)) else { break };
+        let Some(r) = current.get("$ref").and_then(Value::as_str) else {
+            break;
+        };
+        let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p)) else {
+            break;
+        };
         last = Some(r.to_owned());
         current = target;
     }
@@ -399,7 +465,11 @@ fn bound(m: &Map<String, Value>, key: &str, exclusive: &str) -> Option<(f64, boo
     let strict = m.get(exclusive).and_then(Value::as_f64).map(|v| (v, true));
     match (inclusive, strict) {
         (Some(i), Some(s)) => Some(if key == "minimum" {
-            if s.0 >= i.0 { s } else { i }
+            if s.0 >= i.0 {
+                s
+            } else {
+                i
+            }
         } else if s.0 <= i.0 {
             s
         } else {
