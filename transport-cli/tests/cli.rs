@@ -551,7 +551,7 @@ fn contracts_documents_come_from_the_written_catalog() {
     assert_eq!(doc["info"]["version"], "2.3.1");
     assert_eq!(doc["servers"]["prod"]["host"], "k1:9092");
     assert!(!String::from_utf8_lossy(&out).contains("pw"));
-    assert_eq!(doc["operations"]["receive_orders_billing"]["action"], "receive");
+    assert_eq!(doc["operations"]["receive_orders__billing"]["action"], "receive");
     transport()
         .args(["contracts", "catalog", "--current"])
         .arg(&dir)

@@ -50,53 +50,66 @@ fn message_id(d: &Declared) -> String {
     id(&format!("{}_v{}_{}", d.event_type, d.version.major, d.version.minor))
 }
 
-/// Protocol and host of a broker URL (no credentials, no query).
+/// Protocol and host of a broker URL (no credentials, no query). The
+/// authority is split as the backends split it (the host after the last
+/// `@`, before the first `/` or `?`), so a password with an unencoded `#`
+/// or `/` never reads as a host; of several hosts (`k1:9092,k2:9092`) the
+/// first is the server's host and all are in its description.
 fn server(s: &Server) -> Result<Value, ContractError> {
-    let url = url::Url::parse(&s.url)
-        .map_err(|e| ContractError::Declaration(format!("server {}: not a URL: {e}", s.name)))?;
-    let protocol = match url.scheme() {
+    let refuse = |why: &str| ContractError::Declaration(format!("server {}: {why}", s.name));
+    let (scheme, rest) = s
+        .url
+        .split_once("://")
+        .ok_or_else(|| refuse("not a URL (scheme://host)"))?;
+    let protocol = match scheme {
         "kafka" => "kafka",
         "kafka+ssl" => "kafka-secure",
         "amqp" => "amqp",
         "amqps" => "amqps",
-        "nats" => "nats",
-        "tls" => "nats",
-        "redis" | "redis+cluster" => "redis",
-        "rediss" | "rediss+cluster" => "redis",
+        "nats" | "tls" => "nats",
+        "redis" | "redis+cluster" | "rediss" | "rediss+cluster" => "redis",
         "sqs" => "sqs",
         "memory" => "memory",
-        other => {
-            return Err(ContractError::Declaration(format!(
-                "server {}: unknown scheme {other:?}",
-                s.name
-            )))
-        }
+        other => return Err(refuse(&format!("unknown scheme {other:?}"))),
     };
-    let host = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) if protocol == "sqs" => {
-            let region = url
-                .query_pairs()
-                .find(|(k, _)| k == "region")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_else(|| "us-east-1".into());
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hosts: Vec<&str> = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, h)| h)
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .collect();
+    let host = match hosts.first() {
+        Some(h) => (*h).to_owned(),
+        None if protocol == "sqs" => {
+            let region = rest[end..]
+                .trim_start_matches(['/', '?'])
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("region="))
+                .unwrap_or("us-east-1");
             format!("sqs.{region}.amazonaws.com")
         }
-        (None, _) => "localhost".to_owned(),
+        None => "localhost".to_owned(),
     };
-    Ok(json!({"host": host, "protocol": protocol}))
+    let mut server = json!({"host": host, "protocol": protocol});
+    if hosts.len() > 1 {
+        server["description"] = json!(format!("Seeds: {}.", hosts.join(", ")));
+    }
+    Ok(server)
 }
 
 /// The payload schema as an AsyncAPI schema: its `$defs` moved to
 /// `components.schemas` under `prefix.`, references rewritten.
-fn payload(schema: &Value, prefix: &str, components: &mut Map<String, Value>) -> Value {
+fn payload(schema: &Value, prefix: &str, components: &mut Map<String, Value>) -> Result<Value, ContractError> {
     fn rewrite(v: &Value, prefix: &str) -> Value {
         match v {
             Value::Object(m) => Value::Object(
                 m.iter()
                     .filter(|(k, _)| k.as_str() != "$schema" && k.as_str() != "$defs")
                     .map(|(k, v)| match (k.as_str(), v.as_str()) {
+                        // schemars writes a recursive root type as `#`.
+                        ("$ref", Some("#")) => (k.clone(), Value::String(format!("#/components/schemas/{prefix}"))),
                         ("$ref", Some(r)) if r.starts_with("#/$defs/") => {
                             let name = component(&r["#/$defs/".len()..]);
                             (
@@ -114,10 +127,26 @@ fn payload(schema: &Value, prefix: &str, components: &mut Map<String, Value>) ->
     }
     if let Some(defs) = schema.get("$defs").and_then(Value::as_object) {
         for (name, def) in defs {
-            components.insert(format!("{prefix}.{}", component(name)), rewrite(def, prefix));
+            insert_once(
+                components,
+                format!("{prefix}.{}", component(name)),
+                rewrite(def, prefix),
+                "schema definition",
+            )?;
         }
     }
-    rewrite(schema, prefix)
+    Ok(rewrite(schema, prefix))
+}
+
+/// Insert under a sanitised id, refusing two names that map to one id.
+fn insert_once(map: &mut Map<String, Value>, id: String, value: Value, what: &str) -> Result<(), ContractError> {
+    if map.contains_key(&id) {
+        return Err(ContractError::Declaration(format!(
+            "two {what}s map to the AsyncAPI id {id} (ids keep letters, digits, - and _): rename one"
+        )));
+    }
+    map.insert(id, value);
+    Ok(())
 }
 
 /// A component key: letters, digits, `.`, `-`, `_`.
@@ -180,8 +209,8 @@ impl Catalog {
                 )));
             }
             let description = d.schema.get("description").and_then(Value::as_str);
-            let payload_schema = payload(&d.schema, &mid, &mut schemas);
-            schemas.insert(mid.clone(), payload_schema);
+            let payload_schema = payload(&d.schema, &mid, &mut schemas)?;
+            insert_once(&mut schemas, mid.clone(), payload_schema, "schema")?;
             let mut message = json!({
                 "name": d.event_type,
                 "title": format!("{} {}", d.event_type, d.version),
@@ -219,10 +248,12 @@ impl Catalog {
         for (topic, ids) in &mut on_topic {
             ids.sort();
             ids.dedup();
-            channels.insert(
+            insert_once(
+                &mut channels,
                 id(topic),
                 json!({"address": topic, "title": topic, "messages": refs(ids)}),
-            );
+                "topic",
+            )?;
         }
         let channel_messages = |channel: &str, ids: &[String]| -> Vec<Value> {
             ids.iter()
@@ -231,7 +262,8 @@ impl Catalog {
         };
         for (topic, ids) in &sent {
             let ch = id(topic);
-            operations.insert(
+            insert_once(
+                &mut operations,
                 id(&format!("send_{topic}")),
                 json!({
                     "action": "send",
@@ -239,13 +271,15 @@ impl Catalog {
                     "summary": format!("{} publishes to {topic}.", self.service()),
                     "messages": channel_messages(&ch, ids),
                 }),
-            );
+                "operation",
+            )?;
         }
         for ((topic, group), ids) in &received {
             let ch = id(topic);
             let group_binding = json!({"groupId": {"type": "string", "enum": [group]}, "bindingVersion": "0.5.0"});
-            operations.insert(
-                id(&format!("receive_{topic}_{group}")),
+            insert_once(
+                &mut operations,
+                id(&format!("receive_{topic}__{group}")),
                 json!({
                     "action": "receive",
                     "channel": {"$ref": format!("#/channels/{ch}")},
@@ -253,9 +287,11 @@ impl Catalog {
                     "messages": channel_messages(&ch, ids),
                     "bindings": {"kafka": group_binding},
                 }),
-            );
-            let dead = id(&format!("{topic}_{group}_dead_letters"));
-            channels.insert(
+                "operation",
+            )?;
+            let dead = id(&format!("{topic}__{group}__dead_letters"));
+            insert_once(
+                &mut channels,
                 dead.clone(),
                 json!({
                     "address": null,
@@ -268,16 +304,19 @@ impl Catalog {
                     ),
                     "messages": refs(ids),
                 }),
-            );
-            operations.insert(
-                id(&format!("dead_letter_{topic}_{group}")),
+                "dead-letter channel",
+            )?;
+            insert_once(
+                &mut operations,
+                id(&format!("dead_letter_{topic}__{group}")),
                 json!({
                     "action": "send",
                     "channel": {"$ref": format!("#/channels/{dead}")},
                     "summary": format!("Group {group} dead-letters what it cannot handle (failed attempts, events that break their schema)."),
                     "messages": channel_messages(&dead, ids),
                 }),
-            );
+                "operation",
+            )?;
         }
         let mut doc = json!({
             "asyncapi": "3.0.0",
@@ -316,6 +355,11 @@ mod tests {
         assert_eq!(v, json!({"host": "mq.internal:5671", "protocol": "amqps"}));
         let sqs = server(&"aws=sqs://?region=eu-west-1".parse().unwrap()).unwrap();
         assert_eq!(sqs["host"], "sqs.eu-west-1.amazonaws.com");
+        // A password with an unencoded `#` and `/` splits as the backends split it.
+        let odd = server(&"k=kafka://svc:2024#Winter@b1:9092,b2:9092".parse().unwrap()).unwrap();
+        assert_eq!(odd["host"], "b1:9092");
+        assert_eq!(odd["description"], "Seeds: b1:9092, b2:9092.");
+        assert!(!odd.to_string().contains("2024") && !odd.to_string().contains("Winter"));
         assert!(server(&"x=ftp://h".parse().unwrap()).is_err());
         assert!("no-equals".parse::<Server>().is_err());
     }

@@ -181,8 +181,13 @@ impl Catalog {
     /// Write the catalog to `dir`: `catalog.json` and one schema file per
     /// version (`<type>/<major>.<minor>.schema.json`), which the
     /// `transport contracts` commands read.
+    ///
+    /// Schema files already there are removed first, so a version no longer
+    /// declared does not linger as current (the folder is generated: keep
+    /// it apart from the accepted `contracts/`).
     pub fn write(&self, dir: impl AsRef<Path>) -> std::io::Result<()> {
         let dir = dir.as_ref();
+        gate::clear(dir)?;
         gate::write(dir, &self.schemas())?;
         let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         text.push('\n');

@@ -130,8 +130,17 @@ impl fmt::Display for GateError {
 impl std::error::Error for GateError {}
 
 /// Strip what does not change which data is valid, for comparing a locked
-/// version with its current schema.
+/// version with its current schema: annotation keywords of schemas, never
+/// the names in `properties` or `$defs` (a field may be called `title`).
 fn without_annotations(schema: &Value) -> Value {
+    const NAMED: [&str; 5] = [
+        "properties",
+        "patternProperties",
+        "$defs",
+        "definitions",
+        "dependentSchemas",
+    ];
+    const VALUES: [&str; 3] = ["enum", "const", "default"];
     match schema {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -141,7 +150,21 @@ fn without_annotations(schema: &Value) -> Value {
                         "title" | "description" | "examples" | "$comment" | "$schema"
                     )
                 })
-                .map(|(k, v)| (k.clone(), without_annotations(v)))
+                .map(|(k, v)| {
+                    let v = if NAMED.contains(&k.as_str()) {
+                        match v {
+                            Value::Object(named) => {
+                                Value::Object(named.iter().map(|(n, s)| (n.clone(), without_annotations(s))).collect())
+                            }
+                            other => other.clone(),
+                        }
+                    } else if VALUES.contains(&k.as_str()) {
+                        v.clone()
+                    } else {
+                        without_annotations(v)
+                    };
+                    (k.clone(), v)
+                })
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(without_annotations).collect()),
@@ -239,6 +262,31 @@ pub fn read(dir: &Path) -> Result<Schemas, GateError> {
         }
     }
     Ok(schemas)
+}
+
+/// Remove the schema files under `dir` (`<type>/*.schema.json`, and the
+/// type folders left empty); nothing else is touched.
+pub fn clear(dir: &Path) -> std::io::Result<()> {
+    let types = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in types {
+        let folder = entry?.path();
+        if !folder.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&folder)? {
+            let path = file?.path();
+            if path.to_string_lossy().ends_with(".schema.json") {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        // Only when empty: a folder with other files stays.
+        let _ = std::fs::remove_dir(&folder);
+    }
+    Ok(())
 }
 
 /// Write each schema to `dir/<type>/<major>.<minor>.schema.json` (pretty,

@@ -179,7 +179,7 @@ fn non_null<'v>(root: &'v Value, schema: &'v Value) -> (&'v Value, bool) {
     (s, false)
 }
 
-fn type_name(root: &Value, schema: &Value) -> String {
+fn type_name(root: &Value, schema: &Value, depth: usize) -> String {
     let (s, nullable) = non_null(root, schema);
     let named = schema
         .get("$ref")
@@ -197,8 +197,8 @@ fn type_name(root: &Value, schema: &Value) -> String {
             values.iter().map(Value::to_string).collect::<Vec<_>>().join(", ")
         ),
         (Some(Value::String(t)), _) if t == "array" => match s.get("items") {
-            Some(items) => format!("array of {}", type_name(root, items)),
-            None => "array".into(),
+            Some(items) if depth > 0 => format!("array of {}", type_name(root, items, depth - 1)),
+            _ => "array".into(),
         },
         (Some(Value::String(t)), _) if t == "object" => named.unwrap_or("object").to_owned(),
         (Some(Value::String(t)), _) => t.clone(),
@@ -265,7 +265,7 @@ fn fields(out: &mut String, root: &Value, schema: &Value, prefix: &str, depth: u
         let _ = writeln!(
             out,
             "| `{path}` | {} | {} | {description} |",
-            type_name(root, p).replace('|', "\\|"),
+            type_name(root, p, DEPTH).replace('|', "\\|"),
             if required.contains(&name.as_str()) { "yes" } else { "no" },
         );
         if depth > 0 {
@@ -328,7 +328,9 @@ pub(crate) fn example_of(root: &Value, schema: &Value, depth: usize) -> Value {
         }
         "object" => json!({}),
         "array" if depth > 0 => {
-            let n = s.get("minItems").and_then(Value::as_u64).unwrap_or(1).max(1);
+            // At least one item, and no more than an example needs (a
+            // schema asking for millions gets an example that says less).
+            let n = s.get("minItems").and_then(Value::as_u64).unwrap_or(1).clamp(1, 3);
             let item = s
                 .get("items")
                 .map(|i| example_of(root, i, depth - 1))
@@ -348,7 +350,7 @@ pub(crate) fn example_of(root: &Value, schema: &Value, depth: usize) -> Value {
                 Some("email") => "someone@example.com".to_owned(),
                 Some("uri") => "https://example.com/".to_owned(),
                 _ => {
-                    let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(0).min(256) as usize;
                     let max = s.get("maxLength").and_then(Value::as_u64).map(|m| m as usize);
                     let base = "text".to_owned();
                     let mut t = if base.len() < min { "x".repeat(min) } else { base };

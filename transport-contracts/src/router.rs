@@ -32,7 +32,8 @@ pub enum Unroutable {
     /// default: nothing is dropped unseen).
     DeadLetter,
     /// Acknowledge it without a call: for topics that carry types this
-    /// consumer does not care about.
+    /// consumer does not care about (not counted as a failure; logged at
+    /// debug level).
     Skip,
     /// Hand it back to be delivered again after `delay`, for a consumer that
     /// reads it (during a rolling upgrade, the instances already on the new
@@ -206,7 +207,13 @@ impl Router {
                 let codec = codec.clone();
                 let sink = sink.clone();
                 async move {
-                    match codec.decode(ctx.payload()) {
+                    // CloudEvents data is optional: none reads as JSON `null`.
+                    let data: &[u8] = if ctx.payload().is_empty() {
+                        b"null"
+                    } else {
+                        ctx.payload()
+                    };
+                    match codec.decode(data) {
                         Ok(data) => sink(ctx, data).await,
                         Err(error) => refuse(
                             &ctx,
@@ -298,9 +305,19 @@ fn ready(outcome: Outcome) -> BoxFuture<'static, Outcome> {
     futures::future::ready(outcome).boxed()
 }
 
-/// The outcome of an event the router does not hand to a handler, counted
-/// and logged.
+/// The outcome of an event the router does not hand to a handler: counted
+/// and logged as a failure, unless the policy is to skip it (a type this
+/// consumer was told to ignore is no failure).
 fn refuse(ctx: &Context, event_type: Option<&str>, policy: Unroutable, error: ContractError) -> Outcome {
+    if policy == Unroutable::Skip {
+        tracing::debug!(
+            message_id = ctx.id(),
+            topic = ctx.topic(),
+            group = ctx.group(),
+            "skipped: {error}"
+        );
+        return Outcome::Ack;
+    }
     count_failure(ctx, event_type, &error);
     let reason = error.to_string();
     tracing::warn!(
@@ -313,7 +330,7 @@ fn refuse(ctx: &Context, event_type: Option<&str>, policy: Unroutable, error: Co
     );
     match policy {
         Unroutable::DeadLetter => Outcome::dead_letter(reason),
-        Unroutable::Skip => Outcome::Ack,
         Unroutable::Retry(delay) => Outcome::retry_after(delay, reason),
+        Unroutable::Skip => Outcome::Ack,
     }
 }

@@ -20,8 +20,9 @@ impl Version {
         Version { major, minor }
     }
 
-    /// Parse `MAJOR` or `MAJOR.MINOR` (decimal digits only, as
-    /// `ce-dataversion` carries them); anything else is `None`.
+    /// Parse `MAJOR`, `MAJOR.MINOR` or `MAJOR.MINOR.PATCH` (decimal
+    /// digits only; a patch, as semantic versions write it, says nothing
+    /// about the data and is dropped); anything else is `None`.
     pub fn parse(text: &str) -> Option<Self> {
         let number = |s: &str| {
             if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -30,9 +31,12 @@ impl Version {
                 s.parse::<u32>().ok()
             }
         };
-        match text.split_once('.') {
-            None => Some(Version::new(number(text)?, 0)),
-            Some((major, minor)) => Some(Version::new(number(major)?, number(minor)?)),
+        let mut parts = text.split('.');
+        let major = number(parts.next()?)?;
+        let minor = parts.next().map(number).unwrap_or(Some(0))?;
+        match (parts.next().map(number), parts.next()) {
+            (None | Some(Some(_)), None) => Some(Version::new(major, minor)),
+            _ => None,
         }
     }
 }
@@ -65,7 +69,20 @@ mod tests {
         assert_eq!(Version::parse("2"), Some(Version::new(2, 0)));
         assert_eq!(Version::parse("2.13"), Some(Version::new(2, 13)));
         assert_eq!(Version::parse("0.1"), Some(Version::new(0, 1)));
-        for bad in ["", "v2", "2.", ".1", "2.1.0", "-1", "+2", "2.x", " 2", "1234567890"] {
+        assert_eq!(Version::parse("1.2.3"), Some(Version::new(1, 2)));
+        for bad in [
+            "",
+            "v2",
+            "2.",
+            ".1",
+            "2.1.",
+            "2.1.0.1",
+            "-1",
+            "+2",
+            "2.x",
+            " 2",
+            "1234567890",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
         assert_eq!(Version::new(3, 1).to_string(), "3.1");

@@ -197,3 +197,30 @@ fn a_version_declared_by_two_types_is_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("declared by two types"), "{e}");
 }
+
+/// Descriptions may change in a locked version; a field called `title` or
+/// `description` may not.
+#[test]
+fn fields_named_like_annotations_are_data() {
+    use transport_contracts::gate::{verdict, Schemas};
+    let schema = |title_type: &str, doc: &str| {
+        serde_json::json!({"type": "object", "description": doc,
+            "properties": {"title": {"type": title_type, "description": doc}}})
+    };
+    let one = |s: serde_json::Value| -> Schemas { [(("t.z".to_owned(), Version::new(1, 0)), s)].into() };
+    verdict(
+        &one(schema("string", "a")),
+        &one(schema("string", "b")),
+        Compatibility::Backward,
+    )
+    .unwrap();
+    let p = problems(
+        verdict(
+            &one(schema("string", "a")),
+            &one(schema("integer", "a")),
+            Compatibility::Backward,
+        )
+        .unwrap_err(),
+    );
+    assert!(matches!(&p[..], [Problem::LockedVersionChanged { .. }]), "{p:?}");
+}

@@ -103,6 +103,27 @@ pub fn corpus() -> Vec<CorpusCase> {
         forward,
         samples,
     };
+    let pair = |name, old: Value, new: Value, backward, forward, samples| CorpusCase {
+        name,
+        old,
+        new,
+        backward,
+        forward,
+        samples,
+    };
+    // A payment as schemars derives a struct with a flattened enum:
+    // properties beside `oneOf`.
+    let payment = |id_type: &str| {
+        json!({
+            "type": "object",
+            "properties": {"id": {"type": id_type}},
+            "required": ["id"],
+            "oneOf": [
+                {"properties": {"card": {"type": "string"}}, "required": ["card"]},
+                {"properties": {"iban": {"type": "string"}}, "required": ["iban"]}
+            ]
+        })
+    };
     vec![
         case("unchanged", base(), &[], &[], vec![order(json!({}))]),
         case(
@@ -288,12 +309,86 @@ pub fn corpus() -> Vec<CorpusCase> {
                 order(json!({"id": "0191e2a4-7f3c-7b8e-9a6d-1c2b3d4e5f60"})),
             ],
         ),
+        pair(
+            "type changed beside a oneOf",
+            payment("string"),
+            payment("integer"),
+            &["type-narrowed"],
+            &["type-narrowed"],
+            vec![json!({"id": "p", "card": "c"}), json!({"id": 1, "iban": "i"})],
+        ),
+        pair(
+            "oneOf unchanged beside properties",
+            payment("string"),
+            payment("string"),
+            &[],
+            &[],
+            vec![json!({"id": "p", "card": "c"}), json!({"id": "p", "iban": "i"})],
+        ),
         case(
-            "numeric format annotation changed",
-            edit(|s| s["properties"]["amount"]["format"] = json!("int64")),
+            "map of anything narrowed",
+            edit(|s| set(s, "/properties/labels/additionalProperties", json!({"type": "integer"}))),
+            &["type-narrowed"],
+            &["type-narrowed"],
+            vec![order(json!({})), order(json!({"labels": {"k": 1}}))],
+        ),
+        pair(
+            "open map narrowed to strings",
+            edit(|s| set(s, "/properties/labels/additionalProperties", json!(true))),
+            base(),
+            &["constraint-added"],
+            &[],
+            vec![order(json!({})), order(json!({"labels": {"k": 1}}))],
+        ),
+        case(
+            "nullable string to an optional newtype",
+            edit(|s| {
+                set(
+                    s,
+                    "/properties/note",
+                    json!({"anyOf": [{"$ref": "#/$defs/Note"}, {"type": "null"}]}),
+                );
+                s["$defs"]["Note"] = json!({"type": "string"});
+            }),
             &[],
             &[],
-            vec![order(json!({}))],
+            vec![order(json!({})), order(json!({"note": "n"}))],
+        ),
+        case(
+            "integer read through an ambiguous oneOf",
+            edit(|s| {
+                set(
+                    s,
+                    "/properties/amount",
+                    json!({"oneOf": [{"type": "integer"}, {"type": "number"}]}),
+                )
+            }),
+            &["one-of-ambiguous"],
+            &["minimum-raised", "type-narrowed"],
+            vec![order(json!({"amount": 5})), order(json!({"amount": 2.5}))],
+        ),
+        case(
+            "a constraint beside a $ref",
+            edit(|s| {
+                set(
+                    s,
+                    "/properties/lines/items",
+                    json!({"$ref": "#/$defs/Line", "properties": {"sku": {"maxLength": 1}}}),
+                )
+            }),
+            &["max-length-lowered"],
+            &[],
+            vec![order(json!({})), order(json!({"lines": [{"sku": "ab", "qty": 1}]}))],
+        ),
+        case(
+            "unevaluatedProperties closes the object",
+            edit(|s| {
+                remove(s, "/properties/note");
+                s["unevaluatedProperties"] = json!(false);
+            }),
+            &["property-removed"],
+            &[],
+            vec![order(json!({})), order(json!({"note": "<absent>"}))],
         ),
         case(
             "nested type changed in array items",

@@ -83,7 +83,8 @@ fn pointer(path: &serde_path_to_error::Path) -> String {
 /// The rule a serde data error names, and its text without the offending
 /// value (serde writes `invalid type: string "4111 1111", expected u64`).
 fn describe(message: &str) -> (&'static str, String) {
-    let without_value = |m: &str| match m.split_once(", expected") {
+    // The last ", expected": the value before it may contain the words.
+    let without_value = |m: &str| match m.rsplit_once(", expected") {
         Some((_, expected)) => format!("expected{expected}"),
         None => m.to_owned(),
     };
@@ -96,7 +97,9 @@ fn describe(message: &str) -> (&'static str, String) {
     } else if message.starts_with("invalid value") || message.starts_with("invalid length") {
         ("value", without_value(message))
     } else {
-        ("data", message.to_owned())
+        // A custom Deserialize (FromStr, TryFrom) refused it; its message
+        // may quote the value.
+        ("data", "a custom deserializer refused the value".to_owned())
     }
 }
 

@@ -6,9 +6,19 @@
 //!
 //! One assumption, the playbooks' "add optional fields": data holds only
 //! the properties its writer's schema declares, so a property the reader
-//! adds (optional) is compatible even where the writer's object is open.
+//! adds (optional) is compatible even where the writer's object is open
+//! (unless the writer says `additionalProperties: true` or gives a schema
+//! for extra properties: then they are data too).
+//!
+//! Integer formats schemars writes (`int32`, `uint64`, ...) carry the
+//! bounds of their Rust type, which serde enforces when reading: an `i64`
+//! field becoming `i32` is `maximum-lowered`.
+//!
+//! The walk is bounded: recursive types end where a pair of schemas is
+//! already being compared, and a schema whose alternatives multiply the
+//! work beyond a budget is reported `too-complex`.
 
-use std::collections::HashSet;
+use std::cell::Cell;
 
 use serde_json::{Map, Value};
 
@@ -29,16 +39,30 @@ pub fn json_schema_breaks(old: &Value, new: &Value, mode: Compatibility) -> Vec<
 
 /// What `reader` refuses of what `writer` accepts.
 fn accepts(writer: &Value, reader: &Value, who: Reader) -> Vec<Breaking> {
+    let budget = Cell::new(BUDGET);
     let mut walk = Walk {
         writer_root: writer,
         reader_root: reader,
         who,
-        seen: HashSet::new(),
+        stack: Vec::new(),
         out: Vec::new(),
+        budget: &budget,
     };
     walk.subset(writer, reader, "");
-    walk.out
+    let mut out = walk.out;
+    if budget.get() == 0 {
+        out.push(Breaking {
+            path: String::new(),
+            rule: "too-complex",
+            detail: format!("comparing took more than {BUDGET} steps (alternatives within alternatives)"),
+            reader: who,
+        });
+    }
+    out
 }
+
+/// Schema pairs compared, at most, per reader.
+const BUDGET: usize = 20_000;
 
 /// Keywords that say nothing about which data is valid.
 const ANNOTATIONS: [&str; 12] = [
@@ -57,7 +81,7 @@ const ANNOTATIONS: [&str; 12] = [
 ];
 
 /// Keywords this module analyses.
-const ANALYSED: [&str; 27] = [
+const ANALYSED: [&str; 28] = [
     "$ref",
     "type",
     "enum",
@@ -85,11 +109,18 @@ const ANALYSED: [&str; 27] = [
     "nullable",
     "allOf",
     "not",
+    "unevaluatedProperties",
 ];
 
 /// String formats a validator checks (schemars' numeric formats such as
 /// `int64` are annotations: the range keywords carry those limits).
-const CHECKED_FORMATS: [&str; 13] = [
+const CHECKED_FORMATS: [&str; 19] = [
+    "idn-email",
+    "idn-hostname",
+    "iri",
+    "iri-reference",
+    "uri-template",
+    "relative-json-pointer",
     "date-time",
     "date",
     "time",
@@ -109,9 +140,12 @@ struct Walk<'a> {
     writer_root: &'a Value,
     reader_root: &'a Value,
     who: Reader,
-    /// `$ref` pairs being compared (recursive types end here).
-    seen: HashSet<(String, String)>,
+    /// The schema pairs being compared, by address (a pair met again
+    /// within itself is a recursive type: compatible so far, stop).
+    stack: Vec<(usize, usize)>,
     out: Vec<Breaking>,
+    /// Comparisons left (shared by trial walks).
+    budget: &'a Cell<usize>,
 }
 
 impl<'a> Walk<'a> {
@@ -124,15 +158,88 @@ impl<'a> Walk<'a> {
         });
     }
 
-    /// Whether `reader` accepts every instance `writer` accepts, at `path`.
-    fn subset(&mut self, writer: &'a Value, reader: &'a Value, path: &str) {
-        let (writer, wref) = resolve(self.writer_root, writer);
-        let (reader, rref) = resolve(self.reader_root, reader);
-        if let (Some(w), Some(r)) = (&wref, &rref) {
-            if !self.seen.insert((w.clone(), r.clone())) {
-                return;
-            }
+    /// A walk of its own (for trying one alternative), sharing the budget.
+    fn trial(&self) -> Walk<'a> {
+        Walk {
+            writer_root: self.writer_root,
+            reader_root: self.reader_root,
+            who: self.who,
+            stack: self.stack.clone(),
+            out: Vec::new(),
+            budget: self.budget,
         }
+    }
+
+    /// The schema a local `$ref` points to, or `None` (reported) when it
+    /// cannot be resolved; siblings of the `$ref` come back as a schema of
+    /// their own.
+    fn deref<'v>(&mut self, writer_side: bool, schema: &'v Value, path: &str) -> Option<(&'v Value, Option<Value>)>
+    where
+        'a: 'v,
+    {
+        let root = if writer_side {
+            self.writer_root
+        } else {
+            self.reader_root
+        };
+        let mut current = schema;
+        let mut siblings = None;
+        for _ in 0..32 {
+            let Some(r) = current.get("$ref").and_then(Value::as_str) else {
+                return Some((current, siblings));
+            };
+            let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p)) else {
+                self.report(
+                    path,
+                    "unresolved-ref",
+                    format!("`$ref: {r}` cannot be resolved (only local references are)"),
+                );
+                return None;
+            };
+            if siblings.is_none() {
+                let rest: Map<String, Value> = current
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| k.as_str() != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !rest.is_empty() {
+                    siblings = Some(Value::Object(rest));
+                }
+            }
+            current = target;
+        }
+        self.report(path, "unresolved-ref", "`$ref`s lead to more `$ref`s".into());
+        None
+    }
+
+    /// Whether `reader` accepts every instance `writer` accepts, at `path`.
+    fn subset(&mut self, writer: &Value, reader: &Value, path: &str) {
+        if self.budget.get() == 0 {
+            return;
+        }
+        self.budget.set(self.budget.get() - 1);
+        // Siblings of a writer's `$ref` only narrow what it writes: left out.
+        let Some((writer, _)) = self.deref(true, writer, path) else {
+            return;
+        };
+        let Some((reader, reader_siblings)) = self.deref(false, reader, path) else {
+            return;
+        };
+        let key = (writer as *const Value as usize, reader as *const Value as usize);
+        if self.stack.contains(&key) {
+            return;
+        }
+        self.stack.push(key);
+        if let Some(siblings) = &reader_siblings {
+            self.subset(writer, siblings, path);
+        }
+        self.compare(writer, reader, path);
+        self.stack.pop();
+    }
+
+    fn compare(&mut self, writer: &Value, reader: &Value, path: &str) {
         match (writer, reader) {
             (_, Value::Bool(true)) | (Value::Bool(false), _) => return,
             (Value::Bool(true), r) if is_unconstrained(r) => return,
@@ -155,30 +262,59 @@ impl<'a> Walk<'a> {
                 "a schema is neither an object nor a boolean".into(),
             );
         };
-        // Alternatives of the writer: each must be accepted.
+        // Alternatives of the writer: each (with the keywords beside them) must be accepted.
         if let Some(branches) = alternatives(w) {
+            let beside = without(w, &["anyOf", "oneOf"]);
             for branch in branches {
-                self.subset(branch, reader, path);
+                match self.deref(true, branch, path) {
+                    Some((branch, _)) if has_constraints(&beside) => {
+                        let merged = merge(&beside, branch);
+                        self.subset(&merged, reader, path);
+                    }
+                    Some((branch, _)) => self.subset(branch, reader, path),
+                    None => {}
+                }
             }
             return;
         }
-        // Alternatives of the reader: one must accept the writer whole.
+        // Alternatives of the reader: the keywords beside them must accept
+        // the writer, and one alternative must accept each of its types.
         if let Some(branches) = alternatives(r) {
-            let mut best: Option<Vec<Breaking>> = None;
-            for branch in branches {
-                let mut sub = Walk {
-                    writer_root: self.writer_root,
-                    reader_root: self.reader_root,
-                    who: self.who,
-                    seen: self.seen.clone(),
-                    out: Vec::new(),
-                };
-                sub.subset(writer, branch, path);
-                if best.as_ref().is_none_or(|b| sub.out.len() < b.len()) {
-                    best = Some(sub.out);
+            let beside = without(r, &["anyOf", "oneOf"]);
+            if has_constraints(&beside) {
+                self.subset(writer, &Value::Object(beside), path);
+            }
+            let one_of = r.contains_key("oneOf") && !r.contains_key("anyOf");
+            // The writer itself where it has one type (its address ends
+            // recursive types), else once per type.
+            let split = split_types(w);
+            let pieces: Vec<&Value> = if split.is_empty() {
+                vec![writer]
+            } else {
+                split.iter().collect()
+            };
+            for piece in pieces {
+                let mut best: Option<Vec<Breaking>> = None;
+                let mut accepting = 0;
+                for branch in branches {
+                    let mut sub = self.trial();
+                    sub.subset(piece, branch, path);
+                    if sub.out.is_empty() {
+                        accepting += 1;
+                    }
+                    if best.as_ref().is_none_or(|b| sub.out.len() < b.len()) {
+                        best = Some(sub.out);
+                    }
+                }
+                self.out.extend(best.unwrap_or_default());
+                if one_of && accepting > 1 {
+                    self.report(
+                        path,
+                        "one-of-ambiguous",
+                        format!("{accepting} `oneOf` alternatives of the reader accept what is written; `oneOf` wants exactly one"),
+                    );
                 }
             }
-            self.out.extend(best.unwrap_or_default());
             return;
         }
         self.types(w, r, path);
@@ -310,7 +446,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn arrays(&mut self, w: &'a Map<String, Value>, r: &'a Map<String, Value>, path: &str) {
+    fn arrays(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         self.at_least(w, r, path, "minItems", "min-items-raised");
         self.at_most(w, r, path, "maxItems", "max-items-lowered");
         if r.get("uniqueItems") == Some(&Value::Bool(true)) && w.get("uniqueItems") != Some(&Value::Bool(true)) {
@@ -322,7 +458,7 @@ impl<'a> Walk<'a> {
         }
     }
 
-    fn objects(&mut self, w: &'a Map<String, Value>, r: &'a Map<String, Value>, path: &str) {
+    fn objects(&mut self, w: &Map<String, Value>, r: &Map<String, Value>, path: &str) {
         let wprops = w.get("properties").and_then(Value::as_object);
         let rprops = r.get("properties").and_then(Value::as_object);
         let declared = |props: Option<&Map<String, Value>>, name: &str| props.is_some_and(|p| p.contains_key(name));
@@ -341,17 +477,23 @@ impl<'a> Walk<'a> {
             };
             self.report(&child(path, name), "required-added", detail.into());
         }
-        let extra = w.get("additionalProperties");
+        // Extra properties the writer's data may hold: a schema, or
+        // anything when it says `true` (absent: none, the assumption).
+        let extra = w
+            .get("additionalProperties")
+            .filter(|e| e.is_object() || **e == Value::Bool(true));
         for (name, rschema) in rprops.into_iter().flatten() {
             match (wprops.and_then(|p| p.get(name)), extra) {
                 (Some(wschema), _) => self.subset(wschema, rschema, &child(path, name)),
                 // A map: its entries may carry this name.
-                (None, Some(e)) if e.is_object() => self.subset(e, rschema, &child(path, name)),
+                (None, Some(e)) => self.subset(e, rschema, &child(path, name)),
                 // Not declared by the writer: absent from its data.
-                (None, _) => {}
+                (None, None) => {}
             }
         }
-        let closed = r.get("additionalProperties");
+        let closed = r
+            .get("additionalProperties")
+            .or_else(|| r.get("unevaluatedProperties").filter(|u| **u == Value::Bool(false)));
         for (name, wschema) in wprops.into_iter().flatten().filter(|(n, _)| !declared(rprops, n)) {
             match closed {
                 Some(Value::Bool(false)) => self.report(
@@ -363,7 +505,7 @@ impl<'a> Walk<'a> {
                 _ => {}
             }
         }
-        if let (Some(we), Some(re)) = (extra.filter(|e| e.is_object()), closed) {
+        if let (Some(we), Some(re)) = (extra, closed) {
             match re {
                 Value::Bool(false) => self.report(
                     path,
@@ -409,23 +551,6 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// The schema a local `$ref` (`#/$defs/Name`) points to, and the ref.
-fn resolve<'v>(root: &'v Value, schema: &'v Value) -> (&'v Value, Option<String>) {
-    let mut current = schema;
-    let mut last = None;
-    for _ in 0..32 {
-        let Some(r) = current.get("$ref").and_then(Value::as_str) else {
-            break;
-        };
-        let Some(target) = r.strip_prefix('#').and_then(|p| root.pointer(p)) else {
-            break;
-        };
-        last = Some(r.to_owned());
-        current = target;
-    }
-    (current, last)
-}
-
 fn alternatives(m: &Map<String, Value>) -> Option<&Vec<Value>> {
     m.get("anyOf").or_else(|| m.get("oneOf")).and_then(Value::as_array)
 }
@@ -461,8 +586,11 @@ fn values_of(m: &Map<String, Value>) -> Option<Vec<Value>> {
 /// A bound (inclusive `key`, or `exclusive`), the tighter if both; `true`
 /// when exclusive.
 fn bound(m: &Map<String, Value>, key: &str, exclusive: &str) -> Option<(f64, bool)> {
-    let inclusive = m.get(key).and_then(Value::as_f64).map(|v| (v, false));
+    // Draft 4 (and OpenAPI 3.0): `exclusiveMinimum: true` makes `minimum` exclusive.
+    let flag = m.get(exclusive) == Some(&Value::Bool(true));
+    let inclusive = m.get(key).and_then(Value::as_f64).map(|v| (v, flag));
     let strict = m.get(exclusive).and_then(Value::as_f64).map(|v| (v, true));
+    let implied = integer_format(m).map(|(lo, hi)| (if key == "minimum" { lo } else { hi }, false));
     match (inclusive, strict) {
         (Some(i), Some(s)) => Some(if key == "minimum" {
             if s.0 >= i.0 {
@@ -475,7 +603,79 @@ fn bound(m: &Map<String, Value>, key: &str, exclusive: &str) -> Option<(f64, boo
         } else {
             i
         }),
-        (i, s) => i.or(s),
+        (i, s) => i.or(s).or(implied),
+    }
+}
+
+/// The bounds of the Rust integer type a schemars `format` names.
+fn integer_format(m: &Map<String, Value>) -> Option<(f64, f64)> {
+    let bits = |b: i32| 2f64.powi(b);
+    Some(match m.get("format")?.as_str()? {
+        "int8" => (-bits(7), bits(7) - 1.0),
+        "int16" => (-bits(15), bits(15) - 1.0),
+        "int32" => (-bits(31), bits(31) - 1.0),
+        "int64" => (-bits(63), bits(63) - 1.0),
+        "uint8" => (0.0, bits(8) - 1.0),
+        "uint16" => (0.0, bits(16) - 1.0),
+        "uint32" => (0.0, bits(32) - 1.0),
+        "uint64" => (0.0, bits(64) - 1.0),
+        _ => return None,
+    })
+}
+
+/// `m` without the keywords `drop`.
+fn without(m: &Map<String, Value>, drop: &[&str]) -> Map<String, Value> {
+    m.iter()
+        .filter(|(k, _)| !drop.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn has_constraints(m: &Map<String, Value>) -> bool {
+    m.keys().any(|k| !ANNOTATIONS.contains(&k.as_str()))
+}
+
+/// An alternative of the writer with the keywords beside it: both hold of
+/// what it writes (`properties` joined, `required` united).
+fn merge(beside: &Map<String, Value>, branch: &Value) -> Value {
+    let mut out = branch.as_object().cloned().unwrap_or_default();
+    for (k, v) in beside {
+        match (k.as_str(), out.get_mut(k)) {
+            ("properties", Some(Value::Object(props))) => {
+                for (name, schema) in v.as_object().into_iter().flatten() {
+                    props.entry(name.clone()).or_insert_with(|| schema.clone());
+                }
+            }
+            ("required", Some(Value::Array(names))) => {
+                for name in v.as_array().into_iter().flatten() {
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+            }
+            (_, Some(_)) => {}
+            (_, None) => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The writer's schema once per type it allows (`["string", "null"]`
+/// becomes two), for matching each against the reader's alternatives;
+/// empty for a schema of one type (or none).
+fn split_types(w: &Map<String, Value>) -> Vec<Value> {
+    match w.get("type") {
+        Some(Value::Array(types)) if types.len() > 1 => types
+            .iter()
+            .map(|t| {
+                let mut one = w.clone();
+                one.insert("type".into(), t.clone());
+                Value::Object(one)
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
