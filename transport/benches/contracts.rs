@@ -7,6 +7,8 @@
 //!   decoding): the runtime's own cost.
 //! - `serde`: bytes published, decoded by hand in the handler with
 //!   `serde_json` (what a service without contracts does).
+//! - `event`: CloudEvents by hand, `Event::to_message` and `Event::decode`
+//!   (the envelope's own cost: id, time, attributes as headers).
 //! - `json`: events written by a `Contract` with the `Json` codec and read
 //!   by the `Router` into the typed handler.
 //! - `validated_json`: the same with `ValidatedJson` (checked against the
@@ -88,13 +90,15 @@ fn order(i: u64) -> Order {
 enum Path {
     Bytes,
     Serde,
+    Event,
     Json,
     ValidatedJson,
 }
 
-const PATHS: [(&str, Path); 4] = [
+const PATHS: [(&str, Path); 5] = [
     ("bytes", Path::Bytes),
     ("serde", Path::Serde),
+    ("event", Path::Event),
     ("json", Path::Json),
     ("validated_json", Path::ValidatedJson),
 ];
@@ -166,6 +170,10 @@ fn messages(path: Path, from: u64, to: u64) -> Vec<Message> {
     (from..to)
         .map(|i| match path {
             Path::Bytes | Path::Serde => Message::json(&order(i)).expect("encodes"),
+            Path::Event => transport::Event::new("bench.order.placed", "bench", order(i))
+                .with_version("1.0")
+                .to_message()
+                .expect("encodes"),
             Path::Json => JSON.with(|c| c.to_message(&c.event("bench", JsonOrder(order(i)))).expect("valid")),
             Path::ValidatedJson => {
                 CHECKED.with(|c| c.to_message(&c.event("bench", CheckedOrder(order(i)))).expect("valid"))
@@ -212,17 +220,24 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, path: Path) -> (f
     let consumer = Consumer::new(broker.clone(), topic, options).concurrency(16);
     let stop = async move { finished.notified().await };
     let stats = match path {
-        Path::Bytes | Path::Serde => {
-            let decode = path == Path::Serde;
+        Path::Bytes | Path::Serde | Path::Event => {
             consumer
                 .run_fn(
                     move |ctx: Context| {
                         let count = count.clone();
                         async move {
-                            if decode {
-                                let order: Order =
-                                    serde_json::from_slice(ctx.payload()).map_err(HandlerError::permanent)?;
-                                std::hint::black_box(order);
+                            match path {
+                                Path::Serde => {
+                                    let order: Order =
+                                        serde_json::from_slice(ctx.payload()).map_err(HandlerError::permanent)?;
+                                    std::hint::black_box(order);
+                                }
+                                Path::Event => {
+                                    let event = transport::Event::<Order>::decode(ctx.message())
+                                        .map_err(HandlerError::permanent)?;
+                                    std::hint::black_box(event);
+                                }
+                                _ => {}
                             }
                             count();
                             Ok::<_, HandlerError>(())

@@ -81,8 +81,8 @@ impl<T: Serialize + DeserializeOwned + JsonSchema> Codec<T> for ValidatedJson {
             .map_err(|e| DataError::new(DataErrorKind::Malformed, "", "syntax", e.to_string()))?;
         self.check(&json)?;
         // The schema passed, so serde only fails where the schema says less
-        // than the type (a custom Deserialize): still named by field.
-        read_json(data)
+        // than the type (a custom Deserialize): then named by field.
+        T::deserialize(&json).or_else(|_| read_json(data))
     }
 }
 
