@@ -28,7 +28,7 @@ pub struct Declared {
     pub event_type: String,
     /// Its version.
     pub version: Version,
-    /// The Rust type that declares it.
+    /// The Rust type that declares it (its path within its crate).
     pub rust_type: String,
     /// `datacontenttype`.
     pub content_type: String,
@@ -131,7 +131,10 @@ impl Catalog {
 
     fn entry<E: EventType>(&mut self) -> Result<&mut Declared, ContractError> {
         let key = (E::TYPE.to_owned(), E::VERSION);
-        let rust_type = std::any::type_name::<E>();
+        // Without the crate's name: the same declarations read from a
+        // test or a binary of the service name their types alike.
+        let full = std::any::type_name::<E>();
+        let rust_type = full.split_once("::").map_or(full, |(_, path)| path);
         if let Some(existing) = self.events.get(&key) {
             if existing.rust_type != rust_type {
                 return Err(ContractError::Declaration(format!(

@@ -7,59 +7,22 @@
 //! cargo run -p transport --features contracts --example typed_service
 //! cargo run -p transport --features contracts,nats --example typed_service -- nats://127.0.0.1:4222
 //! ```
+//!
+//! Its contracts live beside it: `events.rs` declares the event types and
+//! the service's catalog; `contracts/` holds the accepted schemas (the
+//! gate's lock files), `asyncapi.json` and `EVENTS.md` are generated from
+//! the catalog. `transport/tests/typed_service_contracts.rs` runs the gate
+//! against `contracts/` and checks both documents are up to date
+//! (`UPDATE_CONTRACTS=1` rewrites them).
 
 use std::time::{Duration, Instant};
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use transport::contracts::{Contract, EventType, Json, Router, Unroutable, Upcast, ValidatedJson, Version};
+mod events;
+
+use events::{OrderPlaced, OrderPlacedV1};
+use transport::contracts::{Contract, EventType, Router, Unroutable};
 use transport::runtime::{Consumer, Context, HandlerError};
 use transport::{Event, SubscribeOptions};
-
-/// An order was placed (version 1: the amount as a decimal number). Older
-/// producers still write it.
-#[derive(Serialize, Deserialize, JsonSchema)]
-struct OrderPlacedV1 {
-    order_id: String,
-    amount: f64,
-}
-
-impl EventType for OrderPlacedV1 {
-    const TYPE: &'static str = "shop.order.placed";
-    const VERSION: Version = Version::new(1, 0);
-    type Codec = Json;
-}
-
-/// An order was placed.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-struct OrderPlaced {
-    /// The order's id.
-    order_id: String,
-    /// What it costs, in the currency's smallest unit.
-    #[schemars(range(min = 1))]
-    amount_cents: i64,
-    /// ISO 4217 code.
-    #[schemars(length(equal = 3))]
-    currency: String,
-}
-
-impl EventType for OrderPlaced {
-    const TYPE: &'static str = "shop.order.placed";
-    const VERSION: Version = Version::new(2, 0);
-    type Codec = ValidatedJson;
-}
-
-impl Upcast for OrderPlacedV1 {
-    type Next = OrderPlaced;
-    fn upcast(self) -> OrderPlaced {
-        OrderPlaced {
-            order_id: self.order_id,
-            amount_cents: (self.amount * 100.0).round() as i64,
-            // Version 1 only ever sold in euros.
-            currency: "EUR".into(),
-        }
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -69,6 +32,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = SubscribeOptions::new("billing").max_attempts(3);
     drop(broker.subscribe(&topic, options.clone()).await?);
 
+    let catalog = events::catalog()?;
+    println!(
+        "{} {}: {} event version(s) declared",
+        catalog.service(),
+        catalog.version(),
+        catalog.events().count()
+    );
     let v1 = Contract::<OrderPlacedV1>::new()?;
     let placed = Contract::<OrderPlaced>::new()?;
     // An older producer's event, still in flight.
