@@ -19,6 +19,9 @@ use transport_contracts::{json_schema_breaks, Compatibility, Server};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A check that needs the AsyncAPI tools.
+type JudgedCheck = fn() -> CheckResult;
+
 fn servers() -> Vec<Server> {
     [
         "kafka=kafka://broker-1:9092",
@@ -196,7 +199,7 @@ fn main() {
         None,
         || async { event_catalog_lists_fields_and_valid_examples() }.boxed(),
     ));
-    let judged: [(&'static str, fn() -> CheckResult); 2] = [
+    let judged: [(&'static str, JudgedCheck); 2] = [
         ("asyncapi_document_is_valid", asyncapi_document_is_valid),
         (
             "asyncapi_diff_sees_the_change_the_gate_refuses",

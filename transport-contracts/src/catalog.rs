@@ -62,9 +62,9 @@ pub struct Consumed {
 /// # #[derive(Serialize, Deserialize, JsonSchema)] struct PaymentCaptured { id: String }
 /// # impl EventType for PaymentCaptured { const TYPE: &'static str = "shop.payment.captured"; const VERSION: Version = Version::new(1, 0); type Codec = Json; }
 /// fn catalog() -> Result<Catalog, transport_contracts::ContractError> {
-///     Ok(Catalog::new("checkout")
+///     Catalog::new("checkout")
 ///         .produces::<OrderPlaced>("orders")?
-///         .consumes::<PaymentCaptured>("payments", "checkout")?)
+///         .consumes::<PaymentCaptured>("payments", "checkout")
 /// }
 ///
 /// // The gate, as a test of the service: every change to the schemas

@@ -60,10 +60,12 @@ impl<E: EventType> Contract<E> {
             .filter(|v| Version::parse(v).map(|v| v.major) != Some(E::VERSION.major))
         {
             Some(format!("its dataversion is {v:?}"))
-        } else if let Some(ct) = event.data_content_type.as_deref().filter(|ct| *ct != content_type) {
-            Some(format!("its datacontenttype is {ct:?}"))
         } else {
-            None
+            event
+                .data_content_type
+                .as_deref()
+                .filter(|ct| *ct != content_type)
+                .map(|ct| format!("its datacontenttype is {ct:?}"))
         };
         if let Some(why) = contradiction {
             return Err(Error::invalid(format!(

@@ -62,11 +62,11 @@ impl EventType for OrderCancelled {
 /// The catalog of a service that publishes orders and bills them: both
 /// versions of `OrderPlaced` (v1 is still read), and cancellations.
 pub fn catalog() -> Result<Catalog, ContractError> {
-    Ok(Catalog::new("shop-checkout")
+    Catalog::new("shop-checkout")
         .service_version("1.4.0")
         .produces::<OrderPlaced>("orders")?
         .produces::<OrderCancelled>("orders")?
         .consumes::<OrderPlaced>("orders", "billing")?
         .consumes::<OrderPlacedV1>("orders", "billing")?
-        .consumes::<OrderCancelled>("orders", "billing")?)
+        .consumes::<OrderCancelled>("orders", "billing")
 }

@@ -54,9 +54,9 @@ impl Upcast for OrderPlacedV1 {
 
 /// What the service publishes and consumes.
 pub fn catalog() -> Result<Catalog, ContractError> {
-    Ok(Catalog::new("shop-billing")
+    Catalog::new("shop-billing")
         .service_version("1.2.0")
         .produces::<OrderPlaced>("orders")?
         .consumes::<OrderPlaced>("orders", "billing")?
-        .consumes::<OrderPlacedV1>("orders", "billing")?)
+        .consumes::<OrderPlacedV1>("orders", "billing")
 }
