@@ -1,5 +1,7 @@
 //! The contract suite: the JSON Schema compatibility gate on its corpus of
-//! changes (each judged by the `jsonschema` validator), and the AsyncAPI
+//! changes (each judged by the `jsonschema` validator), the Avro gate on
+//! its corpus (the specification's verdicts, judged with data through Avro
+//! schema resolution), and the AsyncAPI
 //! document generated from a catalog, judged by the official AsyncAPI
 //! parser, with `@asyncapi/diff` seeing the change the gate refuses.
 //! Checks whose judges are not installed are skipped, and fail the run
@@ -10,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance_tests::contracts::{corpus, events, judges};
+use conformance_tests::contracts::{avro_corpus, corpus, events, judges};
 use conformance_tests::{async_case, run_trials, Case, CheckFailure, CheckResult};
 use futures::FutureExt;
 use libtest_mimic::Arguments;
@@ -191,6 +193,12 @@ fn main() {
             })
         })
         .collect();
+    cases.extend(avro_corpus::corpus().into_iter().map(|case| {
+        let name: &'static str = Box::leak(format!("avro/{}", case.name.replace(' ', "_")).into_boxed_str());
+        async_case(name, rt.clone(), CHECK_TIMEOUT, None, move || {
+            async move { avro_corpus::judge(&case) }.boxed()
+        })
+    }));
     let absent = judges::absent();
     cases.push(async_case(
         "event_catalog_lists_fields_and_valid_examples",

@@ -98,11 +98,18 @@ impl<E: EventType> Contract<E> {
             });
         }
         let major = major_of(raw.version.as_deref());
-        if major != Some(E::VERSION.major) {
+        let exact = !<E::Codec as Codec<E>>::SELF_DESCRIBING;
+        let minor = raw.version.as_deref().and_then(Version::parse).map_or(0, |v| v.minor);
+        if major != Some(E::VERSION.major) || (exact && minor != E::VERSION.minor) {
+            let readable = if exact {
+                format!("{}.{} only", E::VERSION.major, E::VERSION.minor)
+            } else {
+                E::VERSION.major.to_string()
+            };
             return Err(ContractError::UnknownVersion {
                 event_type: raw.event_type,
                 version: raw.version.unwrap_or_default(),
-                readable: vec![E::VERSION.major],
+                readable: vec![readable],
             });
         }
         let data = self.codec.decode(&raw.data).map_err(|error| ContractError::Data {

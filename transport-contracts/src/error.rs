@@ -103,8 +103,9 @@ pub enum ContractError {
         event_type: String,
         /// `ce-dataversion` as the message carries it (empty if absent).
         version: String,
-        /// The major versions this consumer reads, ascending.
-        readable: Vec<u32>,
+        /// The versions this consumer reads, ascending: majors (`2`), or a
+        /// single minor where the codec needs its writer's schema (`2.1 only`).
+        readable: Vec<String>,
     },
     /// Declarations that contradict each other or a schema that does not
     /// compile: a configuration error, never worth a retry.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::compatibility::{json_schema_breaks, Breaking, Compatibility};
+use crate::compatibility::{schema_breaks, Breaking, Compatibility};
 use crate::version::Version;
 
 /// Schemas by event type and version.
@@ -202,7 +202,7 @@ pub fn verdict(locked: &Schemas, current: &Schemas, mode: Compatibility) -> Resu
             continue;
         }
         for (from, old) in same_major.iter().filter(|(v, _)| mode.transitive() || **v == newest) {
-            for change in json_schema_breaks(old, schema, mode) {
+            for change in schema_breaks(old, schema, mode) {
                 problems.push(Problem::Breaking {
                     event_type: event_type.clone(),
                     from: **from,

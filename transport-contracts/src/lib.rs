@@ -69,13 +69,20 @@ mod version;
 
 pub use asyncapi::Server;
 pub use catalog::{Catalog, Consumed, Declared, MANIFEST};
+#[cfg(feature = "avro")]
+pub use codec::Avro;
 pub use codec::{Codec, Json, ValidatedJson};
-pub use compatibility::{json_schema_breaks, Breaking, Compatibility, Reader};
+#[cfg(feature = "avro")]
+pub use compatibility::avro_schema_breaks;
+pub use compatibility::{is_avro, json_schema_breaks, schema_breaks, Breaking, Compatibility, Reader};
 pub use contract::Contract;
 pub use error::{ContractError, DataError, DataErrorKind};
 pub use event_type::{EventType, Upcast};
 pub use failures::{EVENT_TYPE, FAILURE, VALIDATION_FAILURES};
 pub use router::{Router, Unroutable};
+/// The Avro crate, for `#[derive(AvroSchema)]` (feature `avro`).
+#[cfg(feature = "avro")]
+pub use apache_avro;
 /// The crate that derives the JSON Schemas, for `#[derive(JsonSchema)]`
 /// without a direct dependency: `#[schemars(crate = "transport_contracts::schemars")]`.
 pub use schemars;

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use serde_json::{json, Map, Value};
 
 use crate::catalog::{Catalog, Declared};
-use crate::compatibility::{json_schema_breaks, Compatibility};
+use crate::compatibility::{schema_breaks, Compatibility};
 
 /// How deep nested objects are listed and examples built.
 const DEPTH: usize = 6;
@@ -98,7 +98,7 @@ fn version(out: &mut String, d: &Declared, previous: Option<&Declared>) {
         let _ = writeln!(out, "Consumed from: {}.", consumed.join(", "));
     }
     if let Some(p) = previous {
-        let changes = json_schema_breaks(&p.schema, &d.schema, Compatibility::Full);
+        let changes = schema_breaks(&p.schema, &d.schema, Compatibility::Full);
         let kind = if p.version.major == d.version.major {
             "compatible with"
         } else {

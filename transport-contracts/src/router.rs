@@ -21,6 +21,7 @@ use crate::codec::Codec;
 use crate::contract::{check_declaration, major_of};
 use crate::error::ContractError;
 use crate::event_type::{EventType, Upcast};
+use crate::version::Version;
 use crate::failures::count_failure;
 
 /// What the router does with an event it cannot read: a type it has no
@@ -46,6 +47,16 @@ pub enum Unroutable {
 type Sink<T> = Arc<dyn Fn(Context, T) -> BoxFuture<'static, Outcome> + Send + Sync>;
 /// Decode and handle one `(type, major)`.
 type Read = Arc<dyn Fn(Context) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// One routed major version of a type.
+#[derive(Clone)]
+struct Route {
+    major: u32,
+    /// The one minor version a codec that needs its writer's schema
+    /// (Avro) reads; `None` reads every minor.
+    exact_minor: Option<u32>,
+    read: Read,
+}
 
 /// A [`Service`] over [`Context`] that dispatches each event on its type
 /// and major version to a typed handler, through the upcasters of older
@@ -98,7 +109,7 @@ type Read = Arc<dyn Fn(Context) -> BoxFuture<'static, Outcome> + Send + Sync>;
 #[derive(Clone)]
 pub struct Router {
     /// By `ce-type`, then by major version.
-    routes: HashMap<String, Vec<(u32, Read)>>,
+    routes: HashMap<String, Vec<Route>>,
     /// The typed sink of every declared version, by its Rust type, for the
     /// upcasters declared after it (type-erased; downcast while building).
     sinks: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -177,7 +188,7 @@ impl Router {
         let mut routes: Vec<(String, u32)> = self
             .routes
             .iter()
-            .flat_map(|(t, versions)| versions.iter().map(move |(major, _)| (t.clone(), *major)))
+            .flat_map(|(t, versions)| versions.iter().map(move |r| (t.clone(), r.major)))
             .collect();
         routes.sort();
         routes
@@ -187,7 +198,7 @@ impl Router {
         check_declaration::<E>()?;
         let major = E::VERSION.major;
         let versions = self.routes.entry(E::TYPE.to_owned()).or_default();
-        if versions.iter().any(|(m, _)| *m == major) {
+        if versions.iter().any(|r| r.major == major) {
             return Err(ContractError::Declaration(format!(
                 "{} v{major} is declared twice ({})",
                 E::TYPE,
@@ -230,8 +241,13 @@ impl Router {
                 .boxed()
             })
         };
-        versions.push((major, read));
-        versions.sort_by_key(|(m, _)| *m);
+        let exact_minor = (!<E::Codec as Codec<E>>::SELF_DESCRIBING).then_some(E::VERSION.minor);
+        versions.push(Route {
+            major,
+            exact_minor,
+            read,
+        });
+        versions.sort_by_key(|r| r.major);
         self.sinks.insert(TypeId::of::<E>(), Arc::new(sink));
         Ok(self)
     }
@@ -256,13 +272,21 @@ impl Router {
             });
             return ready(refuse(&ctx, Some(event_type), Unroutable::DeadLetter, e));
         };
-        match versions.iter().find(|(m, _)| *m == major) {
-            Some((_, read)) => read(ctx),
-            None => {
+        let route = versions.iter().find(|r| r.major == major);
+        let minor = version.and_then(Version::parse).map_or(0, |v| v.minor);
+        match route {
+            Some(r) if r.exact_minor.is_none_or(|m| m == minor) => (r.read)(ctx),
+            _ => {
                 let e = ContractError::UnknownVersion {
                     event_type: event_type.to_owned(),
                     version: version.unwrap_or_default().to_owned(),
-                    readable: versions.iter().map(|(m, _)| *m).collect(),
+                    readable: versions
+                        .iter()
+                        .map(|r| match r.exact_minor {
+                            Some(m) => format!("{}.{m} only", r.major),
+                            None => r.major.to_string(),
+                        })
+                        .collect(),
                 };
                 let event_type = event_type.to_owned();
                 ready(refuse(&ctx, Some(&event_type), self.unknown_version, e))

@@ -131,7 +131,7 @@ fn a_contract_writes_the_attributes_and_reads_back_its_own() {
 
     // Another major version is not this contract's to read.
     let v2 = Contract::<ShippedV2>::new().unwrap();
-    assert!(matches!(v2.decode(&m), Err(ContractError::UnknownVersion { readable, .. }) if readable == [2]));
+    assert!(matches!(v2.decode(&m), Err(ContractError::UnknownVersion { readable, .. }) if readable == ["2"]));
     // Attributes contradicting the declaration are refused before encoding.
     let mut wrong = contract.event(
         "warehouse",

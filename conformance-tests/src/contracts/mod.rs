@@ -4,6 +4,7 @@
 //! (`tests/contracts.rs` runs them; the runtime check of typed routing is
 //! in `runtime/contracts.rs`, so it runs on every backend).
 
+pub mod avro_corpus;
 pub mod corpus;
 pub mod events;
 pub mod judges;

@@ -8,12 +8,18 @@
 //!   when read, so a producer cannot send what breaks it and a consumer
 //!   dead-letters what another producer sent that breaks it, with the field
 //!   and the rule.
+//! - [`Avro`] (feature `avro`): Avro binary data, its schema derived by
+//!   `apache-avro`'s `AvroSchema` derive.
 
+#[cfg(feature = "avro")]
+mod avro;
 mod json;
 mod validated_json;
 
 use bytes::Bytes;
 
+#[cfg(feature = "avro")]
+pub use avro::Avro;
 pub use json::Json;
 pub use validated_json::ValidatedJson;
 
@@ -24,6 +30,11 @@ use crate::error::{ContractError, DataError};
 pub trait Codec<T>: Sized + Send + Sync + 'static {
     /// The media type of the data, written as `datacontenttype`.
     const CONTENT_TYPE: &'static str;
+
+    /// Whether data of another minor version of the same major reads with
+    /// this codec (JSON: unknown fields are ignored). Avro data cannot be
+    /// read without its writer's schema: a router refuses other minors.
+    const SELF_DESCRIBING: bool = true;
 
     /// Derive (and compile) `T`'s schema. A schema that does not compile is
     /// a [`ContractError::Declaration`].

@@ -3,12 +3,53 @@
 //! FORWARD, FULL, and their transitive forms), with the exact breaking
 //! change when it does not.
 
+#[cfg(feature = "avro")]
+mod avro;
 mod json_schema;
 
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "avro")]
+pub use avro::avro_schema_breaks;
 pub use json_schema::json_schema_breaks;
+
+/// Every change between two schemas of a version (JSON Schema, or Avro
+/// with the feature `avro`) that breaks a reader `mode` must keep working.
+pub fn schema_breaks(old: &serde_json::Value, new: &serde_json::Value, mode: Compatibility) -> Vec<Breaking> {
+    let who = if mode.backward() { Reader::NewReadsOld } else { Reader::OldReadsNew };
+    match (is_avro(old), is_avro(new)) {
+        (false, false) => json_schema_breaks(old, new, mode),
+        #[cfg(feature = "avro")]
+        (true, true) => avro_schema_breaks(old, new, mode),
+        #[cfg(not(feature = "avro"))]
+        (true, true) => vec![Breaking {
+            path: String::new(),
+            rule: "avro-unsupported",
+            detail: "Avro schemas are compared with the feature `avro`".into(),
+            reader: who,
+        }],
+        _ => vec![Breaking {
+            path: String::new(),
+            rule: "schema-language-changed",
+            detail: "one schema is Avro, the other JSON Schema".into(),
+            reader: who,
+        }],
+    }
+}
+
+/// An Avro schema as events use them: a named record, enum or fixed, or a
+/// primitive name or union at the top (JSON Schemas are objects of another
+/// shape).
+pub fn is_avro(schema: &serde_json::Value) -> bool {
+    match schema {
+        serde_json::Value::String(_) | serde_json::Value::Array(_) => true,
+        serde_json::Value::Object(m) => {
+            matches!(m.get("type").and_then(|t| t.as_str()), Some("record" | "enum" | "fixed"))
+        }
+        _ => false,
+    }
+}
 
 /// Which readers a new schema must keep working (the names and meanings of
 /// the Confluent Schema Registry's compatibility types).
