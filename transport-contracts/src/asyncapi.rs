@@ -14,6 +14,9 @@ use transport_core::headers::{
 use crate::catalog::{Catalog, Declared};
 use crate::error::ContractError;
 
+/// The AsyncAPI schema format of Avro 1.9 schemas.
+const AVRO_FORMAT: &str = "application/vnd.apache.avro;version=1.9.0";
+
 /// A broker the service runs against, as the document's `servers` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
@@ -208,8 +211,18 @@ impl Catalog {
                     "two event types map to the AsyncAPI message id {mid}"
                 )));
             }
-            let description = d.schema.get("description").and_then(Value::as_str);
-            let payload_schema = payload(&d.schema, &mid, &mut schemas)?;
+            let description = d
+                .schema
+                .get("description")
+                .or_else(|| d.schema.get("doc"))
+                .and_then(Value::as_str);
+            // Avro schemas travel as a multi-format schema object; JSON
+            // Schemas as AsyncAPI schemas, their definitions shared.
+            let payload_schema = if crate::compatibility::is_avro(&d.schema) {
+                json!({"schemaFormat": AVRO_FORMAT, "schema": d.schema})
+            } else {
+                payload(&d.schema, &mid, &mut schemas)?
+            };
             insert_once(&mut schemas, mid.clone(), payload_schema, "schema")?;
             let mut message = json!({
                 "name": d.event_type,

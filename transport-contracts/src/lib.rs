@@ -67,6 +67,9 @@ mod markdown;
 mod router;
 mod version;
 
+/// The Avro crate, for `#[derive(AvroSchema)]` (feature `avro`).
+#[cfg(feature = "avro")]
+pub use apache_avro;
 pub use asyncapi::Server;
 pub use catalog::{Catalog, Consumed, Declared, MANIFEST};
 #[cfg(feature = "avro")]
@@ -80,9 +83,6 @@ pub use error::{ContractError, DataError, DataErrorKind};
 pub use event_type::{EventType, Upcast};
 pub use failures::{EVENT_TYPE, FAILURE, VALIDATION_FAILURES};
 pub use router::{Router, Unroutable};
-/// The Avro crate, for `#[derive(AvroSchema)]` (feature `avro`).
-#[cfg(feature = "avro")]
-pub use apache_avro;
 /// The crate that derives the JSON Schemas, for `#[derive(JsonSchema)]`
 /// without a direct dependency: `#[schemars(crate = "transport_contracts::schemars")]`.
 pub use schemars;

@@ -126,14 +126,19 @@ fn version(out: &mut String, d: &Declared, previous: Option<&Declared>) {
         }
     }
     let _ = writeln!(out, "\n| field | type | required | description |\n|---|---|---|---|");
-    fields(out, &d.schema, &d.schema, "", DEPTH);
-    let example = d
-        .schema
-        .get("examples")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-        .cloned()
-        .unwrap_or_else(|| example_of(&d.schema, &d.schema, DEPTH));
+    let avro = crate::compatibility::is_avro(&d.schema);
+    let example = if avro {
+        avro_fields(out, &d.schema, "", DEPTH);
+        avro_example(&d.schema, DEPTH)
+    } else {
+        fields(out, &d.schema, &d.schema, "", DEPTH);
+        d.schema
+            .get("examples")
+            .and_then(Value::as_array)
+            .and_then(|e| e.first())
+            .cloned()
+            .unwrap_or_else(|| example_of(&d.schema, &d.schema, DEPTH))
+    };
     let _ = writeln!(
         out,
         "\nExample data:\n\n```json\n{}\n```\n",
@@ -142,11 +147,121 @@ fn version(out: &mut String, d: &Declared, previous: Option<&Declared>) {
 }
 
 fn properties(schema: &Value) -> Vec<String> {
+    if let Some(fields) = schema.get("fields").and_then(Value::as_array) {
+        return fields
+            .iter()
+            .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+    }
     schema
         .get("properties")
         .and_then(Value::as_object)
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default()
+}
+
+/// An Avro type in words: `string`, `array of Line`, `null or string`.
+fn avro_type(t: &Value, depth: usize) -> String {
+    match t {
+        Value::String(name) => name.clone(),
+        Value::Array(branches) => branches
+            .iter()
+            .map(|b| avro_type(b, depth))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        Value::Object(m) => match m.get("type").and_then(Value::as_str) {
+            Some("array") if depth > 0 => format!("array of {}", avro_type(&m["items"], depth - 1)),
+            Some("map") if depth > 0 => format!("map of {}", avro_type(&m["values"], depth - 1)),
+            Some("enum") => {
+                let symbols: Vec<String> = m
+                    .get("symbols")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(Value::to_string)
+                    .collect();
+                format!("one of {}", symbols.join(", "))
+            }
+            Some(kind @ ("record" | "fixed")) => m.get("name").and_then(Value::as_str).unwrap_or(kind).to_owned(),
+            Some(other) => other.to_owned(),
+            None => "any".to_owned(),
+        },
+        _ => "any".to_owned(),
+    }
+}
+
+/// The fields of an Avro record (a field is required unless it has a default).
+fn avro_fields(out: &mut String, record: &Value, prefix: &str, depth: usize) {
+    for f in record.get("fields").and_then(Value::as_array).into_iter().flatten() {
+        let name = f.get("name").and_then(Value::as_str).unwrap_or("?");
+        let path = format!("{prefix}{name}");
+        let ty = &f["type"];
+        let doc = f.get("doc").and_then(Value::as_str).unwrap_or("").replace('|', "\\|");
+        let _ = writeln!(
+            out,
+            "| `{path}` | {} | {} | {doc} |",
+            avro_type(ty, DEPTH).replace('|', "\\|"),
+            if f.get("default").is_some() { "no" } else { "yes" },
+        );
+        if depth > 0 {
+            match ty.get("type").and_then(Value::as_str) {
+                Some("record") => avro_fields(out, ty, &format!("{path}."), depth - 1),
+                Some("array") if ty["items"].get("type").and_then(Value::as_str) == Some("record") => {
+                    avro_fields(out, &ty["items"], &format!("{path}[]."), depth - 1)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A value of the Avro schema, in Avro's JSON form (a union's value plain).
+fn avro_example(t: &Value, depth: usize) -> Value {
+    match t {
+        Value::String(name) => match name.as_str() {
+            "null" => Value::Null,
+            "boolean" => json!(false),
+            "int" | "long" => json!(1),
+            "float" | "double" => json!(1.5),
+            "bytes" | "string" => json!("text"),
+            _ => Value::Null,
+        },
+        Value::Array(branches) => branches
+            .iter()
+            .find(|b| **b != json!("null"))
+            .or(branches.first())
+            .map_or(Value::Null, |b| avro_example(b, depth)),
+        Value::Object(m) => match m.get("type").and_then(Value::as_str) {
+            Some("record") if depth > 0 => Value::Object(
+                m.get("fields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| {
+                        let name = f.get("name")?.as_str()?.to_owned();
+                        Some((
+                            name,
+                            f.get("default")
+                                .cloned()
+                                .unwrap_or_else(|| avro_example(&f["type"], depth - 1)),
+                        ))
+                    })
+                    .collect(),
+            ),
+            Some("enum") => m
+                .get("symbols")
+                .and_then(Value::as_array)
+                .and_then(|s| s.first())
+                .cloned()
+                .unwrap_or(Value::Null),
+            Some("array") if depth > 0 => json!([avro_example(&m["items"], depth - 1)]),
+            Some("map") if depth > 0 => json!({"key": avro_example(&m["values"], depth - 1)}),
+            Some("fixed") => json!("\u{0}".repeat(m.get("size").and_then(Value::as_u64).unwrap_or(0).min(64) as usize)),
+            Some(other) => avro_example(&json!(other), depth),
+            None => Value::Null,
+        },
+        _ => Value::Null,
+    }
 }
 
 /// The schema a local `$ref` points to.

@@ -21,8 +21,8 @@ use crate::codec::Codec;
 use crate::contract::{check_declaration, major_of};
 use crate::error::ContractError;
 use crate::event_type::{EventType, Upcast};
-use crate::version::Version;
 use crate::failures::count_failure;
+use crate::version::Version;
 
 /// What the router does with an event it cannot read: a type it has no
 /// route for, or a major version it has neither a route nor an upcaster for.

@@ -13,10 +13,12 @@
 //!   by the `Router` into the typed handler.
 //! - `validated_json`: the same with `ValidatedJson` (checked against the
 //!   JSON Schema when written and when read).
+//! - `avro`: the same with the `Avro` codec (binary, schema derived by
+//!   `apache-avro`).
 //!
 //! ```text
-//! cargo bench -p transport --features contracts --bench contracts
-//! TRANSPORT_URL=nats://127.0.0.1:4222 cargo bench -p transport --features contracts,nats --bench contracts
+//! cargo bench -p transport --features avro --bench contracts
+//! TRANSPORT_URL=nats://127.0.0.1:4222 cargo bench -p transport --features avro,nats --bench contracts
 //! ```
 //! `BENCH_MESSAGES` (default 100000 on memory://, 10000 on a broker),
 //! `BENCH_ROUNDS` (default 5).
@@ -25,15 +27,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use apache_avro::AvroSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use transport::contracts::{Contract, EventType, Json, Router, ValidatedJson, Version};
+use transport::contracts::{Avro, Contract, EventType, Json, Router, ValidatedJson, Version};
 use transport::runtime::{Consumer, Context, HandlerError};
 use transport::{Message, Outcome, SubscribeOptions, Transport};
 
 /// An order of a few lines: the size of a typical domain event.
-#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema, AvroSchema)]
 struct Order {
     order_id: String,
     customer_id: String,
@@ -45,7 +48,7 @@ struct Order {
     note: Option<String>,
 }
 
-#[derive(Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema, AvroSchema)]
 struct Line {
     sku: String,
     #[schemars(range(min = 1))]
@@ -68,6 +71,36 @@ macro_rules! declare {
 }
 declare!(JsonOrder, Json);
 declare!(CheckedOrder, ValidatedJson);
+
+/// The order as Avro data (a record of its own: Avro names the type).
+#[derive(Clone, Serialize, Deserialize, AvroSchema)]
+struct AvroOrder {
+    order_id: String,
+    customer_id: String,
+    currency: String,
+    total_cents: i64,
+    lines: Vec<Line>,
+    note: Option<String>,
+}
+
+impl EventType for AvroOrder {
+    const TYPE: &'static str = "bench.order.placed";
+    const VERSION: Version = Version::new(1, 0);
+    type Codec = Avro;
+}
+
+impl From<Order> for AvroOrder {
+    fn from(o: Order) -> Self {
+        AvroOrder {
+            order_id: o.order_id,
+            customer_id: o.customer_id,
+            currency: o.currency,
+            total_cents: o.total_cents,
+            lines: o.lines,
+            note: o.note,
+        }
+    }
+}
 
 fn order(i: u64) -> Order {
     Order {
@@ -93,14 +126,16 @@ enum Path {
     Event,
     Json,
     ValidatedJson,
+    Avro,
 }
 
-const PATHS: [(&str, Path); 5] = [
+const PATHS: [(&str, Path); 6] = [
     ("bytes", Path::Bytes),
     ("serde", Path::Serde),
     ("event", Path::Event),
     ("json", Path::Json),
     ("validated_json", Path::ValidatedJson),
+    ("avro", Path::Avro),
 ];
 
 fn env(name: &str) -> Option<String> {
@@ -166,6 +201,7 @@ fn messages(path: Path, from: u64, to: u64) -> Vec<Message> {
     thread_local! {
         static JSON: Contract<JsonOrder> = Contract::new().expect("declared");
         static CHECKED: Contract<CheckedOrder> = Contract::new().expect("declared");
+        static AVRO: Contract<AvroOrder> = Contract::new().expect("declared");
     }
     (from..to)
         .map(|i| match path {
@@ -178,6 +214,10 @@ fn messages(path: Path, from: u64, to: u64) -> Vec<Message> {
             Path::ValidatedJson => {
                 CHECKED.with(|c| c.to_message(&c.event("bench", CheckedOrder(order(i)))).expect("valid"))
             }
+            Path::Avro => AVRO.with(|c| {
+                c.to_message(&c.event("bench", AvroOrder::from(order(i))))
+                    .expect("valid")
+            }),
         })
         .collect()
 }
@@ -250,6 +290,16 @@ async fn run(broker: &Arc<dyn Transport>, topic: &str, n: u64, path: Path) -> (f
         Path::Json => {
             let router = Router::new()
                 .route(move |_: Context, order: JsonOrder| {
+                    std::hint::black_box(order);
+                    count();
+                    async { Outcome::Ack }
+                })
+                .expect("declared");
+            consumer.run(default_layers(router), stop).await
+        }
+        Path::Avro => {
+            let router = Router::new()
+                .route(move |_: Context, order: AvroOrder| {
                     std::hint::black_box(order);
                     count();
                     async { Outcome::Ack }

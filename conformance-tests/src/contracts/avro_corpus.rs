@@ -104,7 +104,10 @@ pub fn corpus() -> Vec<AvroCase> {
     let mut line_qty_long = line();
     line_qty_long["fields"][1]["type"] = json!("long");
     let mut line_plus = line();
-    line_plus["fields"].as_array_mut().unwrap().push(json!({"name": "unit", "type": "int"}));
+    line_plus["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "unit", "type": "int"}));
     let mut line_plus_default = line();
     line_plus_default["fields"]
         .as_array_mut()
@@ -141,19 +144,69 @@ pub fn corpus() -> Vec<AvroCase> {
             &[],
         ),
         case("field with a default removed", without_field("currency"), &[], &[]),
-        case("field without a default removed", without_field("id"), &[], &["required-added"]),
+        case(
+            "field without a default removed",
+            without_field("id"),
+            &[],
+            &["required-added"],
+        ),
         case("optional field removed", without_field("note"), &[], &[]),
-        case("int widened to long", retype("amount", json!("long")), &[], &["type-changed"]),
-        case("int widened to float", retype("amount", json!("float")), &[], &["type-changed"]),
-        case("int widened to double", retype("amount", json!("double")), &[], &["type-changed"]),
-        case("long widened to float", retype("weight", json!("float")), &[], &["type-changed"]),
-        case("long widened to double", retype("weight", json!("double")), &[], &["type-changed"]),
-        case("long narrowed to int", retype("weight", json!("int")), &["type-changed"], &[]),
-        case("float widened to double", retype("price", json!("double")), &[], &["type-changed"]),
-        case("int changed to string", retype("amount", json!("string")), &["type-changed"], &["type-changed"]),
+        case(
+            "int widened to long",
+            retype("amount", json!("long")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "int widened to float",
+            retype("amount", json!("float")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "int widened to double",
+            retype("amount", json!("double")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "long widened to float",
+            retype("weight", json!("float")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "long widened to double",
+            retype("weight", json!("double")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "long narrowed to int",
+            retype("weight", json!("int")),
+            &["type-changed"],
+            &[],
+        ),
+        case(
+            "float widened to double",
+            retype("price", json!("double")),
+            &[],
+            &["type-changed"],
+        ),
+        case(
+            "int changed to string",
+            retype("amount", json!("string")),
+            &["type-changed"],
+            &["type-changed"],
+        ),
         case("string to bytes", retype("id", json!("bytes")), &[], &[]),
         case("bytes to string", retype("raw", json!("string")), &[], &[]),
-        case("float changed to string", retype("price", json!("string")), &["type-changed"], &["type-changed"]),
+        case(
+            "float changed to string",
+            retype("price", json!("string")),
+            &["type-changed"],
+            &["type-changed"],
+        ),
         case(
             "enum symbol added",
             retype("status", status(json!(["OPEN", "CLOSED", "HELD"]))),
@@ -282,7 +335,10 @@ pub fn corpus() -> Vec<AvroCase> {
         AvroCase {
             name: "enum renamed",
             old: base(),
-            new: retype("status", json!({"type": "enum", "name": "State", "symbols": ["OPEN", "CLOSED"]})),
+            new: retype(
+                "status",
+                json!({"type": "enum", "name": "State", "symbols": ["OPEN", "CLOSED"]}),
+            ),
             backward: &["name-changed"],
             forward: &["name-changed"],
             witnessed: false,
@@ -390,7 +446,9 @@ fn same(written: &Avro, read: &Avro) -> bool {
             .iter()
             .all(|(name, wv)| r.iter().find(|(n, _)| n == name).is_none_or(|(_, rv)| same(wv, rv))),
         (Avro::Array(w), Avro::Array(r)) => w.len() == r.len() && w.iter().zip(r).all(|(a, b)| same(a, b)),
-        (Avro::Map(w), Avro::Map(r)) => w.len() == r.len() && w.iter().all(|(k, v)| r.get(k).is_some_and(|rv| same(v, rv))),
+        (Avro::Map(w), Avro::Map(r)) => {
+            w.len() == r.len() && w.iter().all(|(k, v)| r.get(k).is_some_and(|rv| same(v, rv)))
+        }
         (Avro::Enum(_, w), Avro::Enum(_, r)) => w == r,
         // A promotion to float keeps what a float holds (the specification
         // allows int and long to float, losing digits).

@@ -1,9 +1,10 @@
 //! The event types the contract checks use: an order placed in two major
 //! versions (v1 upcast into v2) and an order cancelled.
 
+use apache_avro::AvroSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use transport_contracts::{Catalog, ContractError, EventType, Json, Upcast, ValidatedJson, Version};
+use transport_contracts::{Avro, Catalog, ContractError, EventType, Json, Upcast, ValidatedJson, Version};
 
 /// Version 1: the amount as a decimal number.
 #[derive(Serialize, Deserialize, JsonSchema)]
@@ -46,8 +47,8 @@ impl Upcast for OrderPlacedV1 {
     }
 }
 
-/// An order was cancelled.
-#[derive(Serialize, Deserialize, JsonSchema)]
+/// An order was cancelled (Avro data: a binary payload on every broker).
+#[derive(Serialize, Deserialize, AvroSchema)]
 pub struct OrderCancelled {
     /// The order.
     pub order_id: String,
@@ -56,7 +57,7 @@ pub struct OrderCancelled {
 impl EventType for OrderCancelled {
     const TYPE: &'static str = "conformance.order.cancelled";
     const VERSION: Version = Version::new(1, 0);
-    type Codec = ValidatedJson;
+    type Codec = Avro;
 }
 
 /// The catalog of a service that publishes orders and bills them: both

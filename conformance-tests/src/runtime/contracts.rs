@@ -2,8 +2,10 @@
 //! `ce-type` and major version, upcasts an older version in flight,
 //! dead-letters data that breaks its schema (naming the field and rule), a
 //! newer major version and a message that is no event, and skips a type it
-//! was told to skip. On every broker, because each carries the CloudEvents
-//! attributes in its own binding (Kafka `ce_` headers, AMQP properties).
+//! was told to skip; the cancellation is Avro (a binary payload). On every
+//! broker, because each carries the CloudEvents attributes in its own
+//! binding (Kafka `ce_` headers, AMQP properties) and binary data its own
+//! way (SQS in base64).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -64,18 +64,10 @@ impl<T: Serialize + DeserializeOwned + AvroSchema> Codec<T> for Avro {
         let value = apache_avro::from_avro_datum(&self.schema, &mut rest, None)
             .map_err(|_| malformed("not an Avro datum of this schema"))?;
         if !rest.is_empty() {
-            return Err(malformed(
-                "bytes left after the datum (written with another schema?)",
-            ));
+            return Err(malformed("bytes left after the datum (written with another schema?)"));
         }
-        apache_avro::from_value(&value).map_err(|_| {
-            DataError::new(
-                DataErrorKind::Invalid,
-                "",
-                "type",
-                "the datum does not fit the type",
-            )
-        })
+        apache_avro::from_value(&value)
+            .map_err(|_| DataError::new(DataErrorKind::Invalid, "", "type", "the datum does not fit the type"))
     }
 }
 
@@ -123,7 +115,11 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_its_datum_without_repeating_it() {
-        for data in [&b""[..], b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x06o-1\xc4\x13\x00\x00\x00extra"] {
+        for data in [
+            &b""[..],
+            b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\x06o-1\xc4\x13\x00\x00\x00extra",
+        ] {
             let e = Codec::<Order>::decode(&codec(), data).unwrap_err();
             assert_eq!(e.kind(), DataErrorKind::Malformed, "{data:?}: {e}");
             assert!(!e.to_string().contains("o-1"), "{e}");

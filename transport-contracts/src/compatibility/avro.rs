@@ -22,7 +22,10 @@ pub fn avro_schema_breaks(old: &Value, new: &Value, mode: Compatibility) -> Vec<
         })
     };
     let mut out = Vec::new();
-    for (who, wanted) in [(Reader::NewReadsOld, mode.backward()), (Reader::OldReadsNew, mode.forward())] {
+    for (who, wanted) in [
+        (Reader::NewReadsOld, mode.backward()),
+        (Reader::OldReadsNew, mode.forward()),
+    ] {
         if !wanted {
             continue;
         }

@@ -17,7 +17,11 @@ pub use json_schema::json_schema_breaks;
 /// Every change between two schemas of a version (JSON Schema, or Avro
 /// with the feature `avro`) that breaks a reader `mode` must keep working.
 pub fn schema_breaks(old: &serde_json::Value, new: &serde_json::Value, mode: Compatibility) -> Vec<Breaking> {
-    let who = if mode.backward() { Reader::NewReadsOld } else { Reader::OldReadsNew };
+    let who = if mode.backward() {
+        Reader::NewReadsOld
+    } else {
+        Reader::OldReadsNew
+    };
     match (is_avro(old), is_avro(new)) {
         (false, false) => json_schema_breaks(old, new, mode),
         #[cfg(feature = "avro")]
@@ -45,7 +49,10 @@ pub fn is_avro(schema: &serde_json::Value) -> bool {
     match schema {
         serde_json::Value::String(_) | serde_json::Value::Array(_) => true,
         serde_json::Value::Object(m) => {
-            matches!(m.get("type").and_then(|t| t.as_str()), Some("record" | "enum" | "fixed"))
+            matches!(
+                m.get("type").and_then(|t| t.as_str()),
+                Some("record" | "enum" | "fixed")
+            )
         }
         _ => false,
     }

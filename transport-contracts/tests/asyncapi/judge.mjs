@@ -2,10 +2,12 @@
 //   node judge.mjs validate DOC.json          -> {"errors": [...], "warnings": [...]}, exit 1 on errors
 //   node judge.mjs diff OLD.json NEW.json     -> {"breaking": [...], "nonBreaking": [...], "unclassified": [...]}
 import { Parser, fromFile, DiagnosticSeverity } from '@asyncapi/parser';
+import { AvroSchemaParser } from '@asyncapi/avro-schema-parser';
 import { diff } from '@asyncapi/diff';
 
 const [, , command, first, second] = process.argv;
 const parser = new Parser();
+parser.registerSchemaParser(AvroSchemaParser());
 
 async function parse(path) {
   const { document, diagnostics } = await fromFile(parser, path).parse();
