@@ -370,7 +370,7 @@ fn variants(schema: &Schema) -> usize {
     match schema {
         Schema::Boolean | Schema::Int | Schema::Long | Schema::Double | Schema::String | Schema::Bytes => 3,
         Schema::Enum(e) => e.symbols.len(),
-        Schema::Union(u) => u.variants().iter().map(|v| variants(v) * 1).sum::<usize>().max(1),
+        Schema::Union(u) => u.variants().iter().map(variants).sum::<usize>().max(1),
         Schema::Array(a) => variants(&a.items).max(2),
         Schema::Map(m) => variants(&m.types).max(2),
         Schema::Record(r) => r.fields.iter().map(|f| variants(&f.schema)).max().unwrap_or(1),
