@@ -165,6 +165,21 @@ fn component(name: &str) -> String {
         .collect()
 }
 
+/// The `ce-dataversion`s a reader of `d` takes: any minor of its major, or
+/// for Avro (read with exactly its schema) its own version only.
+fn dataversion_pattern(d: &Declared) -> String {
+    let (major, minor) = (d.version.major, d.version.minor);
+    if crate::compatibility::is_avro(&d.schema) {
+        if minor == 0 {
+            format!("^{major}(\\.0)?$")
+        } else {
+            format!("^{major}\\.{minor}$")
+        }
+    } else {
+        format!("^{major}(\\.[0-9]+)?$")
+    }
+}
+
 /// The CloudEvents attributes of a message of `d`, as the headers the
 /// library writes (binary content mode; Kafka writes `ce_` for `ce-`).
 fn headers(d: &Declared) -> Value {
@@ -178,7 +193,7 @@ fn headers(d: &Declared) -> Value {
             CE_SOURCE: s("Who emitted the event."),
             CE_DATAVERSION: {
                 "type": "string",
-                "pattern": format!("^{}(\\.[0-9]+)?$", d.version.major),
+                "pattern": dataversion_pattern(d),
                 "description": format!("The data version, MAJOR.MINOR; this schema is {}.", d.version),
             },
             CE_TIME: {"type": "string", "format": "date-time"},

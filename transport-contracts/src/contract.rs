@@ -54,11 +54,16 @@ impl<E: EventType> Contract<E> {
         let content_type = <E::Codec as Codec<E>>::CONTENT_TYPE;
         let contradiction = if event.event_type != E::TYPE {
             Some(format!("its type is {:?}", event.event_type))
-        } else if let Some(v) = event
-            .version
-            .as_deref()
-            .filter(|v| Version::parse(v).map(|v| v.major) != Some(E::VERSION.major))
-        {
+        } else if let Some(v) = event.version.as_deref().filter(|v| {
+            // Data that needs its writer's schema (Avro) is written with
+            // exactly the declared version's.
+            let exact = !<E::Codec as Codec<E>>::SELF_DESCRIBING;
+            match Version::parse(v) {
+                Some(v) if exact => v != E::VERSION,
+                Some(v) => v.major != E::VERSION.major,
+                None => true,
+            }
+        }) {
             Some(format!("its dataversion is {v:?}"))
         } else {
             event

@@ -129,7 +129,9 @@ fn version(out: &mut String, d: &Declared, previous: Option<&Declared>) {
     let avro = crate::compatibility::is_avro(&d.schema);
     let example = if avro {
         avro_fields(out, &d.schema, "", DEPTH);
-        avro_example(&d.schema, DEPTH)
+        let mut named = Map::new();
+        avro_named(&d.schema, None, &mut named);
+        avro_example(&d.schema, DEPTH, &named)
     } else {
         fields(out, &d.schema, &d.schema, "", DEPTH);
         d.schema
@@ -215,8 +217,37 @@ fn avro_fields(out: &mut String, record: &Value, prefix: &str, depth: usize) {
     }
 }
 
+/// The named types (records, enums, fixed) of an Avro schema, by name and
+/// by full name: a second use of one is only its name.
+fn avro_named(t: &Value, namespace: Option<&str>, out: &mut Map<String, Value>) {
+    match t {
+        Value::Array(branches) => branches.iter().for_each(|b| avro_named(b, namespace, out)),
+        Value::Object(m) => {
+            let ns = m.get("namespace").and_then(Value::as_str).or(namespace);
+            if let (Some("record" | "enum" | "fixed"), Some(name)) = (
+                m.get("type").and_then(Value::as_str),
+                m.get("name").and_then(Value::as_str),
+            ) {
+                out.insert(name.to_owned(), t.clone());
+                if let Some(ns) = ns {
+                    out.insert(format!("{ns}.{name}"), t.clone());
+                }
+            }
+            for f in m.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                avro_named(&f["type"], ns, out);
+            }
+            for key in ["items", "values"] {
+                if let Some(inner) = m.get(key) {
+                    avro_named(inner, ns, out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A value of the Avro schema, in Avro's JSON form (a union's value plain).
-fn avro_example(t: &Value, depth: usize) -> Value {
+fn avro_example(t: &Value, depth: usize, named: &Map<String, Value>) -> Value {
     match t {
         Value::String(name) => match name.as_str() {
             "null" => Value::Null,
@@ -224,13 +255,19 @@ fn avro_example(t: &Value, depth: usize) -> Value {
             "int" | "long" => json!(1),
             "float" | "double" => json!(1.5),
             "bytes" | "string" => json!("text"),
-            _ => Value::Null,
+            other => match named.get(other) {
+                Some(def) if depth > 0 => avro_example(def, depth - 1, named),
+                _ => Value::Null,
+            },
         },
         Value::Array(branches) => branches
             .iter()
             .find(|b| **b != json!("null"))
             .or(branches.first())
-            .map_or(Value::Null, |b| avro_example(b, depth)),
+            .map_or(Value::Null, |b| avro_example(b, depth, named)),
+        Value::Object(m) if m.get("logicalType") == Some(&json!("uuid")) => {
+            json!("00000000-0000-0000-0000-000000000000")
+        }
         Value::Object(m) => match m.get("type").and_then(Value::as_str) {
             Some("record") if depth > 0 => Value::Object(
                 m.get("fields")
@@ -243,7 +280,7 @@ fn avro_example(t: &Value, depth: usize) -> Value {
                             name,
                             f.get("default")
                                 .cloned()
-                                .unwrap_or_else(|| avro_example(&f["type"], depth - 1)),
+                                .unwrap_or_else(|| avro_example(&f["type"], depth - 1, named)),
                         ))
                     })
                     .collect(),
@@ -254,10 +291,10 @@ fn avro_example(t: &Value, depth: usize) -> Value {
                 .and_then(|s| s.first())
                 .cloned()
                 .unwrap_or(Value::Null),
-            Some("array") if depth > 0 => json!([avro_example(&m["items"], depth - 1)]),
-            Some("map") if depth > 0 => json!({"key": avro_example(&m["values"], depth - 1)}),
+            Some("array") if depth > 0 => json!([avro_example(&m["items"], depth - 1, named)]),
+            Some("map") if depth > 0 => json!({"key": avro_example(&m["values"], depth - 1, named)}),
             Some("fixed") => json!("\u{0}".repeat(m.get("size").and_then(Value::as_u64).unwrap_or(0).min(64) as usize)),
-            Some(other) => avro_example(&json!(other), depth),
+            Some(other) => avro_example(&json!(other), depth, named),
             None => Value::Null,
         },
         _ => Value::Null,

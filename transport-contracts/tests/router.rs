@@ -342,3 +342,63 @@ async fn a_panicking_upcaster_does_not_stop_the_consumer() {
     assert_eq!((s.acked, s.dead_lettered), (1, 1), "{s:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// Avro data is read only with exactly its writer's schema: another minor
+/// of the same major is refused by name (never misread), when written and
+/// when read.
+#[cfg(feature = "avro")]
+#[tokio::test]
+async fn avro_reads_only_its_exact_minor() {
+    use transport_contracts::apache_avro::{self, AvroSchema};
+    use transport_contracts::Avro;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize, AvroSchema)]
+    struct Ping {
+        n: i64,
+    }
+    impl EventType for Ping {
+        const TYPE: &'static str = "test.ping";
+        const VERSION: Version = Version::new(1, 2);
+        type Codec = Avro;
+    }
+    let _ = apache_avro::util::max_allocation_bytes(1 << 20);
+    let contract = Contract::<Ping>::new().unwrap();
+    let mut relabelled = contract.event("t", Ping { n: 7 });
+    relabelled.version = Some("1.3".into());
+    assert_eq!(
+        contract.to_message(&relabelled).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+
+    let t = MemoryTransport::new();
+    let options = SubscribeOptions::new("g").max_attempts(1);
+    drop(t.subscribe("pings", options.clone()).await.unwrap());
+    let good = contract.to_message(&contract.event("t", Ping { n: 1 })).unwrap();
+    let mut other_minor = good.clone();
+    other_minor.id = "other".into();
+    other_minor.headers.insert(CE_DATAVERSION, "1.3");
+    t.publish("pings", good).await.unwrap();
+    t.publish("pings", other_minor).await.unwrap();
+    let seen = Arc::new(AtomicU32::new(0));
+    let router = Router::new()
+        .route({
+            let seen = seen.clone();
+            move |_: Context, p: Ping| {
+                assert_eq!(p.n, 1);
+                seen.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, HandlerError>(()) }
+            }
+        })
+        .unwrap();
+    let s = run(&t, "pings", options.clone(), router, |s| s.acked + s.dead_lettered >= 2).await;
+    assert_eq!(
+        (s.acked, s.dead_lettered, seen.load(Ordering::SeqCst)),
+        (1, 1, 1),
+        "{s:?}"
+    );
+    let reason = t.dead_letters("pings", &options).await.unwrap().peek(1).await.unwrap()[0]
+        .reason
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(reason, "test.ping 1.3: this consumer reads v1.2 only of it");
+}

@@ -52,6 +52,19 @@ impl Upcast for OrderPlacedV1 {
 pub struct OrderCancelled {
     /// The order.
     pub order_id: String,
+    /// Why, when said.
+    pub reason: Option<String>,
+    /// Who cancelled, and for whom (one named type used twice).
+    pub by: Party,
+    /// The customer.
+    pub customer: Party,
+}
+
+/// A person or system in an event.
+#[derive(Serialize, Deserialize, AvroSchema)]
+pub struct Party {
+    /// Their name.
+    pub name: String,
 }
 
 impl EventType for OrderCancelled {

@@ -16,7 +16,7 @@ use transport_core::runtime::{Context, HandlerError};
 use transport_core::{Event, Message, Transport};
 
 use super::*;
-use crate::contracts::events::{OrderCancelled, OrderPlaced, OrderPlacedV1};
+use crate::contracts::events::{OrderCancelled, OrderPlaced, OrderPlacedV1, Party};
 use crate::support::*;
 use crate::{ensure, Check};
 
@@ -58,7 +58,15 @@ pub async fn runtime_routes_typed_events_by_type_and_version(t: &Arc<dyn Transpo
             json!({"order_id": "o-2", "amount_cents": 700, "channel": "web"}),
         )?,
         cancelled
-            .to_message(&cancelled.event(SOURCE, OrderCancelled { order_id: "o-3".into() }))?
+            .to_message(&cancelled.event(
+                SOURCE,
+                OrderCancelled {
+                    order_id: "o-3".into(),
+                    reason: Some("out of stock".into()),
+                    by: Party { name: "support".into() },
+                    customer: Party { name: "c-1".into() },
+                },
+            ))?
             .with_header("case", "cancelled"),
         unchecked(
             "invalid",
