@@ -73,7 +73,7 @@ pub use apache_avro;
 pub use asyncapi::Server;
 pub use catalog::{Catalog, Consumed, Declared, MANIFEST};
 #[cfg(feature = "avro")]
-pub use codec::Avro;
+pub use codec::{Avro, MAX_AVRO_LENGTH};
 pub use codec::{Codec, Json, ValidatedJson};
 #[cfg(feature = "avro")]
 pub use compatibility::avro_schema_breaks;

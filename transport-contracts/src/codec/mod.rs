@@ -19,7 +19,7 @@ mod validated_json;
 use bytes::Bytes;
 
 #[cfg(feature = "avro")]
-pub use avro::Avro;
+pub use avro::{Avro, MAX_AVRO_LENGTH};
 pub use json::Json;
 pub use validated_json::ValidatedJson;
 
