@@ -105,14 +105,15 @@ fn version(out: &mut String, d: &Declared, previous: Option<&Declared>) {
             "a new major version after"
         };
         let _ = writeln!(out, "\nChanged from {} ({kind} it):\n", p.version);
-        let added: Vec<String> = properties(&d.schema)
-            .into_iter()
-            .filter(|name| !properties(&p.schema).contains(name))
+        let (now, before) = (properties(&d.schema), properties(&p.schema));
+        let added: Vec<String> = now
+            .iter()
+            .filter(|name| !before.contains(name))
             .map(|name| format!("- `{name}` added"))
             .collect();
-        let removed: Vec<String> = properties(&p.schema)
-            .into_iter()
-            .filter(|name| !properties(&d.schema).contains(name))
+        let removed: Vec<String> = before
+            .iter()
+            .filter(|name| !now.contains(name))
             .map(|name| format!("- `{name}` removed"))
             .collect();
         for line in added.iter().chain(&removed) {
