@@ -18,26 +18,32 @@ const BACKENDS: &[&str] = &["memory", "redis", "nats", "rabbitmq", "sqs", "kafka
 /// Report name prefixes of the store suite (`conformance-tests/tests/stores.rs`).
 const STORE_SUITES: &[&str] = &["outbox-", "idempotency-"];
 
-/// Report name of the cost gate (`scripts/cost`, `cost.json`): paths x
-/// instructions and allocations per message, not a broker.
-const COST_SUITE: &str = "cost";
+/// Reports that are suites of their own, each its own matrix, not a broker:
+/// the cost gate (`scripts/cost`, `cost.json`: paths x instructions and
+/// allocations per message) and the contract suite (`contracts.json`:
+/// schema changes and generated documents).
+const OWN_SUITES: &[&str] = &["cost", "contracts"];
 
 pub async fn run(args: CheckArgs) -> CliResult {
     if let Some(dir) = &args.from_reports {
         // The store suite's reports (outbox-*, idempotency-*) are a matrix
         // of their own: stores x store checks, not brokers x broker checks.
-        // So is the cost gate's.
-        let (cost, reports): (Vec<Report>, Vec<Report>) =
-            read_reports(dir)?.into_iter().partition(|r| r.backend == COST_SUITE);
+        // So is each suite of OWN_SUITES.
+        let (own, reports): (Vec<Report>, Vec<Report>) = read_reports(dir)?
+            .into_iter()
+            .partition(|r| OWN_SUITES.contains(&r.backend.as_str()));
         let (stores, brokers): (Vec<Report>, Vec<Report>) = reports
             .into_iter()
             .partition(|r| STORE_SUITES.iter().any(|s| r.backend.starts_with(s)));
-        print_matrix(&brokers);
-        for other in [stores, cost] {
-            if !other.is_empty() {
+        if !brokers.is_empty() {
+            print_matrix(&brokers);
+        }
+        let others = std::iter::once(stores).chain(own.into_iter().map(|r| vec![r]));
+        for (i, other) in others.filter(|o| !o.is_empty()).enumerate() {
+            if i > 0 || !brokers.is_empty() {
                 println!();
-                print_matrix(&other);
             }
+            print_matrix(&other);
         }
         return Ok(());
     }

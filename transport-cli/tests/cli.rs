@@ -127,6 +127,37 @@ fn check_on_memory_writes_a_report() {
         .success()
         .stdout(predicate::str::contains("round_trip_binary_payload"))
         .stdout(predicate::str::contains("memory: 5 passed, 0 failed"));
+    // The contract suite's report is a matrix of its own, not a broker's column.
+    let contracts = serde_json::json!({"backend": "contracts", "checks": [
+        {"name": "json_schema/unchanged", "status": "passed", "millis": 1}
+    ]});
+    std::fs::write(dir.join("contracts.json"), contracts.to_string()).unwrap();
+    let out = transport()
+        .args(["check", "--from-reports"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let header = |table: &str| {
+        table
+            .lines()
+            .find(|l| l.contains("check"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let tables: Vec<&str> = out.split("\n\n").filter(|t| t.contains("check")).collect();
+    assert_eq!(tables.len(), 2, "{out}");
+    assert!(
+        header(tables[0]).contains("memory") && !header(tables[0]).contains("contracts"),
+        "{out}"
+    );
+    assert!(
+        header(tables[1]).contains("contracts") && tables[1].contains("json_schema/unchanged"),
+        "{out}"
+    );
 }
 
 #[test]
