@@ -250,6 +250,11 @@ impl Received {
     }
 }
 
+/// Options for checks that count attempts and settlements: the ack timeout
+/// is long enough that a slow settle on a loaded machine (a dead-letter
+/// copy stored on a three-node cluster while four checks run) never turns
+/// into a redelivery that inflates the counts. Checks about ack timeouts
+/// use [`short`].
 pub(crate) fn opts(group: &str) -> SubscribeOptions {
     SubscribeOptions::new(group).ack_timeout(Duration::from_secs(30))
 }

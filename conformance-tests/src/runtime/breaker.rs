@@ -130,7 +130,7 @@ pub async fn runtime_breaker_holds_while_open(t: &Arc<dyn Transport>) -> CheckRe
 /// poison messages leaves it closed, and the healthy message after them is
 /// handled.
 pub async fn runtime_breaker_ignores_permanent_failures(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g");
+    let options = opts("g");
     let (topic, consumer) = consumer(t, "breaker-poison", &options, 1).await?;
     for i in 0..3 {
         t.publish(&topic, Message::new(format!("poison{i}")).with_header("kind", "poison"))

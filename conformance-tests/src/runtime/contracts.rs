@@ -37,7 +37,7 @@ fn unchecked(case: &str, event_type: &str, version: &str, data: serde_json::Valu
 /// `ce-type` are dead-lettered with reasons naming the field and rule, the
 /// version, the missing attribute; a type the router skips is acked unread.
 pub async fn runtime_routes_typed_events_by_type_and_version(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(2);
+    let options = opts("g").max_attempts(2);
     let (topic, consumer) = consumer(t, "contracts", &options, 4).await?;
     let v1 = Contract::<OrderPlacedV1>::new()?;
     let v2 = Contract::<OrderPlaced>::new()?;

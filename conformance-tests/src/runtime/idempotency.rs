@@ -69,7 +69,7 @@ pub async fn runtime_idempotency_applies_once(t: &Arc<dyn Transport>) -> CheckRe
 /// at once and runs the handler (it is not taken for a duplicate, nor put
 /// off until the claim's lease runs out).
 pub async fn runtime_idempotency_releases_a_failed_claim(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(3);
+    let options = opts("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "idempotency-release", &options, 2).await?;
     t.publish(&topic, Message::new("fails once")).await?;
     let calls: Calls = Arc::default();

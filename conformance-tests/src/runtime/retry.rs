@@ -21,7 +21,7 @@ use crate::{ensure, Check};
 /// exhausted ones after `max_attempts` with the reason; a panicking handler
 /// does not stop the consumer.
 pub async fn runtime_retries_and_dead_letters(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(3);
+    let options = opts("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "runtime", &options, 4).await?;
     for kind in ["ok", "flaky", "poison", "panic"] {
         t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
@@ -78,7 +78,7 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
     // Brokers round delays up (RabbitMQ to 100 ms buckets, SQS to whole
     // seconds) and deliver after a poll; 2.5 s on top is "not far more".
     let slack = Duration::from_millis(2_500);
-    let options = short("g").max_attempts(5);
+    let options = opts("g").max_attempts(5);
     let (topic, consumer) = consumer(t, "backoff", &options, 2).await?;
     t.publish(&topic, Message::new("flaky")).await?;
     let times: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -127,7 +127,7 @@ pub async fn runtime_backoff_between_attempts(t: &Arc<dyn Transport>) -> CheckRe
 /// tower's `ConcurrencyLimit`, which refuses a call that was not made ready
 /// first (a layer that answered "ready" itself would make every call fail).
 pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g");
+    let options = opts("g");
     let (topic, consumer) = consumer(t, "readiness", &options, 3).await?;
     let sent: Vec<Message> = (0..6).map(|i| Message::new(format!("r{i}"))).collect();
     t.publish_batch(&topic, sent.clone()).await?;
@@ -159,7 +159,7 @@ pub async fn runtime_layers_pass_readiness_through(t: &Arc<dyn Transport>) -> Ch
 /// A handler call that times out and one that panics are transient
 /// failures: retried, and the consumer keeps running.
 pub async fn runtime_timeout_and_panic_are_retried(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(3);
+    let options = opts("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "timeout", &options, 4).await?;
     for kind in ["slow", "boom", "fine"] {
         t.publish(&topic, Message::new(kind).with_header("kind", kind)).await?;
@@ -215,7 +215,7 @@ pub async fn runtime_timeout_and_panic_are_retried(t: &Arc<dyn Transport>) -> Ch
 /// The retry layer gives each retry the policy's delay for the attempt that
 /// failed (exponential, capped) and keeps a delay the handler named.
 pub async fn runtime_retry_delays_follow_the_policy(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(6);
+    let options = opts("g").max_attempts(6);
     let (topic, consumer) = consumer(t, "retry-delays", &options, 1).await?;
     t.publish(&topic, Message::new("flaky")).await?;
     let outcomes: Outcomes = Arc::default();
@@ -257,7 +257,7 @@ pub async fn runtime_retry_delays_follow_the_policy(t: &Arc<dyn Transport>) -> C
 /// much after), as a retry that names the limit.
 pub async fn runtime_timeout_cuts_off_at_its_limit(t: &Arc<dyn Transport>) -> CheckResult {
     let limit = Duration::from_millis(200);
-    let options = short("g").max_attempts(3);
+    let options = opts("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "timeout-limit", &options, 2).await?;
     t.publish(&topic, Message::new("hangs once")).await?;
     let outcomes: Outcomes = Arc::default();
@@ -289,7 +289,7 @@ pub async fn runtime_timeout_cuts_off_at_its_limit(t: &Arc<dyn Transport>) -> Ch
 /// itself) is caught by the panic layer like any other panic: a retry with
 /// the panic message, counted as a panic.
 pub async fn runtime_panic_in_call_is_caught_and_counted(t: &Arc<dyn Transport>) -> CheckResult {
-    let options = short("g").max_attempts(3);
+    let options = opts("g").max_attempts(3);
     let (topic, consumer) = consumer(t, "panic-in-call", &options, 2).await?;
     t.publish(&topic, Message::new("p")).await?;
     let outcomes: Outcomes = Arc::default();
