@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use transport_core::tls::TlsOptions;
 use transport_core::{Error, Result, Secret};
 
 /// Where JetStream keeps a topic's messages.
@@ -25,6 +26,9 @@ pub struct NatsConfig {
     pub servers: Vec<String>,
     /// Require TLS (`tls://`).
     pub tls: bool,
+    /// The CA to trust and the client certificate (`tls_ca`, `tls_cert`,
+    /// `tls_key`); the system's roots and no client certificate when empty.
+    pub tls_options: TlsOptions,
     /// User name (with `password`).
     pub user: Option<String>,
     /// Password.
@@ -65,6 +69,7 @@ impl Default for NatsConfig {
         NatsConfig {
             servers: vec!["127.0.0.1:4222".into()],
             tls: false,
+            tls_options: TlsOptions::default(),
             user: None,
             password: None,
             token: None,
@@ -88,7 +93,8 @@ impl NatsConfig {
     /// or `tls://...`. Options: `nkey`, `creds` (file path), `stream_prefix`,
     /// `storage` (`file`|`memory`), `replicas`, `max_age_ms`,
     /// `duplicate_window_ms`, `dedup` and `double_ack` (`true`|`false`), `connect_timeout_ms`,
-    /// `request_timeout_ms`.
+    /// `request_timeout_ms`, and with `tls://` the TLS options `tls_ca`,
+    /// `tls_cert`, `tls_key` (file paths).
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
@@ -138,6 +144,12 @@ impl NatsConfig {
                 v.parse::<bool>()
                     .map_err(|_| Error::invalid(format!("NATS URL option {what} must be true or false, got {v:?}")))
             };
+            if c.tls_options.url_option(&k, &v)? {
+                if !c.tls {
+                    return Err(Error::invalid(format!("URL option {k} needs a tls:// URL")));
+                }
+                continue;
+            }
             match k.as_ref() {
                 "nkey" => c.nkey = Some(Secret::new(v.to_string())),
                 "creds" => c.credentials_file = Some(v.to_string()),
@@ -206,5 +218,21 @@ mod tests {
             let e = NatsConfig::from_url(&format!("nats://h?{bad}")).unwrap_err();
             assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_options_from_the_url_and_never_their_key_text() {
+        use transport_core::tls::Pem;
+        let c = NatsConfig::from_url("tls://h:4443?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/c.key").unwrap();
+        assert_eq!(c.tls_options.ca, Some(Pem::File("/ca.pem".into())));
+        assert_eq!(c.tls_options.key, Some(Pem::File("/c.key".into())));
+        // On a plain URL they would be ignored: refused instead.
+        let e = NatsConfig::from_url("nats://h?tls_ca=/ca.pem").unwrap_err();
+        assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+        let mut c = NatsConfig::default();
+        c.tls_options.key = Some(Pem::Text(
+            "-----BEGIN PRIVATE KEY-----\nSECRETBODY\n-----END PRIVATE KEY-----".into(),
+        ));
+        assert!(!format!("{c:?}").contains("SECRETBODY"));
     }
 }

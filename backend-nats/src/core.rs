@@ -46,6 +46,8 @@ pub(crate) fn other(e: impl Display) -> Error {
 }
 
 pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
+    // Also for nats://: a server that demands TLS gets it.
+    transport_core::tls::install_default_provider();
     let mut options = async_nats::ConnectOptions::new()
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.request_timeout))
@@ -60,6 +62,10 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
     if let Some(seed) = &config.nkey {
         options = options.nkey(seed.expose().to_owned());
     }
+    if config.tls_options.is_set() {
+        let material = config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
+        options = options.tls_client_config(material.rustls_config().map_err(|e| e.with_backend(SCHEME))?);
+    }
     if let Some(path) = &config.credentials_file {
         options = options
             .credentials_file(path)
@@ -67,10 +73,14 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
             .map_err(|e| err(ErrorKind::InvalidArgument, format!("credentials file {path}: {e}")))?;
     }
     options.connect(config.servers.clone()).await.map_err(|e| {
+        if let Some(tls) = transport_core::tls::handshake_error(&e) {
+            return tls.with_backend(SCHEME);
+        }
         let kind = match e.kind() {
             ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => ErrorKind::Unauthorized,
             ConnectErrorKind::TimedOut => ErrorKind::Timeout,
-            ConnectErrorKind::ServerParse | ConnectErrorKind::Tls => ErrorKind::InvalidArgument,
+            ConnectErrorKind::ServerParse => ErrorKind::InvalidArgument,
+            ConnectErrorKind::Tls => ErrorKind::Tls,
             _ => ErrorKind::ConnectionLost,
         };
         let hint = match kind {

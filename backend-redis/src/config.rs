@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use transport_core::tls::TlsOptions;
 use transport_core::{Error, Result, Secret};
 
 /// Settings of a Redis Streams transport. The password never shows in
@@ -23,6 +24,9 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// Connect with TLS (`rediss://`).
     pub tls: bool,
+    /// The CA to trust and the client certificate (`tls_ca`, `tls_cert`,
+    /// `tls_key`); the system's roots and no client certificate when empty.
+    pub tls_options: TlsOptions,
     /// Seed nodes (`host:port`) of a Redis Cluster (`redis+cluster://`); any
     /// one of them is enough to find the others. Empty: one server at
     /// `host`:`port`. In cluster mode every key of a topic and group lives in
@@ -58,6 +62,7 @@ impl Default for RedisConfig {
             username: None,
             password: None,
             tls: false,
+            tls_options: TlsOptions::default(),
             cluster_nodes: Vec::new(),
             key_prefix: String::new(),
             max_len: None,
@@ -76,7 +81,9 @@ impl RedisConfig {
     /// `redis+cluster://[user[:password]@]host:port[,host:port...][?options]`
     /// (`rediss+cluster://` with TLS; no database number). Options:
     /// `key_prefix`, `max_len`, `max_message_size`, `connect_timeout_ms`,
-    /// `command_timeout_ms`, `wait_replicas`, `wait_timeout_ms`.
+    /// `command_timeout_ms`, `wait_replicas`, `wait_timeout_ms`, and with
+    /// `rediss://` the TLS options `tls_ca`, `tls_cert`, `tls_key` (file
+    /// paths).
     pub fn from_url(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
@@ -170,6 +177,12 @@ impl RedisConfig {
                 v.parse::<u64>()
                     .map_err(|_| Error::invalid(format!("Redis URL option {what} must be a number, got {v:?}")))
             };
+            if c.tls_options.url_option(&k, &v)? {
+                if !c.tls {
+                    return Err(Error::invalid(format!("URL option {k} needs a rediss:// URL")));
+                }
+                continue;
+            }
             match k.as_ref() {
                 "key_prefix" => c.key_prefix = v.to_string(),
                 "max_len" => c.max_len = Some(num("max_len")?),
@@ -273,5 +286,21 @@ mod tests {
             let e = RedisConfig::from_url(bad).unwrap_err();
             assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_options_from_the_url_and_never_their_key_text() {
+        use transport_core::tls::Pem;
+        let c = RedisConfig::from_url("rediss://h:6380?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/c.key").unwrap();
+        assert_eq!(c.tls_options.ca, Some(Pem::File("/ca.pem".into())));
+        assert_eq!(c.tls_options.key, Some(Pem::File("/c.key".into())));
+        // On a plain URL they would be ignored: refused instead.
+        let e = RedisConfig::from_url("redis://h?tls_ca=/ca.pem").unwrap_err();
+        assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+        let mut c = RedisConfig::default();
+        c.tls_options.key = Some(Pem::Text(
+            "-----BEGIN PRIVATE KEY-----\nSECRETBODY\n-----END PRIVATE KEY-----".into(),
+        ));
+        assert!(!format!("{c:?}").contains("SECRETBODY"));
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::{ClientTlsConfig, Cmd, Pipeline, RedisFuture, Script, TlsCertificates, Value};
 use transport_core::backend::cloudevents::Binding;
 use transport_core::backend::{BackendConfig, RawTransport};
 use transport_core::headers::header_text;
@@ -127,11 +127,15 @@ impl ConnectionLike for Conn {
 /// Open a connection that reconnects by itself; `response_timeout` bounds
 /// each command (on a cluster, including its redirects and retries).
 pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) -> Result<Conn, Error> {
-    if config.tls {
-        install_crypto_provider();
-    }
+    // Also for a plain URL: a cluster may redirect to TLS nodes.
+    transport_core::tls::install_default_provider();
+    let certificates = tls_certificates(config)?;
     let mut conn = if config.cluster_nodes.is_empty() {
-        let client = redis::Client::open(config.client_url()).map_err(connect_error)?;
+        let client = match &certificates {
+            Some(c) => redis::Client::build_with_tls(config.client_url(), c.clone()),
+            None => redis::Client::open(config.client_url()),
+        }
+        .map_err(connect_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(response_timeout))
@@ -148,7 +152,11 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) ->
         // a replica is promoted (the cluster's node timeout plus an
         // election): retry soon and often, within the command's deadline,
         // rather than the client's default waits of over a second.
-        let client = ClusterClient::builder(config.cluster_urls())
+        let mut builder = ClusterClient::builder(config.cluster_urls());
+        if let Some(c) = certificates {
+            builder = builder.certs(c);
+        }
+        let client = builder
             .connection_timeout(config.connect_timeout)
             .response_timeout(response_timeout)
             .overall_response_timeout(Some(response_timeout))
@@ -167,17 +175,34 @@ pub(crate) async fn connect(config: &RedisConfig, response_timeout: Duration) ->
     Ok(conn)
 }
 
-/// A failure to connect: before a wrapper exists, so named here.
-fn connect_error(e: redis::RedisError) -> Error {
-    map_err(e).with_operation(Operation::Connect)
+/// The operator's CA and client certificate, read now so a missing file is
+/// a configuration error before any connection is tried.
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, Error> {
+    if !config.tls_options.is_set() {
+        return Ok(None);
+    }
+    let material = config
+        .tls_options
+        .load()
+        .map_err(|e| e.with_backend(SCHEME).with_operation(Operation::Connect))?;
+    Ok(Some(TlsCertificates {
+        client_tls: material.identity_pem().map(|(cert, key)| ClientTlsConfig {
+            client_cert: cert.to_vec(),
+            client_key: key.to_vec(),
+        }),
+        root_cert: material.ca_pem().map(<[u8]>::to_vec),
+    }))
 }
 
-fn install_crypto_provider() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        // Fails only when the application installed one already: keep theirs.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+/// A failure to connect: before a wrapper exists, so named here. A TLS
+/// handshake failure is told apart from a lost connection: it is not
+/// retried.
+fn connect_error(e: redis::RedisError) -> Error {
+    match transport_core::tls::handshake_error(&e) {
+        Some(tls) => tls.with_backend(SCHEME),
+        None => map_err(e),
+    }
+    .with_operation(Operation::Connect)
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -110,9 +110,14 @@ fn read_reports(dir: &std::path::Path) -> Result<Vec<Report>, CliError> {
             Ok(mut report) => {
                 // A report written under another name (sqs-fifo.json) is
                 // shown under that name; the interop report of a broker
-                // (interop-redis.json) joins that broker's column.
+                // (interop-redis.json) joins that broker's column, and the
+                // TLS failure cases (tls-failures-redis.json) join the
+                // suite's run over TLS (redis-tls).
                 if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-                    report.backend = stem.strip_prefix("interop-").unwrap_or(stem).to_owned();
+                    report.backend = match stem.strip_prefix("tls-failures-") {
+                        Some(backend) => format!("{backend}-tls"),
+                        None => stem.strip_prefix("interop-").unwrap_or(stem).to_owned(),
+                    };
                 }
                 match reports.iter_mut().find(|r: &&mut Report| r.backend == report.backend) {
                     Some(same) => same.checks.extend(report.checks),

@@ -158,6 +158,29 @@ fn check_on_memory_writes_a_report() {
         header(tables[1]).contains("contracts") && tables[1].contains("json_schema/unchanged"),
         "{out}"
     );
+    // The TLS failure cases join the suite's run over TLS: one column.
+    for (file, check) in [
+        ("redis-tls", "round_trip_binary_payload"),
+        ("tls-failures-redis", "expired_certificate_refused"),
+    ] {
+        let report = serde_json::json!({"backend": "redis", "checks": [
+            {"name": check, "status": "passed", "millis": 1}
+        ]});
+        std::fs::write(dir.join(format!("{file}.json")), report.to_string()).unwrap();
+    }
+    let out = transport()
+        .args(["check", "--from-reports"])
+        .arg(&dir)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let brokers = out.split("\n\n").next().unwrap_or_default();
+    assert!(header(brokers).contains("redis-tls"), "{out}");
+    assert!(!out.contains("tls-failures"), "{out}");
+    assert!(brokers.contains("expired_certificate_refused"), "{out}");
 }
 
 #[test]

@@ -35,6 +35,11 @@ pub enum ErrorKind {
     Decode,
     /// Some messages of a batch were not published (see the message for which).
     PartialFailure,
+    /// A TLS handshake failed: the server's certificate is not trusted
+    /// (unknown CA, expired, another host name), the server refused the
+    /// client certificate or demanded one, or the other end does not speak
+    /// TLS. A configuration error: never retried.
+    Tls,
     /// Any other broker error.
     Backend,
 }
@@ -62,6 +67,7 @@ impl ErrorKind {
             ErrorKind::DeliveryExpired => "delivery expired",
             ErrorKind::Decode => "decode",
             ErrorKind::PartialFailure => "partial failure",
+            ErrorKind::Tls => "tls",
             ErrorKind::Backend => "backend error",
         }
     }

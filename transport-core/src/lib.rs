@@ -48,6 +48,7 @@ mod selection;
 mod settle;
 mod subscription;
 pub mod telemetry;
+pub mod tls;
 mod transport;
 
 pub use backlog::{Accuracy, Backlog, BacklogAccuracy};

@@ -1,0 +1,321 @@
+//! TLS against real servers with a private CA (`scripts/brokers up
+//! <backend>-tls`): mutual and server-only TLS work, and everything a
+//! security reviewer would try fails at connect, within a bound, as a typed
+//! error that says what to fix and shows no key material:
+//!
+//! - a CA the client does not trust (the other CA; the system's roots),
+//! - an expired server certificate,
+//! - a host name the certificate does not name,
+//! - no client certificate, or one from another CA, where one is demanded,
+//! - TLS to a plain port, plain text to a TLS port,
+//! - a certificate file that does not exist, TLS options on a plain URL.
+//!
+//! `TLS_BACKEND` (redis, nats) picks the servers; writes
+//! `target/conformance/tls-failures-<backend>.json` (shown in the
+//! `<backend>-tls` column). Servers not running: the trials are ignored, and
+//! fail under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conformance_tests::{async_case, run_trials, unique, CheckFailure};
+use futures::StreamExt;
+use libtest_mimic::Arguments;
+use transport_core::{ErrorKind, Message, SubscribeOptions};
+
+type CheckResult = Result<(), CheckFailure>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(CheckFailure(format!($($msg)+)));
+        }
+    };
+}
+
+/// Every connect in these trials gives up after this long...
+const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// ...so a refusal must come within this (the Redis client's two retries of
+/// a connect that times out, and a slow machine, included): a hang fails.
+const REFUSED_WITHIN: Duration = Duration::from_secs(20);
+
+/// The servers of one backend, as `scripts/brokers url` names them.
+#[derive(Clone)]
+struct Servers {
+    /// Demands a client certificate; the URL names the CA and client certificate.
+    mutual: String,
+    /// Server authentication only (bare URL).
+    lax: String,
+    /// Shows an expired certificate (bare URL).
+    expired: String,
+    /// A plain port (bare URL with the TLS scheme).
+    plain: String,
+    /// The test CA and certificates.
+    certs: PathBuf,
+}
+
+impl Servers {
+    fn file(&self, name: &str) -> String {
+        self.certs.join(name).display().to_string()
+    }
+
+    fn ca(&self, name: &str) -> String {
+        format!("tls_ca={}", self.file(name))
+    }
+
+    fn client(&self, name: &str) -> String {
+        format!(
+            "tls_cert={}&tls_key={}",
+            self.file(&format!("{name}.pem")),
+            self.file(&format!("{name}.key"))
+        )
+    }
+
+    /// The base64 body of the client key: must never show in an error.
+    fn key_body(&self) -> Vec<String> {
+        std::fs::read_to_string(self.certs.join("client.key"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() > 16)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// `url` with `options` added to its query, and a short connect timeout.
+fn with(url: &str, options: &[&str]) -> String {
+    let mut out = url.to_owned();
+    for o in options
+        .iter()
+        .copied()
+        .chain([format!("connect_timeout_ms={CONNECT_TIMEOUT_MS}").as_str()])
+    {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(o);
+    }
+    out
+}
+
+/// Connect, publish and receive one message.
+async fn round_trip(url: &str) -> CheckResult {
+    let t = transport::connect(url)
+        .await
+        .map_err(|e| CheckFailure(format!("connect failed: {e}")))?;
+    let topic = unique("tls");
+    let mut sub = t.subscribe(&topic, SubscribeOptions::new("g")).await?;
+    t.publish(&topic, Message::new("over tls")).await?;
+    let d = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .map_err(|_| CheckFailure("no delivery within 30 s".into()))?
+        .ok_or_else(|| CheckFailure("subscription ended".into()))??;
+    ensure!(d.payload().as_ref() == b"over tls", "payload {:?}", d.payload());
+    d.ack().await?;
+    drop(sub);
+    let _ = t.close().await;
+    Ok(())
+}
+
+/// Connecting to `url` fails within [`REFUSED_WITHIN`], and the error
+/// shows no key material: the error.
+async fn refusal(servers: &Servers, url: &str) -> Result<transport_core::Error, CheckFailure> {
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(REFUSED_WITHIN + Duration::from_secs(5), transport::connect(url)).await;
+    let took = start.elapsed();
+    let e = match outcome {
+        Err(_) => return Err(CheckFailure(format!("connect hung for {took:?}"))),
+        Ok(Ok(t)) => {
+            let _ = t.close().await;
+            return Err(CheckFailure(format!("connected to {url}; it must be refused")));
+        }
+        Ok(Err(e)) => e,
+    };
+    ensure!(
+        took <= REFUSED_WITHIN,
+        "refused only after {took:?} (at most {REFUSED_WITHIN:?}): {e}"
+    );
+    let text = format!("{e} {e:?}");
+    for line in servers.key_body() {
+        ensure!(!text.contains(&line), "the error shows the private key: {e}");
+    }
+    Ok(e)
+}
+
+/// [`refusal`], with `kind` (not retryable) and a message containing `says`.
+async fn refused(servers: &Servers, url: &str, kind: ErrorKind, says: &str) -> CheckResult {
+    let e = refusal(servers, url).await?;
+    ensure!(e.kind() == kind, "expected a {kind} error, got {} ({e})", e.kind());
+    ensure!(!e.is_retryable(), "a {} error must not be retryable: {e}", e.kind());
+    ensure!(e.to_string().contains(says), "the error does not say {says:?}: {e}");
+    Ok(())
+}
+
+type Case = fn(Servers) -> futures::future::BoxFuture<'static, CheckResult>;
+
+fn cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("mutual_tls_round_trip", |s| {
+            Box::pin(async move { round_trip(&with(&s.mutual, &[])).await })
+        }),
+        ("server_authentication_round_trip", |s| {
+            Box::pin(async move { round_trip(&with(&s.lax, &[&s.ca("ca.pem")])).await })
+        }),
+        ("unknown_ca_refused", |s| {
+            Box::pin(async move {
+                let url = with(&s.lax, &[&s.ca("other-ca.pem")]);
+                refused(&s, &url, ErrorKind::Tls, "not signed by a trusted CA").await
+            })
+        }),
+        ("system_roots_refuse_a_private_ca", |s| {
+            Box::pin(async move {
+                let url = with(&s.lax, &[]);
+                refused(&s, &url, ErrorKind::Tls, "not signed by a trusted CA").await
+            })
+        }),
+        ("expired_certificate_refused", |s| {
+            Box::pin(async move {
+                let url = with(&s.expired, &[&s.ca("ca.pem")]);
+                refused(&s, &url, ErrorKind::Tls, "has expired").await
+            })
+        }),
+        ("wrong_host_name_refused", |s| {
+            Box::pin(async move {
+                // The certificate names 127.0.0.1 only.
+                let url = with(&s.lax.replace("127.0.0.1", "localhost"), &[&s.ca("ca.pem")]);
+                refused(&s, &url, ErrorKind::Tls, "not valid for the host name").await
+            })
+        }),
+        ("missing_client_certificate_refused", |s| {
+            Box::pin(async move {
+                let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
+                let url = with(&bare, &[&s.ca("ca.pem")]);
+                refused(&s, &url, ErrorKind::Tls, "client certificate").await
+            })
+        }),
+        ("untrusted_client_certificate_refused", |s| {
+            Box::pin(async move {
+                let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
+                let url = with(&bare, &[&s.ca("ca.pem"), &s.client("rogue")]);
+                refused(&s, &url, ErrorKind::Tls, "client certificate").await
+            })
+        }),
+        ("tls_to_a_plain_port_refused", |s| {
+            Box::pin(async move {
+                let url = with(&s.plain, &[&s.ca("ca.pem")]);
+                if url.starts_with("rediss") {
+                    // A plain Redis reads the ClientHello as the start of a
+                    // command and waits for its end: the handshake times out.
+                    let e = refusal(&s, &url).await?;
+                    ensure!(e.kind() == ErrorKind::Timeout, "expected a timeout, got {e}");
+                    return Ok(());
+                }
+                refused(&s, &url, ErrorKind::Tls, "TLS").await
+            })
+        }),
+        ("plain_text_to_a_tls_port_refused", |s| {
+            Box::pin(async move {
+                let bare = s
+                    .lax
+                    .replacen("rediss://", "redis://", 1)
+                    .replacen("tls://", "nats://", 1);
+                let url = with(&bare, &[]);
+                if bare.starts_with("nats") {
+                    // The server announces TLS and the client upgrades; then
+                    // it does not trust the private CA.
+                    return refused(&s, &url, ErrorKind::Tls, "not signed by a trusted CA").await;
+                }
+                // Redis just closes the connection, which a plain client
+                // cannot tell from a lost one: bounded is what holds.
+                refusal(&s, &url).await.map(drop)
+            })
+        }),
+        ("missing_certificate_file_is_a_configuration_error", |s| {
+            Box::pin(async move {
+                let url = with(&s.lax, &["tls_ca=/nonexistent/ca.pem"]);
+                let start = Instant::now();
+                refused(&s, &url, ErrorKind::InvalidArgument, "/nonexistent/ca.pem").await?;
+                ensure!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+                Ok(())
+            })
+        }),
+        ("tls_options_on_a_plain_url_refused", |s| {
+            Box::pin(async move {
+                let plain = s
+                    .lax
+                    .replacen("rediss://", "redis://", 1)
+                    .replacen("tls://", "nats://", 1);
+                let url = with(&plain, &[&s.ca("ca.pem")]);
+                refused(&s, &url, ErrorKind::InvalidArgument, "tls_ca").await
+            })
+        }),
+    ]
+}
+
+fn brokers(args: &[&str]) -> Option<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/brokers");
+    let out = std::process::Command::new(script).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Whether something listens at the URL's first `host:port`.
+fn listening(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let addr = rest.split(['?', '/', ',']).next().unwrap_or_default();
+    std::net::TcpStream::connect_timeout(
+        &match addr.parse() {
+            Ok(a) => a,
+            Err(_) => return false,
+        },
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let Ok(backend) = std::env::var("TLS_BACKEND") else {
+        eprintln!("tls: TLS_BACKEND names no backend, so no trials (scripts/test runs one per backend)");
+        libtest_mimic::run(&args, vec![]).exit();
+    };
+    let url = |suffix: &str| brokers(&["url", &format!("{backend}-tls{suffix}")]).unwrap_or_default();
+    let servers = Servers {
+        mutual: url(""),
+        lax: url("-lax"),
+        expired: url("-expired"),
+        plain: url("-plain"),
+        certs: brokers(&["tls-dir"]).unwrap_or_default().into(),
+    };
+    let all = [&servers.mutual, &servers.lax, &servers.expired, &servers.plain];
+    let missing = (!all.iter().all(|u| listening(u)))
+        .then(|| format!("the TLS servers are not running: scripts/brokers up {backend}-tls {backend}"));
+    if let Some(why) = &missing {
+        eprintln!("tls: {why}");
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            eprintln!("CI=true: a test that cannot run fails");
+            std::process::exit(2);
+        }
+    }
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+    );
+    let trials = cases()
+        .into_iter()
+        .map(|(name, case)| {
+            let servers = servers.clone();
+            async_case(
+                name,
+                runtime.clone(),
+                Duration::from_secs(60),
+                missing.clone(),
+                move || case(servers),
+            )
+        })
+        .collect();
+    run_trials(&args, &backend, &format!("tls-failures-{backend}"), trials).exit();
+}
