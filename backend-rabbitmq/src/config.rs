@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use transport_core::tls::TlsOptions;
 use transport_core::{Error, Result, Secret};
 
 /// Settings of a RabbitMQ transport. The password never shows in `Debug`.
@@ -22,6 +23,9 @@ pub struct RabbitConfig {
     pub password: Secret,
     /// Use TLS (`amqps://`).
     pub tls: bool,
+    /// The CA to trust (added to the system's roots) and the client
+    /// certificate (`tls_ca`, `tls_cert`, `tls_key`).
+    pub tls_options: TlsOptions,
     /// Let only one consumer of a group receive at a time
     /// (`x-single-active-consumer`): strict per-key order, no competition.
     pub single_active_consumer: bool,
@@ -60,6 +64,7 @@ impl Default for RabbitConfig {
             user: "guest".into(),
             password: Secret::new("guest"),
             tls: false,
+            tls_options: TlsOptions::default(),
             single_active_consumer: false,
             max_message_size: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
@@ -155,6 +160,12 @@ impl RabbitConfig {
             c.vhost = decode(path)?;
         }
         for (k, v) in parsed.query_pairs() {
+            if c.tls_options.url_option(&k, &v)? {
+                if !c.tls {
+                    return Err(Error::invalid(format!("URL option {k} needs an amqps:// URL")));
+                }
+                continue;
+            }
             match k.as_ref() {
                 "single_active_consumer" => c.single_active_consumer = v == "true",
                 "max_message_size" => {
@@ -271,5 +282,26 @@ mod tests {
             let e = RabbitConfig::from_url(bad).unwrap_err();
             assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_options_from_the_url_and_never_their_key_text() {
+        use transport_core::tls::Pem;
+        let c = RabbitConfig::from_url("amqps://h?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/c.key").unwrap();
+        assert_eq!(c.tls_options.ca, Some(Pem::File("/ca.pem".into())));
+        assert_eq!(c.tls_options.cert, Some(Pem::File("/c.pem".into())));
+        // On a plain URL they would be ignored: refused instead.
+        let e = RabbitConfig::from_url("amqp://h?tls_ca=/ca.pem").unwrap_err();
+        assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{e}");
+        let c = RabbitConfig {
+            tls_options: transport_core::tls::TlsOptions {
+                key: Some(Pem::Text(
+                    "-----BEGIN PRIVATE KEY-----\nSECRETBODY\n-----END PRIVATE KEY-----".into(),
+                )),
+                ..Default::default()
+            },
+            ..RabbitConfig::default()
+        };
+        assert!(!format!("{c:?}").contains("SECRETBODY"));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -34,6 +35,31 @@ pub(crate) const H_FIRST_FAILURE: &str = "transport-first-failure-ms";
 
 pub(crate) fn err(kind: ErrorKind, e: impl std::fmt::Display) -> Error {
     Error::new(kind, e.to_string())
+}
+
+/// A failed connect: a TLS handshake failure is told apart from a lost
+/// connection (it is not retried on the next node).
+fn connect_error(e: lapin::Error, tls: bool) -> Error {
+    if let Some(tls) = transport_core::tls::handshake_error(&e) {
+        return tls.with_backend(SCHEME);
+    }
+    let reset = tls && e.to_string().contains("reset by peer");
+    let e = map_err(e);
+    if !reset {
+        return e;
+    }
+    // Over TLS 1.3 RabbitMQ checks the client certificate after the
+    // handshake and closes at once: the client often sees the reset before
+    // the alert that says why. A reset is also what a restarting broker
+    // does, so it stays retryable; the message says what else it may be.
+    Error::new(
+        e.kind(),
+        format!(
+            "{}; over TLS this is also how RabbitMQ refuses a missing or untrusted client certificate (tls_cert, tls_key)",
+            e.message()
+        ),
+    )
+    .with_backend(SCHEME)
 }
 
 pub(crate) fn map_err(e: lapin::Error) -> Error {
@@ -182,13 +208,22 @@ impl Conn {
     /// answer the same.
     async fn connect_any(&self) -> Result<Connection, Error> {
         let addresses = self.config.addresses();
+        // With several rustls providers linked in, lapin's TLS would not
+        // know which to use.
+        transport_core::tls::install_default_provider();
+        let tls = self.tls_config()?;
         let start = self.next_node.load(AtomicOrdering::Relaxed);
         let mut last = None;
         for i in 0..addresses.len() {
             let at = (start + i) % addresses.len();
             let attempt = tokio::time::timeout(
                 self.config.connect_timeout,
-                Connection::connect(&self.config.client_uri(&addresses[at]), ConnectionProperties::default()),
+                Connection::connect_with_config(
+                    &self.config.client_uri(&addresses[at]),
+                    ConnectionProperties::default(),
+                    tls.clone(),
+                    lapin::runtime::default_runtime().map_err(map_err)?,
+                ),
             )
             .await
             .map_err(|_| {
@@ -197,7 +232,7 @@ impl Conn {
                     format!("RabbitMQ at {} did not answer in time", addresses[at]),
                 )
             })
-            .and_then(|r| r.map_err(map_err));
+            .and_then(|r| r.map_err(|e| connect_error(e, self.config.tls)));
             match attempt {
                 Ok(c) => {
                     self.next_node.store(at + 1, AtomicOrdering::Relaxed);
@@ -214,6 +249,23 @@ impl Conn {
         }
         self.next_node.store(start + 1, AtomicOrdering::Relaxed);
         Err(last.unwrap_or_else(|| err(ErrorKind::InvalidArgument, "no RabbitMQ node configured")))
+    }
+
+    /// The operator's CA and client certificate, read at every connect (a
+    /// rotated certificate is picked up); the text lives only as long as
+    /// the connect (lapin's `Debug` of it would show the key).
+    fn tls_config(&self) -> Result<OwnedTLSConfig, Error> {
+        if !self.config.tls_options.is_set() {
+            return Ok(OwnedTLSConfig::default());
+        }
+        let material = self.config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
+        Ok(OwnedTLSConfig {
+            identity: material.identity_pem().map(|(cert, key)| OwnedIdentity::PKCS8 {
+                pem: cert.to_vec(),
+                key: key.to_vec(),
+            }),
+            cert_chain: material.ca_pem().map(|pem| String::from_utf8_lossy(pem).into_owned()),
+        })
     }
 
     pub fn config(&self) -> &RabbitConfig {

@@ -10,7 +10,7 @@
 //! - TLS to a plain port, plain text to a TLS port,
 //! - a certificate file that does not exist, TLS options on a plain URL.
 //!
-//! `TLS_BACKEND` (redis, nats) picks the servers; writes
+//! `TLS_BACKEND` (redis, nats, rabbitmq) picks the servers; writes
 //! `target/conformance/tls-failures-<backend>.json` (shown in the
 //! `<backend>-tls` column). Servers not running: the trials are ignored, and
 //! fail under `CI=true`.
@@ -97,6 +97,18 @@ fn with(url: &str, options: &[&str]) -> String {
     out
 }
 
+/// The URL with the scheme's plain-text twin.
+fn plain_scheme(url: &str) -> String {
+    [
+        ("rediss://", "redis://"),
+        ("tls://", "nats://"),
+        ("amqps://", "amqp://"),
+    ]
+    .iter()
+    .find(|(tls, _)| url.starts_with(tls))
+    .map_or_else(|| url.to_owned(), |(tls, plain)| url.replacen(tls, plain, 1))
+}
+
 /// Connect, publish and receive one message.
 async fn round_trip(url: &str) -> CheckResult {
     let t = transport::connect(url)
@@ -150,6 +162,23 @@ async fn refused(servers: &Servers, url: &str, kind: ErrorKind, says: &str) -> C
     Ok(())
 }
 
+/// [`refused`] for a client certificate the server wants and does not get.
+/// RabbitMQ closes right after the handshake, and the client sees either
+/// the alert or the reset first; a reset stays retryable (a restarting
+/// broker resets too) and its message says what it may mean.
+async fn client_certificate_refused(servers: &Servers, url: &str) -> CheckResult {
+    if !url.starts_with("amqps") {
+        return refused(servers, url, ErrorKind::Tls, "client certificate").await;
+    }
+    let e = refusal(servers, url).await?;
+    ensure!(
+        (e.kind() == ErrorKind::Tls || e.kind() == ErrorKind::ConnectionLost)
+            && e.to_string().contains("client certificate"),
+        "expected a refused client certificate, got {e}"
+    );
+    Ok(())
+}
+
 type Case = fn(Servers) -> futures::future::BoxFuture<'static, CheckResult>;
 
 fn cases() -> Vec<(&'static str, Case)> {
@@ -189,14 +218,14 @@ fn cases() -> Vec<(&'static str, Case)> {
             Box::pin(async move {
                 let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
                 let url = with(&bare, &[&s.ca("ca.pem")]);
-                refused(&s, &url, ErrorKind::Tls, "client certificate").await
+                client_certificate_refused(&s, &url).await
             })
         }),
         ("untrusted_client_certificate_refused", |s| {
             Box::pin(async move {
                 let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
                 let url = with(&bare, &[&s.ca("ca.pem"), &s.client("rogue")]);
-                refused(&s, &url, ErrorKind::Tls, "client certificate").await
+                client_certificate_refused(&s, &url).await
             })
         }),
         ("tls_to_a_plain_port_refused", |s| {
@@ -214,18 +243,16 @@ fn cases() -> Vec<(&'static str, Case)> {
         }),
         ("plain_text_to_a_tls_port_refused", |s| {
             Box::pin(async move {
-                let bare = s
-                    .lax
-                    .replacen("rediss://", "redis://", 1)
-                    .replacen("tls://", "nats://", 1);
+                let bare = plain_scheme(&s.lax);
                 let url = with(&bare, &[]);
                 if bare.starts_with("nats") {
                     // The server announces TLS and the client upgrades; then
                     // it does not trust the private CA.
                     return refused(&s, &url, ErrorKind::Tls, "not signed by a trusted CA").await;
                 }
-                // Redis just closes the connection, which a plain client
-                // cannot tell from a lost one: bounded is what holds.
+                // Redis and RabbitMQ just close the connection, which a
+                // plain client cannot tell from a lost one: bounded is what
+                // holds.
                 refusal(&s, &url).await.map(drop)
             })
         }),
@@ -240,10 +267,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         }),
         ("tls_options_on_a_plain_url_refused", |s| {
             Box::pin(async move {
-                let plain = s
-                    .lax
-                    .replacen("rediss://", "redis://", 1)
-                    .replacen("tls://", "nats://", 1);
+                let plain = plain_scheme(&s.lax);
                 let url = with(&plain, &[&s.ca("ca.pem")]);
                 refused(&s, &url, ErrorKind::InvalidArgument, "tls_ca").await
             })
@@ -262,7 +286,8 @@ fn brokers(args: &[&str]) -> Option<String> {
 /// Whether something listens at the URL's first `host:port`.
 fn listening(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let addr = rest.split(['?', '/', ',']).next().unwrap_or_default();
+    let authority = rest.split(['?', '/', ',']).next().unwrap_or_default();
+    let addr = authority.rsplit('@').next().unwrap_or_default();
     std::net::TcpStream::connect_timeout(
         &match addr.parse() {
             Ok(a) => a,
