@@ -48,7 +48,7 @@ async fn library(url: &str, n: usize) -> Duration {
 }
 
 async fn raw(url: &str, n: usize) -> Duration {
-    let cfg = SqsConfig::from_url(url).unwrap().sdk_config().await;
+    let cfg = SqsConfig::from_url(url).unwrap().sdk_config().await.unwrap();
     let (sqs, sns) = (aws_sdk_sqs::Client::new(&cfg), aws_sdk_sns::Client::new(&cfg));
     let topic_arn = sns
         .create_topic()

@@ -30,7 +30,8 @@ async fn main() {
     ))
     .expect("endpoint")
     .sdk_config()
-    .await;
+    .await
+    .expect("SDK configuration");
     let sqs = aws_sdk_sqs::Client::new(&config);
     let url = fifo_queue(&sqs, "").await;
     for (i, body) in ["first", "second", "third"].iter().enumerate() {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use transport_core::tls::TlsOptions;
 use transport_core::{Error, Result, Secret};
 
 /// Settings of an SQS + SNS transport. The secret key never shows in `Debug`.
@@ -14,6 +15,10 @@ pub struct SqsConfig {
     pub region: Option<String>,
     /// Endpoint override for emulators and compatible services.
     pub endpoint: Option<String>,
+    /// The CA to trust for an `https://` endpoint (`tls_ca`), instead of the
+    /// system's roots. SQS and SNS take no client certificates: `tls_cert`
+    /// and `tls_key` are refused.
+    pub tls_options: TlsOptions,
     /// Access key id (`None`: the standard credential chain).
     pub access_key: Option<String>,
     /// Secret access key.
@@ -46,6 +51,7 @@ impl Default for SqsConfig {
         SqsConfig {
             region: None,
             endpoint: None,
+            tls_options: TlsOptions::default(),
             access_key: None,
             secret_key: None,
             fifo: false,
@@ -63,8 +69,13 @@ impl SqsConfig {
     /// The AWS SDK configuration these settings give (region, endpoint,
     /// credentials), for raw SQS/SNS clients that should reach the same
     /// account as the transport.
-    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+    ///
+    /// Fails only on a `tls_ca` file that cannot be read or is not PEM.
+    pub async fn sdk_config(&self) -> Result<aws_config::SdkConfig> {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(client) = self.https_client()? {
+            loader = loader.http_client(client);
+        }
         if let Some(r) = &self.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -87,13 +98,39 @@ impl SqsConfig {
                 "transport-url",
             ));
         }
-        loader.load().await
+        Ok(loader.load().await)
+    }
+
+    /// An HTTPS client that trusts `tls_ca` only; `None` without one (the
+    /// SDK's default client and the system's roots).
+    fn https_client(&self) -> Result<Option<aws_sdk_sqs::config::SharedHttpClient>> {
+        use aws_smithy_http_client::tls;
+        if !self.tls_options.is_set() {
+            return Ok(None);
+        }
+        let material = self.tls_options.load()?;
+        let Some(ca) = material.ca_pem() else {
+            return Err(Error::invalid(
+                "SQS and SNS endpoints take no client certificate: tls_cert and tls_key are not used",
+            ));
+        };
+        let context = tls::TlsContext::builder()
+            .with_trust_store(tls::TrustStore::empty().with_pem_certificate(ca.to_vec()))
+            .build()
+            .map_err(|e| Error::invalid(format!("tls_ca: {e}")))?;
+        Ok(Some(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https(),
+        ))
     }
 
     /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
     /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
     /// `prefix`, `wait_s`, `mode` (`topic`, the default, or `queue` for
-    /// point-to-point), `connect_timeout_ms`, `request_timeout_ms`.
+    /// point-to-point), `connect_timeout_ms`, `request_timeout_ms`, and
+    /// `tls_ca` (a CA file for an `https://` endpoint).
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("sqs://")
@@ -101,6 +138,9 @@ impl SqsConfig {
         let query = rest.split_once('?').map_or("", |(_, q)| q);
         let mut c = SqsConfig::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if c.tls_options.url_option(&k, &v)? {
+                continue;
+            }
             match k.as_ref() {
                 "region" => c.region = Some(v.into_owned()),
                 "endpoint" => c.endpoint = Some(v.into_owned()),
@@ -150,6 +190,14 @@ impl SqsConfig {
     /// that keeps failing. With an endpoint (an emulator, a compatible
     /// service) any region is passed on.
     pub(crate) fn check(&self) -> Result<()> {
+        if self.tls_options.cert.is_some() || self.tls_options.key.is_some() {
+            return Err(Error::invalid(
+                "SQS and SNS endpoints take no client certificate: tls_cert and tls_key are not used",
+            ));
+        }
+        if self.tls_options.ca.is_some() && self.endpoint.as_deref().is_some_and(|e| !e.starts_with("https://")) {
+            return Err(Error::invalid("URL option tls_ca needs an https:// endpoint"));
+        }
         if self.wait > Duration::from_secs(20) {
             return Err(Error::invalid(format!(
                 "wait is at most 20 s (SQS's longest long poll), got {:?}",
@@ -247,5 +295,20 @@ mod tests {
         assert!(SqsConfig::from_url("sqs://?mode=queue").unwrap().point_to_point);
         assert!(!SqsConfig::from_url("sqs://?mode=topic").unwrap().point_to_point);
         assert!(SqsConfig::from_url("sqs://?mode=fanout").is_err());
+    }
+
+    #[test]
+    fn tls_ca_for_an_https_endpoint_and_no_client_certificate() {
+        let base = "sqs://?region=us-east-1&endpoint=https://127.0.0.1:4567";
+        let c = SqsConfig::from_url(&format!("{base}&tls_ca=/ca.pem")).unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(c.tls_options.ca, Some(transport_core::tls::Pem::File("/ca.pem".into())));
+        let plain = SqsConfig::from_url("sqs://?region=us-east-1&endpoint=http://h:4566&tls_ca=/ca.pem").unwrap();
+        let e = plain.check().unwrap_err();
+        assert!(e.to_string().contains("https://"), "{e}");
+        let mutual = SqsConfig::from_url(&format!("{base}&tls_cert=/c.pem&tls_key=/c.key")).unwrap();
+        let e = mutual.check().unwrap_err();
+        assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("no client certificate"), "{e}");
     }
 }

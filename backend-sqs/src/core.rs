@@ -69,8 +69,14 @@ pub(crate) fn kind_of_code(code: &str) -> ErrorKind {
 pub(crate) fn map_sdk<E, R>(e: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + 'static,
 {
+    if let SdkError::DispatchFailure(_) = &e {
+        // A private CA not trusted, an expired certificate...: not retried.
+        if let Some(tls) = transport_core::tls::handshake_error(&e) {
+            return tls.with_backend(SCHEME);
+        }
+    }
     let (kind, text) = match &e {
         SdkError::TimeoutError(_) => (ErrorKind::Timeout, "the request timed out".to_owned()),
         SdkError::DispatchFailure(d) => (
@@ -309,7 +315,7 @@ impl BackendConfig for SqsConfig {
 /// call.
 async fn open(config: SqsConfig) -> Result<Sqs, Error> {
     config.check()?;
-    let sdk = config.sdk_config().await;
+    let sdk = config.sdk_config().await.map_err(|e| e.with_backend(SCHEME))?;
     let t = Sqs {
         inner: Arc::new(Inner {
             sqs: aws_sdk_sqs::Client::new(&sdk),

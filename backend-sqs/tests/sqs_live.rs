@@ -104,7 +104,7 @@ async fn fifo_mode_keeps_key_order_and_deduplicates() {
 /// A raw SQS client for the endpoint in `SQS_URL`, to look behind the library.
 async fn raw_sqs() -> aws_sdk_sqs::Client {
     let c = backend_sqs::SqsConfig::from_url(&std::env::var("SQS_URL").unwrap()).unwrap();
-    aws_sdk_sqs::Client::new(&c.sdk_config().await)
+    aws_sdk_sqs::Client::new(&c.sdk_config().await.unwrap())
 }
 
 /// Visible plus in-flight messages of a queue.
