@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use transport_core::tls::{Pem, TlsOptions};
 use transport_core::{Error, Result, Secret};
 
 /// SASL mechanism for authenticating to the brokers.
@@ -47,8 +48,10 @@ pub struct KafkaConfig {
     pub brokers: Vec<String>,
     /// Connect with TLS (`kafka+ssl://`).
     pub tls: bool,
-    /// CA certificate file (PEM) for TLS; the system store when `None`.
-    pub ca_file: Option<String>,
+    /// The CA to trust and the client certificate (`tls_ca`, `tls_cert`,
+    /// `tls_key`), handed to librdkafka (`ssl.ca.location` or
+    /// `ssl.ca.pem`, and so on); the system's roots when empty.
+    pub tls_options: TlsOptions,
     /// SASL mechanism; set together with `user` and `password`.
     pub sasl: Option<SaslMechanism>,
     /// SASL user name.
@@ -112,7 +115,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: vec!["127.0.0.1:9092".into()],
             tls: false,
-            ca_file: None,
+            tls_options: TlsOptions::default(),
             sasl: None,
             user: None,
             password: None,
@@ -137,7 +140,8 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     /// Parse `kafka://[user:password@]host[:port][,host2:port][?options]` or
     /// `kafka+ssl://...` (TLS). Options: `sasl` (`plain`, `scram-sha-256`,
-    /// `scram-sha-512`), `ca_file`, `create` (`true`|`false`), `partitions`,
+    /// `scram-sha-512`), `tls_ca`, `tls_cert`, `tls_key` (file paths, with
+    /// TLS), `create` (`true`|`false`), `partitions`,
     /// `dlq_partitions`, `replication`, `min_insync_replicas`, `max_message_bytes`,
     /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
     /// `dlq_group`, `client_id`, `delete_records` (`false`: `purge` only
@@ -194,9 +198,11 @@ impl KafkaConfig {
                 v.parse::<u64>()
                     .map_err(|_| Error::invalid(format!("Kafka URL option {what} must be a number, got {v:?}")))
             };
+            if c.tls_options.url_option(&k, &v)? {
+                continue;
+            }
             match k.as_ref() {
                 "sasl" => c.sasl = Some(SaslMechanism::parse(&v)?),
-                "ca_file" => c.ca_file = Some(v.into_owned()),
                 "tls" => c.tls = v == "true",
                 "create" => c.create_topics = v != "false",
                 "partitions" => c.partitions = num("partitions")? as i32,
@@ -243,8 +249,18 @@ impl KafkaConfig {
             (true, true) => "sasl_ssl",
         };
         c.set("security.protocol", protocol);
-        if let Some(ca) = &config.ca_file {
-            c.set("ssl.ca.location", ca);
+        // Files by path (librdkafka reads them at connect); text as is.
+        let tls = &config.tls_options;
+        for (pem, location, text) in [
+            (&tls.ca, "ssl.ca.location", "ssl.ca.pem"),
+            (&tls.cert, "ssl.certificate.location", "ssl.certificate.pem"),
+            (&tls.key, "ssl.key.location", "ssl.key.pem"),
+        ] {
+            match pem {
+                Some(Pem::File(path)) => c.set(location, path.display().to_string()),
+                Some(Pem::Text(pem)) => c.set(text, pem),
+                None => &mut c,
+            };
         }
         if let (Some(mechanism), Some(user), Some(password)) = (config.sasl, &config.user, &config.password) {
             c.set("sasl.mechanism", mechanism.as_str())
@@ -271,6 +287,16 @@ impl KafkaConfig {
 
     /// Check the numbers and combinations.
     pub fn validate(&self) -> Result<()> {
+        if self.tls_options.is_set() && !self.tls {
+            return Err(Error::invalid(
+                "the TLS options (tls_ca, tls_cert, tls_key) need a kafka+ssl:// URL",
+            ));
+        }
+        if self.tls_options.cert.is_some() != self.tls_options.key.is_some() {
+            return Err(Error::invalid(
+                "tls_cert and tls_key go together: a client certificate needs its private key",
+            ));
+        }
         if self.brokers.is_empty() {
             return Err(Error::invalid("at least one Kafka broker is needed"));
         }

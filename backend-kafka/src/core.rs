@@ -74,12 +74,50 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
     err(kind, format!("{e}{hint}"))
 }
 
+/// What librdkafka's (OpenSSL's) handshake failure means, in the words the
+/// other backends use. librdkafka reports a failed verification without
+/// OpenSSL's reason, so an unknown CA, an expired certificate and a wrong
+/// host name read the same.
+fn tls_error(reason: &str) -> Error {
+    let (kind, what) = if reason.contains("timed out in state SSL_HANDSHAKE") {
+        // A plain-text port waits for more of what it took as a request.
+        (
+            ErrorKind::Timeout,
+            "the TLS handshake did not finish in time (is this port plain text?)",
+        )
+    } else if reason.contains("certificate verify failed") {
+        (
+            ErrorKind::Tls,
+            "the server's certificate could not be verified: not signed by a CA in tls_ca (or the system's), expired, or not for the host name in the URL",
+        )
+    } else if reason.contains("alert certificate required") || reason.contains("alert handshake failure") {
+        (
+            ErrorKind::Tls,
+            "the server demands a client certificate (set tls_cert and tls_key)",
+        )
+    } else if reason.contains("alert unknown ca") || reason.contains("alert bad certificate") {
+        (
+            ErrorKind::Tls,
+            "the server refused the client certificate (not signed by a CA it trusts)",
+        )
+    } else if reason.contains("wrong version number") || reason.contains("packet length too long") {
+        (
+            ErrorKind::Tls,
+            "the server did not answer with TLS (is this port plain text?)",
+        )
+    } else {
+        (ErrorKind::Tls, "the TLS handshake failed")
+    };
+    err(kind, format!("{what}: {reason}"))
+}
+
 /// Client context shared by every client of a transport: forwards
 /// librdkafka's log to `tracing` and remembers the last authentication
 /// failure, which librdkafka otherwise only retries silently.
 #[derive(Default, Clone)]
 pub(crate) struct Context {
     auth_failure: Arc<Mutex<Option<String>>>,
+    tls_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Context {
@@ -88,7 +126,21 @@ impl Context {
         self.auth_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The last TLS handshake failure seen, if any: librdkafka only logs
+    /// it and tries again, so a connect would otherwise end as "no broker
+    /// answered".
+    pub fn tls_failure(&self) -> Option<String> {
+        self.tls_failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn note_error(&self, error: &KafkaError, reason: &str) {
+        if reason.contains("SSL handshake failed")
+            || reason.contains("certificate verify failed")
+            || reason.contains("SSL alert number")
+            || reason.contains("in state SSL_HANDSHAKE")
+        {
+            *self.tls_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_owned());
+        }
         let code = error.rdkafka_error_code();
         let auth = code.map(kind_of) == Some(ErrorKind::Unauthorized)
             || reason.contains("SASL authentication")
@@ -239,6 +291,8 @@ impl BackendConfig for KafkaConfig {
 impl Kafka {
     async fn open(config: KafkaConfig) -> Result<Kafka> {
         config.validate()?;
+        // librdkafka would read the files too, but say only "system lib".
+        config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
         let context = Context::default();
         let mut pc = config.client_config();
         pc.set("acks", "all")
@@ -288,6 +342,9 @@ impl Kafka {
     pub(crate) fn connect_error(&self, e: KafkaError) -> Error {
         if let Some(why) = self.inner.context.auth_failure() {
             return err(ErrorKind::Unauthorized, format!("{why}; check the credentials"));
+        }
+        if let Some(why) = self.inner.context.tls_failure() {
+            return tls_error(&why);
         }
         let mut e = kafka(e);
         if e.kind() == ErrorKind::Timeout || e.kind() == ErrorKind::Backend {
@@ -348,5 +405,28 @@ mod tests {
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert_eq!(c.get("sasl.password"), Some("s3cr3t"));
         assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn tls_options_reach_librdkafka_by_path_or_text() {
+        use transport_core::tls::Pem;
+        let files = KafkaConfig::from_url("kafka+ssl://h:9093?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/c.key").unwrap();
+        let c = files.client_config();
+        assert_eq!(c.get("security.protocol"), Some("ssl"));
+        assert_eq!(c.get("ssl.ca.location"), Some("/ca.pem"));
+        assert_eq!(c.get("ssl.certificate.location"), Some("/c.pem"));
+        assert_eq!(c.get("ssl.key.location"), Some("/c.key"));
+        let mut text = KafkaConfig {
+            tls: true,
+            ..KafkaConfig::default()
+        };
+        text.tls_options.cert = Some(Pem::Text("CERT".into()));
+        text.tls_options.key = Some(Pem::Text("SECRETBODY".into()));
+        assert_eq!(text.client_config().get("ssl.key.pem"), Some("SECRETBODY"));
+        assert!(!format!("{text:?}").contains("SECRETBODY"));
+        for bad in ["kafka://h?tls_ca=/ca.pem", "kafka+ssl://h?tls_cert=/c.pem"] {
+            let e = KafkaConfig::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! every backend's URL.
 //!
 //! There is deliberately no option that turns verification off: a server
-//! whose certificate cannot be verified is refused with [`ErrorKind::Tls`],
+//! whose certificate cannot be verified is refused with [`crate::ErrorKind::Tls`],
 //! a configuration error that is never retried.
 
 use std::fmt;
@@ -15,7 +15,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, ErrorKind, Result};
+#[cfg(feature = "rustls")]
+use crate::ErrorKind;
+use crate::{Error, Result};
 
 /// Where PEM text comes from: a file read at connect time (so a rotated
 /// certificate is picked up by the next connection), or the text itself.
@@ -160,6 +162,8 @@ struct Identity {
     cert_pem: Vec<u8>,
     chain: Vec<CertificateDer<'static>>,
     key_pem: KeyPem,
+    // Parsed in any case: a key that is not PEM fails at load.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
     key: Arc<PrivateKeyDer<'static>>,
 }
 
@@ -347,6 +351,7 @@ fn explain(e: &rustls::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn url_options_are_taken_and_others_left() {
