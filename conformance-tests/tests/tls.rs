@@ -14,7 +14,8 @@
 //! against the Redis TLS servers (`scripts/brokers url kafka-tls`): every
 //! case up to the handshake's end, no round trip.
 //!
-//! `TLS_BACKEND` (redis, nats, rabbitmq, sqs, kafka) picks the servers; writes
+//! `TLS_BACKEND` (redis, nats, rabbitmq, sqs, kafka, postgres: the
+//! outbox's and idempotency store's database) picks the servers; writes
 //! `target/conformance/tls-failures-<backend>.json` (shown in the
 //! `<backend>-tls` column). Servers not running: the trials are ignored, and
 //! fail under `CI=true`.
@@ -97,11 +98,17 @@ fn with(url: &str, options: &[&str]) -> String {
         "connect_timeout_ms"
     };
     let timeout = format!("{timeout}={CONNECT_TIMEOUT_MS}");
-    for o in options.iter().copied().chain([timeout.as_str()]) {
+    // The outbox's pool bounds a PostgreSQL connect (5 s) by itself.
+    let timeout = (!url.starts_with("postgres")).then_some(timeout.as_str());
+    for o in options.iter().copied().chain(timeout) {
         out.push(if out.contains('?') { '&' } else { '?' });
         out.push_str(o);
     }
     out
+}
+
+fn with_option(url: &str, option: &str) -> String {
+    format!("{url}{}{option}", if url.contains('?') { '&' } else { '?' })
 }
 
 /// The URL with the scheme's plain-text twin.
@@ -115,11 +122,18 @@ fn plain_scheme(url: &str) -> String {
     ]
     .iter()
     .find(|(tls, _)| url.contains(tls))
-    .map_or_else(|| url.to_owned(), |(tls, plain)| url.replacen(tls, plain, 1))
+    .map_or_else(
+        // PostgreSQL negotiates TLS on its one port: plain text is asked for.
+        || with_option(url, "sslmode=disable"),
+        |(tls, plain)| url.replacen(tls, plain, 1),
+    )
 }
 
 /// Connect, publish and receive one message.
 async fn round_trip(url: &str) -> CheckResult {
+    if url.starts_with("postgres") {
+        return database_round_trip(url).await;
+    }
     let t = transport::connect(url)
         .await
         .map_err(|e| CheckFailure(format!("connect failed: {e}")))?;
@@ -137,18 +151,48 @@ async fn round_trip(url: &str) -> CheckResult {
     Ok(())
 }
 
+/// The outbox's table made and read over TLS: statements, not just a handshake.
+#[cfg(feature = "stores")]
+async fn database_round_trip(url: &str) -> CheckResult {
+    use transport_sql::{Outbox, Postgres};
+    let outbox = Outbox::<Postgres>::connect(url)
+        .await
+        .map_err(|e| CheckFailure(format!("connect failed: {e}")))?
+        .with_table(&unique("tls_outbox").replace('-', "_"))?;
+    outbox.migrate().await?;
+    let status = outbox.status().await?;
+    ensure!(status.pending == 0, "a new outbox holds {status:?}");
+    outbox.pool().close().await;
+    Ok(())
+}
+
+#[cfg(not(feature = "stores"))]
+async fn database_round_trip(_: &str) -> CheckResult {
+    Err(CheckFailure("PostgreSQL needs the stores feature".into()))
+}
+
+/// Connect (a broker's transport, or the outbox's database pool) and close.
+async fn connect_and_close(url: &str) -> Result<(), transport_core::Error> {
+    #[cfg(feature = "stores")]
+    if url.starts_with("postgres") {
+        let outbox = transport_sql::Outbox::<transport_sql::Postgres>::connect(url).await?;
+        outbox.pool().close().await;
+        return Ok(());
+    }
+    let t = transport::connect(url).await?;
+    let _ = t.close().await;
+    Ok(())
+}
+
 /// Connecting to `url` fails within [`REFUSED_WITHIN`], and the error
 /// shows no key material: the error.
 async fn refusal(servers: &Servers, url: &str) -> Result<transport_core::Error, CheckFailure> {
     let start = Instant::now();
-    let outcome = tokio::time::timeout(REFUSED_WITHIN + Duration::from_secs(5), transport::connect(url)).await;
+    let outcome = tokio::time::timeout(REFUSED_WITHIN + Duration::from_secs(5), connect_and_close(url)).await;
     let took = start.elapsed();
     let e = match outcome {
         Err(_) => return Err(CheckFailure(format!("connect hung for {took:?}"))),
-        Ok(Ok(t)) => {
-            let _ = t.close().await;
-            return Err(CheckFailure(format!("connected to {url}; it must be refused")));
-        }
+        Ok(Ok(())) => return Err(CheckFailure(format!("connected to {url}; it must be refused"))),
         Ok(Err(e)) => e,
     };
     ensure!(
@@ -176,12 +220,14 @@ async fn refused(servers: &Servers, url: &str, kind: ErrorKind, says: &str) -> C
 /// the alert or the reset first; a reset stays retryable (a restarting
 /// broker resets too) and its message says what it may mean.
 async fn client_certificate_refused(servers: &Servers, url: &str) -> CheckResult {
-    if !url.starts_with("amqps") {
+    if !url.starts_with("amqps") && !url.starts_with("postgres") {
         return refused(servers, url, ErrorKind::Tls, "client certificate").await;
     }
+    // PostgreSQL asks for a certificate and lets pg_hba refuse its absence
+    // (FATAL 28000: Unauthorized).
     let e = refusal(servers, url).await?;
     ensure!(
-        (e.kind() == ErrorKind::Tls || e.kind() == ErrorKind::ConnectionLost)
+        (e.kind() == ErrorKind::Tls || e.kind() == ErrorKind::ConnectionLost || e.kind() == ErrorKind::Unauthorized)
             && e.to_string().contains("client certificate"),
         "expected a refused client certificate, got {e}"
     );
@@ -222,7 +268,13 @@ fn cases() -> Vec<(&'static str, Case)> {
         }),
         ("system_roots_refuse_a_private_ca", |s| {
             Box::pin(async move {
-                let url = with(&s.lax, &[]);
+                // PostgreSQL, like libpq, verifies nothing unless asked.
+                let verify: &[&str] = if s.lax.starts_with("postgres") {
+                    &["sslmode=verify-full"]
+                } else {
+                    &[]
+                };
+                let url = with(&s.lax, verify);
                 refused(
                     &s,
                     &url,

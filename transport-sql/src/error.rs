@@ -9,12 +9,19 @@ pub(crate) const BACKEND: &str = "sql";
 
 /// `e`, raised by `operation` on `table`, as a library error.
 pub(crate) fn db_error(e: sqlx::Error, operation: &'static str, table: &str) -> Error {
+    // A certificate not trusted, expired or for another host: not retried.
+    let handshake = transport_core::tls::handshake_error(&e);
     let (kind, message) = match &e {
+        _ if handshake.is_some() => {
+            let tls = handshake.expect("matched");
+            (tls.kind(), format!("database TLS: {}", tls.message()))
+        }
+        sqlx::Error::Tls(_) => (ErrorKind::Tls, format!("database TLS: {e}")),
         sqlx::Error::Configuration(_) => (
             ErrorKind::InvalidArgument,
             format!("invalid database configuration: {e}"),
         ),
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed => {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolClosed => {
             (ErrorKind::ConnectionLost, format!("database connection lost: {e}"))
         }
         sqlx::Error::PoolTimedOut => (

@@ -5,10 +5,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgConnection, Pool, Postgres};
 use transport_core::runtime::Claim;
-use transport_core::Result;
+use transport_core::tls::{Pem, TlsOptions};
+use transport_core::{Error, Result};
 
 use crate::dialect::sealed::{Claimed, Failure, NewRow, ParkedRow, Statements};
 use crate::dialect::{from_millis, lock_key, millis, Dialect};
@@ -31,12 +32,74 @@ type ParkedTuple = (
     i64,
 );
 
+/// sqlx's options for a URL, which also takes the TLS options every backend
+/// takes (`tls_ca`, `tls_cert`, `tls_key`): with them, the server's
+/// certificate is verified against `tls_ca` and its host name
+/// (`sslmode=verify-full` unless the URL says `verify-ca`), and files are
+/// read at each new connection, so a rotated certificate is picked up.
+/// sqlx's own names (`sslrootcert`, `sslcert`, `sslkey`) work as well.
+fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut tls = TlsOptions::default();
+    let mut sslmode = None;
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if tls.url_option(&k, &v)? {
+            continue;
+        }
+        if k == "sslmode" {
+            sslmode = Some(v.to_string());
+        }
+        rest.append_pair(&k, &v);
+    }
+    let rest = rest.finish();
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{rest}")
+    };
+    let mut options = PgConnectOptions::from_str(&url).map_err(|e| db_error(e, "connect", ""))?;
+    if !tls.is_set() {
+        return Ok(options);
+    }
+    match sslmode.as_deref() {
+        None => options = options.ssl_mode(PgSslMode::VerifyFull),
+        Some("verify-full" | "verify-ca") => {}
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "tls_ca, tls_cert and tls_key need the server's certificate verified: sslmode=verify-full \
+                 (or verify-ca, or no sslmode), not {other}"
+            )))
+        }
+    }
+    // Read now too: a missing file or text that is not PEM is a
+    // configuration error here, not a failed handshake later.
+    tls.load()?;
+    if let Some(ca) = &tls.ca {
+        options = match ca {
+            Pem::File(path) => options.ssl_root_cert(path),
+            Pem::Text(text) => options.ssl_root_cert_from_pem(text.as_bytes().to_vec()),
+        };
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options = match cert {
+            Pem::File(path) => options.ssl_client_cert(path),
+            Pem::Text(text) => options.ssl_client_cert_from_pem(text.as_bytes()),
+        };
+        options = match key {
+            Pem::File(path) => options.ssl_client_key(path),
+            Pem::Text(text) => options.ssl_client_key_from_pem(text.as_bytes()),
+        };
+    }
+    Ok(options)
+}
+
 #[async_trait]
 impl Statements for Postgres {
     const SYSTEM: &'static str = "postgres";
 
     async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Pool<Self>> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| db_error(e, "connect", ""))?;
+        let options = connect_options(url)?;
         PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
@@ -402,5 +465,29 @@ fn parked_row((seq, id, topic, key, attempts, kind, error, created, parked): Par
         error,
         created_at: from_millis(created),
         parked_at: from_millis(parked),
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn tls_options_turn_verification_on_and_refuse_a_weaker_sslmode() {
+        let dir = std::env::temp_dir().join(format!("pg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let url = format!("postgres://u@h:5432/db?tls_ca={}&application_name=x", ca.display());
+        let o = connect_options(&url).unwrap();
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(o.get_application_name(), Some("x"));
+        for weaker in ["disable", "prefer", "require"] {
+            let e = connect_options(&format!("{url}&sslmode={weaker}")).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{weaker}: {e}");
+        }
+        let e = connect_options("postgres://u@h/db?tls_ca=/nonexistent/ca.pem").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
