@@ -230,7 +230,10 @@ impl KafkaConfig {
 
     /// librdkafka settings these give every client (brokers, client id,
     /// TLS, SASL), for raw rdkafka clients that should reach the same
-    /// cluster as the transport. Holds the password: do not log it.
+    /// cluster as the transport. Holds the password, and a private key
+    /// given as text (`Pem::Text` in `tls_options`; a file is passed by
+    /// path): do not log it (rdkafka's `Debug` of it hides the password,
+    /// not `ssl.key.pem`).
     pub fn client_config(&self) -> rdkafka::config::ClientConfig {
         let config = self;
         let mut c = rdkafka::config::ClientConfig::new();

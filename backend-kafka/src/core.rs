@@ -44,11 +44,12 @@ pub(crate) fn kind_of(code: RDKafkaErrorCode) -> ErrorKind {
     use RDKafkaErrorCode as C;
     match code {
         C::MessageSizeTooLarge | C::MessageBatchTooLarge => ErrorKind::MessageTooLarge,
-        C::Authentication
-        | C::SaslAuthenticationFailed
-        | C::TopicAuthorizationFailed
+        C::Authentication | C::SaslAuthenticationFailed => ErrorKind::Unauthorized,
+        C::TopicAuthorizationFailed
         | C::GroupAuthorizationFailed
-        | C::ClusterAuthorizationFailed => ErrorKind::Unauthorized,
+        | C::ClusterAuthorizationFailed
+        | C::TransactionalIdAuthorizationFailed
+        | C::DelegationTokenAuthorizationFailed => ErrorKind::Forbidden,
         C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition | C::UnknownTopicId => ErrorKind::NotFound,
         C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue => ErrorKind::Timeout,
         C::AllBrokersDown | C::BrokerTransportFailure | C::NetworkException | C::Resolve => ErrorKind::ConnectionLost,
@@ -67,7 +68,8 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
         _ => e.rdkafka_error_code().map_or(ErrorKind::Backend, kind_of),
     };
     let hint = match kind {
-        ErrorKind::Unauthorized => "; check the credentials and ACLs",
+        ErrorKind::Unauthorized => "; check the credentials",
+        ErrorKind::Forbidden => "; the principal lacks an ACL this library needs (backend-kafka/docs.md)",
         ErrorKind::ConnectionLost => "; check that the Kafka broker is running",
         _ => "",
     };
@@ -90,10 +92,16 @@ fn tls_error(reason: &str) -> Error {
             ErrorKind::Tls,
             "the server's certificate could not be verified: not signed by a CA in tls_ca (or the system's), expired, or not for the host name in the URL",
         )
-    } else if reason.contains("alert certificate required") || reason.contains("alert handshake failure") {
+    } else if reason.contains("alert certificate required") {
         (
             ErrorKind::Tls,
             "the server demands a client certificate (set tls_cert and tls_key)",
+        )
+    } else if reason.contains("alert handshake failure") {
+        (
+            ErrorKind::Tls,
+            "the server ended the handshake: it may demand a client certificate (tls_cert, tls_key) \
+             or share no protocol version or cipher with this client",
         )
     } else if reason.contains("alert unknown ca") || reason.contains("alert bad certificate") {
         (
@@ -106,7 +114,9 @@ fn tls_error(reason: &str) -> Error {
             "the server did not answer with TLS (is this port plain text?)",
         )
     } else {
-        (ErrorKind::Tls, "the TLS handshake failed")
+        // A reset or a disconnect mid-handshake (a broker restarting):
+        // passing, so retryable.
+        (ErrorKind::ConnectionLost, "the TLS handshake was cut off")
     };
     err(kind, format!("{what}: {reason}"))
 }

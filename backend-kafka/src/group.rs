@@ -408,6 +408,17 @@ fn run(consumer: BaseConsumer<GroupContext>, s: Arc<Shared>) {
                     tracing::error!(topic = %s.topic, group = %s.group, "{why}");
                     let _ = s.joined.send(Some(Err((ErrorKind::InvalidArgument, why))));
                     s.stop.store(true, AtomicOrdering::Release);
+                } else if e.rdkafka_error_code().map(core::kind_of) == Some(ErrorKind::Forbidden) {
+                    // An ACL the principal lacks (the topic, the group):
+                    // no retry grants it; the subscription ends with it.
+                    let why = format!("{e}; the principal lacks an ACL this library needs (backend-kafka/docs.md)");
+                    tracing::error!(topic = %s.topic, group = %s.group, "{why}");
+                    let mut state = s.lock();
+                    state.error = Some(err(ErrorKind::Forbidden, &why));
+                    drop(state);
+                    s.wake.notify_one();
+                    let _ = s.joined.send(Some(Err((ErrorKind::Forbidden, why))));
+                    s.stop.store(true, AtomicOrdering::Release);
                 } else {
                     tracing::warn!(error = %e, topic = %s.topic, group = %s.group, "receive failed");
                 }

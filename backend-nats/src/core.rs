@@ -33,6 +33,9 @@ pub(crate) fn other(e: impl Display) -> Error {
         ErrorKind::Timeout
     } else if lower.contains("broken pipe") || lower.contains("disconnect") || lower.contains("no responders") {
         ErrorKind::ConnectionLost
+    } else if lower.contains("permissions violation") || lower.contains("permission denied") {
+        // The user is known; a subject is not theirs (the text names it).
+        ErrorKind::Forbidden
     } else if lower.contains("authorization") || lower.contains("permission") {
         ErrorKind::Unauthorized
     } else if lower.contains("not found") {
@@ -61,6 +64,14 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
     }
     if let Some(seed) = &config.nkey {
         options = options.nkey(seed.expose().to_owned());
+    }
+    if config.tls_options.is_set() && !config.tls {
+        // Else a server that does not demand TLS would be spoken to in
+        // plain text, the options unused.
+        return Err(err(
+            ErrorKind::InvalidArgument,
+            "tls_ca, tls_cert and tls_key need TLS (a tls:// URL, or tls: true)",
+        ));
     }
     if config.tls_options.is_set() {
         let material = config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;

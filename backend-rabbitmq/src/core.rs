@@ -64,7 +64,11 @@ fn connect_error(e: lapin::Error, tls: bool) -> Error {
 
 pub(crate) fn map_err(e: lapin::Error) -> Error {
     let text = e.to_string();
-    let kind = if text.contains("ACCESS_REFUSED") || text.contains("403") || text.contains("authentication") {
+    let kind = if text.contains("ACCESS_REFUSED") && text.contains("refused for user") {
+        // "access to queue 'q' in vhost '/' refused for user 'u'": the user
+        // is known and lacks a configure, write or read permission.
+        ErrorKind::Forbidden
+    } else if text.contains("ACCESS_REFUSED") || text.contains("403") || text.contains("authentication") {
         ErrorKind::Unauthorized
     } else if text.contains("NOT_ALLOWED") || text.contains("530") {
         // An unknown vhost (or one the user may not use): configuration,
@@ -83,6 +87,9 @@ pub(crate) fn map_err(e: lapin::Error) -> Error {
     };
     let hint = match kind {
         ErrorKind::Unauthorized => "; check the user, password and vhost in the URL",
+        ErrorKind::Forbidden => {
+            "; the user lacks a configure, write or read permission this library needs (backend-rabbitmq/docs.md, \"Permissions\")"
+        }
         ErrorKind::InvalidArgument if text.contains("vhost") => {
             "; check the vhost (the URL's path, %2f for the default \"/\") exists and the user may use it"
         }
@@ -251,12 +258,20 @@ impl Conn {
         Err(last.unwrap_or_else(|| err(ErrorKind::InvalidArgument, "no RabbitMQ node configured")))
     }
 
-    /// The operator's CA and client certificate, read at every connect (a
-    /// rotated certificate is picked up); the text lives only as long as
-    /// the connect (lapin's `Debug` of it would show the key).
+    /// The operator's CA and client certificate, read at every connect of
+    /// this library's (a rotated certificate is picked up by the next one).
+    /// lapin keeps the configuration, key text included, for the life of
+    /// the connection and its `Debug` would show it: it is never logged.
     fn tls_config(&self) -> Result<OwnedTLSConfig, Error> {
         if !self.config.tls_options.is_set() {
             return Ok(OwnedTLSConfig::default());
+        }
+        if !self.config.tls {
+            // Else lapin would connect in plain text, the options unused.
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "tls_ca, tls_cert and tls_key need TLS (an amqps:// URL, or tls: true)",
+            ));
         }
         let material = self.config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
         Ok(OwnedTLSConfig {

@@ -150,7 +150,15 @@ impl Reader {
                     }
                     // Nothing a reconnect can fix (no permission to read the
                     // queue): the stream ends with it.
-                    Err(e) if matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::InvalidArgument) => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::Unauthorized
+                                | ErrorKind::Forbidden
+                                | ErrorKind::Tls
+                                | ErrorKind::InvalidArgument
+                        ) =>
+                    {
                         self.closed = true;
                         return Some(Err(e.with_retryable(false)));
                     }

@@ -62,10 +62,16 @@ impl BackendConfig for RedisConfig {
 pub(crate) fn map_err(e: redis::RedisError) -> Error {
     use redis::{ErrorKind as K, ServerErrorKind as S};
     let code = e.code().unwrap_or("");
+    // A NOPERM inside MULTI/EXEC (a batch) comes back as the aborted
+    // transaction's errors: look at each.
+    let no_perm = e
+        .clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, s)| s.kind() == Some(S::NoPerm)));
     let kind = match e.kind() {
         K::AuthenticationFailed => ErrorKind::Unauthorized,
-        K::Server(S::NoPerm) => ErrorKind::Unauthorized,
-        _ if matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM") => ErrorKind::Unauthorized,
+        _ if no_perm => ErrorKind::Forbidden,
+        _ if matches!(code, "WRONGPASS" | "NOAUTH") => ErrorKind::Unauthorized,
         _ if code == "NOGROUP" => ErrorKind::NotFound,
         _ if e.is_timeout() => ErrorKind::Timeout,
         _ if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => ErrorKind::ConnectionLost,
@@ -81,6 +87,9 @@ pub(crate) fn map_err(e: redis::RedisError) -> Error {
         );
     let hint = match kind {
         ErrorKind::Unauthorized => "; check the user name and password in the URL",
+        ErrorKind::Forbidden => {
+            "; the Redis user lacks a command or key this library needs (backend-redis/docs.md, \"Permissions\")"
+        }
         ErrorKind::ConnectionLost => "; check that Redis is running and reachable",
         _ => "",
     };

@@ -195,7 +195,9 @@ impl SqsConfig {
                 "SQS and SNS endpoints take no client certificate: tls_cert and tls_key are not used",
             ));
         }
-        if self.tls_options.ca.is_some() && self.endpoint.as_deref().is_some_and(|e| !e.starts_with("https://")) {
+        if self.tls_options.ca.is_some() && !self.endpoint.as_deref().is_some_and(|e| e.starts_with("https://")) {
+            // Without an endpoint, AWS's own (and the credential chain's
+            // STS/SSO calls) would be made to trust the private CA only.
             return Err(Error::invalid("URL option tls_ca needs an https:// endpoint"));
         }
         if self.wait > Duration::from_secs(20) {
@@ -303,6 +305,8 @@ mod tests {
         let c = SqsConfig::from_url(&format!("{base}&tls_ca=/ca.pem")).unwrap();
         assert!(c.check().is_ok());
         assert_eq!(c.tls_options.ca, Some(transport_core::tls::Pem::File("/ca.pem".into())));
+        let aws = SqsConfig::from_url("sqs://?region=us-east-1&tls_ca=/ca.pem").unwrap();
+        assert!(aws.check().is_err(), "AWS itself is never behind a private CA");
         let plain = SqsConfig::from_url("sqs://?region=us-east-1&endpoint=http://h:4566&tls_ca=/ca.pem").unwrap();
         let e = plain.check().unwrap_err();
         assert!(e.to_string().contains("https://"), "{e}");

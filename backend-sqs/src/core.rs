@@ -44,13 +44,11 @@ pub(crate) fn kind_of_code(code: &str) -> ErrorKind {
         c if c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist") || c == "NotFound" => {
             ErrorKind::NotFound
         }
-        "InvalidClientTokenId"
-        | "SignatureDoesNotMatch"
-        | "AccessDenied"
-        | "AccessDeniedException"
-        | "AuthorizationError"
-        | "UnrecognizedClientException"
-        | "InvalidAccessKeyId" => ErrorKind::Unauthorized,
+        "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException" | "InvalidAccessKeyId" => {
+            ErrorKind::Unauthorized
+        }
+        // Known credentials, an IAM policy that does not allow the action.
+        "AccessDenied" | "AccessDeniedException" | "AuthorizationError" => ErrorKind::Forbidden,
         // A receipt from an earlier receive of a message that was received
         // again since (its visibility timeout passed).
         "ReceiptHandleIsInvalid" | "InvalidReceiptHandle" => ErrorKind::DeliveryExpired,
@@ -91,10 +89,10 @@ where
         }
         other => (ErrorKind::Backend, format!("{other}")),
     };
-    let hint = if kind == ErrorKind::Unauthorized {
-        "; check the access key and secret"
-    } else {
-        ""
+    let hint = match kind {
+        ErrorKind::Unauthorized => "; check the access key and secret",
+        ErrorKind::Forbidden => "; the IAM policy does not allow an action this library needs (backend-sqs/docs.md)",
+        _ => "",
     };
     err(kind, format!("{text}{hint}"))
 }

@@ -77,13 +77,18 @@ impl Servers {
         )
     }
 
-    /// The base64 body of the client key: must never show in an error.
+    /// The base64 bodies of the client keys: must never show in an error.
     fn key_body(&self) -> Vec<String> {
-        std::fs::read_to_string(self.certs.join("client.key"))
-            .unwrap_or_default()
-            .lines()
+        ["client.key", "rogue.key"]
+            .iter()
+            .flat_map(|k| {
+                std::fs::read_to_string(self.certs.join(k))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .filter(|l| !l.starts_with("-----") && l.len() > 16)
-            .map(str::to_owned)
             .collect()
     }
 }
@@ -333,7 +338,13 @@ fn cases() -> Vec<(&'static str, Case)> {
                     // either may be reported: bounded is what holds.
                     return refusal(&s, &url).await.map(drop);
                 }
-                refused(&s, &url, ErrorKind::Tls, "TLS").await
+                let says = if url.starts_with("postgres") {
+                    // Not the "database TLS:" every PostgreSQL TLS error starts with.
+                    "does not support TLS"
+                } else {
+                    "TLS"
+                };
+                refused(&s, &url, ErrorKind::Tls, says).await
             })
         }),
         ("plain_text_to_a_tls_port_refused", |s| {

@@ -28,6 +28,8 @@ impl CliError {
 pub fn failed(what: &str, url: &str, e: &transport::Error) -> CliError {
     let hint = match e.kind() {
         ErrorKind::Unauthorized => " (check the user name and password in the URL)",
+        ErrorKind::Forbidden => " (the user lacks a permission: see the backend's docs, \"Permissions\")",
+        ErrorKind::Tls => " (check tls_ca, tls_cert and tls_key, and the host name in the URL)",
         ErrorKind::ConnectionLost | ErrorKind::Timeout => " (is the broker running and reachable?)",
         ErrorKind::Unsupported => " (check the URL scheme, or rebuild with the backend's feature)",
         ErrorKind::InvalidArgument => " (check the topic, group and options)",

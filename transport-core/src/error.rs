@@ -18,8 +18,13 @@ pub enum ErrorKind {
     InvalidArgument,
     /// The message is larger than the backend accepts.
     MessageTooLarge,
-    /// The broker refused the credentials or the permission.
+    /// The broker refused the credentials: who this is was not accepted.
     Unauthorized,
+    /// The broker or database knows who this is and refused the operation:
+    /// a missing permission (an ACL, a vhost's permissions, a grant). The
+    /// message names what was refused. Not retried: a permission is
+    /// configuration.
+    Forbidden,
     /// A topic, queue, group or stream does not exist (and is not created on demand).
     NotFound,
     /// The broker did not answer in time.
@@ -60,6 +65,7 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid argument",
             ErrorKind::MessageTooLarge => "message too large",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not found",
             ErrorKind::Timeout => "timeout",
             ErrorKind::ConnectionLost => "connection lost",

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorKind;
 use crate::{Error, Result};
 
-/// Where PEM text comes from: a file read at connect time (so a rotated
-/// certificate is picked up by the next connection), or the text itself.
+/// Where PEM text comes from: a file read when the transport connects
+/// (PostgreSQL: at each new pooled connection), or the text itself.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pem {
@@ -60,7 +60,7 @@ impl fmt::Debug for Pem {
 }
 
 /// Trust and identity for TLS connections. Empty (the default) means the
-/// system's trusted roots and no client certificate.
+/// client's default roots and no client certificate.
 ///
 /// In URLs: `tls_ca=<file>` (CA certificates to trust, instead of the system
 /// roots), `tls_cert=<file>` and `tls_key=<file>` (a client certificate
@@ -68,7 +68,8 @@ impl fmt::Debug for Pem {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
-    /// CA certificates to trust instead of the system's roots.
+    /// CA certificates to trust instead of the client's default roots
+    /// (added to them on RabbitMQ and PostgreSQL, as those clients do it).
     pub ca: Option<Pem>,
     /// The client certificate chain, leaf first (mutual TLS).
     pub cert: Option<Pem>,
@@ -77,8 +78,8 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
-    /// Whether anything differs from the system roots without a client
-    /// certificate.
+    /// Whether anything differs from the client's default roots without a
+    /// client certificate.
     pub fn is_set(&self) -> bool {
         self.ca.is_some() || self.cert.is_some() || self.key.is_some()
     }
@@ -290,8 +291,10 @@ fn explain_text(text: &str) -> Option<&'static str> {
             REFUSED
         }
     } else if has("received fatal alert") {
-        if has("CertificateRequired") || has("HandshakeFailure") {
+        if has("CertificateRequired") {
             DEMANDS_CLIENT_CERT
+        } else if has("HandshakeFailure") {
+            HANDSHAKE_FAILURE
         } else if has("CertificateExpired") {
             CLIENT_CERT_EXPIRED
         } else if has("UnknownCA") || has("BadCertificate") || has("CertificateUnknown") || has("AccessDenied") {
@@ -320,6 +323,9 @@ const REFUSED: &str = "the server's certificate was refused";
 #[cfg(feature = "rustls")]
 const DEMANDS_CLIENT_CERT: &str = "the server demands a client certificate (set tls_cert and tls_key)";
 #[cfg(feature = "rustls")]
+const HANDSHAKE_FAILURE: &str = "the server ended the handshake: it may demand a client certificate (tls_cert, \
+     tls_key) or share no protocol version or cipher with this client";
+#[cfg(feature = "rustls")]
 const CLIENT_CERT_REFUSED: &str = "the server refused the client certificate (not signed by a CA it trusts)";
 #[cfg(feature = "rustls")]
 const CLIENT_CERT_EXPIRED: &str = "the server refused the client certificate: it has expired";
@@ -337,7 +343,8 @@ fn explain(e: &rustls::Error) -> String {
         E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => NOT_YET,
         E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => WRONG_NAME,
         E::InvalidCertificate(_) => REFUSED,
-        E::AlertReceived(A::CertificateRequired | A::HandshakeFailure) => DEMANDS_CLIENT_CERT,
+        E::AlertReceived(A::CertificateRequired) => DEMANDS_CLIENT_CERT,
+        E::AlertReceived(A::HandshakeFailure) => HANDSHAKE_FAILURE,
         E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied) => {
             CLIENT_CERT_REFUSED
         }

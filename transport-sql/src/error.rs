@@ -10,7 +10,10 @@ pub(crate) const BACKEND: &str = "sql";
 /// `e`, raised by `operation` on `table`, as a library error.
 pub(crate) fn db_error(e: sqlx::Error, operation: &'static str, table: &str) -> Error {
     // A certificate not trusted, expired or for another host: not retried.
-    let handshake = transport_core::tls::handshake_error(&e);
+    let handshake = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) => transport_core::tls::handshake_error(&e),
+        _ => None,
+    };
     let (kind, message) = match &e {
         _ if handshake.is_some() => {
             let tls = handshake.expect("matched");
@@ -45,6 +48,13 @@ pub(crate) fn db_error(e: sqlx::Error, operation: &'static str, table: &str) -> 
                     "28000" | "28P01" => (
                         ErrorKind::Unauthorized,
                         format!("database refused the credentials: {text}"),
+                    ),
+                    // insufficient_privilege: a grant is missing
+                    "42501" => (
+                        ErrorKind::Forbidden,
+                        format!(
+                            "database refused the operation: {text} (grants the stores need: transport-sql/docs.md)"
+                        ),
                     ),
                     // invalid_catalog_name: the database does not exist
                     "3D000" => (ErrorKind::NotFound, format!("database does not exist: {text}")),

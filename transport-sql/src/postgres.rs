@@ -35,21 +35,22 @@ type ParkedTuple = (
 /// sqlx's options for a URL, which also takes the TLS options every backend
 /// takes (`tls_ca`, `tls_cert`, `tls_key`): with them, the server's
 /// certificate is verified against `tls_ca` and its host name
-/// (`sslmode=verify-full` unless the URL says `verify-ca`), and files are
-/// read at each new connection, so a rotated certificate is picked up.
-/// sqlx's own names (`sslrootcert`, `sslcert`, `sslkey`) work as well.
+/// (`sslmode=verify-full`; any other mode beside them is refused, however
+/// spelled). sqlx adds `tls_ca` to Mozilla's bundled roots rather than
+/// using it alone, so without the host-name check (`verify-ca`) any
+/// publicly trusted certificate would pass. Files are read at each new
+/// pooled connection, so a rotated certificate is picked up. sqlx's own
+/// names (`sslrootcert`, `sslcert`, `sslkey`) work as well.
 fn connect_options(url: &str) -> Result<PgConnectOptions> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut tls = TlsOptions::default();
-    let mut sslmode = None;
+    let mut mode_given = false;
     let mut rest = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if tls.url_option(&k, &v)? {
             continue;
         }
-        if k == "sslmode" {
-            sslmode = Some(v.to_string());
-        }
+        mode_given |= matches!(k.as_ref(), "sslmode" | "ssl-mode");
         rest.append_pair(&k, &v);
     }
     let rest = rest.finish();
@@ -62,15 +63,16 @@ fn connect_options(url: &str) -> Result<PgConnectOptions> {
     if !tls.is_set() {
         return Ok(options);
     }
-    match sslmode.as_deref() {
-        None => options = options.ssl_mode(PgSslMode::VerifyFull),
-        Some("verify-full" | "verify-ca") => {}
-        Some(other) => {
-            return Err(Error::invalid(format!(
-                "tls_ca, tls_cert and tls_key need the server's certificate verified: sslmode=verify-full \
-                 (or verify-ca, or no sslmode), not {other}"
-            )))
-        }
+    if !mode_given {
+        options = options.ssl_mode(PgSslMode::VerifyFull);
+    }
+    // The mode sqlx will use, whatever key set it last.
+    if !matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
+        return Err(Error::invalid(format!(
+            "tls_ca, tls_cert and tls_key need the server's certificate and host name verified: \
+             sslmode=verify-full (or no sslmode), not {:?}",
+            options.get_ssl_mode()
+        )));
     }
     // Read now too: a missing file or text that is not PEM is a
     // configuration error here, not a failed handshake later.
@@ -482,8 +484,15 @@ mod tls_tests {
         let o = connect_options(&url).unwrap();
         assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
         assert_eq!(o.get_application_name(), Some("x"));
-        for weaker in ["disable", "prefer", "require"] {
-            let e = connect_options(&format!("{url}&sslmode={weaker}")).unwrap_err();
+        assert!(connect_options(&format!("{url}&sslmode=verify-full")).is_ok());
+        for weaker in [
+            "sslmode=disable",
+            "sslmode=prefer",
+            "sslmode=require",
+            "sslmode=verify-ca",
+            "sslmode=verify-full&ssl-mode=disable",
+        ] {
+            let e = connect_options(&format!("{url}&{weaker}")).unwrap_err();
             assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{weaker}: {e}");
         }
         let e = connect_options("postgres://u@h/db?tls_ca=/nonexistent/ca.pem").unwrap_err();

@@ -233,7 +233,12 @@ impl<DB: Dialect> Relay<DB> {
             }
             self.publish(&topic, list, &mut round).await;
         }
-        self.settle(round).await
+        let refused = round.refused.take();
+        let step = self.settle(round).await?;
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(step),
+        }
     }
 
     async fn publish(&self, topic: &str, list: Vec<(Claimed, Message)>, round: &mut Round) {
@@ -255,6 +260,11 @@ impl<DB: Dialect> Relay<DB> {
             }
             match self.transport.publish(topic, message).await {
                 Ok(()) => round.published.push(row.seq),
+                Err(e) if matches!(e.kind(), ErrorKind::Tls | ErrorKind::Unauthorized) => {
+                    round.broker_failed = true;
+                    round.release.push(row.seq);
+                    round.refused = Some(e);
+                }
                 Err(e) => {
                     if let Some(key) = &row.key {
                         blocked.insert(key.clone());
@@ -335,6 +345,8 @@ impl<DB: Dialect> Relay<DB> {
                     | ErrorKind::Decode
                     | ErrorKind::Unsupported
                     | ErrorKind::Unauthorized
+                    | ErrorKind::Forbidden
+                    | ErrorKind::Tls
                     | ErrorKind::NotFound
             );
         let exhausted = self
@@ -383,6 +395,10 @@ struct Round {
     failed: Vec<(Claimed, Error)>,
     release: Vec<i64>,
     broker_failed: bool,
+    /// A refusal of the connection itself (a certificate, the
+    /// credentials): no row is to blame, none is parked, and the relay
+    /// stops with it.
+    refused: Option<Error>,
 }
 
 /// Whether `shutdown` has completed, without waiting for it.

@@ -88,7 +88,12 @@ impl ReconnectBackoff {
 fn is_permanent(e: &Error) -> bool {
     matches!(
         e.kind(),
-        ErrorKind::Unauthorized | ErrorKind::InvalidArgument | ErrorKind::Unsupported | ErrorKind::Closed
+        ErrorKind::Unauthorized
+            | ErrorKind::Forbidden
+            | ErrorKind::Tls
+            | ErrorKind::InvalidArgument
+            | ErrorKind::Unsupported
+            | ErrorKind::Closed
     )
 }
 
