@@ -290,11 +290,7 @@ impl KafkaConfig {
 
     /// Check the numbers and combinations.
     pub fn validate(&self) -> Result<()> {
-        if self.tls_options.is_set() && !self.tls {
-            return Err(Error::invalid(
-                "the TLS options (tls_ca, tls_cert, tls_key) need a kafka+ssl:// URL",
-            ));
-        }
+        self.tls_options.require_tls(self.tls, "kafka+ssl://")?;
         if self.tls_options.cert.is_some() != self.tls_options.key.is_some() {
             return Err(Error::invalid(
                 "tls_cert and tls_key go together: a client certificate needs its private key",

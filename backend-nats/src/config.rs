@@ -145,9 +145,7 @@ impl NatsConfig {
                     .map_err(|_| Error::invalid(format!("NATS URL option {what} must be true or false, got {v:?}")))
             };
             if c.tls_options.url_option(&k, &v)? {
-                if !c.tls {
-                    return Err(Error::invalid(format!("URL option {k} needs a tls:// URL")));
-                }
+                c.tls_options.require_tls(c.tls, "tls://")?;
                 continue;
             }
             match k.as_ref() {

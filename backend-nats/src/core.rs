@@ -65,14 +65,12 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, E
     if let Some(seed) = &config.nkey {
         options = options.nkey(seed.expose().to_owned());
     }
-    if config.tls_options.is_set() && !config.tls {
-        // Else a server that does not demand TLS would be spoken to in
-        // plain text, the options unused.
-        return Err(err(
-            ErrorKind::InvalidArgument,
-            "tls_ca, tls_cert and tls_key need TLS (a tls:// URL, or tls: true)",
-        ));
-    }
+    // Else a server that does not demand TLS would be spoken to in plain
+    // text, the options unused.
+    config
+        .tls_options
+        .require_tls(config.tls, "tls://")
+        .map_err(|e| e.with_backend(SCHEME))?;
     if config.tls_options.is_set() {
         let material = config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
         options = options.tls_client_config(material.rustls_config().map_err(|e| e.with_backend(SCHEME))?);

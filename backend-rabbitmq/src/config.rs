@@ -161,9 +161,7 @@ impl RabbitConfig {
         }
         for (k, v) in parsed.query_pairs() {
             if c.tls_options.url_option(&k, &v)? {
-                if !c.tls {
-                    return Err(Error::invalid(format!("URL option {k} needs an amqps:// URL")));
-                }
+                c.tls_options.require_tls(c.tls, "amqps://")?;
                 continue;
             }
             match k.as_ref() {

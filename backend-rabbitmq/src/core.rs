@@ -266,13 +266,11 @@ impl Conn {
         if !self.config.tls_options.is_set() {
             return Ok(OwnedTLSConfig::default());
         }
-        if !self.config.tls {
-            // Else lapin would connect in plain text, the options unused.
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                "tls_ca, tls_cert and tls_key need TLS (an amqps:// URL, or tls: true)",
-            ));
-        }
+        // Else lapin would connect in plain text, the options unused.
+        self.config
+            .tls_options
+            .require_tls(self.config.tls, "amqps://")
+            .map_err(|e| e.with_backend(SCHEME))?;
         let material = self.config.tls_options.load().map_err(|e| e.with_backend(SCHEME))?;
         Ok(OwnedTLSConfig {
             identity: material.identity_pem().map(|(cert, key)| OwnedIdentity::PKCS8 {

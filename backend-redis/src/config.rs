@@ -178,9 +178,7 @@ impl RedisConfig {
                     .map_err(|_| Error::invalid(format!("Redis URL option {what} must be a number, got {v:?}")))
             };
             if c.tls_options.url_option(&k, &v)? {
-                if !c.tls {
-                    return Err(Error::invalid(format!("URL option {k} needs a rediss:// URL")));
-                }
+                c.tls_options.require_tls(c.tls, "rediss://")?;
                 continue;
             }
             match k.as_ref() {

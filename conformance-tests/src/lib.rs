@@ -73,10 +73,10 @@ pub use negative::*;
 pub use ordering::*;
 pub use report::{CheckRecord, CheckStatus, Report};
 pub use round_trip::*;
-pub use runner::{async_case, run, run_check, run_trials, test_main, Case, KnownDefect, RunOptions};
+pub use runner::{async_case, run, run_check, run_trials, test_main, test_runtime, Case, KnownDefect, RunOptions};
 pub use runtime::*;
 pub use settlement::*;
-pub use support::{timing, unique, within_bounds, CheckFailure, CheckResult, Timing};
+pub use support::{live_env, timing, unique, within_bounds, CheckFailure, CheckResult, Timing};
 
 /// One check of the suite.
 #[derive(Clone, Copy)]

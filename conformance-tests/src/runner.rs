@@ -248,6 +248,17 @@ pub async fn run(transport: &Arc<dyn Transport>, options: &RunOptions) -> Report
     }
 }
 
+/// The runtime a harness runs its async cases on (see [`async_case`]).
+pub fn test_runtime() -> Arc<tokio::runtime::Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime"),
+    )
+}
+
 /// The `main` of a `harness = false` test that runs the suite as test trials
 /// (filtering, `--list`, `--test-threads` as with `cargo test`) against the
 /// transport `connect` opens, with [`RunOptions::from_env`], and writes the
@@ -260,13 +271,7 @@ where
     E: fmt::Display,
 {
     let args = libtest_mimic::Arguments::from_args();
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let runtime = test_runtime();
     let transport = match runtime.block_on(connect()) {
         Ok(t) => t,
         Err(e) => {

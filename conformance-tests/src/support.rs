@@ -118,6 +118,20 @@ pub fn timing() -> Timing {
 }
 
 /// A topic or group name no other run or check uses.
+/// The value of `var`, which names a server a test needs: `None` (the
+/// test returns, reported on stderr as skipped) when it is not set, and a
+/// panic under `CI=true`, where a test that cannot run must fail.
+pub fn live_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) => Some(value),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{var} is not set"),
+        Err(_) => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
 pub fn unique(what: &str) -> String {
     static RUN: OnceLock<String> = OnceLock::new();
     static N: AtomicU64 = AtomicU64::new(0);

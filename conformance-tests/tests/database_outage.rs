@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend_memory::MemoryTransport;
-use conformance_tests::unique;
+use conformance_tests::{live_env, unique};
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -26,14 +26,7 @@ fn live() -> Option<url::Url> {
 }
 
 fn live_var(var: &str) -> Option<url::Url> {
-    match std::env::var(var) {
-        Ok(u) => Some(url::Url::parse(&u).unwrap_or_else(|_| panic!("{var} is a URL"))),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{var} is not set"),
-        Err(_) => {
-            eprintln!("skipped: {var} is not set");
-            None
-        }
-    }
+    live_env(var).map(|u| url::Url::parse(&u).unwrap_or_else(|_| panic!("{var} is a URL")))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

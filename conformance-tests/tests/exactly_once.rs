@@ -18,24 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conformance_tests::stores::Faulty;
-use conformance_tests::unique;
+use conformance_tests::{live_env as live, unique};
 use transport::runtime::{handler_fn, Consumer, Context, HandlerError, IdempotencyLayer};
 use transport::{Message, SubscribeOptions};
 use transport_sql::sqlx::{self, PgPool, Postgres};
 use transport_sql::{Outbox, SqlIdempotencyStore};
 
 const N: usize = 30;
-
-fn live(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{var} is not set"),
-        Err(_) => {
-            eprintln!("skipped: {var} is not set");
-            None
-        }
-    }
-}
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await.expect("count")

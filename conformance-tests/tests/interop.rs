@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -693,13 +692,7 @@ fn main() {
             libtest_mimic::run(&args, vec![]).exit();
         }
     };
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let runtime = conformance_tests::test_runtime();
     let transport = match runtime.block_on(transport::connect(&url)) {
         Ok(t) => t,
         Err(e) => {

@@ -35,14 +35,15 @@ use transport_sql::{Outbox, Relay, SqlIdempotencyStore};
 const REFUSED_WITHIN: Duration = Duration::from_secs(15);
 
 fn live(var: &str) -> Option<url::Url> {
-    match std::env::var(var) {
-        Ok(u) => Some(url::Url::parse(&u).unwrap_or_else(|_| panic!("{var} is a URL"))),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{var} is not set"),
-        Err(_) => {
-            eprintln!("skipped: {var} is not set");
-            None
-        }
-    }
+    conformance_tests::live_env(var).map(|u| url::Url::parse(&u).unwrap_or_else(|_| panic!("{var} is a URL")))
+}
+
+/// `url` as `user` with the tests' password.
+fn as_user(url: &url::Url, user: &str) -> url::Url {
+    let mut u = url.clone();
+    u.set_username(user).unwrap();
+    u.set_password(Some("pw")).unwrap();
+    u
 }
 
 fn forbidden(e: &transport_core::Error, names: &str) {
@@ -277,9 +278,7 @@ async fn redis_users_with_the_documented_commands_and_no_more() {
     // The consumer's commands, on other keys only.
     redis_user(&admin, &stranger, "~elsewhere:*", REDIS_CONSUMER);
     let url_of = |user: &str| {
-        let mut u = admin.clone();
-        u.set_username(user).unwrap();
-        u.set_password(Some("pw")).unwrap();
+        let mut u = as_user(&admin, user);
         u.set_query(Some(&format!("key_prefix={prefix}&command_timeout_ms=5000")));
         u.to_string()
     };
@@ -387,12 +386,7 @@ async fn rabbitmq_users_with_the_documented_patterns_and_no_more() {
     // A publisher only: its topic's exchange, nothing to read.
     let exchange = format!("^{}$", regex_escape(&topic));
     rabbitmqctl(&["set_permissions", "-p", "/", &publisher, &exchange, &exchange, "^$"]);
-    let url_of = |user: &str| {
-        let mut u = admin.clone();
-        u.set_username(user).unwrap();
-        u.set_password(Some("pw")).unwrap();
-        u.to_string()
-    };
+    let url_of = |user: &str| as_user(&admin, user).to_string();
 
     let t = transport::connect(&url_of(&granted)).await.unwrap();
     let options = SubscribeOptions::new("g").max_attempts(3);

@@ -21,7 +21,6 @@
 //! fail under `CI=true`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance_tests::{async_case, run_trials, unique, CheckFailure};
@@ -61,6 +60,11 @@ struct Servers {
 }
 
 impl Servers {
+    /// The mutual-TLS server with none of the options its URL carries.
+    fn mutual_without_options(&self) -> String {
+        self.mutual.split('?').next().unwrap_or_default().to_owned()
+    }
+
     fn file(&self, name: &str) -> String {
         self.certs.join(name).display().to_string()
     }
@@ -310,14 +314,14 @@ fn cases() -> Vec<(&'static str, Case)> {
         }),
         ("missing_client_certificate_refused", |s| {
             Box::pin(async move {
-                let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
+                let bare = s.mutual_without_options();
                 let url = with(&bare, &[&s.ca("ca.pem")]);
                 client_certificate_refused(&s, &url).await
             })
         }),
         ("untrusted_client_certificate_refused", |s| {
             Box::pin(async move {
-                let bare = s.mutual.split('?').next().unwrap_or_default().to_owned();
+                let bare = s.mutual_without_options();
                 let url = with(&bare, &[&s.ca("ca.pem"), &s.client("rogue")]);
                 client_certificate_refused(&s, &url).await
             })
@@ -436,13 +440,7 @@ fn main() {
             std::process::exit(2);
         }
     }
-    let runtime = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime"),
-    );
+    let runtime = conformance_tests::test_runtime();
     let trials = cases()
         .into_iter()
         .map(|(name, case)| {

@@ -84,6 +84,18 @@ impl TlsOptions {
         self.ca.is_some() || self.cert.is_some() || self.key.is_some()
     }
 
+    /// Refuse the options on a connection that would not use TLS: they
+    /// would be left unused and the connection made in plain text.
+    /// `scheme` is the URL scheme that turns TLS on (`rediss://`, ...).
+    pub fn require_tls(&self, tls: bool, scheme: &str) -> Result<()> {
+        if self.is_set() && !tls {
+            return Err(Error::invalid(format!(
+                "tls_ca, tls_cert and tls_key need TLS: a {scheme} URL, or `tls: true` in code"
+            )));
+        }
+        Ok(())
+    }
+
     /// Take a URL option if it is one of TLS's (`tls_ca`, `tls_cert`,
     /// `tls_key`, each a file path): `Ok(true)` when taken, `Ok(false)` when
     /// the option is another one.
@@ -280,77 +292,72 @@ fn explain_text(text: &str) -> Option<&'static str> {
     let has = |s: &str| text.contains(s);
     Some(if has("invalid peer certificate") {
         if has("UnknownIssuer") {
-            UNKNOWN_ISSUER
+            says::UNKNOWN_ISSUER
         } else if has("expired") || has("Expired") {
-            EXPIRED
+            says::EXPIRED
         } else if has("not valid for name") || has("NotValidForName") {
-            WRONG_NAME
+            says::WRONG_NAME
         } else if has("not valid yet") || has("NotValidYet") {
-            NOT_YET
+            says::NOT_YET
         } else {
-            REFUSED
+            says::REFUSED
         }
     } else if has("received fatal alert") {
         if has("CertificateRequired") {
-            DEMANDS_CLIENT_CERT
+            says::DEMANDS_CLIENT_CERT
         } else if has("HandshakeFailure") {
-            HANDSHAKE_FAILURE
+            says::HANDSHAKE_FAILURE
         } else if has("CertificateExpired") {
-            CLIENT_CERT_EXPIRED
+            says::CLIENT_CERT_EXPIRED
         } else if has("UnknownCA") || has("BadCertificate") || has("CertificateUnknown") || has("AccessDenied") {
-            CLIENT_CERT_REFUSED
+            says::CLIENT_CERT_REFUSED
         } else {
-            FAILED
+            says::FAILED
         }
     } else if has("received corrupt message") || has("InvalidContentType") {
-        NOT_TLS
+        says::NOT_TLS
     } else {
         return None;
     })
 }
 
+/// What a refused handshake means, in the words every message uses.
 #[cfg(feature = "rustls")]
-const UNKNOWN_ISSUER: &str =
-    "the server's certificate is not signed by a trusted CA (set tls_ca to the CA that signed it)";
-#[cfg(feature = "rustls")]
-const EXPIRED: &str = "the server's certificate has expired";
-#[cfg(feature = "rustls")]
-const NOT_YET: &str = "the server's certificate is not valid yet (check the clocks)";
-#[cfg(feature = "rustls")]
-const WRONG_NAME: &str = "the server's certificate is not valid for the host name in the URL";
-#[cfg(feature = "rustls")]
-const REFUSED: &str = "the server's certificate was refused";
-#[cfg(feature = "rustls")]
-const DEMANDS_CLIENT_CERT: &str = "the server demands a client certificate (set tls_cert and tls_key)";
-#[cfg(feature = "rustls")]
-const HANDSHAKE_FAILURE: &str = "the server ended the handshake: it may demand a client certificate (tls_cert, \
-     tls_key) or share no protocol version or cipher with this client";
-#[cfg(feature = "rustls")]
-const CLIENT_CERT_REFUSED: &str = "the server refused the client certificate (not signed by a CA it trusts)";
-#[cfg(feature = "rustls")]
-const CLIENT_CERT_EXPIRED: &str = "the server refused the client certificate: it has expired";
-#[cfg(feature = "rustls")]
-const NOT_TLS: &str = "the server did not answer with TLS (is this port plain text?)";
-#[cfg(feature = "rustls")]
-const FAILED: &str = "the TLS handshake failed";
+mod says {
+    pub(super) const UNKNOWN_ISSUER: &str =
+        "the server's certificate is not signed by a trusted CA (set tls_ca to the CA that signed it)";
+    pub(super) const EXPIRED: &str = "the server's certificate has expired";
+    pub(super) const NOT_YET: &str = "the server's certificate is not valid yet (check the clocks)";
+    pub(super) const WRONG_NAME: &str = "the server's certificate is not valid for the host name in the URL";
+    pub(super) const REFUSED: &str = "the server's certificate was refused";
+    pub(super) const DEMANDS_CLIENT_CERT: &str = "the server demands a client certificate (set tls_cert and tls_key)";
+    pub(super) const HANDSHAKE_FAILURE: &str =
+        "the server ended the handshake: it may demand a client certificate (tls_cert, \
+         tls_key) or share no protocol version or cipher with this client";
+    pub(super) const CLIENT_CERT_REFUSED: &str =
+        "the server refused the client certificate (not signed by a CA it trusts)";
+    pub(super) const CLIENT_CERT_EXPIRED: &str = "the server refused the client certificate: it has expired";
+    pub(super) const NOT_TLS: &str = "the server did not answer with TLS (is this port plain text?)";
+    pub(super) const FAILED: &str = "the TLS handshake failed";
+}
 
 #[cfg(feature = "rustls")]
 fn explain(e: &rustls::Error) -> String {
     use rustls::{AlertDescription as A, CertificateError as C, Error as E};
     let what = match e {
-        E::InvalidCertificate(C::UnknownIssuer) => UNKNOWN_ISSUER,
-        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => EXPIRED,
-        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => NOT_YET,
-        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => WRONG_NAME,
-        E::InvalidCertificate(_) => REFUSED,
-        E::AlertReceived(A::CertificateRequired) => DEMANDS_CLIENT_CERT,
-        E::AlertReceived(A::HandshakeFailure) => HANDSHAKE_FAILURE,
+        E::InvalidCertificate(C::UnknownIssuer) => says::UNKNOWN_ISSUER,
+        E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => says::EXPIRED,
+        E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => says::NOT_YET,
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => says::WRONG_NAME,
+        E::InvalidCertificate(_) => says::REFUSED,
+        E::AlertReceived(A::CertificateRequired) => says::DEMANDS_CLIENT_CERT,
+        E::AlertReceived(A::HandshakeFailure) => says::HANDSHAKE_FAILURE,
         E::AlertReceived(A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied) => {
-            CLIENT_CERT_REFUSED
+            says::CLIENT_CERT_REFUSED
         }
-        E::AlertReceived(A::CertificateExpired) => CLIENT_CERT_EXPIRED,
-        E::InvalidMessage(_) => NOT_TLS,
-        _ => FAILED,
+        E::AlertReceived(A::CertificateExpired) => says::CLIENT_CERT_EXPIRED,
+        E::InvalidMessage(_) => says::NOT_TLS,
+        _ => says::FAILED,
     };
     format!("{what}: {e}")
 }
