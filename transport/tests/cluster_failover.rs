@@ -85,8 +85,10 @@ async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bo
 struct Cluster {
     name: &'static str,
     nodes: &'static [&'static str],
-    /// The node (one of `nodes`) that leads `topic`'s stream or queue.
-    leader: fn(&str) -> Option<String>,
+    /// The node (one of `nodes`) that leads `topic`'s stream or queue, or
+    /// why it is not known yet (a broker's tool that failed under load, a
+    /// replica still joining).
+    leader: fn(&str) -> Result<String, String>,
     /// The longest pause publishers and consumers may see (the docs' bound).
     bound: Duration,
 }
@@ -196,7 +198,21 @@ async fn kill_the_leader_while_busy(cluster: &Cluster) {
         state,
     )
     .await;
-    let leader = (cluster.leader)(&topic).expect("the topic's leader");
+    // Asked until known: the brokers' tools are slow on a loaded machine,
+    // and a replica may still be joining a topic declared a moment ago.
+    let asked = Instant::now();
+    let leader = loop {
+        match (cluster.leader)(&topic) {
+            Ok(leader) => break leader,
+            Err(why) => {
+                assert!(
+                    asked.elapsed() < Duration::from_secs(60),
+                    "{name}: the leader of {topic} not known after 60 s: {why}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     let pid = node_pid(name, &leader).expect("the leader's pid");
     let before = lock(&published).ids.len();
     assert!(Command::new("kill")
@@ -313,7 +329,7 @@ impl Drop for Rejoin {
 /// The primary that owns the stream's hash slot (the stream's key is the
 /// topic: no key prefix in the cluster's URL), from any live node.
 #[cfg(feature = "redis")]
-fn redis_slot_primary(topic: &str) -> Option<String> {
+fn redis_slot_primary(topic: &str) -> Result<String, String> {
     let cli = |port: u16, args: &[&str]| -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -324,23 +340,25 @@ fn redis_slot_primary(topic: &str) -> Option<String> {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    (7001..=7009).find_map(|port| {
-        let slot: u16 = cli(port, &["cluster", "keyslot", topic])?.trim().parse().ok()?;
-        let nodes = cli(port, &["cluster", "nodes"])?;
-        nodes.lines().find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (addr, flags) = (f.get(1)?, f.get(2)?);
-            if !flags.contains("master") || flags.contains("fail") {
-                return None;
-            }
-            let owns = f.iter().skip(8).any(|range| {
-                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
-            });
-            let port: u16 = addr.split(['@', ':']).nth(1)?.parse().ok()?;
-            owns.then(|| format!("n{}", port - 7000))
+    (7001..=7009)
+        .find_map(|port| {
+            let slot: u16 = cli(port, &["cluster", "keyslot", topic])?.trim().parse().ok()?;
+            let nodes = cli(port, &["cluster", "nodes"])?;
+            nodes.lines().find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (addr, flags) = (f.get(1)?, f.get(2)?);
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let owns = f.iter().skip(8).any(|range| {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+                });
+                let port: u16 = addr.split(['@', ':']).nth(1)?.parse().ok()?;
+                owns.then(|| format!("n{}", port - 7000))
+            })
         })
-    })
+        .ok_or_else(|| format!("no live node names the primary of {topic}'s slot"))
 }
 
 #[cfg(feature = "redis")]
@@ -357,10 +375,11 @@ async fn redis_cluster_survives_losing_the_slot_primary() {
 
 /// The leader of the group's quorum queue (`<topic>/g`), from any live node.
 #[cfg(feature = "rabbitmq")]
-fn rabbitmq_queue_leader(topic: &str) -> Option<String> {
+fn rabbitmq_queue_leader(topic: &str) -> Result<String, String> {
     let queue = format!("{topic}/g");
-    ["1", "2", "3"].iter().find_map(|node| {
-        let out = brokers(&[
+    let mut why = String::from("rabbitmqctl failed on every node");
+    for node in ["1", "2", "3"] {
+        let Some(out) = brokers(&[
             "ctl",
             "rabbitmq-cluster",
             node,
@@ -371,14 +390,30 @@ fn rabbitmq_queue_leader(topic: &str) -> Option<String> {
             "--formatter",
             "json",
             "-q",
-        ])?;
-        let queues: serde_json::Value = serde_json::from_str(&out).ok()?;
-        let q = queues.as_array()?.iter().find(|q| q["name"] == queue.as_str())?;
+        ]) else {
+            continue;
+        };
+        let queues: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let Some(q) = queues
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|q| q["name"] == queue.as_str())
+        else {
+            why = format!("no queue {queue} on node {node}");
+            continue;
+        };
         let members = q["members"].as_array().map_or(0, Vec::len);
-        assert_eq!(members, 3, "the queue of {topic} is not on three nodes: {q}");
-        let leader = q["leader"].as_str()?; // rabbit2@localhost
-        Some(format!("n{}", leader.strip_prefix("rabbit")?.split('@').next()?))
-    })
+        // rabbit2@localhost
+        let leader = q["leader"]
+            .as_str()
+            .and_then(|l| l.strip_prefix("rabbit")?.split('@').next());
+        match leader {
+            Some(n) if members == 3 => return Ok(format!("n{n}")),
+            _ => why = format!("the queue of {topic} is not on three nodes with a leader: {q}"),
+        }
+    }
+    Err(why)
 }
 
 #[cfg(feature = "rabbitmq")]
@@ -396,23 +431,36 @@ async fn rabbitmq_cluster_survives_losing_the_queue_leader() {
 /// The JetStream stream leader, from the monitoring endpoint of any live
 /// node; the stream must be replicated to the two other nodes.
 #[cfg(feature = "nats")]
-fn nats_stream_leader(topic: &str) -> Option<String> {
-    (0..3).find_map(|i| {
-        let out = Command::new("curl")
+fn nats_stream_leader(topic: &str) -> Result<String, String> {
+    let mut why = String::from("no node answered");
+    for i in 0..3 {
+        let Ok(out) = Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{}/jsz?streams=true", 8231 + i)])
             .output()
-            .ok()?;
-        let jsz: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let cluster = jsz["account_details"]
-            .as_array()?
-            .iter()
+        else {
+            continue;
+        };
+        let Ok(jsz) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            continue;
+        };
+        let Some(stream) = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
-            .find(|s| s["name"].as_str().is_some_and(|n| n.ends_with(topic)))?["cluster"]
-            .clone();
+            .find(|s| s["name"].as_str().is_some_and(|n| n.ends_with(topic)))
+        else {
+            why = format!("no stream of {topic} on node {}", i + 1);
+            continue;
+        };
+        let cluster = &stream["cluster"];
         let replicas = cluster["replicas"].as_array().map_or(0, Vec::len);
-        assert_eq!(replicas, 2, "the stream of {topic} is not on three nodes: {cluster}");
-        cluster["leader"].as_str().map(str::to_owned)
-    })
+        match cluster["leader"].as_str() {
+            Some(leader) if replicas == 2 => return Ok(leader.to_owned()),
+            _ => why = format!("the stream of {topic} is not on three nodes with a leader: {cluster}"),
+        }
+    }
+    Err(why)
 }
 
 #[cfg(feature = "nats")]
