@@ -58,9 +58,11 @@ pub struct KafkaConfig {
     pub user: Option<String>,
     /// SASL password.
     pub password: Option<Secret>,
-    /// Create missing topics (off: publishing to or subscribing to a missing
-    /// topic is `NotFound`).
-    pub create_topics: bool,
+    /// Create missing topics (`true`, the default). With `false` nothing is
+    /// created: publishing to or subscribing to a missing topic (or one
+    /// without its dead-letter topic) is `NotFound` (create them with
+    /// `transport provision`).
+    pub provision: bool,
     /// Partitions of topics created on demand.
     pub partitions: i32,
     /// Partitions of dead-letter topics created on demand (1 keeps the
@@ -119,7 +121,7 @@ impl Default for KafkaConfig {
             sasl: None,
             user: None,
             password: None,
-            create_topics: true,
+            provision: true,
             partitions: 4,
             dlq_partitions: 1,
             replication: 1,
@@ -141,7 +143,7 @@ impl KafkaConfig {
     /// Parse `kafka://[user:password@]host[:port][,host2:port][?options]` or
     /// `kafka+ssl://...` (TLS). Options: `sasl` (`plain`, `scram-sha-256`,
     /// `scram-sha-512`), `tls_ca`, `tls_cert`, `tls_key` (file paths, with
-    /// TLS), `create` (`true`|`false`), `partitions`,
+    /// TLS), `provision` (`true`|`false`), `partitions`,
     /// `dlq_partitions`, `replication`, `min_insync_replicas`, `max_message_bytes`,
     /// `publish_timeout_ms`, `session_timeout_ms`, `request_timeout_ms`,
     /// `dlq_group`, `client_id`, `delete_records` (`false`: `purge` only
@@ -204,7 +206,12 @@ impl KafkaConfig {
             match k.as_ref() {
                 "sasl" => c.sasl = Some(SaslMechanism::parse(&v)?),
                 "tls" => c.tls = v == "true",
-                "create" => c.create_topics = v != "false",
+                "provision" => c.provision = transport_core::backend::provision_option(&v)?,
+                "create" => {
+                    return Err(Error::invalid(
+                        "URL option create was renamed provision (provision=false)",
+                    ))
+                }
                 "partitions" => c.partitions = num("partitions")? as i32,
                 "dlq_partitions" => c.dlq_partitions = num("dlq_partitions")? as i32,
                 "replication" => c.replication = num("replication")? as i32,
@@ -356,10 +363,11 @@ mod tests {
 
     #[test]
     fn parses_urls_and_hides_secrets() {
-        let c = KafkaConfig::from_url("kafka+ssl://app:p%40ss@a:9093,b?sasl=scram-sha-256&partitions=8&create=false")
-            .unwrap();
+        let c =
+            KafkaConfig::from_url("kafka+ssl://app:p%40ss@a:9093,b?sasl=scram-sha-256&partitions=8&provision=false")
+                .unwrap();
         assert_eq!(c.brokers, ["a:9093", "b:9092"]);
-        assert!(c.tls && !c.create_topics);
+        assert!(c.tls && !c.provision);
         assert_eq!(c.sasl, Some(SaslMechanism::ScramSha256));
         assert_eq!(c.partitions, 8);
         assert_eq!(c.password.as_ref().unwrap().expose(), "p@ss");

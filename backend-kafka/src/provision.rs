@@ -1,13 +1,15 @@
 //! Topics on the broker: created on demand through the admin API with the
-//! configured partitions and replication (or `NotFound` when creating is
-//! off), and remembered once known.
+//! configured partitions and replication (or `NotFound` with
+//! `provision=false`), and remembered once known. A consumer group is not
+//! an object to create: the broker makes it when the first member joins.
 
 use std::time::Duration;
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
-use transport_core::{ErrorKind, Result};
+use transport_core::backend::{not_provisioned, RawProvision};
+use transport_core::{async_trait, Result, SubscribeOptions, Topology};
 
 use crate::core::{self, err, kafka};
 use crate::core::{blocking, Kafka};
@@ -41,12 +43,18 @@ impl Kafka {
         .await
     }
 
+    /// Make sure `topic` exists: created (with `partitions`) unless it
+    /// exists, or with `provision=false` only looked up.
     pub(crate) async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         if self.known(topic) {
             return Ok(());
         }
+        self.topic(topic, partitions, self.inner.config.provision).await
+    }
+
+    async fn topic(&self, topic: &str, partitions: i32, create: bool) -> Result<()> {
         let c = &self.inner.config;
-        if c.create_topics {
+        if create {
             let min_insync = c.topic_min_insync().map(|n| n.to_string());
             let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(c.replication));
             if let Some(n) = &min_insync {
@@ -67,7 +75,6 @@ impl Kafka {
         // consumer or producer started next finds it.
         let t = self.clone();
         let name = topic.to_owned();
-        let create = c.create_topics;
         let timeout = c.request_timeout;
         blocking(move || {
             let deadline = std::time::Instant::now() + timeout;
@@ -85,10 +92,7 @@ impl Kafka {
                     return Ok(());
                 }
                 if !create || std::time::Instant::now() > deadline {
-                    return Err(err(
-                        ErrorKind::NotFound,
-                        format!("topic {name} does not exist (and creating topics is off)"),
-                    ));
+                    return Err(not_provisioned("topic", &name));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -100,5 +104,39 @@ impl Kafka {
             .unwrap_or_else(|e| e.into_inner())
             .insert(topic.to_owned());
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RawProvision for Kafka {
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Topology {
+        let c = &self.inner.config;
+        let settings = |partitions: i32| {
+            let mut s = format!("{partitions} partition(s), replication factor {}", c.replication);
+            if let Some(n) = c.topic_min_insync() {
+                s.push_str(&format!(", min.insync.replicas={n}"));
+            }
+            s
+        };
+        let t = Topology::new().with("topic", topic, settings(c.partitions));
+        match group {
+            None => t,
+            Some(options) => t
+                .with(
+                    "consumer group",
+                    c.group_id(topic, &options.group),
+                    "made by the broker when the first member joins: nothing to create",
+                )
+                .with("topic", options.dlq_topic(topic), settings(c.dlq_partitions)),
+        }
+    }
+
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology> {
+        let c = &self.inner.config;
+        self.topic(topic, c.partitions, true).await?;
+        if let Some(options) = group {
+            self.topic(&options.dlq_topic(topic), c.dlq_partitions, true).await?;
+        }
+        Ok(self.topology(topic, group))
     }
 }

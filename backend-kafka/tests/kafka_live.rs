@@ -126,7 +126,9 @@ async fn only_the_contiguous_acked_prefix_is_committed() {
 
 #[tokio::test]
 async fn missing_topics_are_not_found_when_creating_is_off() {
-    let Some(t) = shared("create=false").await else { return };
+    let Some(t) = shared("provision=false").await else {
+        return;
+    };
     let topic = unique("missing");
     let e = t.publish(&topic, Message::new("x")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");

@@ -6,6 +6,7 @@ mod backlog;
 mod config;
 mod core;
 mod dead_letter_queue;
+mod provision;
 mod publisher;
 mod settle;
 mod subscriber;

@@ -62,6 +62,10 @@ pub struct NatsConfig {
     /// or consumer lookup, a fetch) may go unanswered before it fails with
     /// `Timeout`.
     pub request_timeout: Duration,
+    /// Create streams and durable consumers on first use (`true`, the
+    /// default). With `false` nothing is created: a missing stream or
+    /// consumer is `NotFound` (create them with `transport provision`).
+    pub provision: bool,
 }
 
 impl Default for NatsConfig {
@@ -84,6 +88,7 @@ impl Default for NatsConfig {
             double_ack: false,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            provision: true,
         }
     }
 }
@@ -92,7 +97,7 @@ impl NatsConfig {
     /// Parse `nats://[user:password@|token@]host[:port][,host2:port][?options]`
     /// or `tls://...`. Options: `nkey`, `creds` (file path), `stream_prefix`,
     /// `storage` (`file`|`memory`), `replicas`, `max_age_ms`,
-    /// `duplicate_window_ms`, `dedup` and `double_ack` (`true`|`false`), `connect_timeout_ms`,
+    /// `duplicate_window_ms`, `dedup`, `double_ack` and `provision` (`true`|`false`), `connect_timeout_ms`,
     /// `request_timeout_ms`, and with `tls://` the TLS options `tls_ca`,
     /// `tls_cert`, `tls_key` (file paths).
     pub fn from_url(url: &str) -> Result<Self> {
@@ -171,6 +176,7 @@ impl NatsConfig {
                 "duplicate_window_ms" => c.duplicate_window = Duration::from_millis(num("duplicate_window_ms")?),
                 "dedup" => c.dedup = flag("dedup")?,
                 "double_ack" => c.double_ack = flag("double_ack")?,
+                "provision" => c.provision = transport_core::backend::provision_option(&v)?,
                 "connect_timeout_ms" => c.connect_timeout = Duration::from_millis(num("connect_timeout_ms")?),
                 "request_timeout_ms" => c.request_timeout = Duration::from_millis(num("request_timeout_ms")?),
                 other => return Err(Error::invalid(format!("unknown NATS URL option {other:?}"))),

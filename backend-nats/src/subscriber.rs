@@ -10,10 +10,9 @@ use futures::stream::StreamExt;
 use transport_core::backend::{
     pull_deliveries, Deliveries, Fetch, InFlightLimit, RawSubscribe, StaleGuard, SubscribeRequest,
 };
-use transport_core::{Delivery, Result, StartFrom};
+use transport_core::{Delivery, Result};
 
 use crate::core::{self, other, Nats};
-use crate::names;
 use crate::settle::{NatsSettler, Shared};
 
 /// How long one pull request waits for messages.
@@ -26,23 +25,7 @@ impl RawSubscribe for Nats {
         let stream = self.ensure_stream(topic).await?;
         let dlq_topic = request.dlq_topic();
         self.ensure_stream(&dlq_topic).await?;
-        let durable = names::consumer(&options.group);
-        let config = consumer::pull::Config {
-            durable_name: Some(durable.clone()),
-            ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: options.ack_timeout,
-            deliver_policy: match options.start {
-                StartFrom::Earliest => consumer::DeliverPolicy::All,
-                StartFrom::Latest => consumer::DeliverPolicy::New,
-            },
-            // The library enforces max attempts (dead-letter, not drop), and
-            // max_in_flight per subscription; the server limits stay wide.
-            max_deliver: -1,
-            max_ack_pending: 20_000,
-            filter_subject: topic.to_owned(),
-            ..Default::default()
-        };
-        let consumer: consumer::PullConsumer = stream.get_or_create_consumer(&durable, config).await.map_err(other)?;
+        let consumer = self.ensure_consumer(&stream, topic, options).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             nats: self.clone(),

@@ -53,6 +53,11 @@ pub struct RabbitConfig {
     /// node of the cluster). Setting it also makes the dead-letter and
     /// delay queues quorum queues.
     pub quorum_group_size: Option<u32>,
+    /// Declare exchanges, queues and bindings on first use (`true`, the
+    /// default). With `false` nothing is declared: each is checked with a
+    /// passive declaration (no configure permission needed) and a missing
+    /// one is `NotFound` (create them with `transport provision`).
+    pub provision: bool,
 }
 
 impl Default for RabbitConfig {
@@ -72,6 +77,7 @@ impl Default for RabbitConfig {
             publish_window: 1024,
             nodes: Vec::new(),
             quorum_group_size: None,
+            provision: true,
         }
     }
 }
@@ -82,7 +88,7 @@ impl RabbitConfig {
     /// vhost is percent-encoded (`%2f` is `/`, the default). Options:
     /// `single_active_consumer=true`, `max_message_size`,
     /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`,
-    /// `quorum_group_size`.
+    /// `quorum_group_size`, `provision` (`true`|`false`).
     pub fn from_url(url: &str) -> Result<Self> {
         let Some((first, hosts)) = transport_core::backend::split_hosts(url)? else {
             return Self::from_single_url(url);
@@ -198,6 +204,7 @@ impl RabbitConfig {
                         Error::invalid(format!("quorum_group_size must be a positive number, got {v:?}"))
                     })?)
                 }
+                "provision" => c.provision = transport_core::backend::provision_option(&v)?,
                 other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),
             }
         }

@@ -1,15 +1,21 @@
 //! Declaring what a topic and a group need on the broker: the topic's
 //! exchange, the group's quorum work queue bound to it, the TTL retry
 //! queues of delayed nacks and the dead-letter queue; each declared once
-//! per connection.
+//! per connection. With `provision=false` each is checked instead with a
+//! passive declaration (on a channel of its own: a missing object closes
+//! the channel), which needs no configure permission; AMQP cannot show a
+//! binding or a queue's arguments, so those are the operator's to get
+//! right (`transport provision` does).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
-use transport_core::Error;
+use transport_core::backend::{not_provisioned, RawProvision};
+use transport_core::{async_trait, Error, ErrorKind, Result as TransportResult, SubscribeOptions, Topology};
 
 use crate::config::RabbitConfig;
-use crate::core::{map_err, Conn};
+use crate::core::{map_err, Conn, Rabbit};
+use crate::names;
 
 impl Conn {
     pub(crate) fn known(&self, name: &str) -> bool {
@@ -20,27 +26,88 @@ impl Conn {
         self.declared.lock().unwrap_or_else(|e| e.into_inner()).insert(name);
     }
 
+    /// Whether declarations create (`provision`, the default) or only check.
+    fn creates(&self) -> bool {
+        self.config.provision
+    }
+
+    /// A passive declaration of an exchange or queue on a channel of its
+    /// own: `NotFound` naming it when missing.
+    async fn check_exists(&self, kind: &'static str, name: &str) -> Result<(), Error> {
+        let ch = self.connection().await?.create_channel().await.map_err(map_err)?;
+        let checked = if kind == "exchange" {
+            let passive = ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            ch.exchange_declare(name.into(), ExchangeKind::Topic, passive, FieldTable::default())
+                .await
+                .map(drop)
+        } else {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            ch.queue_declare(name.into(), passive, FieldTable::default())
+                .await
+                .map(drop)
+        };
+        if ch.status().connected() {
+            let _ = ch.close(200, "checked".into()).await;
+        }
+        match checked.map_err(map_err) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(not_provisioned(kind, name)),
+            other => other,
+        }
+    }
+
     /// The durable topic exchange of a topic.
     pub async fn declare_exchange(&self, ch: &Channel, topic: &str) -> Result<(), Error> {
         let tag = format!("x:{topic}");
         if self.known(&tag) {
             return Ok(());
         }
-        ch.exchange_declare(
-            topic.into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(map_err)?;
+        if !self.creates() {
+            self.check_exists("exchange", topic).await?;
+            self.remember(tag);
+            return Ok(());
+        }
+        create_exchange(ch, topic).await?;
         self.remember(tag);
         Ok(())
     }
+}
 
+async fn create_exchange(ch: &Channel, topic: &str) -> Result<(), Error> {
+    ch.exchange_declare(
+        topic.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// A durable queue bound to a topic's exchange with `#`.
+async fn create_bound_queue(ch: &Channel, topic: &str, queue: &str, args: FieldTable) -> Result<(), Error> {
+    declare_durable(ch, queue, args).await?;
+    ch.queue_bind(
+        queue.into(),
+        topic.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(map_err)
+}
+
+impl Conn {
     /// A durable queue bound to a topic's exchange with `#`.
     pub async fn declare_queue(&self, ch: &Channel, topic: &str, queue: &str, args: FieldTable) -> Result<(), Error> {
         self.declare_exchange(ch, topic).await?;
@@ -48,16 +115,11 @@ impl Conn {
         if self.known(&tag) {
             return Ok(());
         }
-        declare_durable(ch, queue, args).await?;
-        ch.queue_bind(
-            queue.into(),
-            topic.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(map_err)?;
+        if self.creates() {
+            create_bound_queue(ch, topic, queue, args).await?;
+        } else {
+            self.check_exists("queue", queue).await?;
+        }
         self.remember(tag);
         Ok(())
     }
@@ -106,14 +168,24 @@ impl Conn {
         if self.known(&tag) {
             return Ok(());
         }
-        let mut args = side_queue_args(&self.config);
-        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
-        declare_durable(ch, name, args).await?;
+        if self.creates() {
+            declare_durable(ch, name, retry_queue_args(&self.config, target, ttl_ms)).await?;
+        } else {
+            self.check_exists("queue", name).await?;
+        }
         self.remember(tag);
         Ok(())
     }
+}
+
+/// A retry queue's arguments: messages wait `ttl_ms`, then dead-letter
+/// through the default exchange to the work queue `target`.
+fn retry_queue_args(config: &RabbitConfig, target: &str, ttl_ms: u64) -> FieldTable {
+    let mut args = side_queue_args(config);
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms as i64));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(target.into()));
+    args
 }
 
 async fn declare_durable(ch: &Channel, queue: &str, args: FieldTable) -> Result<(), Error> {
@@ -194,5 +266,70 @@ fn quorum(config: &RabbitConfig, args: &mut FieldTable) {
     args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     if let Some(n) = config.quorum_group_size {
         args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongUInt(n));
+    }
+}
+
+/// The arguments as the broker's tools print them, for `topology`.
+fn describe(args: &FieldTable) -> String {
+    args.inner()
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                AMQPValue::LongString(s) => s.to_string(),
+                AMQPValue::LongInt(n) => n.to_string(),
+                AMQPValue::LongUInt(n) => n.to_string(),
+                AMQPValue::LongLongInt(n) => n.to_string(),
+                AMQPValue::Boolean(b) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[async_trait]
+impl RawProvision for Rabbit {
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Topology {
+        let config = self.inner.conn.config();
+        let t = Topology::new().with("exchange", topic, "durable, type topic");
+        let Some(options) = group else {
+            return t;
+        };
+        let queue = names::work_queue(topic, &options.group);
+        let dlq_topic = options.dlq_topic(topic);
+        let dlq = names::dlq_queue(&dlq_topic);
+        let durable = |args: &FieldTable| match describe(args) {
+            d if d.is_empty() => "durable".to_owned(),
+            d => format!("durable, {d}"),
+        };
+        t.with("queue", queue.clone(), durable(&work_queue_args(config)))
+            .with("binding", format!("{topic} -> {queue}"), "routing key #")
+            .with("exchange", dlq_topic.clone(), "durable, type topic")
+            .with("queue", dlq.clone(), durable(&side_queue_args(config)))
+            .with("binding", format!("{dlq_topic} -> {dlq}"), "routing key #")
+    }
+
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> TransportResult<Topology> {
+        let conn = &self.inner.conn;
+        let ch = conn.connection().await?.create_channel().await.map_err(map_err)?;
+        let made = async {
+            create_exchange(&ch, topic).await?;
+            if let Some(options) = group {
+                let queue = names::work_queue(topic, &options.group);
+                create_bound_queue(&ch, topic, &queue, work_queue_args(conn.config())).await?;
+                let dlq_topic = options.dlq_topic(topic);
+                create_exchange(&ch, &dlq_topic).await?;
+                let dlq = names::dlq_queue(&dlq_topic);
+                create_bound_queue(&ch, &dlq_topic, &dlq, side_queue_args(conn.config())).await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if ch.status().connected() {
+            let _ = ch.close(200, "provisioned".into()).await;
+        }
+        made?;
+        Ok(self.topology(topic, group))
     }
 }

@@ -51,6 +51,11 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long one command may take.
     pub command_timeout: Duration,
+    /// Create streams and consumer groups on first use (`true`, the
+    /// default). With `false` nothing is created: a publish to a missing
+    /// stream and a subscribe without its stream, group or dead-letter
+    /// stream fail with `NotFound` (create them with `transport provision`).
+    pub provision: bool,
 }
 
 impl Default for RedisConfig {
@@ -71,6 +76,7 @@ impl Default for RedisConfig {
             wait_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            provision: true,
         }
     }
 }
@@ -81,7 +87,8 @@ impl RedisConfig {
     /// `redis+cluster://[user[:password]@]host:port[,host:port...][?options]`
     /// (`rediss+cluster://` with TLS; no database number). Options:
     /// `key_prefix`, `max_len`, `max_message_size`, `connect_timeout_ms`,
-    /// `command_timeout_ms`, `wait_replicas`, `wait_timeout_ms`, and with
+    /// `command_timeout_ms`, `wait_replicas`, `wait_timeout_ms`, `provision`
+    /// (`true`|`false`), and with
     /// `rediss://` the TLS options `tls_ca`, `tls_cert`, `tls_key` (file
     /// paths).
     pub fn from_url(url: &str) -> Result<Self> {
@@ -189,6 +196,7 @@ impl RedisConfig {
                 "command_timeout_ms" => c.command_timeout = Duration::from_millis(num("command_timeout_ms")?),
                 "wait_replicas" => c.wait_replicas = num("wait_replicas")? as u32,
                 "wait_timeout_ms" => c.wait_timeout = Duration::from_millis(num("wait_timeout_ms")?),
+                "provision" => c.provision = transport_core::backend::provision_option(&v)?,
                 other => return Err(Error::invalid(format!("unknown Redis URL option {other:?}"))),
             }
         }

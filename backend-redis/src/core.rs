@@ -243,10 +243,15 @@ pub(crate) fn encode(message: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
     fields
 }
 
-/// `XADD stream [MAXLEN ~ max_len] * <fields of message>`.
-pub(crate) fn xadd(stream: &str, max_len: Option<u64>, message: &Message) -> redis::Cmd {
+/// `XADD stream [NOMKSTREAM] [MAXLEN ~ max_len] * <fields of message>`;
+/// with `NOMKSTREAM` (a transport that does not provision) a missing
+/// stream is not created and the reply is nil.
+pub(crate) fn xadd(stream: &str, max_len: Option<u64>, existing_only: bool, message: &Message) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(stream);
+    if existing_only {
+        cmd.arg("NOMKSTREAM");
+    }
     if let Some(n) = max_len {
         cmd.arg("MAXLEN").arg("~").arg(n);
     }

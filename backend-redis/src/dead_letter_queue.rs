@@ -79,7 +79,7 @@ impl RedisDeadLetters {
         if exists.is_empty() {
             return Ok(0);
         }
-        core::xadd(target, None, message)
+        core::xadd(target, None, false, message)
             .query_async::<()>(&mut conn)
             .await
             .map_err(map_err)?;

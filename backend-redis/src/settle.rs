@@ -25,6 +25,8 @@ pub(crate) struct ConsumerShared {
     pub(crate) name: String,
     pub(crate) ack_timeout: Duration,
     pub(crate) in_flight: Arc<InFlightLimit>,
+    /// Whether a vanished stream or group is created again (`provision`).
+    pub(crate) provision: bool,
 }
 
 pub(crate) struct RedisSettler {
@@ -138,7 +140,7 @@ impl Settler for RedisSettler {
 /// duplicate in the dead-letter stream), never in neither.
 async fn dead_letter_apart(s: &ConsumerShared, id: &str, count: u32, dead: &Message) -> Result<()> {
     settle(settling(&scripts().current, s, id, count), s).await?;
-    core::xadd(&s.keys.dlq, None, dead)
+    core::xadd(&s.keys.dlq, None, false, dead)
         .query_async::<()>(&mut s.control.clone())
         .await
         .map_err(map_err)?;

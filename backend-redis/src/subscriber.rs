@@ -12,7 +12,7 @@ use transport_core::{Delivery, Error, ErrorKind, Result, StartFrom};
 
 use crate::core::{self, map_err, scripts, Conn, Entry, Redis};
 use crate::names::{self, Keys};
-use crate::provision::create_group;
+use crate::provision::ensure_group;
 use crate::settle::{ConsumerShared, RedisSettler};
 
 /// How long one `XREADGROUP` blocks. Short, so nacks without delay and
@@ -28,7 +28,8 @@ impl RawSubscribe for Redis {
         let options = request.options();
         let keys = Keys::new(&self.core.config, request.topic(), options);
         let mut control = self.core.conn.clone();
-        create_group(&mut control, &keys, request.group(), options.start).await?;
+        let provision = self.core.config.provision;
+        ensure_group(&mut control, &keys, request.group(), options.start, provision).await?;
         // XREADGROUP BLOCK holds its connection: each subscription gets its own.
         let reader = core::connect(&self.core.config, BLOCK + self.core.config.command_timeout).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
@@ -39,6 +40,7 @@ impl RawSubscribe for Redis {
             name: names::consumer(),
             ack_timeout: options.ack_timeout,
             in_flight: in_flight.clone(),
+            provision,
         });
         let fetch = RedisFetch {
             shared: consumer,
@@ -70,10 +72,11 @@ impl Fetch for RedisFetch {
     async fn recover(&mut self, error: &Error) -> Result<()> {
         if error.kind() == ErrorKind::NotFound {
             // The stream or group vanished (flushed, or a restart without
-            // persistence): declare it again.
+            // persistence): declare it again, or without provisioning end
+            // the subscription with what is missing.
             let s = &self.shared;
             let mut conn = s.control.clone();
-            create_group(&mut conn, &s.keys, &s.group, StartFrom::Earliest).await?;
+            ensure_group(&mut conn, &s.keys, &s.group, StartFrom::Earliest, s.provision).await?;
         }
         Ok(())
     }

@@ -26,8 +26,12 @@ pub struct SqsConfig {
     /// FIFO topics and queues: per-key order (`MessageGroupId` = key) and
     /// publish deduplication (`MessageDeduplicationId` = id).
     pub fifo: bool,
-    /// Create missing topics, queues and subscriptions (off: missing ones are `NotFound`).
-    pub create: bool,
+    /// Create missing topics, queues and subscriptions and set the queues'
+    /// attributes (`true`, the default). With `false` nothing is created or
+    /// changed: a missing topic, queue or subscription is `NotFound`, a
+    /// queue whose redrive policy does not lead to its dead-letter queue is
+    /// `InvalidArgument` (create them with `transport provision`).
+    pub provision: bool,
     /// Prefix of every topic and queue name.
     pub prefix: String,
     /// Long-poll wait of one receive (0 to 20 s; 0 is short polling).
@@ -55,7 +59,7 @@ impl Default for SqsConfig {
             access_key: None,
             secret_key: None,
             fifo: false,
-            create: true,
+            provision: true,
             prefix: String::new(),
             wait: Duration::from_secs(1),
             point_to_point: false,
@@ -127,7 +131,7 @@ impl SqsConfig {
     }
 
     /// Parse `sqs://?region=us-east-1&endpoint=http://127.0.0.1:4566` with
-    /// optional `access_key`, `secret_key`, `fifo=true`, `create=false`,
+    /// optional `access_key`, `secret_key`, `fifo=true`, `provision=false`,
     /// `prefix`, `wait_s`, `mode` (`topic`, the default, or `queue` for
     /// point-to-point), `connect_timeout_ms`, `request_timeout_ms`, and
     /// `tls_ca` (a CA file for an `https://` endpoint).
@@ -147,7 +151,12 @@ impl SqsConfig {
                 "access_key" => c.access_key = Some(v.into_owned()),
                 "secret_key" => c.secret_key = Some(Secret::new(v.into_owned())),
                 "fifo" => c.fifo = v == "true",
-                "create" => c.create = v != "false",
+                "provision" => c.provision = transport_core::backend::provision_option(&v)?,
+                "create" => {
+                    return Err(Error::invalid(
+                        "URL option create was renamed provision (provision=false)",
+                    ))
+                }
                 "prefix" => c.prefix = v.into_owned(),
                 "mode" => {
                     c.point_to_point = match v.as_ref() {
@@ -290,7 +299,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
-        assert!(c.fifo && c.create);
+        assert!(c.fifo && c.provision);
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert!(SqsConfig::from_url("sqs://?access_key=only").is_err());
         assert!(SqsConfig::from_url("sqs://?nope=1").is_err());

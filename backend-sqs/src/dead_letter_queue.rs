@@ -36,7 +36,15 @@ impl SqsDeadLetters {
     }
 
     async fn url(&self) -> Result<String> {
-        Ok(self.sqs.queue(&self.queue_name, &self.sqs.fifo_attrs()).await?.0)
+        Ok(self
+            .sqs
+            .queue(
+                &self.queue_name,
+                &self.sqs.fifo_attrs(),
+                self.sqs.inner.config.provision,
+            )
+            .await?
+            .0)
     }
 
     /// Receive (and hide) up to `DLQ_SCAN` messages, oldest first by
@@ -113,7 +121,10 @@ impl SqsDeadLetters {
                     true => names::topic_queue_name(c, &topic),
                     false => names::group_queue_name(c, &topic, group),
                 };
-                let (target, _) = self.sqs.queue(&name, &self.sqs.fifo_attrs()).await?;
+                let (target, _) = self
+                    .sqs
+                    .queue(&name, &self.sqs.fifo_attrs(), self.sqs.inner.config.provision)
+                    .await?;
                 self.sqs.send_to_queue(&target, &message, &dedup).await
             }
             None => self.sqs.publish(&topic, vec![message]).await,

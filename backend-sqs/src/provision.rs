@@ -1,27 +1,44 @@
 //! Creating what a topic and a group need on the broker: the SNS topic, the
 //! group's queue with its visibility timeout and redrive policy, the
 //! subscription that fans the topic out to it, the dead-letter queue, and
-//! the claim on a point-to-point queue.
+//! the claim on a point-to-point queue. With `provision=false` nothing is
+//! created or changed: each object is looked up, a queue's redrive policy
+//! is checked, and what is missing is `NotFound` naming it.
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use transport_core::{ErrorKind, Result};
+use transport_core::backend::{not_provisioned, RawProvision};
+use transport_core::{async_trait, Error, ErrorKind, Result, SubscribeOptions, Topology};
 
-use crate::core::{err, map_sdk, Sqs};
+use crate::core::{err, map_sdk, secs, Sqs};
 use crate::names;
 
+/// What a subscription reads and dead-letters into.
+pub(crate) struct GroupQueues {
+    pub(crate) queue_url: String,
+    pub(crate) dlq_url: String,
+}
+
 impl Sqs {
+    fn creates(&self) -> bool {
+        self.inner.config.provision
+    }
+
     /// The queue of a topic in point-to-point mode.
     pub(crate) async fn topic_queue(&self, topic: &str) -> Result<String> {
         let name = names::topic_queue_name(&self.inner.config, topic);
-        Ok(self.queue(&name, &self.fifo_attrs()).await?.0)
+        Ok(self.queue(&name, &self.fifo_attrs(), self.creates()).await?.0)
     }
 
     pub(crate) async fn topic_arn(&self, topic: &str) -> Result<String> {
+        self.topic_arn_with(topic, self.creates()).await
+    }
+
+    async fn topic_arn_with(&self, topic: &str, create: bool) -> Result<String> {
         if let Some(arn) = self.inner.topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return Ok(arn.clone());
         }
         let name = names::topic_name(&self.inner.config, topic);
-        let arn = if self.inner.config.create {
+        let arn = if create {
             let mut req = self.inner.sns.create_topic().name(&name);
             if self.fifo() {
                 req = req.attributes("FifoTopic", "true");
@@ -53,10 +70,7 @@ impl Sqs {
                 }
                 next = page.next_token().map(str::to_owned);
                 if next.is_none() {
-                    return Err(err(
-                        ErrorKind::NotFound,
-                        format!("SNS topic {name} does not exist (create=false)"),
-                    ));
+                    return Err(not_provisioned("SNS topic", &name));
                 }
             }
         };
@@ -68,9 +82,15 @@ impl Sqs {
         Ok(arn)
     }
 
-    /// A queue's URL and ARN, created with `attrs` when allowed and missing
-    /// (an existing queue gets `attrs` set).
-    pub(crate) async fn queue(&self, name: &str, attrs: &[(QueueAttributeName, String)]) -> Result<(String, String)> {
+    /// A queue's URL and ARN. When `create`, a missing queue is created
+    /// with `attrs` and an existing one gets `attrs` set; otherwise the
+    /// queue must exist and a redrive policy in `attrs` must be its own.
+    pub(crate) async fn queue(
+        &self,
+        name: &str,
+        attrs: &[(QueueAttributeName, String)],
+        create: bool,
+    ) -> Result<(String, String)> {
         // A cached queue is reused only for lookups: attributes (visibility
         // timeout, redrive policy) are set again by every caller that has some.
         let sets_attributes = attrs.iter().any(|(k, _)| *k != QueueAttributeName::FifoQueue);
@@ -88,7 +108,7 @@ impl Sqs {
                     .iter()
                     .filter(|(k, _)| *k != QueueAttributeName::FifoQueue)
                     .collect();
-                if !settable.is_empty() {
+                if create && !settable.is_empty() {
                     let mut req = sqs.set_queue_attributes().queue_url(&url);
                     for (k, v) in settable {
                         req = req.attributes(k.clone(), v);
@@ -99,7 +119,10 @@ impl Sqs {
             }
             Err(e) => {
                 let mapped = map_sdk(e);
-                if mapped.kind() != ErrorKind::NotFound || !self.inner.config.create {
+                if mapped.kind() == ErrorKind::NotFound && !create {
+                    return Err(not_provisioned("SQS queue", name));
+                }
+                if mapped.kind() != ErrorKind::NotFound {
                     return Err(mapped);
                 }
                 let mut req = sqs.create_queue().queue_name(name);
@@ -114,16 +137,28 @@ impl Sqs {
                     .to_owned()
             }
         };
-        let arn = sqs
+        let mut wanted = vec![QueueAttributeName::QueueArn];
+        if !create {
+            wanted.push(QueueAttributeName::RedrivePolicy);
+        }
+        let found = sqs
             .get_queue_attributes()
             .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
+            .set_attribute_names(Some(wanted))
             .send()
             .await
-            .map_err(map_sdk)?
-            .attributes()
+            .map_err(map_sdk)?;
+        let found = found.attributes();
+        let arn = found
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .unwrap_or_default();
+        if !create {
+            let expected = attrs.iter().find(|(k, _)| *k == QueueAttributeName::RedrivePolicy);
+            if let Some((_, expected)) = expected {
+                let actual = found.and_then(|a| a.get(&QueueAttributeName::RedrivePolicy));
+                check_redrive(name, expected, actual.map(String::as_str))?;
+            }
+        }
         let q = (url, arn);
         self.inner
             .queues
@@ -140,13 +175,94 @@ impl Sqs {
             Vec::new()
         }
     }
+
+    /// The queues of `options.group` on `topic` (and, fanning out, the
+    /// subscription feeding its queue), created when `create`, otherwise
+    /// checked.
+    pub(crate) async fn group_queues(
+        &self,
+        topic: &str,
+        options: &SubscribeOptions,
+        create: bool,
+    ) -> Result<GroupQueues> {
+        let c = &self.inner.config;
+        let dlq_topic = options.dlq_topic(topic);
+        let (dlq_url, dlq_arn) = self
+            .queue(&names::dlq_queue_name(c, &dlq_topic), &self.fifo_attrs(), create)
+            .await?;
+        let name = self.group_queue_name(topic, options);
+        let attrs = self.group_queue_attrs(options, &dlq_arn);
+        if self.point_to_point() {
+            // Claimed before its attributes change: a refused group leaves
+            // the owner's queue as it was.
+            let (url, _) = self.queue(&name, &self.fifo_attrs(), create).await?;
+            self.claim_queue(&url, &options.group, create).await?;
+        }
+        let (queue_url, queue_arn) = self.queue(&name, &attrs, create).await?;
+        if !self.point_to_point() {
+            let topic_arn = self.topic_arn_with(topic, create).await?;
+            self.fan_out_to(&topic_arn, &queue_url, &queue_arn, create).await?;
+        }
+        Ok(GroupQueues { queue_url, dlq_url })
+    }
+
+    fn group_queue_name(&self, topic: &str, options: &SubscribeOptions) -> String {
+        let c = &self.inner.config;
+        match self.point_to_point() {
+            true => names::topic_queue_name(c, topic),
+            false => names::group_queue_name(c, topic, &options.group),
+        }
+    }
+
+    /// The group queue's visibility timeout and redrive policy.
+    fn group_queue_attrs(&self, options: &SubscribeOptions, dlq_arn: &str) -> Vec<(QueueAttributeName, String)> {
+        let mut attrs = self.fifo_attrs();
+        attrs.push((
+            QueueAttributeName::VisibilityTimeout,
+            secs(options.ack_timeout).max(1).to_string(),
+        ));
+        // Native redrive one receive after the library's own limit: the
+        // library dead-letters with headers first; the broker only catches
+        // what no consumer of this library got to.
+        attrs.push((QueueAttributeName::RedrivePolicy, redrive_policy(dlq_arn, options)));
+        attrs
+    }
+}
+
+fn redrive_policy(dlq_arn: &str, options: &SubscribeOptions) -> String {
+    serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.dead_letter.max_attempts + 1})
+        .to_string()
+}
+
+/// Without provisioning, a group queue's redrive policy must lead to its
+/// dead-letter queue, and not before the library's own limit: a broker
+/// that dead-letters first would skip the library's headers, and no
+/// redrive at all would leave poison messages to circle.
+fn check_redrive(queue: &str, expected: &str, actual: Option<&str>) -> Result<()> {
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_default();
+    let expected = parse(expected);
+    let Some(actual) = actual.map(parse) else {
+        return Err(not_provisioned("redrive policy of SQS queue", queue));
+    };
+    let count = |v: &serde_json::Value| {
+        v["maxReceiveCount"]
+            .as_u64()
+            .or_else(|| v["maxReceiveCount"].as_str().and_then(|s| s.parse().ok()))
+    };
+    if actual["deadLetterTargetArn"] != expected["deadLetterTargetArn"] || count(&actual) < count(&expected) {
+        return Err(Error::invalid(format!(
+            "SQS queue {queue} has redrive policy {actual}, expected {expected} (provision=false uses queues \
+             as they are: fix it, or run `transport provision`)"
+        )));
+    }
+    Ok(())
 }
 
 impl Sqs {
     /// Point-to-point: the queue belongs to the first group that subscribed
     /// (a queue tag); another group would silently split its messages, so
-    /// it is refused.
-    pub(crate) async fn claim_queue(&self, url: &str, group: &str) -> Result<()> {
+    /// it is refused. Without `create` the tag is only read.
+    pub(crate) async fn claim_queue(&self, url: &str, group: &str, create: bool) -> Result<()> {
         let tags = self
             .inner
             .sqs
@@ -164,6 +280,7 @@ impl Sqs {
                      a second group would split its messages (use mode=topic for fan-out)"
                 ),
             )),
+            None if !create => Ok(()),
             None => self
                 .inner
                 .sqs
@@ -183,39 +300,151 @@ pub(crate) const GROUP_TAG: &str = "transport-group";
 
 impl Sqs {
     /// Let the SNS topic deliver to the group's queue (policy and raw
-    /// subscription), when creating is allowed.
-    pub(crate) async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str) -> Result<()> {
-        if self.inner.config.create {
-            let policy = serde_json::json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
-                }]
-            });
-            self.inner
-                .sqs
-                .set_queue_attributes()
-                .queue_url(queue_url)
-                .attributes(QueueAttributeName::Policy, policy.to_string())
-                .send()
-                .await
-                .map_err(map_sdk)?;
-            self.inner
+    /// subscription) when `create`; otherwise the subscription must exist.
+    async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str, create: bool) -> Result<()> {
+        if !create {
+            return self.check_subscription(topic_arn, queue_arn).await;
+        }
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+            }]
+        });
+        self.inner
+            .sqs
+            .set_queue_attributes()
+            .queue_url(queue_url)
+            .attributes(QueueAttributeName::Policy, policy.to_string())
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        self.inner
+            .sns
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        Ok(())
+    }
+
+    /// The topic's subscription of `queue_arn`, with raw message delivery
+    /// (without it SNS wraps every message in a JSON envelope).
+    async fn check_subscription(&self, topic_arn: &str, queue_arn: &str) -> Result<()> {
+        let what = || format!("of queue {queue_arn} to topic {topic_arn}");
+        let mut next = None;
+        let subscription = loop {
+            let page = self
+                .inner
                 .sns
-                .subscribe()
+                .list_subscriptions_by_topic()
                 .topic_arn(topic_arn)
-                .protocol("sqs")
-                .endpoint(queue_arn)
-                .attributes("RawMessageDelivery", "true")
-                .return_subscription_arn(true)
+                .set_next_token(next)
                 .send()
                 .await
                 .map_err(map_sdk)?;
+            let found = page
+                .subscriptions()
+                .iter()
+                .find(|s| s.protocol() == Some("sqs") && s.endpoint() == Some(queue_arn))
+                .and_then(|s| s.subscription_arn().map(str::to_owned));
+            if let Some(arn) = found {
+                break arn;
+            }
+            next = page.next_token().map(str::to_owned);
+            if next.is_none() {
+                return Err(not_provisioned("SNS subscription", &what()));
+            }
+        };
+        let attributes = self
+            .inner
+            .sns
+            .get_subscription_attributes()
+            .subscription_arn(&subscription)
+            .send()
+            .await
+            .map_err(map_sdk)?;
+        let raw = attributes
+            .attributes()
+            .and_then(|a| a.get("RawMessageDelivery"))
+            .is_some_and(|v| v == "true");
+        if !raw {
+            return Err(Error::invalid(format!(
+                "the SNS subscription {} has no RawMessageDelivery=true: messages would arrive wrapped in \
+                 SNS's JSON envelope",
+                what()
+            )));
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RawProvision for Sqs {
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Topology {
+        let c = &self.inner.config;
+        let fifo = if self.fifo() { "FIFO" } else { "standard" };
+        let mut t = Topology::new();
+        if self.point_to_point() {
+            t = t.with("SQS queue", names::topic_queue_name(c, topic), fifo);
+        } else {
+            t = t.with("SNS topic", names::topic_name(c, topic), fifo);
+        }
+        let Some(options) = group else {
+            return t;
+        };
+        let dlq = names::dlq_queue_name(c, &options.dlq_topic(topic));
+        let queue = self.group_queue_name(topic, options);
+        let settings = format!(
+            "{fifo}, VisibilityTimeout={}, RedrivePolicy to {dlq} with maxReceiveCount={}",
+            secs(options.ack_timeout).max(1),
+            options.dead_letter.max_attempts + 1
+        );
+        t = t.with("SQS queue", dlq, fifo);
+        if self.point_to_point() {
+            return t.with("SQS queue", queue.clone(), settings).with(
+                "queue tag",
+                format!("{queue} {GROUP_TAG}"),
+                options.group.clone(),
+            );
+        }
+        t.with("SQS queue", queue.clone(), settings)
+            .with("queue policy", queue.clone(), "lets the SNS topic send to it")
+            .with(
+                "SNS subscription",
+                format!("{} -> {queue}", names::topic_name(c, topic)),
+                "protocol sqs, RawMessageDelivery=true",
+            )
+    }
+
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology> {
+        match group {
+            Some(options) => {
+                if self.point_to_point() {
+                    let name = names::topic_queue_name(&self.inner.config, topic);
+                    self.queue(&name, &self.fifo_attrs(), true).await?;
+                } else {
+                    self.topic_arn_with(topic, true).await?;
+                }
+                self.group_queues(topic, options, true).await?;
+            }
+            None if self.point_to_point() => {
+                let name = names::topic_queue_name(&self.inner.config, topic);
+                self.queue(&name, &self.fifo_attrs(), true).await?;
+            }
+            None => {
+                self.topic_arn_with(topic, true).await?;
+            }
+        }
+        Ok(self.topology(topic, group))
     }
 }

@@ -4,54 +4,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use transport_core::backend::{
     pull_deliveries, Deliveries, Fetch, InFlightLimit, RawSubscribe, StaleGuard, SubscribeRequest,
 };
 use transport_core::{Delivery, Result};
 
-use crate::core::{self, map_sdk, secs, Sqs};
+use crate::core::{self, map_sdk, Sqs};
 use crate::deletes::Deleter;
-use crate::names;
+use crate::provision::GroupQueues;
 use crate::settle::{Shared, SqsSettler};
 
 #[async_trait]
 impl RawSubscribe for Sqs {
     async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
-        let c = &self.inner.config;
-        let dlq_topic = request.dlq_topic();
-        let (dlq_url, dlq_arn) = self
-            .queue(&names::dlq_queue_name(c, &dlq_topic), &self.fifo_attrs())
-            .await?;
-        let name = match self.point_to_point() {
-            true => names::topic_queue_name(c, topic),
-            false => names::group_queue_name(c, topic, &options.group),
-        };
-        let mut attrs = self.fifo_attrs();
-        attrs.push((
-            QueueAttributeName::VisibilityTimeout,
-            secs(options.ack_timeout).max(1).to_string(),
-        ));
-        // Native redrive one receive after the library's own limit: the
-        // library dead-letters with headers first; the broker only catches
-        // what no consumer of this library got to.
-        attrs.push((
-            QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.dead_letter.max_attempts + 1})
-                .to_string(),
-        ));
-        if self.point_to_point() && c.create {
-            // Claimed before its attributes change: a refused group leaves
-            // the owner's queue as it was.
-            let (url, _) = self.queue(&name, &self.fifo_attrs()).await?;
-            self.claim_queue(&url, &options.group).await?;
-        }
-        let (queue_url, queue_arn) = self.queue(&name, &attrs).await?;
-        if !self.point_to_point() {
-            let topic_arn = self.topic_arn(topic).await?;
-            self.fan_out_to(&topic_arn, &queue_url, &queue_arn).await?;
-        }
+        let GroupQueues { queue_url, dlq_url } = self.group_queues(topic, options, self.inner.config.provision).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             sqs: self.clone(),

@@ -61,7 +61,9 @@ async fn batches_over_ten_and_many_headers_arrive_whole() {
 
 #[tokio::test]
 async fn missing_resources_are_not_found_without_create() {
-    let Some(t) = server("&create=false").await else { return };
+    let Some(t) = server("&provision=false").await else {
+        return;
+    };
     let err = t.publish(&unique("missing"), Message::new("x")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let err = t

@@ -48,6 +48,12 @@ impl Transport for Lying {
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
         self.inner.dead_letters(topic, options).await
     }
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<transport::Topology> {
+        self.inner.topology(topic, group)
+    }
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<transport::Topology> {
+        self.inner.provision(topic, group).await
+    }
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         let b = self.inner.backlog(topic, options).await?;
         Ok(Backlog::new(

@@ -331,6 +331,59 @@ async fn redis_users_with_the_documented_commands_and_no_more() {
     }
 }
 
+/// With `provision=false` a consumer needs no `XGROUP CREATE`, only `TYPE`
+/// to check the streams (the docs' Permissions table says so).
+#[tokio::test]
+async fn redis_consumer_that_may_not_create_groups_runs_without_provisioning() {
+    let Some(admin) = live("REDIS_URL") else {
+        return;
+    };
+    let run = unique("np").replace('-', "");
+    let prefix = format!("{run}:");
+    let user = format!("{run}con");
+    let mut commands: Vec<&str> = REDIS_CONSUMER
+        .iter()
+        .copied()
+        .filter(|c| *c != "xgroup|create")
+        .collect();
+    commands.push("type");
+    redis_user(&admin, &user, &format!("~{prefix}*"), &commands);
+    let mut service_url = as_user(&admin, &user);
+    service_url.set_query(Some(&format!(
+        "key_prefix={prefix}&command_timeout_ms=5000&provision=false"
+    )));
+    let mut operator_url = admin.clone();
+    operator_url.set_query(Some(&format!("key_prefix={prefix}")));
+    let (topic, options) = ("orders", SubscribeOptions::new("g").max_attempts(2));
+
+    // Without the objects: NotFound, not Forbidden (nothing was tried).
+    let service = transport::connect(service_url.as_str()).await.unwrap();
+    let e = subscribe_refused(&service, topic, options.clone()).await;
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let operator = transport::connect(operator_url.as_str()).await.unwrap();
+    operator.provision(topic, Some(&options)).await.unwrap();
+
+    let mut sub = service.subscribe(topic, options.clone()).await.unwrap();
+    service.publish(topic, Message::new("one")).await.unwrap();
+    service.publish(topic, Message::new("two")).await.unwrap();
+    next(&mut sub).await.dead_letter("poison").await.unwrap();
+    next(&mut sub).await.ack().await.unwrap();
+    let dlq = service.dead_letters(topic, &options).await.unwrap();
+    assert_eq!(dlq.redrive_all().await.unwrap(), 1);
+    next(&mut sub).await.ack().await.unwrap();
+    drop(sub);
+    // The same user with provisioning on is refused the group creation.
+    let mut creating = service_url.clone();
+    creating.set_query(Some(&format!("key_prefix={prefix}&command_timeout_ms=5000")));
+    let t = transport::connect(creating.as_str()).await.unwrap();
+    let e = subscribe_refused(&t, topic, SubscribeOptions::new("new")).await;
+    forbidden(&e, "xgroup");
+    for t in [&service, &operator, &t] {
+        let _ = t.close().await;
+    }
+    redis_cli(&admin, &["ACL", "DELUSER", &user]);
+}
+
 // --------------------------------------------------------------- RabbitMQ
 
 fn rabbitmqctl(args: &[&str]) {
@@ -431,4 +484,48 @@ async fn rabbitmq_users_with_the_documented_patterns_and_no_more() {
     for user in [&granted, &reader, &publisher] {
         rabbitmqctl(&["delete_user", user]);
     }
+}
+
+/// With `provision=false` a service needs no configure permission at all:
+/// an operator declared its topology, and passive declarations check it.
+#[tokio::test]
+async fn rabbitmq_service_without_configure_runs_without_provisioning() {
+    let Some(admin) = live("RABBITMQ_URL") else {
+        return;
+    };
+    let topic = unique("noprov");
+    let user = unique("svc").replace('-', "");
+    rabbitmqctl(&["add_user", &user, "pw"]);
+    let [_, write, read] = rabbitmq_patterns(&topic);
+    rabbitmqctl(&["set_permissions", "-p", "/", &user, "^$", &write, &read]);
+    let mut service_url = as_user(&admin, &user);
+    service_url.set_query(Some("provision=false"));
+    let options = SubscribeOptions::new("g").max_attempts(3);
+
+    let service = transport::connect(service_url.as_str()).await.unwrap();
+    let start = Instant::now();
+    let e = service.publish(&topic, Message::new("x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains(&topic), "{e}");
+    assert!(start.elapsed() < REFUSED_WITHIN, "took {:?}", start.elapsed());
+    let operator = transport::connect(admin.as_str()).await.unwrap();
+    operator.provision(&topic, Some(&options)).await.unwrap();
+
+    let mut sub = service.subscribe(&topic, options.clone()).await.unwrap();
+    service.publish(&topic, Message::new("one")).await.unwrap();
+    service.publish(&topic, Message::new("two")).await.unwrap();
+    next(&mut sub).await.dead_letter("poison").await.unwrap();
+    next(&mut sub).await.ack().await.unwrap();
+    let dlq = service.dead_letters(&topic, &options).await.unwrap();
+    assert_eq!(dlq.redrive_all().await.unwrap(), 1);
+    next(&mut sub).await.ack().await.unwrap();
+    drop(sub);
+    // The same user with provisioning on is refused the declaration.
+    let creating = transport::connect(as_user(&admin, &user).as_str()).await.unwrap();
+    let e = subscribe_refused(&creating, &topic, SubscribeOptions::new("new")).await;
+    forbidden(&e, "refused for user");
+    for t in [&service, &operator, &creating] {
+        let _ = t.close().await;
+    }
+    rabbitmqctl(&["delete_user", &user]);
 }

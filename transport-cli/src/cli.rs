@@ -83,6 +83,21 @@ they resolve. --once reads once, prints the metrics and exits 1 if an alert
 fires.")]
     Monitor(MonitorArgs),
 
+    /// Create the broker objects a topic and its groups need (or print them),
+    /// for services that run with provision=false.
+    #[command(after_help = "EXAMPLES:
+  transport provision amqp://admin:secret@mq:5672/%2f orders --group billing --group audit
+  transport provision nats://127.0.0.1:4222 orders --group billing --ack-timeout 1m --print
+  transport provision sqs://?region=eu-west-1 orders --group billing --max-attempts 10 --json
+
+Creates what publishing to TOPIC and consuming it as each --group needs
+(streams, consumer groups, queues, exchanges, bindings, subscriptions and
+dead-letter queues), with the settings a subscription with the same options
+would create them with; what exists is left as it is. --print shows them and
+creates nothing (it still connects: names depend on the URL's options). Run it as a user that may create; services then connect
+with provision=false in their URL and only check that these exist.")]
+    Provision(ProvisionArgs),
+
     /// Run the conformance suite against a broker.
     #[command(after_help = "EXAMPLES:
   transport check memory://
@@ -277,6 +292,34 @@ fn parse_lag(s: &str) -> Result<LagThreshold, String> {
     humantime::parse_duration(s)
         .map(LagThreshold::Age)
         .map_err(|_| format!("{s:?} is neither a count (1000) nor a duration (5m)"))
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// [URL] TOPIC: the URL may come from TRANSPORT_URL.
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// A consumer group (repeat for several); without one, only what publishing needs.
+    #[arg(long = "group", short, value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// Dead-letter topic, when not the default `<topic>.<group>.dlq` (one --group only).
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
+    /// The groups' ack timeout (a queue's visibility timeout, a consumer's ack wait).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ack_timeout: std::time::Duration,
+    /// Attempts before a message is dead-lettered (a redrive policy's count).
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+    /// New groups start at the oldest retained message, not the newest.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Show what would be created; create nothing.
+    #[arg(long)]
+    pub print: bool,
+    /// One JSON object per broker object: kind, name, settings.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod measured;
 mod monitor;
 mod outbox;
 mod plot;
+mod provision;
 mod publish;
 mod stats;
 mod sweep;
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
             Command::Dlq(a) => dlq::run(a).await,
             Command::Stats(a) => stats::run(a).await,
             Command::Monitor(a) => monitor::run(a).await,
+            Command::Provision(a) => provision::run(a).await,
             Command::Check(a) => check::run(a).await,
             Command::Bench(a) if a.sweep || !a.plot.is_empty() => sweep::command(a).await,
             Command::Bench(a) => bench::run(a).await,

@@ -49,6 +49,7 @@ mod settle;
 mod subscription;
 pub mod telemetry;
 pub mod tls;
+mod topology;
 mod transport;
 
 pub use backlog::{Accuracy, Backlog, BacklogAccuracy};
@@ -69,6 +70,7 @@ pub use secret::{redact_url, Secret};
 pub use selection::Selection;
 pub use settle::{Outcome, Settlement};
 pub use subscription::Subscription;
+pub use topology::{BrokerObject, Topology};
 pub use transport::{Publisher, Subscriber, Transport};
 
 // Re-exported so backends and users agree on the versions.

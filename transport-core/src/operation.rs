@@ -39,6 +39,9 @@ pub enum Operation {
     Backlog,
     /// [`Transport::close`](crate::Transport::close).
     Close,
+    /// [`Transport::provision`](crate::Transport::provision), and the
+    /// checks of a transport that does not provision.
+    Provision,
     /// Registering a URL scheme.
     Register,
     /// Writing a message to an outbox.
@@ -70,6 +73,7 @@ impl Operation {
             Operation::Discard => "discard",
             Operation::Backlog => "backlog",
             Operation::Close => "close",
+            Operation::Provision => "provision",
             Operation::Register => "register",
             Operation::Enqueue => "enqueue",
             Operation::Store => "store",

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::options::SubscribeOptions;
 use crate::subscription::Subscription;
+use crate::topology::Topology;
 
 /// Publishes messages.
 #[async_trait]
@@ -33,7 +34,9 @@ pub trait Publisher: Send + Sync {
 #[async_trait]
 pub trait Subscriber: Send + Sync {
     /// Subscribe to `topic` in `options.group`. The group is created if it
-    /// does not exist, starting at `options.start`.
+    /// does not exist, starting at `options.start`; with `provision=false`
+    /// in the URL nothing is created, and what is missing is `NotFound`
+    /// naming it.
     async fn subscribe(&self, topic: &str, options: SubscribeOptions) -> Result<Subscription>;
 }
 
@@ -56,6 +59,19 @@ pub trait Transport: Publisher + Subscriber + Debug {
     /// each figure is; those the broker cannot tell are `None`. A group that
     /// does not exist yet has nothing waiting.
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog>;
+
+    /// What publishing to `topic`, and consuming it as `group` when given,
+    /// needs on the broker (streams, groups, queues, exchanges, bindings,
+    /// dead-letter queues), with the settings this transport creates them
+    /// with. Contacts nothing; `InvalidArgument` for invalid names.
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology>;
+
+    /// Create what [`topology`](Self::topology) names and the broker lacks,
+    /// whatever the URL's `provision` says; an object that exists is left
+    /// as it is. For operators who create broker objects ahead of time and
+    /// run services with `provision=false` (users that may not declare).
+    /// Returns the topology ensured.
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology>;
 
     /// Close the connection. Later calls fail with `Closed`.
     async fn close(&self) -> Result<()>;

@@ -136,6 +136,12 @@ impl Transport for Faulty {
     async fn dead_letters(&self, topic: &str, options: &SubscribeOptions) -> Result<Box<dyn DeadLetterQueue>> {
         self.inner.dead_letters(topic, options).await
     }
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<transport_core::Topology> {
+        self.inner.topology(topic, group)
+    }
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<transport_core::Topology> {
+        self.inner.provision(topic, group).await
+    }
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog> {
         self.inner.backlog(topic, options).await
     }

@@ -25,7 +25,7 @@
 //! | `backend.rs` | the public type (`Connector<ItsConfig>`) and the [`RawTransport`] impl: name, capabilities, close |
 //! | `core.rs` | the client connection (the [`BackendConfig`] impl) and the mapping of its errors, in one place |
 //! | `names.rs` | the name of every broker object (streams, keys, queues, exchanges, subjects) |
-//! | `provision.rs` | creating topics, groups and dead-letter queues on the broker |
+//! | `provision.rs` | creating topics, groups and dead-letter queues on the broker, or checking them (`provision=false`) ([`RawProvision`]) |
 //! | `publisher.rs` | storing a batch ([`RawPublish`]) |
 //! | `subscriber.rs` | the read loop ([`RawSubscribe`], mostly a [`Fetch`] run by [`pull_deliveries`]) |
 //! | `settle.rs` | the [`Settler`]: ack, nack with delay, dead-letter, extend |
@@ -51,7 +51,9 @@ mod wrap;
 pub use connector::{BackendConfig, Connector};
 pub use lifecycle::{on_drop, Lifecycle};
 pub use pull::{pull_deliveries, Fetch, ReconnectBackoff};
-pub use raw::{Deliveries, RawBacklog, RawDeadLetters, RawPublish, RawSubscribe, RawTransport, SubscribeRequest};
+pub use raw::{
+    Deliveries, RawBacklog, RawDeadLetters, RawProvision, RawPublish, RawSubscribe, RawTransport, SubscribeRequest,
+};
 pub use stale::StaleGuard;
 pub use wrap::transport;
 
@@ -80,6 +82,30 @@ pub fn decode_userinfo(part: &str) -> Result<String> {
         .decode_utf8()
         .map(|s| s.into_owned())
         .map_err(|_| Error::invalid("the URL's user or password is not UTF-8 once percent-decoded"))
+}
+
+/// The URL option `provision` (`true`, the default, or `false`), the same
+/// on every backend: with `false` the transport creates nothing on the
+/// broker and checks instead that what it needs exists (`NotFound` naming
+/// what is missing). A value other than `true` or `false` is
+/// `InvalidArgument`.
+pub fn provision_option(value: &str) -> Result<bool> {
+    value
+        .parse()
+        .map_err(|_| Error::invalid(format!("URL option provision must be true or false, got {value:?}")))
+}
+
+/// `NotFound` for a broker object a transport with `provision=false`
+/// needs and does not create: names it and says how to create it.
+pub fn not_provisioned(kind: &str, name: &str) -> Error {
+    Error::new(
+        crate::error::ErrorKind::NotFound,
+        format!(
+            "{kind} {name} does not exist, and this transport does not create it (provision=false); \
+             create it with `transport provision` (its --print shows what is needed)"
+        ),
+    )
+    .with_retryable(false)
 }
 
 /// Encode a user or password for a URL's userinfo (every byte but ASCII
@@ -125,6 +151,17 @@ mod tests {
         assert_eq!(hosts, ["a:1", "b", "c:3"]);
         assert_eq!(super::split_hosts("x://u@a:1/v?q=a,b").unwrap(), None);
         assert!(super::split_hosts("x://a,,b").is_err());
+    }
+
+    #[test]
+    fn provision_is_true_or_false() {
+        assert!(super::provision_option("true").unwrap());
+        assert!(!super::provision_option("false").unwrap());
+        let e = super::provision_option("no").unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+        let missing = super::not_provisioned("stream", "orders");
+        assert_eq!(missing.kind(), crate::ErrorKind::NotFound);
+        assert!(!missing.is_retryable() && missing.to_string().contains("stream orders"));
     }
 
     #[test]

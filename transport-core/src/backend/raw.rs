@@ -30,6 +30,7 @@ use crate::delivery_info::DeliveryInfo;
 use crate::error::Result;
 use crate::message::Message;
 use crate::options::SubscribeOptions;
+use crate::topology::Topology;
 
 /// The deliveries a backend's subscription reads, before the rules every
 /// backend shares are applied.
@@ -79,12 +80,26 @@ pub trait RawBacklog: Send + Sync {
     async fn backlog(&self, topic: &str, options: &SubscribeOptions) -> Result<Backlog>;
 }
 
+/// The broker objects of a topic and a group: a backend's `provision.rs`.
+#[async_trait]
+pub trait RawProvision: Send + Sync {
+    /// What `topic` (and `group`'s subscription, when given) needs on the
+    /// broker, named as the backend names it. Names are valid.
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Topology;
+
+    /// Create what [`topology`](Self::topology) names and is missing,
+    /// whether or not this transport provisions on its own. Names are valid.
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology>;
+}
+
 /// A broker, as a backend implements it: one narrow trait per concern, each
 /// implemented in the file of that concern, and this one (in `backend.rs`)
 /// for what describes the whole. Applications never see it: they get a
 /// [`Transport`](crate::Transport) from [`transport`](crate::backend::transport).
 #[async_trait]
-pub trait RawTransport: RawPublish + RawSubscribe + RawDeadLetters + RawBacklog + Debug + 'static {
+pub trait RawTransport:
+    RawPublish + RawSubscribe + RawDeadLetters + RawBacklog + RawProvision + Debug + 'static
+{
     /// The backend's name (`"memory"`, `"redis"`, ...): errors, spans and
     /// metrics carry it.
     fn backend(&self) -> &'static str;

@@ -35,6 +35,7 @@ use crate::options::{StartFrom, SubscribeOptions};
 use crate::selection::Selection;
 use crate::subscription::Subscription;
 use crate::telemetry;
+use crate::topology::Topology;
 use crate::transport::{Publisher, Subscriber, Transport};
 
 /// The [`Transport`] applications use, over a backend's `raw` calls.
@@ -199,6 +200,31 @@ impl<R: RawTransport> Transport for Wrapped<R> {
         self.check_group(op, topic, options)?;
         self.raw
             .backlog(topic, options)
+            .await
+            .map_err(|e| e.in_context(self.backend, op))
+    }
+
+    fn topology(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology> {
+        let op = Operation::Provision;
+        match group {
+            Some(options) => options.validate(topic),
+            None => validate_topic(topic),
+        }
+        .map_err(|e| e.in_context(self.backend, op))?;
+        Ok(self.raw.topology(topic, group))
+    }
+
+    async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> Result<Topology> {
+        let op = Operation::Provision;
+        match group {
+            Some(options) => self.check_group(op, topic, options)?,
+            None => {
+                self.open(op)?;
+                validate_topic(topic).map_err(|e| e.in_context(self.backend, op))?;
+            }
+        }
+        self.raw
+            .provision(topic, group)
             .await
             .map_err(|e| e.in_context(self.backend, op))
     }
