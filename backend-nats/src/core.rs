@@ -2,9 +2,11 @@
 //! JetStream context, the streams known to exist), connecting (with the
 //! JetStream check), error mapping and the header encoding.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Display};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, HeaderMap};
@@ -48,10 +50,111 @@ pub(crate) fn other(e: impl Display) -> Error {
     err(kind, text)
 }
 
-pub(crate) async fn connect(config: &NatsConfig) -> Result<async_nats::Client, Error> {
+/// The permission violations the server reported on this connection. NATS
+/// refuses a subject the user may not publish to (or subscribe to) with an
+/// `-ERR 'Permissions Violation for Publish to "<subject>"'` on the
+/// connection, apart from the request it refuses, which would only time
+/// out; an operation waits for either, so a refusal is a prompt `Forbidden`
+/// naming the subject instead of a retryable `Timeout`.
+#[derive(Default)]
+pub(crate) struct Violations {
+    /// How many were ever reported: the hot path only reads this.
+    reported: std::sync::atomic::AtomicU64,
+    seen: Mutex<VecDeque<(Instant, String)>>,
+    changed: tokio::sync::Notify,
+}
+
+/// How long a violation is kept: longer than any request waits.
+const VIOLATION_KEPT: Duration = Duration::from_secs(120);
+
+impl Violations {
+    fn record(&self, text: String) {
+        tracing::warn!(backend = SCHEME, "the server refused a subject: {text}");
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|(at, _)| now.duration_since(*at) < VIOLATION_KEPT);
+        seen.push_back((now, text));
+        while seen.len() > 64 {
+            seen.pop_front();
+        }
+        drop(seen);
+        self.reported.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// A violation reported since `since` that concerns `subject`: one
+    /// naming it, or a refused subscription (no reply can arrive then).
+    fn since(&self, since: Instant, subject: &str) -> Option<String> {
+        if self.reported.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter()
+            .rev()
+            .take_while(|(at, _)| *at >= since)
+            .find(|(_, text)| text.contains(subject) || text.contains("Subscription to"))
+            .map(|(_, text)| text.clone())
+    }
+
+    /// Once a violation concerning `subject` is reported after `since`.
+    async fn wait(&self, since: Instant, subject: &str) -> String {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(text) = self.since(since, subject) {
+                return text;
+            }
+            changed.await;
+        }
+    }
+}
+
+/// `Forbidden` for a violation the server reported.
+fn forbidden(text: &str) -> Error {
+    err(
+        ErrorKind::Forbidden,
+        format!("{text} (the server's permissions for this user do not allow it)"),
+    )
+    .with_retryable(false)
+}
+
+impl Nats {
+    /// Run `operation` on `subject` (a topic, or the JetStream API subject
+    /// of a stream or consumer), failing at once with `Forbidden` when the
+    /// server reports a permission violation for it meanwhile.
+    pub(crate) async fn refusable<T>(
+        &self,
+        subject: &str,
+        operation: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let since = Instant::now();
+        let violations = &self.inner.violations;
+        tokio::select! {
+            result = operation => result.map_err(|e| match violations.since(since, subject) {
+                Some(text) if e.is_retryable() => forbidden(&text),
+                _ => e,
+            }),
+            text = violations.wait(since, subject) => Err(forbidden(&text)),
+        }
+    }
+}
+
+pub(crate) async fn connect(config: &NatsConfig, violations: Arc<Violations>) -> Result<async_nats::Client, Error> {
     // Also for nats://: a server that demands TLS gets it.
     transport_core::tls::install_default_provider();
     let mut options = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let violations = violations.clone();
+            async move {
+                match event {
+                    async_nats::Event::ServerError(async_nats::ServerError::Other(text))
+                        if text.to_ascii_lowercase().contains("permissions violation") =>
+                    {
+                        violations.record(text)
+                    }
+                    other => tracing::debug!(backend = SCHEME, "connection event: {other}"),
+                }
+            }
+        })
         .connection_timeout(config.connect_timeout)
         .request_timeout(Some(config.request_timeout))
         .require_tls(config.tls)
@@ -170,6 +273,8 @@ pub(crate) struct Inner {
     pub(crate) js: jetstream::Context,
     /// Streams known to exist, by name.
     pub(crate) streams: Mutex<HashSet<String>>,
+    /// Subjects the server refused this connection.
+    pub(crate) violations: Arc<Violations>,
     pub(crate) max_message_size: usize,
 }
 
@@ -204,7 +309,8 @@ async fn open(config: NatsConfig) -> Result<Nats, Error> {
             config.replicas
         )));
     }
-    let client = connect(&config).await?;
+    let violations = Arc::new(Violations::default());
+    let client = connect(&config, violations.clone()).await?;
     let mut js = jetstream::new(client.clone());
     js.set_timeout(config.request_timeout);
     // Fail now, clearly, when the server has no JetStream: the API
@@ -234,6 +340,7 @@ async fn open(config: NatsConfig) -> Result<Nats, Error> {
             client,
             js,
             streams: Mutex::default(),
+            violations,
             max_message_size,
         }),
     })

@@ -52,17 +52,19 @@ impl Nats {
     }
 
     async fn create_stream(&self, topic: &str) -> Result<stream::Stream> {
-        self.inner
-            .js
-            .get_or_create_stream(self.stream_config(topic))
-            .await
-            .map_err(other)
+        let config = self.stream_config(topic);
+        let name = config.name.clone();
+        let create = async { self.inner.js.get_or_create_stream(config).await.map_err(other) };
+        self.refusable(&name, create).await
     }
 
     /// The stream of `topic`, which must exist and take the topic's subject.
     async fn existing_stream(&self, topic: &str) -> Result<stream::Stream> {
         let name = self.stream_name(topic);
-        let s = match self.inner.js.get_stream(&name).await {
+        let s = self
+            .refusable(&name, async { Ok(self.inner.js.get_stream(&name).await) })
+            .await?;
+        let s = match s {
             Ok(s) => s,
             Err(e) => match e.kind() {
                 GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
@@ -86,6 +88,17 @@ impl Nats {
     /// checked (its subject and explicit acks; its `ack_wait` is the one
     /// the server redelivers after).
     pub(crate) async fn ensure_consumer(
+        &self,
+        stream: &stream::Stream,
+        topic: &str,
+        options: &SubscribeOptions,
+    ) -> Result<PullConsumer> {
+        let stream_name = self.stream_name(topic);
+        self.refusable(&stream_name, self.consumer_of(stream, topic, options))
+            .await
+    }
+
+    async fn consumer_of(
         &self,
         stream: &stream::Stream,
         topic: &str,

@@ -20,15 +20,18 @@ impl Nats {
             self.ensure_stream(topic).await?;
         }
         for attempt in 0..2 {
-            let sent = self
-                .inner
-                .js
-                .publish_with_headers(topic.to_owned(), core::encode(m, dedup), m.payload.clone())
-                .await;
-            let result = match sent {
-                Ok(ack) => ack.await.map(drop),
-                Err(e) => Err(e),
+            let send = async {
+                let sent = self
+                    .inner
+                    .js
+                    .publish_with_headers(topic.to_owned(), core::encode(m, dedup), m.payload.clone())
+                    .await;
+                Ok(match sent {
+                    Ok(ack) => ack.await.map(drop),
+                    Err(e) => Err(e),
+                })
             };
+            let result = self.refusable(topic, send).await?;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -64,9 +67,20 @@ impl RawPublish for Nats {
         if !self.stream_known(topic) {
             self.ensure_stream(topic).await?;
         }
-        // Send all, then wait for every PubAck: one connection keeps the order.
+        self.refusable(topic, self.send_batch(topic, &messages, dedup)).await
+    }
+
+    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
+        core::check_headers(&message)?;
+        self.send_one(topic, &message, self.inner.config.dedup).await
+    }
+}
+
+impl Nats {
+    /// Send all, then wait for every `PubAck`: one connection keeps the order.
+    async fn send_batch(&self, topic: &str, messages: &[Message], dedup: bool) -> Result<()> {
         let mut acks = Vec::with_capacity(messages.len());
-        for m in &messages {
+        for m in messages {
             let ack = self
                 .inner
                 .js
@@ -80,10 +94,5 @@ impl RawPublish for Nats {
                 .map_err(|e| other(format!("message {id} was not confirmed: {e}")))?;
         }
         Ok(())
-    }
-
-    async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {
-        core::check_headers(&message)?;
-        self.send_one(topic, &message, self.inner.config.dedup).await
     }
 }

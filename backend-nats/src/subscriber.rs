@@ -55,6 +55,16 @@ pub(crate) struct NatsFetch {
 #[async_trait]
 impl Fetch for NatsFetch {
     async fn fetch(&mut self, max: usize) -> Result<Vec<Delivery>> {
+        // A pull the user may not make is refused on the connection, not
+        // answered: without the violation the subscription would wait on.
+        let nats = self.shared.nats.clone();
+        let stream = nats.stream_name(self.request.topic());
+        nats.refusable(&stream, self.fetch_batch(max)).await
+    }
+}
+
+impl NatsFetch {
+    async fn fetch_batch(&mut self, max: usize) -> Result<Vec<Delivery>> {
         let batch = match self.batch.as_mut() {
             Some(batch) => batch,
             None => {
@@ -81,9 +91,7 @@ impl Fetch for NatsFetch {
             }
         }
     }
-}
 
-impl NatsFetch {
     fn delivery(&self, msg: jetstream::Message) -> Delivery {
         let s = &self.shared;
         let (attempt, sequence) = match msg.info() {

@@ -14,9 +14,15 @@
 //!   publisher-only user publishes and may not consume; without write, or
 //!   on another topic, a publish is refused naming the exchange.
 //!
-//! Needs `POSTGRES_URL`, `REDIS_URL`, `RABBITMQ_URL` (scripts/test sets
-//! them; the users are made here through the admin connection or
-//! `rabbitmqctl`); each test is skipped without its URL, and fails under
+//! - NATS: a user held to its subjects publishes, consumes, dead-letters and
+//!   redrives; a subject outside them (a publish, a pull consumer it may not
+//!   create) is refused as `Forbidden` naming it, at once rather than after
+//!   the request timeout.
+//!
+//! Needs `POSTGRES_URL`, `REDIS_URL`, `RABBITMQ_URL`, `NATS_AUTH_URL`
+//! (scripts/test sets them; the users are made here through the admin
+//! connection or `rabbitmqctl`, or are in the `nats-auth` server's
+//! configuration); each test is skipped without its URL, and fails under
 //! `CI=true`.
 
 use std::process::Command;
@@ -528,4 +534,60 @@ async fn rabbitmq_service_without_configure_runs_without_provisioning() {
         let _ = t.close().await;
     }
     rabbitmqctl(&["delete_user", &user]);
+}
+
+// ------------------------------------------------------------------- NATS
+
+/// The users of `scripts/brokers up nats-auth`: `svc` may publish to
+/// `perm.>` and use JetStream's API and acks, `reader` may only read
+/// stream information; both read replies on `_INBOX.>`.
+#[tokio::test]
+async fn nats_users_held_to_their_subjects() {
+    let Some(admin) = live("NATS_AUTH_URL") else {
+        return;
+    };
+    let url_of = |user: &str| {
+        let mut u = as_user(&admin, user);
+        u.set_query(Some("request_timeout_ms=10000"));
+        u.to_string()
+    };
+    let topic = format!("perm.{}", unique("n"));
+    let options = SubscribeOptions::new("g").max_attempts(3);
+
+    let svc = transport::connect(&url_of("svc")).await.unwrap();
+    let mut sub = svc.subscribe(&topic, options.clone()).await.unwrap();
+    svc.publish(&topic, Message::new("one")).await.unwrap();
+    svc.publish(&topic, Message::new("two")).await.unwrap();
+    next(&mut sub).await.dead_letter("poison").await.unwrap();
+    next(&mut sub).await.ack().await.unwrap();
+    let dlq = svc.dead_letters(&topic, &options).await.unwrap();
+    assert_eq!(dlq.redrive_all().await.unwrap(), 1);
+    next(&mut sub).await.ack().await.unwrap();
+    drop(sub);
+
+    // A subject outside `perm.>`: refused at once (well before the
+    // 10 s request timeout), naming it.
+    let other = format!("other.{}", unique("n"));
+    let start = Instant::now();
+    let e = svc.publish(&other, Message::new("x")).await.unwrap_err();
+    forbidden(&e, &other);
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let e = svc
+        .publish_batch(&other, vec![Message::new("a"), Message::new("b")])
+        .await
+        .unwrap_err();
+    forbidden(&e, &other);
+
+    // A reader may look at streams, not create a consumer or publish.
+    let reader = transport::connect(&url_of("reader")).await.unwrap();
+    let start = Instant::now();
+    let e = subscribe_refused(&reader, &topic, SubscribeOptions::new("r")).await;
+    forbidden(&e, "Permissions Violation");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let e = reader.publish(&topic, Message::new("x")).await.unwrap_err();
+    forbidden(&e, &topic);
+    eprintln!("nats: refused as {e}");
+    for t in [&svc, &reader] {
+        let _ = t.close().await;
+    }
 }

@@ -27,7 +27,7 @@ async fn broker(name: &str) -> Option<(Arc<dyn Transport>, String)> {
     // Short request timeouts: a connection the kill left half-open is
     // noticed in seconds (the defaults are tens of seconds).
     let url = brokers(&["url", name]).map(|u| match name {
-        "rabbitmq" => format!("{u}?request_timeout_ms=3000"),
+        "rabbitmq" | "rabbitmq-4.0" => format!("{u}?request_timeout_ms=3000"),
         "redis" => format!("{u}?command_timeout_ms=3000"),
         _ => u,
     });
@@ -52,6 +52,19 @@ async fn crash_under_load(name: &str) -> Option<(usize, usize)> {
     let options = SubscribeOptions::new("g").ack_timeout(Duration::from_secs(10));
     // The group exists before the first publish, so it keeps everything.
     drop(t.subscribe(&topic, options.clone()).await.expect("subscribe"));
+    if name.starts_with("rabbitmq") {
+        // RabbitMQ keeps its registry of quorum queues in a DETS table it
+        // saves every 3 minutes and on a clean stop: a queue declared
+        // moments before a kill -9 comes back unregistered ("configured
+        // member ... was not found on this node. Starting member as a new
+        // one") and its messages are gone. That window is the broker's
+        // (documented in backend-rabbitmq/docs.md); what is tested here is
+        // a queue that existed before the crash, as a service's does.
+        assert!(
+            brokers(&["restart", name]).is_some(),
+            "scripts/brokers restart {name} failed"
+        );
+    }
 
     let total = 400;
     let mut acked: HashSet<String> = HashSet::new();
@@ -166,21 +179,23 @@ async fn nats_keeps_every_acknowledged_publish() {
     crash_under_load("nats").await;
 }
 
-// Not proven yet: on RabbitMQ 3.10.8 (one node, Debian's package) the quorum
-// queue written to when the node is killed comes back with an empty Raft
-// log (`sys:get_state` of its Ra server: follower, current_term 0,
-// commit_index 0, no segment file), so it never elects itself leader
-// ("leader call - leader not known" in the node's log) and its
-// acknowledged messages are gone, while the node's other quorum queues
-// recover (term 2). The transport side holds: every publish to it ends with
-// `Timeout` within request_timeout_ms. Run it with `-- --ignored` to look
-// into it; a newer RabbitMQ (3.13+, Ra 2.7+) is the next thing to try.
+// A quorum queue declared moments before the kill comes back empty on
+// both versions (the broker's window, see above); one that existed before
+// keeps every acknowledged publish on RabbitMQ 3.10.8 and 4.0.5.
 #[cfg(feature = "rabbitmq")]
-#[ignore = "RabbitMQ 3.10 here: the quorum queue finds no leader after kill -9 + restart"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_keeps_every_acknowledged_publish() {
     let _one = SERIAL.lock().await;
     crash_under_load("rabbitmq").await;
+}
+
+/// The same on RabbitMQ 4.0.5 (Debian 13's package, `scripts/brokers up
+/// rabbitmq-4.0`), where the quorum queue's log survives `kill -9`.
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_4_0_keeps_every_acknowledged_publish() {
+    let _one = SERIAL.lock().await;
+    crash_under_load("rabbitmq-4.0").await;
 }
 
 #[cfg(feature = "kafka")]

@@ -36,19 +36,21 @@ pub fn brokers(args: &[&str]) -> Option<String> {
 
 /// The pid of a broker `scripts/brokers` started, if it runs.
 pub fn pid(name: &str) -> Option<u32> {
+    let brokers = root().join(".brokers");
     let file = match name {
-        "redis" => "redis/redis.pid",
-        "nats" => "nats/nats.pid",
-        "rabbitmq" => "rabbitmq/rabbit.pid",
-        "sqs" => "sqs/moto.pid",
-        "kafka" => "kafka/tansu.pid",
+        "redis" => brokers.join("redis/redis.pid"),
+        "nats" => brokers.join("nats/nats.pid"),
+        "rabbitmq" => brokers.join("rabbitmq/rabbit.pid"),
+        "sqs" => brokers.join("sqs/moto.pid"),
+        "kafka" => brokers.join("kafka/tansu.pid"),
+        // Debian 13's RabbitMQ, in the trixie root scripts/brokers makes.
+        "rabbitmq-4.0" => std::path::PathBuf::from(
+            std::env::var("TRIXIE_ROOT").unwrap_or_else(|_| "/var/lib/transport-brokers/trixie".into()),
+        )
+        .join("srv/transport/rabbitmq-4.0/rabbit.pid"),
         _ => return None,
     };
-    let pid: u32 = std::fs::read_to_string(root().join(".brokers").join(file))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
     std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
