@@ -9,7 +9,7 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
 use transport_core::backend::{not_provisioned, RawProvision};
-use transport_core::{async_trait, Result, SubscribeOptions, Topology};
+use transport_core::{async_trait, ErrorKind, Result, SubscribeOptions, Topology};
 
 use crate::core::{self, err, kafka};
 use crate::core::{blocking, Kafka};
@@ -79,20 +79,33 @@ impl Kafka {
         blocking(move || {
             let deadline = std::time::Instant::now() + timeout;
             loop {
-                let found = t
+                let metadata = t
                     .inner
                     .producer
                     .client()
                     .fetch_metadata(Some(&name), timeout)
-                    .map_err(kafka)?
-                    .topics()
-                    .iter()
-                    .any(|m| m.name() == name && m.error().is_none() && !m.partitions().is_empty());
-                if found {
-                    return Ok(());
-                }
-                if !create || std::time::Instant::now() > deadline {
-                    return Err(not_provisioned("topic", &name));
+                    .map_err(kafka)?;
+                let error = match metadata.topics().iter().find(|m| m.name() == name) {
+                    Some(m) if m.error().is_none() && !m.partitions().is_empty() => return Ok(()),
+                    Some(m) => m.error().map(RDKafkaErrorCode::from),
+                    None => None,
+                };
+                let late = std::time::Instant::now() > deadline;
+                match error {
+                    // Missing: created above, so wait for it; or not ours to create.
+                    None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) if !create || late => {
+                        return Err(not_provisioned("topic", &name));
+                    }
+                    None | Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {}
+                    // Refused, or not ready (a leader being elected): said as such.
+                    Some(code) if !create || late || core::kind_of(code) != ErrorKind::Backend => {
+                        let kind = core::kind_of(code);
+                        // A topic error the broker gives no kind for (a
+                        // leader being elected) passes: worth retrying.
+                        let retry = kind == ErrorKind::Backend || kind.default_retryable();
+                        return Err(err(kind, format!("topic {name}: {code}")).with_retryable(retry));
+                    }
+                    Some(_) => {}
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -82,9 +82,11 @@ impl Violations {
         self.changed.notify_waiters();
     }
 
-    /// A violation reported since `since` that concerns `subject`: one
-    /// naming it, or a refused subscription (no reply can arrive then).
-    fn since(&self, since: Instant, subject: &str) -> Option<String> {
+    /// A violation reported since `since` that concerns the operation:
+    /// one naming a subject `wanted` accepts, or a refused subscription (on
+    /// this connection only the replies' inbox is subscribed to: no reply
+    /// can arrive then).
+    fn since(&self, since: Instant, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Option<String> {
         if self.reported.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return None;
         }
@@ -92,19 +94,50 @@ impl Violations {
         seen.iter()
             .rev()
             .take_while(|(at, _)| *at >= since)
-            .find(|(_, text)| text.contains(subject) || text.contains("Subscription to"))
+            .find(|(_, text)| text.contains("for Subscription to") || refused_subject(text).is_some_and(wanted))
             .map(|(_, text)| text.clone())
     }
 
-    /// Once a violation concerning `subject` is reported after `since`.
-    async fn wait(&self, since: Instant, subject: &str) -> String {
+    /// Once a violation concerning the operation is reported after `since`.
+    async fn wait(&self, since: Instant, wanted: &(dyn Fn(&str) -> bool + Sync)) -> String {
         loop {
             let changed = self.changed.notified();
-            if let Some(text) = self.since(since, subject) {
+            if let Some(text) = self.since(since, wanted) {
                 return text;
             }
             changed.await;
         }
+    }
+}
+
+/// The subject a violation names: `Permissions Violation for Publish to
+/// "orders"` names `orders`.
+fn refused_subject(text: &str) -> Option<&str> {
+    let start = text.find('"')? + 1;
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+/// Whether `subject` is a JetStream API request about stream `stream`
+/// (`$JS.API.STREAM.<op>.<stream>`).
+pub(crate) fn stream_api(stream: &str) -> impl Fn(&str) -> bool + '_ {
+    move |subject| {
+        subject
+            .strip_prefix("$JS.API.STREAM.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, name)| name == stream)
+    }
+}
+
+/// Whether `subject` is a JetStream API request about consumer `durable`
+/// of `stream` (`$JS.API.CONSUMER.<op>.<stream>.<durable>[.<filter>]`,
+/// pulls included; stream and consumer names hold no dots).
+pub(crate) fn consumer_api<'a>(stream: &'a str, durable: &'a str) -> impl Fn(&str) -> bool + 'a {
+    move |subject| {
+        subject.strip_prefix("$JS.API.CONSUMER.").is_some_and(|rest| {
+            let tokens: Vec<&str> = rest.split('.').collect();
+            tokens.windows(2).any(|w| w[0] == stream && w[1] == durable)
+        })
     }
 }
 
@@ -118,22 +151,23 @@ fn forbidden(text: &str) -> Error {
 }
 
 impl Nats {
-    /// Run `operation` on `subject` (a topic, or the JetStream API subject
-    /// of a stream or consumer), failing at once with `Forbidden` when the
-    /// server reports a permission violation for it meanwhile.
+    /// Run `operation`, which sends on the subjects `wanted` accepts (a
+    /// topic, or the JetStream API subjects of a stream or consumer),
+    /// failing at once with `Forbidden` when the server reports one of them
+    /// refused meanwhile (the operation cannot succeed then).
     pub(crate) async fn refusable<T>(
         &self,
-        subject: &str,
+        wanted: impl Fn(&str) -> bool + Sync,
         operation: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
         let since = Instant::now();
         let violations = &self.inner.violations;
         tokio::select! {
-            result = operation => result.map_err(|e| match violations.since(since, subject) {
+            result = operation => result.map_err(|e| match violations.since(since, &wanted) {
                 Some(text) if e.is_retryable() => forbidden(&text),
                 _ => e,
             }),
-            text = violations.wait(since, subject) => Err(forbidden(&text)),
+            text = violations.wait(since, &wanted) => Err(forbidden(&text)),
         }
     }
 }
@@ -349,6 +383,33 @@ async fn open(config: NatsConfig) -> Result<Nats, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn violations_are_matched_by_their_exact_subject() {
+        let publish = r#"Permissions Violation for Publish to "orders.eu""#;
+        assert_eq!(refused_subject(publish), Some("orders.eu"));
+        let stream = stream_api("TRANSPORT_orders");
+        assert!(stream("$JS.API.STREAM.INFO.TRANSPORT_orders"));
+        assert!(stream("$JS.API.STREAM.CREATE.TRANSPORT_orders"));
+        assert!(!stream("$JS.API.STREAM.INFO.TRANSPORT_orders_dbilling_ddlq"));
+        let consumer = consumer_api("S", "billing");
+        assert!(consumer("$JS.API.CONSUMER.MSG.NEXT.S.billing"));
+        assert!(consumer("$JS.API.CONSUMER.CREATE.S.billing.orders.eu"));
+        assert!(consumer("$JS.API.CONSUMER.DURABLE.CREATE.S.billing"));
+        assert!(!consumer("$JS.API.CONSUMER.MSG.NEXT.S.audit"));
+        assert!(!consumer("$JS.ACK.S.billing.1.2.3.4.5"));
+
+        let v = Violations::default();
+        let t0 = Instant::now();
+        v.record(publish.to_owned());
+        assert!(v.since(t0, &|s| s == "orders").is_none(), "a prefix is another subject");
+        assert!(v.since(t0, &|s| s == "orders.eu").is_some());
+        let later = Instant::now() + Duration::from_millis(1);
+        assert!(
+            v.since(later, &|s| s == "orders.eu").is_none(),
+            "only violations since the operation began"
+        );
+    }
 
     #[test]
     fn headers_round_trip() {

@@ -11,7 +11,7 @@ use transport_core::backend::{not_provisioned, RawProvision};
 use transport_core::{async_trait, Error, Result, StartFrom, SubscribeOptions, Topology};
 
 use crate::config::Storage;
-use crate::core::{other, Nats};
+use crate::core::{consumer_api, other, stream_api, Nats};
 use crate::names;
 
 impl Nats {
@@ -55,14 +55,14 @@ impl Nats {
         let config = self.stream_config(topic);
         let name = config.name.clone();
         let create = async { self.inner.js.get_or_create_stream(config).await.map_err(other) };
-        self.refusable(&name, create).await
+        self.refusable(stream_api(&name), create).await
     }
 
     /// The stream of `topic`, which must exist and take the topic's subject.
     async fn existing_stream(&self, topic: &str) -> Result<stream::Stream> {
         let name = self.stream_name(topic);
         let s = self
-            .refusable(&name, async { Ok(self.inner.js.get_stream(&name).await) })
+            .refusable(stream_api(&name), async { Ok(self.inner.js.get_stream(&name).await) })
             .await?;
         let s = match s {
             Ok(s) => s,
@@ -94,8 +94,12 @@ impl Nats {
         options: &SubscribeOptions,
     ) -> Result<PullConsumer> {
         let stream_name = self.stream_name(topic);
-        self.refusable(&stream_name, self.consumer_of(stream, topic, options))
-            .await
+        let durable = names::consumer(&options.group);
+        self.refusable(
+            consumer_api(&stream_name, &durable),
+            self.consumer_of(stream, topic, options),
+        )
+        .await
     }
 
     async fn consumer_of(
@@ -127,6 +131,17 @@ impl Nats {
                 "consumer {durable} exists but is not a pull consumer of {topic} with explicit acks \
                  (filter {:?}, ack policy {:?}); provision=false uses consumers as they are",
                 c.filter_subject, c.ack_policy
+            )));
+        }
+        // A server limit below the library's own would stop redeliveries
+        // before a message could be dead-lettered: it would stall unacked.
+        let attempts = i64::from(options.dead_letter.max_attempts);
+        if c.deliver_subject.is_some() || (c.max_deliver != -1 && c.max_deliver <= attempts) {
+            return Err(Error::invalid(format!(
+                "consumer {durable} exists but is a push consumer or stops redelivering after {} deliveries, \
+                 at or below max_attempts {attempts}: the library dead-letters at max_attempts itself, so the \
+                 consumer needs max_deliver -1 (or above it) and no deliver subject",
+                c.max_deliver
             )));
         }
         if c.ack_wait != options.ack_timeout {

@@ -31,7 +31,7 @@ impl Nats {
                     Err(e) => Err(e),
                 })
             };
-            let result = self.refusable(topic, send).await?;
+            let result = self.refusable(|s| s == topic, send).await?;
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -67,7 +67,8 @@ impl RawPublish for Nats {
         if !self.stream_known(topic) {
             self.ensure_stream(topic).await?;
         }
-        self.refusable(topic, self.send_batch(topic, &messages, dedup)).await
+        self.refusable(|s| s == topic, self.send_batch(topic, &messages, dedup))
+            .await
     }
 
     async fn publish_one(&self, topic: &str, message: Message) -> Result<()> {

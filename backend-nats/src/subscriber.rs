@@ -12,7 +12,8 @@ use transport_core::backend::{
 };
 use transport_core::{Delivery, Result};
 
-use crate::core::{self, other, Nats};
+use crate::core::{self, consumer_api, other, Nats};
+use crate::names;
 use crate::settle::{NatsSettler, Shared};
 
 /// How long one pull request waits for messages.
@@ -34,6 +35,8 @@ impl RawSubscribe for Nats {
             in_flight: in_flight.clone(),
         });
         let fetch = NatsFetch {
+            stream: self.stream_name(topic).into(),
+            durable: names::consumer(&options.group).into(),
             shared,
             request: request.clone(),
             consumer,
@@ -50,6 +53,9 @@ pub(crate) struct NatsFetch {
     pub(crate) request: SubscribeRequest,
     pub(crate) consumer: consumer::PullConsumer,
     pub(crate) batch: Option<consumer::pull::Batch>,
+    /// The consumer's stream and name, which its pulls' subject carries.
+    pub(crate) stream: Arc<str>,
+    pub(crate) durable: Arc<str>,
 }
 
 #[async_trait]
@@ -58,8 +64,9 @@ impl Fetch for NatsFetch {
         // A pull the user may not make is refused on the connection, not
         // answered: without the violation the subscription would wait on.
         let nats = self.shared.nats.clone();
-        let stream = nats.stream_name(self.request.topic());
-        nats.refusable(&stream, self.fetch_batch(max)).await
+        let (stream, durable) = (self.stream.clone(), self.durable.clone());
+        nats.refusable(consumer_api(&stream, &durable), self.fetch_batch(max))
+            .await
     }
 }
 

@@ -171,7 +171,22 @@ impl Conn {
         if self.creates() {
             declare_durable(ch, name, retry_queue_args(&self.config, target, ttl_ms)).await?;
         } else {
-            self.check_exists("queue", name).await?;
+            self.check_exists("queue", name).await.map_err(|e| {
+                if e.kind() != ErrorKind::NotFound {
+                    return e;
+                }
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "retry queue {name} (nacks delayed {ttl_ms} ms) does not exist, and this transport does \
+                         not declare it (provision=false); `transport provision` does not know a service's \
+                         delays: declare it durable with x-message-ttl={ttl_ms}, x-dead-letter-exchange=\"\" \
+                         and x-dead-letter-routing-key={target}, or nack without a delay. The message was put \
+                         back at once"
+                    ),
+                )
+                .with_retryable(false)
+            })?;
         }
         self.remember(tag);
         Ok(())
@@ -317,11 +332,13 @@ impl RawProvision for Rabbit {
             create_exchange(&ch, topic).await?;
             if let Some(options) = group {
                 let queue = names::work_queue(topic, &options.group);
-                create_bound_queue(&ch, topic, &queue, work_queue_args(conn.config())).await?;
+                self.create_missing_queue(&ch, topic, &queue, work_queue_args(conn.config()))
+                    .await?;
                 let dlq_topic = options.dlq_topic(topic);
                 create_exchange(&ch, &dlq_topic).await?;
                 let dlq = names::dlq_queue(&dlq_topic);
-                create_bound_queue(&ch, &dlq_topic, &dlq, side_queue_args(conn.config())).await?;
+                self.create_missing_queue(&ch, &dlq_topic, &dlq, side_queue_args(conn.config()))
+                    .await?;
             }
             Ok::<_, Error>(())
         }
@@ -331,5 +348,34 @@ impl RawProvision for Rabbit {
         }
         made?;
         Ok(self.topology(topic, group))
+    }
+}
+
+impl Rabbit {
+    /// A queue declared with `args` and bound to `topic` unless it exists;
+    /// one that exists keeps its arguments (an earlier version's work queue
+    /// without `x-delivery-limit` too) and is only bound, which changes
+    /// nothing when it already is.
+    async fn create_missing_queue(
+        &self,
+        ch: &Channel,
+        topic: &str,
+        queue: &str,
+        args: FieldTable,
+    ) -> Result<(), Error> {
+        match self.inner.conn.check_exists("queue", queue).await {
+            Ok(()) => ch
+                .queue_bind(
+                    queue.into(),
+                    topic.into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(map_err),
+            Err(e) if e.kind() == ErrorKind::NotFound => create_bound_queue(ch, topic, queue, args).await,
+            Err(e) => Err(e),
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use redis::Value;
 use transport_core::backend::{not_provisioned, RawProvision};
-use transport_core::{async_trait, Result, StartFrom, SubscribeOptions, Topology};
+use transport_core::{async_trait, Error, ErrorKind, Result, StartFrom, SubscribeOptions, Topology};
 
 use crate::core::{map_err, Conn, Redis};
 use crate::names::{self, Keys};
@@ -49,9 +49,10 @@ async fn create_group(conn: &mut Conn, keys: &Keys, group: &str, start: StartFro
 /// A stream with nothing in it: Redis has no command that only creates a
 /// stream, so a group is created with it and removed again.
 async fn create_stream(conn: &mut Conn, key: &str) -> Result<()> {
-    let exists: bool = redis::cmd("EXISTS").arg(key).query_async(conn).await.map_err(map_err)?;
-    if exists {
-        return Ok(());
+    match check_stream(conn, key, "stream").await {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let r = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -79,10 +80,10 @@ async fn check_stream(conn: &mut Conn, key: &str, kind: &str) -> Result<()> {
     match kind_of.as_str() {
         "stream" => Ok(()),
         "none" => Err(not_provisioned(kind, key)),
-        other => Err(not_provisioned(
-            kind,
-            &format!("{key} (the key holds a {other}, not a stream)"),
-        )),
+        other => Err(Error::invalid(format!(
+            "{kind} {key}: the key holds a {other}, not a stream (another application's key under this \
+             key_prefix?)"
+        ))),
     }
 }
 

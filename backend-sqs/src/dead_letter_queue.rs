@@ -38,11 +38,7 @@ impl SqsDeadLetters {
     async fn url(&self) -> Result<String> {
         Ok(self
             .sqs
-            .queue(
-                &self.queue_name,
-                &self.sqs.fifo_attrs(),
-                self.sqs.inner.config.provision,
-            )
+            .queue(&self.queue_name, &self.sqs.fifo_attrs(), self.sqs.mode())
             .await?
             .0)
     }
@@ -121,10 +117,7 @@ impl SqsDeadLetters {
                     true => names::topic_queue_name(c, &topic),
                     false => names::group_queue_name(c, &topic, group),
                 };
-                let (target, _) = self
-                    .sqs
-                    .queue(&name, &self.sqs.fifo_attrs(), self.sqs.inner.config.provision)
-                    .await?;
+                let (target, _) = self.sqs.queue(&name, &self.sqs.fifo_attrs(), self.sqs.mode()).await?;
                 self.sqs.send_to_queue(&target, &message, &dedup).await
             }
             None => self.sqs.publish(&topic, vec![message]).await,

@@ -12,6 +12,24 @@ use transport_core::{async_trait, Error, ErrorKind, Result, SubscribeOptions, To
 use crate::core::{err, map_sdk, secs, Sqs};
 use crate::names;
 
+/// What a call may do to the broker's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Look up and check only (`provision=false`).
+    Check,
+    /// Create what is missing; leave what exists as it is (`provision`).
+    CreateMissing,
+    /// Create what is missing and set a queue's attributes to the
+    /// subscription's on every subscribe (the default).
+    CreateAndSet,
+}
+
+impl Mode {
+    fn creates(self) -> bool {
+        self != Mode::Check
+    }
+}
+
 /// What a subscription reads and dead-letters into.
 pub(crate) struct GroupQueues {
     pub(crate) queue_url: String,
@@ -19,18 +37,23 @@ pub(crate) struct GroupQueues {
 }
 
 impl Sqs {
-    fn creates(&self) -> bool {
-        self.inner.config.provision
+    /// What a publish or subscribe may do: set by `provision`.
+    pub(crate) fn mode(&self) -> Mode {
+        if self.inner.config.provision {
+            Mode::CreateAndSet
+        } else {
+            Mode::Check
+        }
     }
 
     /// The queue of a topic in point-to-point mode.
     pub(crate) async fn topic_queue(&self, topic: &str) -> Result<String> {
         let name = names::topic_queue_name(&self.inner.config, topic);
-        Ok(self.queue(&name, &self.fifo_attrs(), self.creates()).await?.0)
+        Ok(self.queue(&name, &self.fifo_attrs(), self.mode()).await?.0)
     }
 
     pub(crate) async fn topic_arn(&self, topic: &str) -> Result<String> {
-        self.topic_arn_with(topic, self.creates()).await
+        self.topic_arn_with(topic, self.mode().creates()).await
     }
 
     async fn topic_arn_with(&self, topic: &str, create: bool) -> Result<String> {
@@ -82,15 +105,17 @@ impl Sqs {
         Ok(arn)
     }
 
-    /// A queue's URL and ARN. When `create`, a missing queue is created
-    /// with `attrs` and an existing one gets `attrs` set; otherwise the
-    /// queue must exist and a redrive policy in `attrs` must be its own.
+    /// A queue's URL and ARN. A missing queue is created with `attrs`
+    /// unless `mode` only checks; an existing one gets `attrs` set with
+    /// `CreateAndSet`, and with `Check` its redrive policy must be the one
+    /// in `attrs`.
     pub(crate) async fn queue(
         &self,
         name: &str,
         attrs: &[(QueueAttributeName, String)],
-        create: bool,
+        mode: Mode,
     ) -> Result<(String, String)> {
+        let create = mode.creates();
         // A cached queue is reused only for lookups: attributes (visibility
         // timeout, redrive policy) are set again by every caller that has some.
         let sets_attributes = attrs.iter().any(|(k, _)| *k != QueueAttributeName::FifoQueue);
@@ -108,7 +133,7 @@ impl Sqs {
                     .iter()
                     .filter(|(k, _)| *k != QueueAttributeName::FifoQueue)
                     .collect();
-                if create && !settable.is_empty() {
+                if mode == Mode::CreateAndSet && !settable.is_empty() {
                     let mut req = sqs.set_queue_attributes().queue_url(&url);
                     for (k, v) in settable {
                         req = req.attributes(k.clone(), v);
@@ -183,25 +208,26 @@ impl Sqs {
         &self,
         topic: &str,
         options: &SubscribeOptions,
-        create: bool,
+        mode: Mode,
     ) -> Result<GroupQueues> {
+        let create = mode.creates();
         let c = &self.inner.config;
         let dlq_topic = options.dlq_topic(topic);
         let (dlq_url, dlq_arn) = self
-            .queue(&names::dlq_queue_name(c, &dlq_topic), &self.fifo_attrs(), create)
+            .queue(&names::dlq_queue_name(c, &dlq_topic), &self.fifo_attrs(), mode)
             .await?;
         let name = self.group_queue_name(topic, options);
         let attrs = self.group_queue_attrs(options, &dlq_arn);
         if self.point_to_point() {
             // Claimed before its attributes change: a refused group leaves
             // the owner's queue as it was.
-            let (url, _) = self.queue(&name, &self.fifo_attrs(), create).await?;
+            let (url, _) = self.queue(&name, &self.fifo_attrs(), mode).await?;
             self.claim_queue(&url, &options.group, create).await?;
         }
-        let (queue_url, queue_arn) = self.queue(&name, &attrs, create).await?;
+        let (queue_url, queue_arn) = self.queue(&name, &attrs, mode).await?;
         if !self.point_to_point() {
             let topic_arn = self.topic_arn_with(topic, create).await?;
-            self.fan_out_to(&topic_arn, &queue_url, &queue_arn, create).await?;
+            self.fan_out_to(&topic_arn, &queue_url, &queue_arn, mode).await?;
         }
         Ok(GroupQueues { queue_url, dlq_url })
     }
@@ -300,10 +326,18 @@ pub(crate) const GROUP_TAG: &str = "transport-group";
 
 impl Sqs {
     /// Let the SNS topic deliver to the group's queue (policy and raw
-    /// subscription) when `create`; otherwise the subscription must exist.
-    async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str, create: bool) -> Result<()> {
-        if !create {
-            return self.check_subscription(topic_arn, queue_arn).await;
+    /// subscription): set on every subscribe with `CreateAndSet`, only when
+    /// the subscription is missing with `CreateMissing` (the queue policy
+    /// is replaced then); with `Check` the subscription must exist.
+    async fn fan_out_to(&self, topic_arn: &str, queue_url: &str, queue_arn: &str, mode: Mode) -> Result<()> {
+        match mode {
+            Mode::Check => return self.check_subscription(topic_arn, queue_arn).await,
+            Mode::CreateMissing => match self.check_subscription(topic_arn, queue_arn).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+            Mode::CreateAndSet => {}
         }
         let policy = serde_json::json!({
             "Version": "2012-10-17",
@@ -431,15 +465,15 @@ impl RawProvision for Sqs {
             Some(options) => {
                 if self.point_to_point() {
                     let name = names::topic_queue_name(&self.inner.config, topic);
-                    self.queue(&name, &self.fifo_attrs(), true).await?;
+                    self.queue(&name, &self.fifo_attrs(), Mode::CreateMissing).await?;
                 } else {
                     self.topic_arn_with(topic, true).await?;
                 }
-                self.group_queues(topic, options, true).await?;
+                self.group_queues(topic, options, Mode::CreateMissing).await?;
             }
             None if self.point_to_point() => {
                 let name = names::topic_queue_name(&self.inner.config, topic);
-                self.queue(&name, &self.fifo_attrs(), true).await?;
+                self.queue(&name, &self.fifo_attrs(), Mode::CreateMissing).await?;
             }
             None => {
                 self.topic_arn_with(topic, true).await?;

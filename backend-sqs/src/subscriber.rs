@@ -10,7 +10,7 @@ use transport_core::backend::{
 };
 use transport_core::{Delivery, Result};
 
-use crate::core::{self, map_sdk, Sqs};
+use crate::core::{self, map_sdk, secs, Sqs};
 use crate::deletes::Deleter;
 use crate::provision::GroupQueues;
 use crate::settle::{Shared, SqsSettler};
@@ -19,7 +19,7 @@ use crate::settle::{Shared, SqsSettler};
 impl RawSubscribe for Sqs {
     async fn subscribe(&self, request: SubscribeRequest) -> Result<Deliveries> {
         let (topic, options) = (request.topic(), request.options());
-        let GroupQueues { queue_url, dlq_url } = self.group_queues(topic, options, self.inner.config.provision).await?;
+        let GroupQueues { queue_url, dlq_url } = self.group_queues(topic, options, self.mode()).await?;
         let in_flight = Arc::new(InFlightLimit::new(options.max_in_flight));
         let shared = Arc::new(Shared {
             sqs: self.clone(),
@@ -55,6 +55,9 @@ impl Fetch for SqsFetch {
             .queue_url(&s.queue_url)
             .max_number_of_messages(max.min(10) as i32)
             .wait_time_seconds(s.sqs.inner.config.wait.as_secs() as i32)
+            // The subscription's ack timeout, whatever the queue's default
+            // (which provision=false leaves as the operator set it).
+            .visibility_timeout(secs(self.request.options().ack_timeout).max(1))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .customize()

@@ -190,7 +190,7 @@ async fn rabbitmq_keeps_every_acknowledged_publish() {
 }
 
 /// The same on RabbitMQ 4.0.5 (Debian 13's package, `scripts/brokers up
-/// rabbitmq-4.0`), where the quorum queue's log survives `kill -9`.
+/// rabbitmq-4.0`), for a queue that existed before the crash.
 #[cfg(feature = "rabbitmq")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_4_0_keeps_every_acknowledged_publish() {
