@@ -53,6 +53,14 @@ pub struct RabbitConfig {
     /// node of the cluster). Setting it also makes the dead-letter and
     /// delay queues quorum queues.
     pub quorum_group_size: Option<u32>,
+    /// The delays nacks are parked for (`retry_delays_ms=1000,30000`): a
+    /// nack's delay is rounded up to the next of these (the longest one
+    /// above them all), so a group uses these retry queues only, which
+    /// `provision` creates and `provision=false` checks at subscribe.
+    /// Empty (the default): rounded to 100 ms steps below 1 s, seconds
+    /// below a minute, minutes above, each bucket's queue declared on
+    /// first use.
+    pub retry_delays: Vec<Duration>,
     /// Declare exchanges, queues and bindings on first use (`true`, the
     /// default). With `false` nothing is declared: each is checked with a
     /// passive declaration (no configure permission needed) and a missing
@@ -77,6 +85,7 @@ impl Default for RabbitConfig {
             publish_window: 1024,
             nodes: Vec::new(),
             quorum_group_size: None,
+            retry_delays: Vec::new(),
             provision: true,
         }
     }
@@ -88,7 +97,8 @@ impl RabbitConfig {
     /// vhost is percent-encoded (`%2f` is `/`, the default). Options:
     /// `single_active_consumer=true`, `max_message_size`,
     /// `connect_timeout_ms`, `request_timeout_ms`, `publish_window`,
-    /// `quorum_group_size`, `provision` (`true`|`false`).
+    /// `quorum_group_size`, `retry_delays_ms` (comma-separated), `provision`
+    /// (`true`|`false`).
     pub fn from_url(url: &str) -> Result<Self> {
         let Some((first, hosts)) = transport_core::backend::split_hosts(url)? else {
             return Self::from_single_url(url);
@@ -123,6 +133,17 @@ impl RabbitConfig {
     }
 
     /// Whether every queue is declared as a quorum queue (a cluster).
+    /// The retry queue's delay for a nack delayed `ms`: the next of
+    /// `retry_delays` (the longest when above them all), or the default
+    /// bucket.
+    pub(crate) fn retry_delay_ms(&self, ms: u64) -> u64 {
+        let mut configured = self.retry_delays.iter().map(|d| d.as_millis() as u64);
+        match configured.clone().find(|d| *d >= ms).or_else(|| configured.next_back()) {
+            Some(d) => d,
+            None => crate::core::delay_bucket_ms(ms),
+        }
+    }
+
     pub(crate) fn replicated(&self) -> bool {
         self.nodes.len() > 1 || self.quorum_group_size.is_some()
     }
@@ -204,6 +225,26 @@ impl RabbitConfig {
                         Error::invalid(format!("quorum_group_size must be a positive number, got {v:?}"))
                     })?)
                 }
+                "retry_delays_ms" => {
+                    let mut delays = v
+                        .split(',')
+                        .map(|d| {
+                            d.trim()
+                                .parse::<u64>()
+                                .ok()
+                                .filter(|ms| *ms > 0)
+                                .map(Duration::from_millis)
+                        })
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "retry_delays_ms must be positive numbers of milliseconds, comma-separated, got {v:?}"
+                            ))
+                        })?;
+                    delays.sort();
+                    delays.dedup();
+                    c.retry_delays = delays;
+                }
                 "provision" => c.provision = transport_core::backend::provision_option(&v)?,
                 other => return Err(Error::invalid(format!("unknown AMQP URL option {other:?}"))),
             }
@@ -270,6 +311,25 @@ mod tests {
         assert!(RabbitConfig::from_url("amqp://h?x=1").is_err());
         assert_eq!(d.addresses(), ["127.0.0.1:5672"]);
         assert!(!d.replicated());
+    }
+
+    #[test]
+    fn nack_delays_round_up_to_the_configured_retry_delays() {
+        let c = RabbitConfig::from_url("amqp://h/%2f?retry_delays_ms=30000,1000,1000").unwrap();
+        assert_eq!(c.retry_delays, [Duration::from_secs(1), Duration::from_secs(30)]);
+        assert_eq!(c.retry_delay_ms(1), 1_000);
+        assert_eq!(c.retry_delay_ms(1_000), 1_000);
+        assert_eq!(c.retry_delay_ms(1_001), 30_000);
+        assert_eq!(c.retry_delay_ms(90_000), 30_000, "above them all: the longest");
+        assert_eq!(
+            RabbitConfig::default().retry_delay_ms(1_500),
+            2_000,
+            "the default buckets"
+        );
+        for bad in ["", "0", "1000,x", "-5"] {
+            let e = RabbitConfig::from_url(&format!("amqp://h/%2f?retry_delays_ms={bad}")).unwrap_err();
+            assert_eq!(e.kind(), transport_core::ErrorKind::InvalidArgument, "{bad:?}");
+        }
     }
 
     #[test]

@@ -318,11 +318,20 @@ impl RawProvision for Rabbit {
             d if d.is_empty() => "durable".to_owned(),
             d => format!("durable, {d}"),
         };
-        t.with("queue", queue.clone(), durable(&work_queue_args(config)))
+        let t = t
+            .with("queue", queue.clone(), durable(&work_queue_args(config)))
             .with("binding", format!("{topic} -> {queue}"), "routing key #")
             .with("exchange", dlq_topic.clone(), "durable, type topic")
             .with("queue", dlq.clone(), durable(&side_queue_args(config)))
-            .with("binding", format!("{dlq_topic} -> {dlq}"), "routing key #")
+            .with("binding", format!("{dlq_topic} -> {dlq}"), "routing key #");
+        config.retry_delays.iter().fold(t, |t, delay| {
+            let ms = delay.as_millis() as u64;
+            t.with(
+                "queue",
+                names::retry_queue(&queue, ms),
+                durable(&retry_queue_args(config, &queue, ms)),
+            )
+        })
     }
 
     async fn provision(&self, topic: &str, group: Option<&SubscribeOptions>) -> TransportResult<Topology> {
@@ -339,6 +348,16 @@ impl RawProvision for Rabbit {
                 let dlq = names::dlq_queue(&dlq_topic);
                 self.create_missing_queue(&ch, &dlq_topic, &dlq, side_queue_args(conn.config()))
                     .await?;
+                for delay in &conn.config().retry_delays {
+                    let ms = delay.as_millis() as u64;
+                    let retry = names::retry_queue(&queue, ms);
+                    match conn.check_exists("queue", &retry).await {
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            declare_durable(&ch, &retry, retry_queue_args(conn.config(), &queue, ms)).await?
+                        }
+                        other => other?,
+                    }
+                }
             }
             Ok::<_, Error>(())
         }

@@ -13,7 +13,7 @@ use transport_core::backend::{on_drop, Settler, SubscribeRequest};
 use transport_core::{Error, ErrorKind, Message, Result};
 
 use crate::acks::{requeue, Outstanding, Single};
-use crate::core::{self, err, map_err, now_ms, Rabbit, H_ATTEMPTS, H_FIRST_FAILURE};
+use crate::core::{err, map_err, now_ms, Rabbit, H_ATTEMPTS, H_FIRST_FAILURE};
 use crate::names;
 
 /// What a subscription, its background tasks and its deliveries share.
@@ -123,7 +123,7 @@ impl Settler for RabbitSettler {
         // dead-letters back to the work queue, then ack the original.
         let s = &self.shared;
         let conn = &s.rabbit.inner.conn;
-        let ms = core::delay_bucket_ms(delay.as_millis() as u64);
+        let ms = s.rabbit.inner.conn.config().retry_delay_ms(delay.as_millis() as u64);
         let retry = names::retry_queue(&s.queue, ms);
         let result = async {
             let ch = conn.publisher().await?;

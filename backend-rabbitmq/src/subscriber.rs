@@ -68,7 +68,15 @@ async fn declare_queues(s: &Shared) -> Result<()> {
     conn.declare_work_queue(&connection, s.request.topic(), &s.queue)
         .await?;
     let publisher = conn.publisher().await?;
-    conn.declare_dead_letter_queue(&publisher, &s.dlq_topic).await
+    conn.declare_dead_letter_queue(&publisher, &s.dlq_topic).await?;
+    // The retry queues of the configured delays, so that without
+    // provisioning a missing one fails the subscribe, not a nack.
+    for delay in &conn.config().retry_delays {
+        let ms = delay.as_millis() as u64;
+        conn.declare_retry_queue(&publisher, &names::retry_queue(&s.queue, ms), &s.queue, ms)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A channel consuming the work queue (declared again first when `declare`:

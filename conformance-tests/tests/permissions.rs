@@ -504,8 +504,12 @@ async fn rabbitmq_service_without_configure_runs_without_provisioning() {
     rabbitmqctl(&["add_user", &user, "pw"]);
     let [_, write, read] = rabbitmq_patterns(&topic);
     rabbitmqctl(&["set_permissions", "-p", "/", &user, "^$", &write, &read]);
+    // The delays the service nacks with: their retry queues are the
+    // operator's to create too.
     let mut service_url = as_user(&admin, &user);
-    service_url.set_query(Some("provision=false"));
+    service_url.set_query(Some("provision=false&retry_delays_ms=300"));
+    let mut operator_url = admin.clone();
+    operator_url.set_query(Some("retry_delays_ms=300"));
     let options = SubscribeOptions::new("g").max_attempts(3);
 
     let service = transport::connect(service_url.as_str()).await.unwrap();
@@ -514,14 +518,29 @@ async fn rabbitmq_service_without_configure_runs_without_provisioning() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains(&topic), "{e}");
     assert!(start.elapsed() < REFUSED_WITHIN, "took {:?}", start.elapsed());
-    let operator = transport::connect(admin.as_str()).await.unwrap();
+    let operator = transport::connect(operator_url.as_str()).await.unwrap();
     operator.provision(&topic, Some(&options)).await.unwrap();
 
     let mut sub = service.subscribe(&topic, options.clone()).await.unwrap();
     service.publish(&topic, Message::new("one")).await.unwrap();
     service.publish(&topic, Message::new("two")).await.unwrap();
     next(&mut sub).await.dead_letter("poison").await.unwrap();
-    next(&mut sub).await.ack().await.unwrap();
+    // A delayed nack parks the message in its provisioned retry queue:
+    // back after the delay, one attempt further.
+    let nacked = Instant::now();
+    next(&mut sub)
+        .await
+        .nack(Some(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let back = next(&mut sub).await;
+    assert_eq!(back.attempt(), 2, "the delayed nack counts one attempt");
+    assert!(
+        nacked.elapsed() >= Duration::from_millis(300),
+        "back after {:?}",
+        nacked.elapsed()
+    );
+    back.ack().await.unwrap();
     let dlq = service.dead_letters(&topic, &options).await.unwrap();
     assert_eq!(dlq.redrive_all().await.unwrap(), 1);
     next(&mut sub).await.ack().await.unwrap();
