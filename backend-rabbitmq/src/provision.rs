@@ -96,6 +96,12 @@ async fn create_exchange(ch: &Channel, topic: &str) -> Result<(), Error> {
 /// A durable queue bound to a topic's exchange with `#`.
 async fn create_bound_queue(ch: &Channel, topic: &str, queue: &str, args: FieldTable) -> Result<(), Error> {
     declare_durable(ch, queue, args).await?;
+    bind_all(ch, topic, queue).await
+}
+
+/// Bind `queue` to every message of `topic`'s exchange (`#`); binding
+/// again changes nothing.
+async fn bind_all(ch: &Channel, topic: &str, queue: &str) -> Result<(), Error> {
     ch.queue_bind(
         queue.into(),
         topic.into(),
@@ -383,16 +389,7 @@ impl Rabbit {
         args: FieldTable,
     ) -> Result<(), Error> {
         match self.inner.conn.check_exists("queue", queue).await {
-            Ok(()) => ch
-                .queue_bind(
-                    queue.into(),
-                    topic.into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(map_err),
+            Ok(()) => bind_all(ch, topic, queue).await,
             Err(e) if e.kind() == ErrorKind::NotFound => create_bound_queue(ch, topic, queue, args).await,
             Err(e) => Err(e),
         }
